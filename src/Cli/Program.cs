@@ -1,0 +1,1 @@
+return BitDeltaNative.Cli.Run(args);

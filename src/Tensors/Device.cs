@@ -1,0 +1,130 @@
+using System.Collections.Concurrent;
+using System.Reflection;
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.CPU;
+using ILGPU.Runtime.Cuda;
+
+namespace BitDeltaNative;
+
+public enum DeviceKind
+{
+    /// <summary>Managed memory; ops run their scalar/SIMD CPU twin. For CI and machines with no GPU.</summary>
+    Cpu,
+    /// <summary>An NVIDIA GPU through ILGPU's CUDA backend (needs only the driver).</summary>
+    Cuda,
+    /// <summary>ILGPU's CPU accelerator: runs the very kernels that go to CUDA, on CPU threads,
+    /// so CI can test GPU code without a GPU. Slow; for tests and <c>audit</c>.</summary>
+    IlgpuCpu,
+}
+
+/// <summary>
+/// Where tensors live and ops run. One ILGPU <see cref="Context"/> per process; one accelerator per
+/// device; kernels compiled once and cached; device memory recycled through <see cref="MemoryPool"/>
+/// so that a decode loop, which asks for the same sizes every step, allocates nothing new.
+/// </summary>
+public sealed class Device : IDisposable
+{
+    static readonly Lazy<Context> SharedContext = new(() =>
+        Context.Create(b => b.Default().Optimize(OptimizationLevel.O2).Cuda().CPU()));
+    static readonly object Gate = new();
+    static Device? cuda, ilgpuCpu;
+
+    public static readonly Device Cpu = new(DeviceKind.Cpu, null);
+
+    public DeviceKind Kind { get; }
+    public string Name { get; }
+    readonly Accelerator? accelerator;
+    readonly ConcurrentDictionary<MethodInfo, Delegate> kernels = new();
+    public MemoryPool? Pool { get; }
+
+    Device(DeviceKind kind, Accelerator? acc)
+    {
+        Kind = kind;
+        accelerator = acc;
+        Name = acc is null ? "cpu" : kind == DeviceKind.Cuda ? $"cuda ({acc.Name})" : "ilgpu-cpu";
+        if (acc != null) Pool = new MemoryPool(acc);
+    }
+
+    public bool IsIlgpu => accelerator != null;
+
+    public Accelerator Accelerator =>
+        accelerator ?? throw new InvalidOperationException("the managed CPU device has no ILGPU accelerator");
+
+    /// <summary>True where the CUDA driver and at least one NVIDIA GPU are present.</summary>
+    public static bool CudaAvailable
+    {
+        get
+        {
+            try { return SharedContext.Value.GetCudaDevices().Count > 0; }
+            catch (Exception) { return false; }
+        }
+    }
+
+    /// <summary>The first CUDA GPU. A missing GPU or driver is a clear error, not a crash.</summary>
+    public static Device Cuda()
+    {
+        lock (Gate)
+        {
+            if (cuda != null) return cuda;
+            List<CudaDevice> devices;
+            try { devices = [.. SharedContext.Value.GetCudaDevices()]; }
+            catch (Exception e) { throw new BitDeltaException($"--device cuda: the CUDA driver could not be loaded ({e.Message.Split('\n')[0]})", e); }
+            if (devices.Count == 0)
+                throw new BitDeltaException("--device cuda: no NVIDIA GPU found (is the NVIDIA driver installed and is a GPU visible?); use --device cpu");
+            return cuda = new Device(DeviceKind.Cuda, devices[0].CreateCudaAccelerator(SharedContext.Value));
+        }
+    }
+
+    /// <summary>ILGPU's CPU accelerator with NVIDIA-like limits (warp 32, groups up to 1024 threads):
+    /// the default CPU device allows groups of at most 16 threads.</summary>
+    public static Device IlgpuCpu()
+    {
+        lock (Gate)
+            return ilgpuCpu ??= new Device(DeviceKind.IlgpuCpu, CPUDevice.Nvidia.CreateCPUAccelerator(SharedContext.Value));
+    }
+
+    /// <summary>Resolves <c>--device auto|cuda|cpu|ilgpu-cpu</c>; auto is CUDA when a GPU is present.</summary>
+    public static Device Parse(string name) => name.ToLowerInvariant() switch
+    {
+        "auto" => CudaAvailable ? Cuda() : Cpu,
+        "cuda" or "gpu" => Cuda(),
+        "cpu" => Cpu,
+        "ilgpu-cpu" => IlgpuCpu(),
+        _ => throw new BitDeltaException($"--device: unknown device '{name}' (expected auto, cuda, cpu or ilgpu-cpu)"),
+    };
+
+    /// <summary>
+    /// The launcher for an auto-grouped kernel (<c>Action&lt;Index1D, ...&gt;</c>), compiled on first use
+    /// and cached for the life of the device.
+    /// </summary>
+    public TAction Kernel<TAction>(TAction kernel) where TAction : Delegate =>
+        (TAction)kernels.GetOrAdd(kernel.Method, _ => Load("LoadAutoGroupedStreamKernel", kernel));
+
+    /// <summary>The launcher for an explicitly grouped kernel: the kernel is <c>Action&lt;T1, ...&gt;</c> and
+    /// the launcher <c>Action&lt;KernelConfig, T1, ...&gt;</c>.</summary>
+    public TLaunch GroupedKernel<TLaunch>(Delegate kernel) where TLaunch : Delegate =>
+        (TLaunch)kernels.GetOrAdd(kernel.Method, _ => Load("LoadStreamKernel", kernel));
+
+    Delegate Load(string loader, Delegate kernel)
+    {
+        var args = kernel.GetType().GetGenericArguments();
+        var method = typeof(KernelLoaders).GetMethods(BindingFlags.Public | BindingFlags.Static)
+            .Single(m => m.Name == loader && m.GetParameters().Length == 2 && m.GetGenericArguments().Length == args.Length)
+            .MakeGenericMethod(args);
+        try { return (Delegate)method.Invoke(null, [Accelerator, kernel])!; }
+        catch (TargetInvocationException e) when (e.InnerException != null) { throw e.InnerException; }
+    }
+
+    /// <summary>Number of kernels compiled so far (for tests of the cache and for start-up reports).</summary>
+    public int CompiledKernels => kernels.Count;
+
+    public void Synchronize() => accelerator?.Synchronize();
+
+    public override string ToString() => Name;
+
+    public void Dispose()
+    {
+        // Devices live for the process; the shared instances are never torn down mid-run.
+    }
+}

@@ -1,0 +1,100 @@
+namespace BitDeltaNative.Tests.Tensors;
+
+public class TensorTests
+{
+    public static TheoryData<string> Devices => TestDevices.Names;
+
+    [Theory]
+    [MemberData(nameof(Devices))]
+    public void Host_device_round_trip_keeps_every_byte(string device)
+    {
+        var dev = Device.Parse(device);
+        var rng = new Random(7);
+        foreach (var dt in new[] { DType.F32, DType.F16, DType.BF16, DType.I32, DType.U8 })
+        {
+            int[] shape = [3, 17, 5];
+            var bytes = new byte[dt.ByteCount(shape)];
+            rng.NextBytes(bytes);
+            using var h = Tensor.FromHostMemory(bytes, shape, dt);
+            using var d = h.To(dev);
+            Assert.Equal(dev, d.Device);
+            using var back = d.To(Device.Cpu);
+            Assert.Equal(bytes, back.HostBytes.ToArray());
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices))]
+    public void Slice_is_a_view_that_shares_storage(string device)
+    {
+        var dev = Device.Parse(device);
+        var data = Enumerable.Range(0, 5 * 3).Select(i => (float)i + 0.5f).ToArray();
+        using var t = Tensor.From(data, [5, 3], dev);
+        using var rows = t.Slice(1, 2);
+        Assert.Equal([2, 3], rows.Shape.ToArray());
+        Assert.Equal(data[3..9], rows.ToFloatArray());
+        rows.CopyFrom(Tensor.From(new float[] { -1, -2, -3, -4, -5, -6 }, [2, 3]));
+        var all = t.ToFloatArray();
+        Assert.Equal(new float[] { -1, -2, -3, -4, -5, -6 }, all[3..9]);
+        Assert.Equal(data[..3], all[..3]);
+        Assert.Equal(data[9..], all[9..]);
+        using var flat = t.Reshape(15);
+        Assert.Equal(all, flat.ToFloatArray());
+        Assert.Throws<ArgumentException>(() => t.Reshape(4, 4));
+        Assert.Throws<ArgumentOutOfRangeException>(() => t.Slice(4, 2));
+    }
+
+    [Fact]
+    public void Sign1_packs_32_per_word_with_rows_padded()
+    {
+        Assert.Equal(4, DType.Sign1.ByteCount([1, 1]));
+        Assert.Equal(4, DType.Sign1.ByteCount([1, 32]));
+        Assert.Equal(8, DType.Sign1.ByteCount([1, 33]));
+        Assert.Equal(3 * 2 * 4, DType.Sign1.ByteCount([3, 40]));
+        using var t = Tensor.From(new uint[] { 1, 2, 3, 4, 5, 6 }, [3, 40]);
+        using var row = t.Slice(1, 1);
+        Assert.Equal(new uint[] { 3, 4 }, row.ToArray<uint>());
+    }
+
+    [Fact]
+    public void Pool_reuses_buffers_so_a_loop_allocates_nothing_new()
+    {
+        var dev = Device.IlgpuCpu();
+        var pool = dev.Pool!;
+        using (Tensor.Empty([123, 45], DType.F32, dev)) { }
+        using (Tensor.Empty([7], DType.F16, dev)) { }
+        long before = pool.DriverAllocations;
+        for (int step = 0; step < 100; step++)
+        {
+            using var a = Tensor.Empty([123, 45], DType.F32, dev);
+            using var b = Tensor.Empty([7], DType.F16, dev);
+        }
+        Assert.Equal(before, pool.DriverAllocations);
+    }
+
+    [Fact]
+    public void Asking_for_cuda_without_a_gpu_is_a_clear_error()
+    {
+        if (Device.CudaAvailable) { Assert.Equal(DeviceKind.Cuda, Device.Parse("auto").Kind); return; }
+        var e = Assert.Throws<BitDeltaException>(() => Device.Parse("cuda"));
+        Assert.Contains("no NVIDIA GPU", e.Message);
+        Assert.DoesNotContain('\n', e.Message);
+        Assert.Equal(DeviceKind.Cpu, Device.Parse("auto").Kind);
+        var u = Assert.Throws<BitDeltaException>(() => Device.Parse("tpu"));
+        Assert.Contains("'tpu'", u.Message);
+    }
+
+    static void Iota(ILGPU.Index1D i, ILGPU.ArrayView<float> a) => a[i] = i * 0.5f + 1f;
+
+    [Fact]
+    public void Kernels_compile_once_per_device()
+    {
+        var dev = Device.IlgpuCpu();
+        var first = dev.Kernel<Action<ILGPU.Index1D, ILGPU.ArrayView<float>>>(Iota);
+        var again = dev.Kernel<Action<ILGPU.Index1D, ILGPU.ArrayView<float>>>(Iota);
+        Assert.Same(first, again);
+        using var t = Tensor.Empty([5], DType.F32, dev);
+        again(5, t.View<float>());
+        Assert.Equal(new float[] { 1, 1.5f, 2, 2.5f, 3 }, t.ToFloatArray());
+    }
+}

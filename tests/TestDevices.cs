@@ -1,0 +1,50 @@
+namespace BitDeltaNative.Tests;
+
+/// <summary>
+/// The ILGPU devices every kernel test runs on: ILGPU's CPU accelerator always (that is what CI has),
+/// and CUDA when a GPU is present. <c>BITDELTA_TEST_DEVICES=cuda</c> (or <c>ilgpu-cpu</c>, comma-separated)
+/// picks explicitly; naming cuda where there is none fails the run instead of skipping it.
+/// </summary>
+public static class TestDevices
+{
+    public static IReadOnlyList<Device> All { get; } = Pick();
+
+    static IReadOnlyList<Device> Pick()
+    {
+        var env = Environment.GetEnvironmentVariable("BITDELTA_TEST_DEVICES");
+        if (!string.IsNullOrWhiteSpace(env))
+            return env.Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).Select(Device.Parse).ToList();
+        var list = new List<Device> { Device.IlgpuCpu() };
+        if (Device.CudaAvailable) list.Add(Device.Cuda());
+        return list;
+    }
+
+    /// <summary>For [Theory] tests: one case per device name.</summary>
+    public static TheoryData<string> Names
+    {
+        get
+        {
+            var d = new TheoryData<string>();
+            foreach (var dev in All) d.Add(dev.Kind == DeviceKind.Cuda ? "cuda" : "ilgpu-cpu");
+            return d;
+        }
+    }
+}
+
+/// <summary>Relative error ‖a − b‖ / ‖b‖ in f64, the measure DESIGN.md fixes for every kernel test.</summary>
+public static class Err
+{
+    public static double Relative(ReadOnlySpan<float> got, ReadOnlySpan<float> want)
+    {
+        if (got.Length != want.Length) throw new ArgumentException($"lengths {got.Length} and {want.Length}");
+        double num = 0, den = 0;
+        for (int i = 0; i < got.Length; i++)
+        {
+            if (float.IsNaN(got[i]) != float.IsNaN(want[i])) return double.PositiveInfinity;
+            double d = (double)got[i] - want[i];
+            num += d * d;
+            den += (double)want[i] * want[i];
+        }
+        return den == 0 ? (num == 0 ? 0 : double.PositiveInfinity) : Math.Sqrt(num / den);
+    }
+}

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Publishes the bitdelta CLI and the test executable self-contained for linux-x64 into one folder
+# (they share the runtime, so it is packed once) and packs it as .gpu/app.tar.xz for the GPU machine,
+# which has the NVIDIA driver but no .NET. .gpu/ is git-ignored and carried to the device.
+#
+# Then, with the device tool (carry [".gpu"]):
+#   mkdir -p /tmp/a && tar -C /tmp/a -xJf .gpu/app.tar.xz && /tmp/a/BitDeltaNative.Tests && /tmp/a/bitdelta audit --device cuda
+# tools/gpu/run-tests.sh is that command as a script (tests on CUDA and the CPU accelerator).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+rm -rf .gpu/app && mkdir -p .gpu
+dotnet publish src/Cli -c Release -r linux-x64 --self-contained -o .gpu/app -p:DebugType=none >/dev/null
+dotnet publish tests -c Release -r linux-x64 --self-contained -o .gpu/app -p:DebugType=none >/dev/null
+cp tools/gpu/run-tests.sh .gpu/app/
+tar -C .gpu/app -cf - . | xz -T2 -6 > .gpu/app.tar.xz
+rm -rf .gpu/app
+ls -l .gpu/app.tar.xz | awk '{printf "packed .gpu/app.tar.xz: %.1f MiB (cap 64 MiB)\n", $5/1048576}'
