@@ -11,6 +11,7 @@ public static partial class Cli
         var root = new RootCommand("bitdelta: compress fine-tuned LLMs into 1-bit deltas over their base model (BitDelta, arXiv 2402.10193) and serve many at once.");
         root.Subcommands.Add(DevicesCommand());
         root.Subcommands.Add(InspectCommand());
+        root.Subcommands.Add(AuditCommand());
         root.Subcommands.Add(BenchCommand());
         root.Subcommands.Add(DemoCommand());
         return root.Parse(args).Invoke();

@@ -1,6 +1,7 @@
 using System.Collections.Concurrent;
 using System.Reflection;
 using ILGPU;
+using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
@@ -26,11 +27,14 @@ public enum DeviceKind
 public sealed class Device : IDisposable
 {
     static readonly Lazy<Context> SharedContext = new(() =>
-        Context.Create(b => b.Default().Optimize(OptimizationLevel.O2).Cuda().CPU()));
+        Context.Create(b => b.Default().Optimize(OptimizationLevel.O2).Cuda().CPU().EnableAlgorithms()));
     static readonly object Gate = new();
     static Device? cuda, ilgpuCpu;
 
     public static readonly Device Cpu = new(DeviceKind.Cpu, null);
+
+    /// <summary>The process-wide ILGPU context (also used to compile PTX offline, without a GPU).</summary>
+    public static Context IlgpuContext => SharedContext.Value;
 
     public DeviceKind Kind { get; }
     public string Name { get; }

@@ -1,0 +1,36 @@
+namespace BitDeltaNative.Kernels;
+
+/// <summary>Every kernel's check, in one list: the tests run them on ILGPU's CPU accelerator (and CUDA
+/// when present), and <c>bitdelta audit</c> runs them on the user's GPU.</summary>
+public static class Audit
+{
+    public static IReadOnlyList<AuditCase> All =>
+    [
+        .. ElementwiseCases.All,
+        RmsNorm.Case,
+    ];
+
+    public sealed record Result(string Kernel, int Cases, double WorstError, double Bound, string WorstShape)
+    {
+        public bool Passed => WorstError <= Bound;
+    }
+
+    /// <summary>Runs <paramref name="cases"/> random cases of every check; seeds are derived from
+    /// <paramref name="seed"/> so a failure can be replayed.</summary>
+    public static IEnumerable<Result> Run(Device dev, int cases, int seed, Func<string, bool>? filter = null)
+    {
+        foreach (var c in All)
+        {
+            if (filter != null && !filter(c.Kernel)) continue;
+            double worst = 0;
+            string shape = "";
+            for (int i = 0; i < cases; i++)
+            {
+                var (err, s) = c.Run(dev, new Random(HashCode.Combine(seed, c.Kernel.GetHashCode(StringComparison.Ordinal) & 0x7fffffff, i)));
+                if (double.IsNaN(err)) err = double.PositiveInfinity;
+                if (err >= worst) { worst = err; shape = s; }
+            }
+            yield return new Result(c.Kernel, cases, worst, c.Bound, shape);
+        }
+    }
+}

@@ -1,0 +1,84 @@
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// What every kernel test and <c>bitdelta audit</c> share: random data that is never zero, shapes that
+/// include 1, primes and sizes just past a tile, and the relative error ‖got − want‖/‖want‖ of
+/// DESIGN.md. A case runs the kernel on an ILGPU device and its CPU twin on the same inputs, after
+/// poisoning the kernel's output (NaN bytes), so an element the kernel forgot to write fails.
+/// </summary>
+public static class Check
+{
+    /// <summary>fp32 throughout.</summary>
+    public const double F32Bound = 1e-5;
+    /// <summary>fp16/bf16 operands (or outputs) with fp32 accumulation.</summary>
+    public const double HalfBound = 1e-2;
+
+    /// <summary>Output poison: 0xFF bytes are a NaN in f32, f16 and bf16.</summary>
+    public const byte Poison = 0xFF;
+
+    static readonly int[] Special = [1, 2, 3, 5, 7, 13, 31, 32, 33, 61, 64, 65, 127, 129, 257];
+
+    /// <summary>A size in [1, max]: often an edge (1, a prime, a tile ± 1), else uniform.</summary>
+    public static int Size(Random rng, int max)
+    {
+        if (rng.Next(3) == 0)
+        {
+            var s = Special.Where(v => v <= max).ToArray();
+            return s[rng.Next(s.Length)];
+        }
+        return rng.Next(1, max + 1);
+    }
+
+    /// <summary>Uniform in ±[0.1, 1]·scale: never zero, both signs.</summary>
+    public static float Value(Random rng, float scale = 1f)
+    {
+        float m = 0.1f + 0.9f * (float)rng.NextDouble();
+        return (rng.Next(2) == 0 ? m : -m) * scale;
+    }
+
+    public static float[] Values(Random rng, long n, float scale = 1f)
+    {
+        var a = new float[n];
+        for (long i = 0; i < n; i++) a[i] = Value(rng, scale);
+        return a;
+    }
+
+    /// <summary>Values rounded to <paramref name="dtype"/> and back, so twin and kernel see the same numbers.</summary>
+    public static float[] Rounded(float[] a, DType dtype)
+    {
+        if (dtype == DType.F32) return a;
+        var bytes = new byte[dtype.ByteCount([a.Length])];
+        Casts.FromF32(a, dtype, bytes);
+        var r = new float[a.Length];
+        Casts.ToF32(bytes, dtype, r);
+        return r;
+    }
+
+    public static DType FloatType(Random rng) => rng.Next(3) switch { 0 => DType.F16, 1 => DType.BF16, _ => DType.F32 };
+
+    public static double RelativeError(ReadOnlySpan<float> got, ReadOnlySpan<float> want)
+    {
+        if (got.Length != want.Length) throw new ArgumentException($"lengths {got.Length} and {want.Length}");
+        double num = 0, den = 0;
+        for (int i = 0; i < got.Length; i++)
+        {
+            if (!float.IsFinite(got[i]) && !(float.IsInfinity(want[i]) && got[i] == want[i])) return double.PositiveInfinity;
+            double d = (double)got[i] - want[i];
+            num += d * d;
+            den += (double)want[i] * want[i];
+        }
+        return den == 0 ? (num == 0 ? 0 : double.PositiveInfinity) : Math.Sqrt(num / den);
+    }
+
+    /// <summary>An output tensor on <paramref name="dev"/>, poisoned.</summary>
+    public static Tensor Poisoned(ReadOnlySpan<int> shape, DType dtype, Device dev)
+    {
+        var t = Tensor.Empty(shape, dtype, dev);
+        t.Fill(Poison);
+        return t;
+    }
+}
+
+/// <summary>One kind of check: a kernel's name, its error bound, and a function that draws one random
+/// case from the generator, runs kernel and twin, and returns the relative error and the shape drawn.</summary>
+public sealed record AuditCase(string Kernel, double Bound, Func<Device, Random, (double Error, string Shape)> Run);

@@ -1,0 +1,163 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace BitDeltaNative.Kernels;
+
+// Elementwise ops over f32 activations, one thread per element (coalesced, one pass over memory).
+// Each op: Twin (the CPU spec), Kernel (ILGPU), Run (launches either, by the tensors' device).
+
+public static class Add
+{
+    public static void Twin(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] = a[i] + b[i];
+    }
+
+    static void Kernel(Index1D i, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y) => y[i] = a[i] + b[i];
+
+    /// <summary>y = a + b (y may be a or b).</summary>
+    public static void Run(Tensor a, Tensor b, Tensor y) => Binary.Run(a, b, y, Twin, Kernel);
+}
+
+public static class Mul
+{
+    public static void Twin(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] = a[i] * b[i];
+    }
+
+    static void Kernel(Index1D i, ArrayView<float> a, ArrayView<float> b, ArrayView<float> y) => y[i] = a[i] * b[i];
+
+    /// <summary>y = a ⊙ b (y may be a or b).</summary>
+    public static void Run(Tensor a, Tensor b, Tensor y) => Binary.Run(a, b, y, Twin, Kernel);
+}
+
+/// <summary>SiLU(a)·b, the SwiGLU of Llama's MLP: down(SiLU(gate(x)) · up(x)).</summary>
+public static class SwiGlu
+{
+    public static void Twin(ReadOnlySpan<float> gate, ReadOnlySpan<float> up, Span<float> y)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] = Silu.Of(gate[i]) * up[i];
+    }
+
+    static void Kernel(Index1D i, ArrayView<float> gate, ArrayView<float> up, ArrayView<float> y) =>
+        y[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
+
+    public static void Run(Tensor gate, Tensor up, Tensor y) => Binary.Run(gate, up, y, Twin, Kernel);
+}
+
+/// <summary>SiLU(x) = x·σ(x) = x / (1 + e^−x).</summary>
+public static class Silu
+{
+    public static float Of(float x) => x / (1f + MathF.Exp(-x));
+
+    public static void Twin(ReadOnlySpan<float> x, Span<float> y)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] = Of(x[i]);
+    }
+
+    static void Kernel(Index1D i, ArrayView<float> x, ArrayView<float> y) => y[i] = x[i] / (1f + MathF.Exp(-x[i]));
+
+    public static void Run(Tensor x, Tensor y)
+    {
+        Need.SameDevice(x, y);
+        Need.F32("silu x", x);
+        Need.F32("silu y", y);
+        Need.Count("silu y", y, x.ElementCount);
+        if (!y.Device.IsIlgpu) Twin(x.Host<float>(), y.Host<float>());
+        else if (y.ElementCount > 0)
+            y.Device.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>>>(Kernel)((int)y.ElementCount, x.View<float>(), y.View<float>());
+    }
+}
+
+/// <summary>y = s·x.</summary>
+public static class Scale
+{
+    public static void Twin(ReadOnlySpan<float> x, float s, Span<float> y)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] = s * x[i];
+    }
+
+    static void Kernel(Index1D i, ArrayView<float> x, float s, ArrayView<float> y) => y[i] = s * x[i];
+
+    public static void Run(Tensor x, float s, Tensor y)
+    {
+        Need.SameDevice(x, y);
+        Need.F32("scale x", x);
+        Need.F32("scale y", y);
+        Need.Count("scale y", y, x.ElementCount);
+        if (!y.Device.IsIlgpu) Twin(x.Host<float>(), s, y.Host<float>());
+        else if (y.ElementCount > 0)
+            y.Device.Kernel<Action<Index1D, ArrayView<float>, float, ArrayView<float>>>(Kernel)((int)y.ElementCount, x.View<float>(), s, y.View<float>());
+    }
+}
+
+static class Binary
+{
+    public delegate void TwinFn(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y);
+
+    public static void Run(Tensor a, Tensor b, Tensor y, TwinFn twin, Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> kernel)
+    {
+        Need.SameDevice(a, b, y);
+        Need.F32("a", a);
+        Need.F32("b", b);
+        Need.F32("y", y);
+        Need.Count("b", b, a.ElementCount);
+        Need.Count("y", y, a.ElementCount);
+        if (!y.Device.IsIlgpu) twin(a.Host<float>(), b.Host<float>(), y.Host<float>());
+        else if (y.ElementCount > 0) y.Device.Kernel(kernel)((int)y.ElementCount, a.View<float>(), b.View<float>(), y.View<float>());
+    }
+
+    /// <summary>Audit case for a binary op: random length, random non-zero values.</summary>
+    public static AuditCase Case(string name, Action<Tensor, Tensor, Tensor> run, TwinFn twin) => new(name, Check.F32Bound, (dev, rng) =>
+    {
+        int n = Check.Size(rng, 70_000);
+        var a = Check.Values(rng, n, 4f);
+        var b = Check.Values(rng, n, 4f);
+        using var ta = Tensor.From(a, [n], dev);
+        using var tb = Tensor.From(b, [n], dev);
+        using var ty = Check.Poisoned([n], DType.F32, dev);
+        run(ta, tb, ty);
+        var want = new float[n];
+        twin(a, b, want);
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{n}]");
+    });
+}
+
+public static class ElementwiseCases
+{
+    public static IEnumerable<AuditCase> All =>
+    [
+        Binary.Case("add", Add.Run, Add.Twin),
+        Binary.Case("mul", Mul.Run, Mul.Twin),
+        Binary.Case("swiglu", SwiGlu.Run, SwiGlu.Twin),
+        Unary("silu", Silu.Run, Silu.Twin),
+        Unary("scale", (x, y) => Scale.Run(x, -0.37f, y), (x, y) => Scale.Twin(x, -0.37f, y)),
+        CastCase(DType.F16), CastCase(DType.BF16),
+    ];
+
+    delegate void UnaryTwin(ReadOnlySpan<float> x, Span<float> y);
+
+    static AuditCase Unary(string name, Action<Tensor, Tensor> run, UnaryTwin twin) => new(name, Check.F32Bound, (dev, rng) =>
+    {
+        int n = Check.Size(rng, 70_000);
+        var x = Check.Values(rng, n, 6f);
+        using var tx = Tensor.From(x, [n], dev);
+        using var ty = Check.Poisoned([n], DType.F32, dev);
+        run(tx, ty);
+        var want = new float[n];
+        twin(x, want);
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{n}]");
+    });
+
+    /// <summary>The casts of <see cref="Casts"/> are exact functions: the kernel must equal the host bit for bit.</summary>
+    static AuditCase CastCase(DType to) => new($"cast f32->{to.ToString().ToLowerInvariant()}->f32", 0, (dev, rng) =>
+    {
+        int n = Check.Size(rng, 70_000);
+        var x = Check.Values(rng, n, MathF.Pow(2, rng.Next(-20, 16)));
+        using var tx = Tensor.From(x, [n], dev);
+        using var narrow = tx.Cast(to);
+        using var back = narrow.Cast(DType.F32);
+        return (Check.RelativeError(back.ToFloatArray(), Check.Rounded(x, to)), $"[{n}]");
+    });
+}
