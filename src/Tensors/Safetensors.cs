@@ -62,6 +62,7 @@ public sealed class SafetensorsFile : IDisposable
         if (n > MaxHeaderBytes) throw Bad($"header length {n} is over the 100 MB limit of the format");
         var header = file.Span(8, (long)n);
         if (header.Length == 0 || header[0] != (byte)'{') throw Bad("header does not start with '{'");
+        if (!System.Text.Unicode.Utf8.IsValid(header)) throw Bad("header is not valid UTF-8");
         long dataStart = 8 + (long)n, dataLength = file.Length - dataStart;
 
         var metadata = new Dictionary<string, string>();

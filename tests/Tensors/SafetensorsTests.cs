@@ -90,6 +90,12 @@ public class SafetensorsTests
         return b;
     }
 
+    static byte[] WithByte(byte[] b, byte from, byte to)
+    {
+        b[Array.IndexOf(b, from)] = to;
+        return b;
+    }
+
     public static TheoryData<string, byte[], string> BadFiles => new()
     {
         { "empty", [], "truncated" },
@@ -110,6 +116,7 @@ public class SafetensorsTests
         { "huge shape", Raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[2147483647,2147483647,2147483647],\"data_offsets\":[0,4]}}", 4), "tensor 'a': shape" },
         { "shape not ints", Raw("{\"a\":{\"dtype\":\"F32\",\"shape\":[1.5],\"data_offsets\":[0,4]}}", 4), "tensor 'a': shape" },
         { "missing dtype", Raw("{\"a\":{\"shape\":[1],\"data_offsets\":[0,4]}}", 4), "tensor 'a': missing dtype" },
+        { "bad utf-8 name", WithByte(Raw("{\"a~\":{\"dtype\":\"U8\",\"shape\":[0],\"data_offsets\":[0,0]}}", 0), (byte)'~', 0xFF), "not valid UTF-8" },
         { "metadata not strings", Raw("{\"__metadata__\":{\"x\":1}}", 0), "__metadata__ 'x'" },
     };
 
