@@ -1,0 +1,124 @@
+using System.Diagnostics;
+using BitDeltaNative.Kernels;
+
+namespace BitDeltaNative.Models;
+
+/// <summary>How the next token is chosen. Temperature 0 is greedy (argmax); otherwise temperature, then top-k
+/// (0 = off), then top-p (1 = off), as Hugging Face's logits warpers apply them. The same seed gives the same text.</summary>
+public sealed record SamplingOptions(float Temperature = 0f, int TopK = 0, float TopP = 1f, ulong Seed = 0)
+{
+    public void Validate()
+    {
+        if (!(Temperature >= 0) || float.IsInfinity(Temperature)) throw new BitDeltaException($"--temperature must be >= 0, got {Temperature}");
+        if (TopK < 0) throw new BitDeltaException($"--top-k must be >= 0, got {TopK}");
+        if (!(TopP > 0 && TopP <= 1)) throw new BitDeltaException($"--top-p must be in (0, 1], got {TopP}");
+    }
+}
+
+/// <summary>Timings of one <see cref="Generator.Generate"/> call. The first token of each sequence comes out
+/// of the prefill step; <see cref="DecodeTokens"/> counts those the decode steps produced.</summary>
+public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, int DecodeTokens, int DecodeSteps, TimeSpan Prefill, TimeSpan Decode)
+{
+    public double PrefillTokensPerSecond => Prefill.TotalSeconds > 0 ? PromptTokens / Prefill.TotalSeconds : 0;
+    public double DecodeTokensPerSecond => Decode.TotalSeconds > 0 ? DecodeTokens / Decode.TotalSeconds : 0;
+    public double MsPerDecodeStep => DecodeSteps > 0 ? Decode.TotalMilliseconds / DecodeSteps : 0;
+}
+
+/// <summary>
+/// Generates continuations of several prompts at once: one prefill step over every prompt token, then one
+/// decode step per new token in which every unfinished sequence contributes its last token. A sequence stops
+/// at an end-of-sequence id (not emitted) or after <c>maxNewTokens</c>.
+/// </summary>
+public sealed class Generator(LlamaModel model)
+{
+    public GenerationStats? LastStats { get; private set; }
+
+    /// <param name="onToken">called with (prompt index, token id) as soon as each token is chosen</param>
+    public int[][] Generate(IReadOnlyList<int[]> prompts, int maxNewTokens, SamplingOptions options,
+                            IReadOnlyCollection<int> eos, Action<int, int>? onToken = null)
+    {
+        options.Validate();
+        int B = prompts.Count;
+        if (B == 0) return [];
+        if (maxNewTokens < 0) throw new BitDeltaException($"--max-tokens must be >= 0, got {maxNewTokens}");
+        foreach (var p in prompts)
+            if (p.Length == 0) throw new BitDeltaException("a prompt must have at least one token (the BOS token counts)");
+        int longest = prompts.Max(p => p.Length);
+        int maxSeq = longest + maxNewTokens;
+        if (maxSeq > model.MaxPositions)
+            throw new BitDeltaException($"prompt ({longest} tokens) plus --max-tokens {maxNewTokens} is past the context of {model.MaxPositions} tokens");
+
+        var dev = model.Device;
+        int vocab = model.Config.VocabSize;
+        using var cache = model.NewCache(B, maxSeq);
+        var outputs = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
+        var length = prompts.Select(p => p.Length).ToArray();
+        var done = new bool[B];
+        var eosSet = eos.ToHashSet();
+
+        // Prefill: all prompt tokens of all sequences in one forward pass.
+        var ids = prompts.SelectMany(p => p).ToArray();
+        var slots = prompts.SelectMany((p, i) => Enumerable.Repeat(i, p.Length)).ToArray();
+        var positions = prompts.SelectMany(p => Enumerable.Range(0, p.Length)).ToArray();
+        var lastRows = new int[B];
+        for (int i = 0, at = 0; i < B; i++) { at += prompts[i].Length; lastRows[i] = at - 1; }
+
+        var sw = Stopwatch.StartNew();
+        var active = Enumerable.Range(0, B).ToArray();
+        int[] next;
+        using (var logits = Tensor.Empty([B, vocab], DType.F32, dev))
+        {
+            model.Forward(ids, slots, positions, lastRows, cache, logits);
+            next = Choose(logits, options, step: 0);
+        }
+        var prefill = sw.Elapsed;
+        sw.Restart();
+        int generated = 0, decodeTokens = 0, steps = 0;
+        for (int step = 0; ; step++)
+        {
+            // Record what the last step chose; retire finished sequences.
+            var still = new List<int>();
+            for (int a = 0; a < active.Length; a++)
+            {
+                int s = active[a], tok = next[a];
+                if (maxNewTokens == 0 || eosSet.Contains(tok)) { done[s] = true; continue; }
+                outputs[s].Add(tok);
+                generated++;
+                if (step > 0) decodeTokens++;
+                onToken?.Invoke(s, tok);
+                if (outputs[s].Count >= maxNewTokens) done[s] = true;
+                else still.Add(s);
+            }
+            active = still.ToArray();
+            if (active.Length == 0) break;
+
+            int A = active.Length;
+            var stepIds = active.Select(s => outputs[s][^1]).ToArray();
+            var stepPos = active.Select(s => length[s] + outputs[s].Count - 1).ToArray();
+            using var logits = Tensor.Empty([A, vocab], DType.F32, dev);
+            model.Forward(stepIds, active, stepPos, Enumerable.Range(0, A).ToArray(), cache, logits);
+            next = Choose(logits, options, step + 1, active);
+            steps++;
+        }
+        LastStats = new GenerationStats(ids.Length, generated, decodeTokens, steps, prefill, sw.Elapsed);
+        return outputs.Select(o => o.ToArray()).ToArray();
+    }
+
+    /// <summary>Next token per row. The uniform draws depend on (seed, step, sequence), so a sequence's text
+    /// does not depend on which other sequences share its batch.</summary>
+    int[] Choose(Tensor logits, SamplingOptions o, int step, int[]? sequences = null)
+    {
+        int rows = logits.Dim(0);
+        var dev = logits.Device;
+        using var tokens = Tensor.Empty([rows], DType.I32, dev);
+        if (o.Temperature == 0) Argmax.Run(logits, tokens);
+        else
+        {
+            var u = new float[rows];
+            for (int r = 0; r < rows; r++) u[r] = Sampling.Uniforms(o.Seed, step, (sequences?[r] ?? r) + 1)[sequences?[r] ?? r];
+            using var tu = Tensor.From(u, [rows], dev);
+            Sampling.Run(logits, o.Temperature, o.TopK, o.TopP, tu, tokens);
+        }
+        return tokens.ToArray<int>();
+    }
+}

@@ -1,0 +1,128 @@
+using BitDeltaNative.Kernels;
+
+namespace BitDeltaNative.Models;
+
+/// <summary>
+/// The Llama/Mistral decoder (transformers, modeling_llama.py / modeling_mistral.py) over one device.
+/// One <see cref="Forward"/> call runs any batch of tokens: each token names its sequence's cache slot and its
+/// position, so prefill (many tokens of a sequence), decode (one token per sequence) and a mix of both across
+/// sequences of different lengths are the same call. Activations are f32; weights stay in checkpoint dtype.
+/// </summary>
+public sealed class LlamaModel : IDisposable
+{
+    public LlamaConfig Config { get; }
+    public LlamaWeights Weights { get; }
+    public Device Device { get; }
+    readonly RopeTable rope;
+
+    public LlamaModel(LlamaWeights weights, Device device, int maxPositions)
+    {
+        Config = weights.Config;
+        Weights = weights;
+        Device = device;
+        rope = RopeTable.Create(Config.HeadDim, Config.RopeTheta, Config.RopeScaling, maxPositions, device);
+    }
+
+    /// <summary>Loads config.json and the safetensors weights of a Hugging Face folder onto <paramref name="device"/>.</summary>
+    public static LlamaModel Load(string dir, Device device, int maxPositions = 0, IProgress<(int Done, int Total)>? progress = null)
+    {
+        var weights = LlamaWeights.Load(dir, device, progress);
+        int max = maxPositions > 0 ? maxPositions : Math.Min(weights.Config.MaxPositionEmbeddings, 4096);
+        return new LlamaModel(weights, device, max);
+    }
+
+    public int MaxPositions => rope.MaxPositions;
+
+    public KvCacheMemory NewCache(int slots, int maxSeq, DType? dtype = null) =>
+        new(Config, slots, Math.Min(maxSeq, MaxPositions), dtype ?? DType.F32, Device);
+
+    /// <summary>
+    /// One step over a batch of tokens. Token t is <paramref name="ids"/>[t] at position
+    /// <paramref name="positions"/>[t] of the sequence in cache slot <paramref name="slots"/>[t]; its keys and
+    /// values are written to the cache before attention, so tokens of one sequence in the same batch must come in
+    /// position order. <paramref name="logits"/> [rows, vocab] receives the logits of the tokens listed in
+    /// <paramref name="logitRows"/> (the last token of each sequence when generating; every token for perplexity).
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> ids, ReadOnlySpan<int> slots, ReadOnlySpan<int> positions,
+                        ReadOnlySpan<int> logitRows, KvCacheMemory cache, Tensor logits)
+    {
+        var c = Config;
+        int T = ids.Length;
+        if (slots.Length != T || positions.Length != T) throw new ArgumentException("ids, slots and positions differ in length");
+        for (int t = 0; t < T; t++)
+        {
+            if ((uint)ids[t] >= (uint)c.VocabSize) throw new BitDeltaException($"token id {ids[t]} is outside the vocabulary (0..{c.VocabSize - 1})");
+            if ((uint)slots[t] >= (uint)cache.Slots) throw new ArgumentException($"slot {slots[t]} outside the cache's {cache.Slots}");
+            if ((uint)positions[t] >= (uint)Math.Min(cache.MaxSeq, MaxPositions))
+                throw new BitDeltaException($"position {positions[t]} is past the context of {Math.Min(cache.MaxSeq, MaxPositions)} tokens");
+        }
+        foreach (var r in logitRows)
+            if ((uint)r >= (uint)T) throw new ArgumentException($"logit row {r} outside the batch of {T}");
+        Need(logits, [logitRows.Length, c.VocabSize]);
+        if (T == 0) return;
+
+        var dev = Device;
+        using var tIds = Tensor.From(ids.ToArray(), [T], dev);
+        using var tSlots = Tensor.From(slots.ToArray(), [T], dev);
+        using var tPos = Tensor.From(positions.ToArray(), [T], dev);
+        using var x = Tensor.Empty([T, c.HiddenSize], DType.F32, dev);
+        using var h = Tensor.Empty([T, c.HiddenSize], DType.F32, dev);
+        using var q = Tensor.Empty([T, c.QDim], DType.F32, dev);
+        using var k = Tensor.Empty([T, c.KvDim], DType.F32, dev);
+        using var v = Tensor.Empty([T, c.KvDim], DType.F32, dev);
+        using var attn = Tensor.Empty([T, c.QDim], DType.F32, dev);
+        using var gate = Tensor.Empty([T, c.IntermediateSize], DType.F32, dev);
+        using var up = Tensor.Empty([T, c.IntermediateSize], DType.F32, dev);
+        using var q3 = q.Reshape(T, c.NumHeads, c.HeadDim);
+        using var k3 = k.Reshape(T, c.NumKvHeads, c.HeadDim);
+        using var v3 = v.Reshape(T, c.NumKvHeads, c.HeadDim);
+        using var attn3 = attn.Reshape(T, c.NumHeads, c.HeadDim);
+        float eps = (float)c.RmsNormEps;
+        float scale = 1f / MathF.Sqrt(c.HeadDim);
+        int window = c.SlidingWindow ?? 0;
+
+        Embedding.Run(tIds, Weights.Embedding, x);
+        for (int l = 0; l < c.NumLayers; l++)
+        {
+            var w = Weights.Layers[l];
+            // Attention block: x += o(attention(rope(q(h)), rope(k(h)), v(h))), h = rmsnorm(x).
+            RmsNorm.Run(x, w.InputNorm, h, eps);
+            MatMul.Run(h, w.Q, q);
+            MatMul.Run(h, w.K, k);
+            MatMul.Run(h, w.V, v);
+            Rope.Run(q3, tPos, rope);
+            Rope.Run(k3, tPos, rope);
+            KvCache.Write(k3, v3, cache.K[l], cache.V[l], tSlots, tPos);
+            Attention.Run(q3, cache.K[l], cache.V[l], tSlots, tPos, attn3, window, scale);
+            MatMul.Run(attn, w.O, x, accumulate: true);
+            // MLP block: x += down(silu(gate(h)) · up(h)), h = rmsnorm(x).
+            RmsNorm.Run(x, w.PostAttentionNorm, h, eps);
+            MatMul.Run(h, w.Gate, gate);
+            MatMul.Run(h, w.Up, up);
+            SwiGlu.Run(gate, up, gate);
+            MatMul.Run(gate, w.Down, x, accumulate: true);
+        }
+
+        // Only the requested rows go through the final norm and the (large) lm_head.
+        int R = logitRows.Length;
+        if (R == 0) return;
+        using var rows = Tensor.From(logitRows.ToArray(), [R], dev);
+        using var xr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
+        using var hr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
+        Embedding.Run(rows, x, xr);
+        RmsNorm.Run(xr, Weights.FinalNorm, hr, eps);
+        MatMul.Run(hr, Weights.LmHead, logits);
+    }
+
+    static void Need(Tensor t, int[] shape)
+    {
+        if (t.DType != DType.F32 || !t.Shape.SequenceEqual(shape))
+            throw new ArgumentException($"logits: expected F32[{string.Join(", ", shape)}], got {t}");
+    }
+
+    public void Dispose()
+    {
+        rope.Dispose();
+        Weights.Dispose();
+    }
+}
