@@ -6,11 +6,17 @@ using Microsoft.ML.Tokenizers;
 namespace BitDeltaNative.Models;
 
 /// <summary>
-/// The tokenizer of a Llama-2 or Mistral checkpoint: SentencePiece BPE from <c>tokenizer.model</c>, encoded by
-/// Microsoft.ML.Tokenizers' <see cref="LlamaTokenizer"/> (same ids as Google's sentencepiece on the strings in
-/// tests/fixtures/tokenizer) and decoded here, piece by piece, so that streaming and whole-sequence decoding are
-/// one code path. BOS is added by us, as tokenizer_config.json says (<c>add_bos_token</c>, default true as in
-/// HF's LlamaTokenizer), with the BOS id from config.json.
+/// The tokenizer of a Llama or Mistral checkpoint, in one of two forms:
+/// <list type="bullet">
+/// <item>SentencePiece BPE from <c>tokenizer.model</c> (Llama-2, Mistral), encoded by Microsoft.ML.Tokenizers'
+/// <see cref="LlamaTokenizer"/>: the same ids as Google's sentencepiece on the strings of tests/fixtures/tokenizer.
+/// Text that looks like a special token ("&lt;s&gt;") is plain text, as in sentencepiece.</item>
+/// <item>Byte-level BPE from Hugging Face's <c>tokenizer.json</c> (Llama-3), which that library cannot read:
+/// see <see cref="ByteLevelBpe"/>. Added tokens in the text ("&lt;|eot_id|&gt;") are those tokens, as in HF.</item>
+/// </list>
+/// Decoding is ours in both cases, piece by piece, so that streaming and whole-sequence decoding are one code
+/// path. BOS is added by us, as tokenizer_config.json says (<c>add_bos_token</c>, default true as in HF's
+/// LlamaTokenizer), with the BOS id from config.json.
 /// </summary>
 public sealed class Tokenizer
 {
@@ -19,7 +25,8 @@ public sealed class Tokenizer
     public const string ConfigFileName = "tokenizer_config.json";
     public const string GenerationConfigFileName = "generation_config.json";
 
-    /// <summary>sentencepiece's ModelProto.SentencePiece.Type (sentencepiece_model.proto).</summary>
+    /// <summary>sentencepiece's ModelProto.SentencePiece.Type (sentencepiece_model.proto); byte-level BPE uses
+    /// Normal, and Control for its special added tokens.</summary>
     enum PieceType { Normal = 1, Unknown = 2, Control = 3, UserDefined = 4, Unused = 5, Byte = 6 }
 
     /// <summary>SentencePiece's word-boundary marker, U+2581, which stands for a space inside pieces.</summary>
@@ -27,34 +34,85 @@ public sealed class Tokenizer
     /// <summary>What sentencepiece prints for &lt;unk&gt; (its default unk_surface, " ⁇ ").</summary>
     const string UnknownSurface = " \u2047 ";
 
-    readonly LlamaTokenizer sp;
+    readonly Func<string, IReadOnlyList<int>> encodeText;
     /// <summary>Per id, the UTF-8 bytes a piece decodes to (marker → space; a byte piece → its byte).</summary>
     readonly byte[][] surface;
     readonly PieceType[] types;
     readonly string[] pieces;
     readonly HashSet<int> eos;
+    /// <summary>SentencePiece's dummy prefix: the encoder puts a space before the text, the decoder takes it off.</summary>
+    readonly bool dropsDummyPrefix;
 
     public string Path { get; }
     public int VocabSize => pieces.Length;
-    /// <summary>config.json's bos_token_id, or the model's &lt;s&gt; where config.json has none.</summary>
-    public int BosId { get; }
+    /// <summary>config.json's bos_token_id; for a SentencePiece model without one, the model's &lt;s&gt;.</summary>
+    public int? BosId { get; }
     /// <summary>Ids that end generation: config.json's eos_token_id and generation_config.json's, all of them.</summary>
     public IReadOnlyList<int> EosIds { get; }
     /// <summary>Whether <see cref="Encode(string)"/> starts with BOS (tokenizer_config.json <c>add_bos_token</c>).</summary>
     public bool AddBos { get; }
+    /// <summary>How bytes that cannot form a character are shown: one U+FFFD per byte (sentencepiece), or one
+    /// per maximal ill-formed sequence (HF's ByteLevel decoder, Rust's from_utf8_lossy).</summary>
+    internal bool ReplacesPerByte { get; }
 
-    Tokenizer(string path, byte[] model, int? bosId, IReadOnlyList<int> eosIds, bool addBos)
+    Tokenizer(string path, Func<string, IReadOnlyList<int>> encodeText, string[] pieces, PieceType[] types, byte[][] surface,
+              bool dropsDummyPrefix, bool replacesPerByte, int? bosId, IReadOnlyList<int> eosIds, bool addBos)
     {
         Path = path;
+        this.encodeText = encodeText;
+        this.pieces = pieces;
+        this.types = types;
+        this.surface = surface;
+        this.dropsDummyPrefix = dropsDummyPrefix;
+        ReplacesPerByte = replacesPerByte;
+        BosId = bosId;
+        EosIds = eosIds;
+        eos = [.. eosIds];
+        AddBos = addBos;
+        foreach (int id in eosIds.Concat(bosId is { } b ? [b] : []))
+            if ((uint)id >= (uint)pieces.Length)
+                throw new BitDeltaException($"{path}: special token id {id} (from config.json) is outside the vocabulary of {pieces.Length}");
+    }
+
+    /// <summary>
+    /// The tokenizer of a model folder: <c>tokenizer.model</c> (SentencePiece) when present, as Llama-2 and
+    /// Mistral ship it; else <c>tokenizer.json</c> when it is byte-level BPE, as Llama-3 ships it.
+    /// </summary>
+    public static Tokenizer Load(string modelDir, LlamaConfig config)
+    {
+        string modelPath = System.IO.Path.Combine(modelDir, ModelFileName);
+        string jsonPath = System.IO.Path.Combine(modelDir, HfJsonFileName);
+        bool sentencePiece = File.Exists(modelPath);
+        if (!sentencePiece && !File.Exists(jsonPath))
+            throw new BitDeltaException($"{modelDir}: no tokenizer.model (SentencePiece: Llama-2, Mistral) or tokenizer.json (byte-level BPE: Llama-3)");
+        string path = sentencePiece ? modelPath : jsonPath;
+        byte[] bytes;
+        try { bytes = File.ReadAllBytes(path); }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            throw new BitDeltaException($"{path}: cannot read: {e.Message.ReplaceLineEndings(" ")}", e);
+        }
+        bool addBos = ReadTokenizerConfig(System.IO.Path.Combine(modelDir, ConfigFileName), sentencePiece);
+        var eosIds = config.EosTokenIds.Union(ReadGenerationEos(System.IO.Path.Combine(modelDir, GenerationConfigFileName))).ToList();
+        return sentencePiece
+            ? FromSentencePiece(bytes, path, config.BosTokenId, eosIds, addBos)
+            : FromHfJson(bytes, path, config.BosTokenId, eosIds, addBos);
+    }
+
+    /// <summary>A tokenizer over SentencePiece model bytes. Where <paramref name="bosId"/> is null or
+    /// <paramref name="eosIds"/> is empty, the model's own &lt;s&gt; / &lt;/s&gt; ids are used.</summary>
+    public static Tokenizer FromSentencePiece(byte[] model, string path, int? bosId, IReadOnlyList<int> eosIds, bool addBos = true)
+    {
+        LlamaTokenizer sp;
         try { sp = LlamaTokenizer.Create(new MemoryStream(model), addBeginOfSentence: false, addEndOfSentence: false); }
         catch (Exception e) when (e is not BitDeltaException)
         {
             throw new BitDeltaException($"{path}: not a SentencePiece model ({e.Message.ReplaceLineEndings(" ")})", e);
         }
-        (pieces, types) = ReadPieces(model, path);
+        var (pieces, types) = ReadPieces(model, path);
         if (pieces.Length != sp.Vocabulary.Count)
             throw new BitDeltaException($"{path}: holds {pieces.Length} pieces but the tokenizer library read {sp.Vocabulary.Count}");
-        surface = new byte[pieces.Length][];
+        var surface = new byte[pieces.Length][];
         for (int i = 0; i < pieces.Length; i++)
             surface[i] = types[i] switch
             {
@@ -63,51 +121,36 @@ public sealed class Tokenizer
                 PieceType.Byte => [ParseBytePiece(pieces[i], path)],
                 _ => Encoding.UTF8.GetBytes(pieces[i].Replace(SpaceMarker, ' ')),
             };
-        BosId = bosId ?? sp.BeginningOfSentenceId;
-        EosIds = eosIds.Count > 0 ? eosIds : [sp.EndOfSentenceId];
-        eos = [.. EosIds];
-        AddBos = addBos;
-        foreach (int id in EosIds.Append(BosId))
-            if ((uint)id >= (uint)pieces.Length)
-                throw new BitDeltaException($"{path}: special token id {id} (from config.json) is outside the vocabulary of {pieces.Length}");
+        return new Tokenizer(path, text => sp.EncodeToIds(text), pieces, types, surface,
+            dropsDummyPrefix: sp.AddDummyPrefix, replacesPerByte: true,
+            bosId ?? sp.BeginningOfSentenceId, eosIds.Count > 0 ? eosIds : [sp.EndOfSentenceId], addBos);
     }
 
-    /// <summary>
-    /// The tokenizer of a model folder. <c>tokenizer.model</c> (SentencePiece) is what Llama-2 and Mistral ship
-    /// and is read when present. A folder with only <c>tokenizer.json</c> (Llama-3's byte-level BPE) is refused
-    /// with a message that says so: Microsoft.ML.Tokenizers 2.0.1 has no reader for HF's tokenizer.json.
-    /// </summary>
-    public static Tokenizer Load(string modelDir, LlamaConfig config)
+    /// <summary>A tokenizer over the bytes of a Hugging Face tokenizer.json holding byte-level BPE. Special added
+    /// tokens decode to nothing (HF's skip_special_tokens), other added tokens to their text.</summary>
+    public static Tokenizer FromHfJson(byte[] json, string path, int? bosId, IReadOnlyList<int> eosIds, bool addBos = true)
     {
-        string modelPath = System.IO.Path.Combine(modelDir, ModelFileName);
-        if (!File.Exists(modelPath))
+        var bpe = ByteLevelBpe.Read(json, path);
+        var pieces = bpe.Pieces;
+        var types = new PieceType[pieces.Length];
+        var surface = new byte[pieces.Length][];
+        for (int i = 0; i < pieces.Length; i++)
         {
-            string json = System.IO.Path.Combine(modelDir, HfJsonFileName);
-            if (File.Exists(json))
-                throw new BitDeltaException($"{json}: Hugging Face tokenizer.json without a tokenizer.model is not supported yet " +
-                    "(Microsoft.ML.Tokenizers 2.0.1 reads SentencePiece tokenizer.model files, not tokenizer.json; Llama-3's byte-level BPE needs its own reader)");
-            throw new BitDeltaException($"{modelPath}: missing (a Llama-2 or Mistral checkpoint ships its SentencePiece tokenizer.model)");
+            // Ids that are neither in the vocabulary nor added (holes) print nothing, like controls.
+            bool control = bpe.IsSpecial[i] || pieces[i].Length == 0;
+            types[i] = control ? PieceType.Control : PieceType.Normal;
+            surface[i] = control ? [] : ByteLevelBpe.PieceBytes(pieces[i]);
         }
-        byte[] model;
-        try { model = File.ReadAllBytes(modelPath); }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            throw new BitDeltaException($"{modelPath}: cannot read: {e.Message.ReplaceLineEndings(" ")}", e);
-        }
-        bool addBos = ReadTokenizerConfig(System.IO.Path.Combine(modelDir, ConfigFileName));
-        var eosIds = config.EosTokenIds.Union(ReadGenerationEos(System.IO.Path.Combine(modelDir, GenerationConfigFileName))).ToList();
-        return FromSentencePiece(model, modelPath, config.BosTokenId, eosIds, addBos);
+        if (addBos && bosId is null)
+            throw new BitDeltaException($"{path}: BOS is to be added (add_bos_token) but config.json has no bos_token_id");
+        return new Tokenizer(path, bpe.Encode, pieces, types, surface,
+            dropsDummyPrefix: false, replacesPerByte: false, bosId, eosIds, addBos);
     }
-
-    /// <summary>A tokenizer over SentencePiece model bytes. Where <paramref name="bosId"/> is null or
-    /// <paramref name="eosIds"/> is empty, the model's own &lt;s&gt; / &lt;/s&gt; ids are used.</summary>
-    public static Tokenizer FromSentencePiece(byte[] model, string path, int? bosId, IReadOnlyList<int> eosIds, bool addBos = true) =>
-        new(path, model, bosId, eosIds, addBos);
 
     /// <summary>add_bos_token from tokenizer_config.json; true when the file or the field is absent (HF's
-    /// LlamaTokenizer default). A <c>add_prefix_space: false</c> is refused: SentencePiece's dummy prefix comes
-    /// from tokenizer.model and cannot be turned off here, so the ids would differ from HF's.</summary>
-    static bool ReadTokenizerConfig(string path)
+    /// LlamaTokenizer default). For SentencePiece, <c>add_prefix_space: false</c> is refused: the dummy prefix
+    /// comes from tokenizer.model and cannot be turned off here, so the ids would differ from HF's.</summary>
+    static bool ReadTokenizerConfig(string path, bool sentencePiece)
     {
         if (!File.Exists(path)) return true;
         using var doc = ReadJson(path);
@@ -119,7 +162,7 @@ public sealed class Tokenizer
                 throw new BitDeltaException($"{path}: add_bos_token is {b.GetRawText()}, expected true or false");
             addBos = b.GetBoolean();
         }
-        if (root.TryGetProperty("add_prefix_space", out var ps) && ps.ValueKind == JsonValueKind.False)
+        if (sentencePiece && root.TryGetProperty("add_prefix_space", out var ps) && ps.ValueKind == JsonValueKind.False)
             throw new BitDeltaException($"{path}: add_prefix_space is false, which is not supported (SentencePiece's dummy prefix is always added)");
         return addBos;
     }
@@ -204,14 +247,14 @@ public sealed class Tokenizer
     /// <summary>Token ids of <paramref name="text"/>, with BOS first when the checkpoint asks for it.</summary>
     public int[] Encode(string text) => Encode(text, AddBos);
 
-    /// <summary>Token ids of <paramref name="text"/>. Text that looks like a special token ("&lt;s&gt;") is plain
-    /// text here, as in sentencepiece: control ids only come from <paramref name="addBos"/>.</summary>
+    /// <summary>Token ids of <paramref name="text"/>, with BOS first when <paramref name="addBos"/>.</summary>
     public int[] Encode(string text, bool addBos)
     {
-        var ids = sp.EncodeToIds(text);
+        var ids = encodeText(text);
         if (!addBos) return [.. ids];
+        if (BosId is not { } bos) throw new BitDeltaException($"{Path}: BOS asked for but config.json has no bos_token_id");
         var r = new int[ids.Count + 1];
-        r[0] = BosId;
+        r[0] = bos;
         for (int i = 0; i < ids.Count; i++) r[i + 1] = ids[i];
         return r;
     }
@@ -225,9 +268,10 @@ public sealed class Tokenizer
     // ---- decoding ----
 
     /// <summary>
-    /// The text of a whole sequence, as sentencepiece's DecodeIds gives it: control tokens (BOS, EOS) print
-    /// nothing, &lt;unk&gt; prints " ⁇ ", byte pieces are joined into UTF-8, and the space of the first word
-    /// (the dummy prefix the encoder added) is dropped. A byte that cannot become part of a character prints U+FFFD. Ids outside the
+    /// The text of a whole sequence, as sentencepiece's DecodeIds gives it (or, for byte-level BPE, HF's decode
+    /// with skip_special_tokens and without clean_up_tokenization_spaces): control and special tokens (BOS,
+    /// EOS) print nothing, &lt;unk&gt; prints " ⁇ ", bytes are joined into UTF-8, and for SentencePiece the space of
+    /// the first word (the dummy prefix the encoder added) is dropped. Bytes that cannot form a character print U+FFFD. Ids outside the
     /// vocabulary (a model whose vocab_size is padded past the tokenizer's) print nothing.
     /// </summary>
     public string Decode(ReadOnlySpan<int> ids)
@@ -252,7 +296,7 @@ public sealed class Tokenizer
         if ((uint)id >= (uint)surface.Length) return [];
         var s = surface[id];
         if (s.Length == 0) return s;
-        bool strip = atStart && types[id] is not (PieceType.Byte or PieceType.Unknown) && pieces[id][0] == SpaceMarker;
+        bool strip = atStart && dropsDummyPrefix && types[id] is not (PieceType.Byte or PieceType.Unknown) && pieces[id][0] == SpaceMarker;
         atStart = false;
         return strip ? s.AsSpan(1) : s;
     }
@@ -289,10 +333,11 @@ public sealed class StreamDecoder
         return sb.ToString();
     }
 
-    /// <summary>At the end of the sequence: the bytes of an unfinished character, one U+FFFD each.</summary>
+    /// <summary>At the end of the sequence: the bytes of an unfinished character, as U+FFFD (one per byte for
+    /// SentencePiece, one in all for byte-level BPE).</summary>
     public string Finish()
     {
-        var s = new string('\uFFFD', pendingCount);
+        var s = pendingCount == 0 ? "" : new string('\uFFFD', tokenizer.ReplacesPerByte ? pendingCount : 1);
         pendingCount = 0;
         return s;
     }
@@ -310,12 +355,14 @@ public sealed class StreamDecoder
         {
             int need = Utf8.SequenceLength(pending[0]);
             int have = Math.Min(pendingCount, need);
-            if (need == 0 || Utf8.ValidPrefix(pending.AsSpan(0, have)) < have)
+            int valid = Utf8.ValidPrefix(pending.AsSpan(0, have));
+            if (need == 0 || valid < have)
             {
-                // The first byte cannot start a character that the bytes after it continue: it alone is
-                // replaced, and the bytes after it are looked at again as a possible start.
+                // The bytes from the first one cannot make a character. sentencepiece replaces the first byte
+                // alone and looks at the next as a possible start; Rust's from_utf8_lossy (HF's ByteLevel
+                // decoder) replaces the longest well-formed start of a sequence, which is at least that byte.
                 sb.Append('\uFFFD');
-                Drop(1);
+                Drop(tokenizer.ReplacesPerByte ? 1 : Math.Max(1, valid));
                 continue;
             }
             if (pendingCount < need) return;
