@@ -271,8 +271,8 @@ public sealed class Tokenizer
     /// The text of a whole sequence, as sentencepiece's DecodeIds gives it (or, for byte-level BPE, HF's decode
     /// with skip_special_tokens and without clean_up_tokenization_spaces): control and special tokens (BOS,
     /// EOS) print nothing, &lt;unk&gt; prints " ⁇ ", bytes are joined into UTF-8, and for SentencePiece the space of
-    /// the first word (the dummy prefix the encoder added) is dropped. Bytes that cannot form a character print U+FFFD. Ids outside the
-    /// vocabulary (a model whose vocab_size is padded past the tokenizer's) print nothing.
+    /// the first word (the dummy prefix the encoder added) is dropped. Bytes that cannot form a character print
+    /// U+FFFD. Ids outside the vocabulary (a model whose vocab_size is padded past the tokenizer's) print nothing.
     /// </summary>
     public string Decode(ReadOnlySpan<int> ids)
     {
