@@ -89,8 +89,9 @@ public static class Attention
     /// with j &gt; pos − W.</summary>
     public static int FirstKey(int pos, int slidingWindow) => slidingWindow > 0 ? Math.Max(0, pos - slidingWindow + 1) : 0;
 
-    /// <summary>Sizes and scalars a launch shares (one struct keeps the kernels' parameter lists short).</summary>
-    internal struct Dims
+    /// <summary>Sizes and scalars a launch shares (one struct keeps the kernels' parameter lists short).
+    /// Public because ILGPU's CPU accelerator emits a task type that holds it, in another assembly.</summary>
+    public struct Dims
     {
         public int Tokens, Heads, KvHeads, Slots, MaxSeq, HeadDim, Window;
         public float Scale;
