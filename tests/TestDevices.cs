@@ -31,6 +31,19 @@ public static class TestDevices
     }
 }
 
+/// <summary>
+/// Test classes that launch kernels on ILGPU's CPU accelerator. Its launch path is not safe to call from two
+/// threads at once (CPUAccelerator.Launch sets up shared group and warp contexts for one task at a time, and
+/// only Debug.Asserts against a concurrent one), and xunit runs test classes in parallel: a barrier-heavy
+/// kernel of one class then reads another launch's group state and computes garbage now and then. Classes in
+/// this collection run one after another.
+/// </summary>
+[CollectionDefinition(Name)]
+public sealed class IlgpuCpuCollection
+{
+    public const string Name = "ILGPU CPU accelerator";
+}
+
 /// <summary>Relative error ‖a − b‖ / ‖b‖ in f64, the measure DESIGN.md fixes for every kernel test.</summary>
 public static class Err
 {

@@ -8,6 +8,8 @@ public static class Audit
     [
         .. ElementwiseCases.All,
         RmsNorm.Case,
+        KvCache.Case,
+        .. Attention.Cases,
     ];
 
     public sealed record Result(string Kernel, int Cases, double WorstError, double Bound, string WorstShape)

@@ -9,6 +9,7 @@ namespace BitDeltaNative.Tests.Kernels;
 /// Every kernel against its CPU twin (the cases of <see cref="Audit"/>, the same ones `bitdelta audit`
 /// runs) on every test device, as FsCheck properties over the seed that draws shape and values.
 /// </summary>
+[Collection(IlgpuCpuCollection.Name)]
 public class KernelTests
 {
     public static TheoryData<string> Cases

@@ -4,6 +4,7 @@ using FsCheck.Xunit;
 
 namespace BitDeltaNative.Tests.Tensors;
 
+[Collection(IlgpuCpuCollection.Name)]
 public class CastTests
 {
     /// <summary>Exact bf16 reference by arithmetic in f64: the two bf16 neighbours of x, the nearer one,

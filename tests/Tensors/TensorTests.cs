@@ -1,5 +1,6 @@
 namespace BitDeltaNative.Tests.Tensors;
 
+[Collection(IlgpuCpuCollection.Name)]
 public class TensorTests
 {
     public static TheoryData<string> Devices => TestDevices.Names;
