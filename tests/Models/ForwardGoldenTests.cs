@@ -9,6 +9,7 @@ namespace BitDeltaNative.Tests.Models;
 /// up to the first step where HF's top-2 margin is a near-tie. On the managed CPU device (CI) and on every ILGPU
 /// test device (ILGPU's CPU accelerator; CUDA when present).
 /// </summary>
+[Collection(IlgpuCpuCollection.Name)]
 public class ForwardGoldenTests
 {
     const double LogitBound = 2e-3;
