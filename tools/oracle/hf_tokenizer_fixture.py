@@ -2,8 +2,11 @@
 """Expected ids for Hugging Face tokenizer.json (byte-level BPE, as Llama-3 ships it).
 
 Writes into tests/fixtures/tokenizer/:
-  bpe_mini/tokenizer.json  a small byte-level BPE cut from Llama-3's (the 256 byte tokens, the first --merges
-                           merges, a few special tokens; ids renumbered), so that tests run without the 9 MB file;
+  bpe_mini/tokenizer.json  a small byte-level BPE built like Llama-3's (its split regex, byte-level alphabet,
+                           ignore_merges, 12 special tokens named as Llama-3 names them) but trained from scratch
+                           by `tokenizers` on this repository's own text (--train, the default where the Python
+                           package is importable), so no Meta-licensed data is committed; without `tokenizers`
+                           it is cut from a Llama-3 tokenizer.json (--cut);
   bpe_mini_ids.json        its ids for a varied set of strings, and decodings of odd id sequences;
   llama3_ids.json          the ids of the full Llama-3 tokenizer.json for the same strings (tests that use it
                            skip when shared/fixtures/llama3/tokenizer.json is absent).
@@ -89,6 +92,32 @@ def mini_tokenizer(source, n_merges, n_added):
     return mini
 
 
+LLAMA3_SPLIT = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+                r"|\s*[\r\n]+|\s+(?!\S)|\s+")
+LLAMA3_SPECIALS = ["<|begin_of_text|>", "<|end_of_text|>", "<|reserved_special_token_0|>", "<|reserved_special_token_1|>",
+                   "<|reserved_special_token_2|>", "<|reserved_special_token_3|>", "<|start_header_id|>",
+                   "<|end_header_id|>", "<|reserved_special_token_4|>", "<|eot_id|>", "<|reserved_special_token_5|>",
+                   "<|reserved_special_token_6|>"]
+
+
+def trained_tokenizer(vocab_size):
+    """A byte-level BPE with Llama-3's pre-tokenizer and decoder, trained on the repository's own files."""
+    from tokenizers import Tokenizer, Regex, decoders, models, pre_tokenizers, trainers
+    tok = Tokenizer(models.BPE(ignore_merges=True))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(LLAMA3_SPLIT), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    corpus = []
+    for root, dirs, files in os.walk(REPO):
+        dirs[:] = [d for d in dirs if not d.startswith(".") and d not in ("bin", "obj", "fixtures")]
+        corpus += [os.path.join(root, f) for f in files if f.endswith((".md", ".cs", ".py", ".sh"))]
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=LLAMA3_SPECIALS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train(sorted(corpus), trainer)
+    return json.loads(tok.to_str())
+
+
 def oracle_encode(tokenizer_path, texts, decode_ids, node_modules):
     """(name, [ids per text], [text per id list]) from the Rust tokenizers, else tokenizers.js."""
     try:
@@ -135,24 +164,29 @@ def main():
     ap.add_argument("--node-modules", default=os.environ.get("NODE_MODULES"))
     ap.add_argument("--out-dir", default=os.path.join(REPO, "tests", "fixtures", "tokenizer"))
     ap.add_argument("--merges", type=int, default=3000)
+    ap.add_argument("--cut", action="store_true", help="cut bpe_mini from --source instead of training it")
     args = ap.parse_args()
 
-    with open(args.source, "rb") as f:
-        source_bytes = f.read()
-    source = json.loads(source_bytes)
+    source = None
+    if os.path.exists(args.source):
+        with open(args.source, "rb") as f:
+            source = json.loads(f.read())
+    elif args.cut:
+        raise SystemExit(f"--cut needs a Llama-3 tokenizer.json at {args.source}")
     texts = COMMON_TEXTS + EXTRA_TEXTS + random_texts(300)
 
     mini_dir = os.path.join(args.out_dir, "bpe_mini")
     os.makedirs(mini_dir, exist_ok=True)
     mini_path = os.path.join(mini_dir, "tokenizer.json")
-    mini = mini_tokenizer(source, args.merges, n_added=12)
+    mini = mini_tokenizer(source, args.merges, n_added=12) if args.cut else trained_tokenizer(256 + 12 + args.merges)
     with open(mini_path, "w", encoding="utf-8") as f:
         json.dump(mini, f, ensure_ascii=False, separators=(",", ":"))
         f.write("\n")
 
-    for name, path, vocab, added in (
-            ("bpe_mini_ids.json", mini_path, mini["model"]["vocab"], mini["added_tokens"]),
-            ("llama3_ids.json", args.source, source["model"]["vocab"], source["added_tokens"])):
+    jobs = [("bpe_mini_ids.json", mini_path, mini["model"]["vocab"], mini["added_tokens"])]
+    if source is not None:
+        jobs.append(("llama3_ids.json", args.source, source["model"]["vocab"], source["added_tokens"]))
+    for name, path, vocab, added in jobs:
         b = {k: vocab[v] for k, v in bytes_to_unicode().items()}
         bos, eot = added[0]["id"], added[9]["id"]
         word = vocab["Ġthe"] if "Ġthe" in vocab else vocab["the"]
