@@ -8,6 +8,7 @@ public static class Audit
     [
         .. ElementwiseCases.All,
         RmsNorm.Case,
+        .. MatMul.Cases,
     ];
 
     public sealed record Result(string Kernel, int Cases, double WorstError, double Bound, string WorstShape)
