@@ -10,6 +10,7 @@ public static partial class Cli
         var cmd = new Command("bench", "Benchmarks; results go to bench/RESULTS.md by hand, with the device and date.");
         cmd.Subcommands.Add(BenchOpenCommand());
         cmd.Subcommands.Add(BenchModelCommand());
+        cmd.Subcommands.Add(BenchGemvCommand());
         return cmd;
     }
 

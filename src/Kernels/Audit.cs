@@ -10,6 +10,7 @@ public static class Audit
         RmsNorm.Case,
         KvCache.Case,
         .. Attention.Cases,
+        .. MatMul.Cases,
     ];
 
     public sealed record Result(string Kernel, int Cases, double WorstError, double Bound, string WorstShape)
