@@ -114,9 +114,10 @@ public sealed class Generator(LlamaModel model)
         if (o.Temperature == 0) Argmax.Run(logits, tokens);
         else
         {
-            var u = new float[rows];
-            for (int r = 0; r < rows; r++) u[r] = Sampling.Uniforms(o.Seed, step, (sequences?[r] ?? r) + 1)[sequences?[r] ?? r];
-            using var tu = Tensor.From(u, [rows], dev);
+            // Draw by sequence index, not batch row, so a sequence's text does not depend on its batch mates.
+            var seqs = sequences ?? Enumerable.Range(0, rows).ToArray();
+            var all = Sampling.Uniforms(o.Seed, step, seqs.Max() + 1);
+            using var tu = Tensor.From(seqs.Select(s => all[s]).ToArray(), [rows], dev);
             Sampling.Run(logits, o.Temperature, o.TopK, o.TopP, tu, tokens);
         }
         return tokens.ToArray<int>();
