@@ -8,6 +8,11 @@ public static class Audit
     [
         .. ElementwiseCases.All,
         RmsNorm.Case,
+        Rope.Case,
+        Embedding.Case,
+        Softmax.Case,
+        Argmax.Case,
+        CrossEntropy.Case,
     ];
 
     public sealed record Result(string Kernel, int Cases, double WorstError, double Bound, string WorstShape)
