@@ -12,6 +12,7 @@ public static class Audit
         Embedding.Case,
         Softmax.Case,
         Argmax.Case,
+        Sampling.Case,
         CrossEntropy.Case,
     ];
 
