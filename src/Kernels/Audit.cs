@@ -11,6 +11,12 @@ public static class Audit
         KvCache.Case,
         .. Attention.Cases,
         .. MatMul.Cases,
+        Rope.Case,
+        Embedding.Case,
+        Softmax.Case,
+        Argmax.Case,
+        Sampling.Case,
+        CrossEntropy.Case,
     ];
 
     public sealed record Result(string Kernel, int Cases, double WorstError, double Bound, string WorstShape)
