@@ -2,19 +2,13 @@ using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
+using BitDeltaNative.Kernels;
 
 namespace BitDeltaNative.Models;
 
 /// <summary>The model classes this engine runs. They share one forward pass; Mistral adds a sliding window.</summary>
 public enum Architecture { Llama, Mistral }
 
-/// <summary>
-/// Llama 3.1's RoPE frequency scaling (<c>rope_type: "llama3"</c>): wavelengths longer than
-/// <c>original_max_position_embeddings / low_freq_factor</c> are stretched by <c>factor</c>, those shorter than
-/// <c>original_max_position_embeddings / high_freq_factor</c> are kept, the ones between are interpolated
-/// (transformers, modeling_rope_utils.py, <c>_compute_llama3_parameters</c>).
-/// </summary>
-public sealed record Llama3RopeScaling(double Factor, double LowFreqFactor, double HighFreqFactor, int OriginalMaxPositionEmbeddings);
 
 /// <summary>
 /// What inference needs from a Hugging Face <c>config.json</c> of a Llama or Mistral model, with the defaults
@@ -374,35 +368,5 @@ public sealed record LlamaConfig
             sb.Append("tie_word_embeddings=").Append(TieWordEmbeddings ? "true" : "false").Append('\n');
             return sb.ToString();
         }
-    }
-
-    /// <summary>
-    /// RoPE inverse frequencies, <c>HeadDim / 2</c> of them, computed in f32 step by step as transformers does
-    /// (modeling_rope_utils.py: <c>1 / theta ** (arange(0, dim, 2).float() / dim)</c>, then the llama3 rescaling);
-    /// results may differ from PyTorch's by an ulp where <see cref="MathF.Pow"/> and torch's pow round differently.
-    /// Position p of pair i rotates by the angle p · inv_freq[i]; HF pairs element i with element i + dim/2
-    /// (<c>rotate_half</c>).
-    /// </summary>
-    public float[] RopeInverseFrequencies()
-    {
-        int dim = HeadDim;
-        var inv = new float[dim / 2];
-        float theta = (float)RopeTheta;
-        for (int i = 0; i < inv.Length; i++)
-            inv[i] = 1f / MathF.Pow(theta, (float)(2 * i) / dim);
-        if (RopeScaling is not { } s) return inv;
-
-        float factor = (float)s.Factor, low = (float)s.LowFreqFactor, high = (float)s.HighFreqFactor;
-        float oldLen = s.OriginalMaxPositionEmbeddings;
-        float lowWavelen = oldLen / low, highWavelen = oldLen / high;
-        for (int i = 0; i < inv.Length; i++)
-        {
-            float wavelen = (float)(2 * Math.PI) / inv[i];
-            if (wavelen < highWavelen) continue;                       // high frequencies: kept
-            if (wavelen > lowWavelen) { inv[i] /= factor; continue; }  // low frequencies: stretched
-            float smooth = (oldLen / wavelen - low) / (high - low);
-            inv[i] = (1 - smooth) * inv[i] / factor + smooth * inv[i];
-        }
-        return inv;
     }
 }

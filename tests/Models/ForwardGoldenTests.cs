@@ -56,8 +56,8 @@ public class ForwardGoldenTests
             using var logits = Tensor.Empty([n, vocab], DType.F32, m.Device);
             m.Forward(g.Ids, new int[n], Enumerable.Range(0, n).ToArray(), Enumerable.Range(0, n).ToArray(), cache, logits);
             var all = logits.ToFloatArray();
-            double eLast = Kernels.Check.RelativeError(all.AsSpan((n - 1) * vocab, vocab), g.Last);
-            double eFirst = Kernels.Check.RelativeError(all.AsSpan(0, g.FirstRows * vocab), g.First);
+            double eLast = BitDeltaNative.Kernels.Check.RelativeError(all.AsSpan((n - 1) * vocab, vocab), g.Last);
+            double eFirst = BitDeltaNative.Kernels.Check.RelativeError(all.AsSpan(0, g.FirstRows * vocab), g.First);
             Assert.True(eLast < LogitBound, $"{model} on {device}, prompt of {n}: last-token logits relative error {eLast:E2}");
             Assert.True(eFirst < LogitBound, $"{model} on {device}, prompt of {n}: first-rows logits relative error {eFirst:E2}");
         }

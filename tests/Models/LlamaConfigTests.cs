@@ -1,3 +1,4 @@
+using BitDeltaNative.Kernels;
 using System.Text;
 using BitDeltaNative.Models;
 using BitDeltaNative.Tests.Tensors;
@@ -369,7 +370,8 @@ public class LlamaConfigTests
     [Fact]
     public void Rope_frequencies_plain()
     {
-        var inv = Parse(Llama2_7B).RopeInverseFrequencies();
+        var c2 = Parse(Llama2_7B);
+        var inv = RopeTable.InverseFrequencies(c2.HeadDim, c2.RopeTheta, c2.RopeScaling);
         Assert.Equal(64, inv.Length);
         for (int i = 0; i < inv.Length; i++)
         {
@@ -382,8 +384,8 @@ public class LlamaConfigTests
     public void Rope_frequencies_llama3_keep_high_stretch_low_and_blend_between()
     {
         var c = Parse(Llama31_8B_Instruct);
-        var inv = c.RopeInverseFrequencies();
-        var plain = (c with { RopeScaling = null }).RopeInverseFrequencies();
+        var inv = RopeTable.InverseFrequencies(c.HeadDim, c.RopeTheta, c.RopeScaling);
+        var plain = RopeTable.InverseFrequencies(c.HeadDim, c.RopeTheta, null);
         int kept = 0, stretched = 0, blended = 0;
         for (int i = 0; i < inv.Length; i++)
         {
