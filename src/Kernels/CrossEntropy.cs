@@ -26,12 +26,18 @@ public static class CrossEntropy
             for (int i = 0; i < vocab; i++) m = Math.Max(m, x[i]);
             double s = 0;
             for (int i = 0; i < vocab; i++) s += Math.Exp(x[i] - m);
-            nll[r] = (float)(m + Math.Log(s) - x[targets[r]]);
+            nll[r] = (float)((m - x[targets[r]]) + Math.Log(s));   // the difference first: exact in f64
         }
     }
 
-    /// <summary>One group per row: max, then Σ exp(x − max) (strided, coalesced), then one thread writes
-    /// (max − x[target]) + log Σ, which keeps the small difference exact before adding the log.</summary>
+    /// <summary>
+    /// One group per row: max, then Σ exp(x − max) (strided, coalesced), then one thread writes
+    /// (max − x[target]) + log Σ, which keeps the difference exact before adding the log.
+    /// <para>Why Σ is kept as count + rest: when the target is a confident right answer, nll = log Σ with
+    /// Σ = 1 + (a tiny rest). In f32, 1 + rest loses the rest, and the GPU's lg2.approx has an absolute,
+    /// not relative, error near 1; so the elements equal to the max are counted apart (n ≥ 1, exact) and
+    /// log Σ = log n + log1p(rest / n), with log1p from its series where the argument is small.</para>
+    /// </summary>
     static void Kernel(ArrayView<float> logits, ArrayView<int> targets, ArrayView<float> nll, int vocab)
     {
         var scratch = SharedMemory.Allocate<float>(33);
@@ -47,10 +53,26 @@ public static class CrossEntropy
         float m = float.NegativeInfinity;
         for (int i = Group.IdxX; i < vocab; i += Group.DimX) m = MathF.Max(m, logits[row + i]);
         m = Reduce.GroupMax(m, scratch);
-        float s = 0;
-        for (int i = Group.IdxX; i < vocab; i += Group.DimX) s += MathF.Exp(logits[row + i] - m);
-        s = Reduce.GroupSum(s, scratch);
-        if (Group.IdxX == 0) nll[r] = (m - logits[row + target]) + MathF.Log(s);
+        float n = 0, rest = 0;
+        for (int i = Group.IdxX; i < vocab; i += Group.DimX)
+        {
+            float d = logits[row + i] - m;
+            if (d == 0) n += 1;
+            else rest += MathF.Exp(d);
+        }
+        n = Reduce.GroupSum(n, scratch);
+        rest = Reduce.GroupSum(rest, scratch);
+        if (Group.IdxX == 0) nll[r] = (m - logits[row + target]) + (MathF.Log(n) + Log1P(rest / n));
+    }
+
+    /// <summary>log(1 + y) for y ≥ 0: below 0.1 by the series 2·atanh(t), t = y/(2 + y) ≤ 0.048 (five
+    /// terms leave &lt; 1e-13 relative), above it log itself (there ≥ 0.095, so its absolute error is small
+    /// relative to it).</summary>
+    static float Log1P(float y)
+    {
+        if (y >= 0.1f) return MathF.Log(1 + y);
+        float t = y / (2 + y), t2 = t * t;
+        return 2 * t * (1 + t2 * (1f / 3 + t2 * (1f / 5 + t2 * (1f / 7 + t2 * (1f / 9)))));
     }
 
     public static void Run(Tensor logits, Tensor targets, Tensor nll)

@@ -54,6 +54,20 @@ public class RowOpTests
         Assert.Equal(0f, got[2]);
     }
 
+    [Theory]
+    [MemberData(nameof(Devices))]
+    public void Cross_entropy_of_a_confident_right_answer_keeps_its_relative_accuracy(string device)
+    {
+        // nll = log(1 + e^-20 + e^-23) ≈ 2.16e-9: in f32, 1 + 2e-9 is 1, so a plain log Σ gives 0.
+        var dev = On(device);
+        using var x = Tensor.From(new[] { 20f, 0f, -3f }, [1, 3], dev);
+        using var t = Tensor.From(new[] { 0 }, [1], dev);
+        using var nll = Check.Poisoned([1], DType.F32, dev);
+        CrossEntropy.Run(x, t, nll);
+        double y = Math.Exp(-20) + Math.Exp(-23), want = y - y * y / 2;
+        Assert.True(Math.Abs(nll.ToFloatArray()[0] - want) / want < 1e-6, $"{nll.ToFloatArray()[0]} vs {want}");
+    }
+
     [Fact]
     public void Out_of_range_ids_and_targets_throw_on_the_host_and_are_nan_on_a_device()
     {
