@@ -1,7 +1,6 @@
 namespace BitDeltaNative.Tests;
 
-/// <summary>Paths of committed fixtures (copied beside the test executable) and of the shared real-world
-/// files in ../shared, which a test must say plainly are absent rather than pass silently.</summary>
+/// <summary>Paths of committed fixtures (copied beside the test executable).</summary>
 public static class Fixtures
 {
     public static string Dir(params string[] parts) => Path.Combine([AppContext.BaseDirectory, "fixtures", .. parts]);
@@ -9,19 +8,35 @@ public static class Fixtures
     public static string Model(string name) => Dir("models", name);
 
     public static readonly string[] Models = ["llama-f16", "mistral-bf16", "llama3-bf16-tied"];
+}
 
-    /// <summary>A file under the workplace's shared folder (beside the repository), or null when absent.</summary>
-    public static string? Shared(string relative)
+/// <summary>Where the shared test inputs are: BITDELTA_SHARED, else a shared/ folder in an ancestor of the test
+/// binary (the repository's own, or the one beside the checkout).</summary>
+public static class SharedFixtures
+{
+    public const string Llama2Tokenizer = "fixtures/llama2/tokenizer.model";
+    public const string Llama3Tokenizer = "fixtures/llama3/tokenizer.json";
+
+    public static string Find(string relative)
     {
+        var env = Environment.GetEnvironmentVariable("BITDELTA_SHARED");
+        if (!string.IsNullOrEmpty(env)) return Path.Combine(env, relative);
+        string? firstShared = null;
         for (var d = new DirectoryInfo(AppContext.BaseDirectory); d != null; d = d.Parent)
         {
-            var p = Path.Combine(d.FullName, "shared", relative);
+            string p = Path.Combine(d.FullName, "shared", relative);
             if (File.Exists(p)) return p;
-            p = Path.Combine(d.FullName, "..", "shared", relative);
-            if (File.Exists(p)) return Path.GetFullPath(p);
+            if (firstShared == null && Directory.Exists(Path.Combine(d.FullName, "shared"))) firstShared = p;
         }
-        var env = Environment.GetEnvironmentVariable("BITDELTA_SHARED");
-        if (env != null && File.Exists(Path.Combine(env, relative))) return Path.Combine(env, relative);
-        return null;
+        return firstShared ?? Path.Combine("shared", relative);
+    }
+
+    /// <summary>The bytes of a shared file, or the test is skipped with a message naming where it was looked for.</summary>
+    public static byte[] ReadOrSkip(string relative)
+    {
+        string p = Find(relative);
+        if (!File.Exists(p))
+            Assert.Skip($"{p} is absent (looked in BITDELTA_SHARED, then shared/ in each ancestor of {AppContext.BaseDirectory}); this test needs it");
+        return File.ReadAllBytes(p);
     }
 }

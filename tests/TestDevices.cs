@@ -43,21 +43,3 @@ public sealed class IlgpuCpuCollection
 {
     public const string Name = "ILGPU CPU accelerator";
 }
-
-/// <summary>Relative error ‖a − b‖ / ‖b‖ in f64, the measure DESIGN.md fixes for every kernel test.</summary>
-public static class Err
-{
-    public static double Relative(ReadOnlySpan<float> got, ReadOnlySpan<float> want)
-    {
-        if (got.Length != want.Length) throw new ArgumentException($"lengths {got.Length} and {want.Length}");
-        double num = 0, den = 0;
-        for (int i = 0; i < got.Length; i++)
-        {
-            if (float.IsNaN(got[i]) != float.IsNaN(want[i])) return double.PositiveInfinity;
-            double d = (double)got[i] - want[i];
-            num += d * d;
-            den += (double)want[i] * want[i];
-        }
-        return den == 0 ? (num == 0 ? 0 : double.PositiveInfinity) : Math.Sqrt(num / den);
-    }
-}

@@ -41,12 +41,34 @@ public static class MatMul
     /// </summary>
     public const int GemvMaxRows = 8;
 
+    /// <summary>
+    /// Up to this many rows, <see cref="Run"/> runs the GEMV over chunks of <see cref="GemvMaxRows"/> rows (W read
+    /// once per chunk) instead of the GEMM. Measured on the H100 (bench/RESULTS.md, 2026-11-24): a 7B decode step
+    /// at batch 16 took 246 ms through the GEMM, whose 64-row tiles leave 48 of 64 rows idle and give only
+    /// out/64 groups; an 8-row GEMV pass over 11008×4096 takes 128 µs. Predicted: batch-16 steps ≈ 2 GEMV passes,
+    /// about 4× faster. Tensor-core GEMM tiles for small M are the real fix (speed issue).
+    /// </summary>
+    public const int ChunkedGemvMaxRows = 32;
+
     /// <summary>y = x·Wᵀ, or y += x·Wᵀ when <paramref name="accumulate"/>. W is [out, in]; x has in
     /// as its last dimension and any number of rows; y holds rows·out f32 with out last.</summary>
     public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false)
     {
         var (rows, inDim, outDim) = Shapes(x, w, y);
-        Launch(x, w, y, accumulate, rows, inDim, outDim, gemv: rows <= GemvMaxRows);
+        if (rows <= GemvMaxRows || rows > ChunkedGemvMaxRows || !y.Device.IsIlgpu)
+        {
+            Launch(x, w, y, accumulate, rows, inDim, outDim, gemv: rows <= GemvMaxRows);
+            return;
+        }
+        using var x2 = x.Reshape(rows, inDim);
+        using var y2 = y.Reshape(rows, outDim);
+        for (int r = 0; r < rows; r += GemvMaxRows)
+        {
+            int n = Math.Min(GemvMaxRows, rows - r);
+            using var xs = x2.Slice(r, n);
+            using var ys = y2.Slice(r, n);
+            Launch(xs, w, ys, accumulate, n, inDim, outDim, gemv: true);
+        }
     }
 
     /// <summary>The GEMV path of <see cref="Run"/>, for tests and benchmarks (1 to <see cref="GemvMaxRows"/> rows).</summary>
@@ -420,7 +442,7 @@ public static class MatMul
 
     // ---- audit ----
 
-    public static IEnumerable<AuditCase> Cases => [Case(gemv: true), Case(gemv: false)];
+    public static IEnumerable<AuditCase> Cases => [Case("gemv"), Case("gemm"), Case("matmul chunked gemv")];
 
     /// <summary>
     /// W is f16, bf16 or f32 and accumulate on or off, at random. GEMV: rows 1..8; in is a multiple of 8
@@ -432,11 +454,19 @@ public static class MatMul
     /// thread as an OS thread and every shuffle or barrier as an OS barrier: its cost is threads ×
     /// synchronisations, not multiply-adds.
     /// </summary>
-    static AuditCase Case(bool gemv) => new(gemv ? "gemv" : "gemm", Check.F32Bound, (dev, rng) =>
+    static AuditCase Case(string name) => new(name, Check.F32Bound, (dev, rng) =>
     {
         var wt = Check.FloatType(rng);
         int rows, inDim, outDim;
-        if (gemv)
+        bool gemv = name != "gemm", chunked = name.StartsWith("matmul", StringComparison.Ordinal);
+        if (chunked)
+        {
+            // Run's chunked-GEMV range: 9..32 rows, views of 8-row slices.
+            rows = GemvMaxRows + Check.Size(rng, ChunkedGemvMaxRows - GemvMaxRows);
+            inDim = 8 * Check.Size(rng, 40);
+            outDim = Check.Size(rng, 40);
+        }
+        else if (gemv)
         {
             rows = Check.Size(rng, GemvMaxRows);
             inDim = rng.Next(2) == 0 ? 8 * Check.Size(rng, 160) : Check.Size(rng, 1200);
@@ -455,7 +485,8 @@ public static class MatMul
         using var tx = Tensor.From(x, [rows, inDim], dev);
         using var tw = Tensor.From(w, [outDim, inDim], dev, wt);
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-        if (gemv) Gemv(tx, tw, ty, accumulate);
+        if (chunked) Run(tx, tw, ty, accumulate);
+        else if (gemv) Gemv(tx, tw, ty, accumulate);
         else Gemm(tx, tw, ty, accumulate);
         Twin(x, w, want, rows, inDim, outDim, accumulate);
         string path = gemv ? (dev.IsIlgpu && VectorPath(tx, tw, inDim) ? " 16-byte" : " plain") : "";

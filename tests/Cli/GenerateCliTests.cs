@@ -1,0 +1,77 @@
+using BitDeltaNative.Models;
+using BitDeltaNative.Tests.Tensors;
+
+namespace BitDeltaNative.Tests.Cli;
+
+/// <summary>`bitdelta generate` end to end through the command line: a tiny random Llama with Llama-2's
+/// vocabulary and its real tokenizer.model (from ../shared; the test says so and skips where it is absent).</summary>
+[Collection(IlgpuCpuCollection.Name)]
+public class GenerateCliTests
+{
+
+    static void MakeModel(string dir, string tokenizer)
+    {
+        File.WriteAllText(Path.Combine(dir, "config.json"), """
+            {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": 32, "intermediate_size": 48,
+             "num_hidden_layers": 1, "num_attention_heads": 2, "vocab_size": 32000, "max_position_embeddings": 128,
+             "rms_norm_eps": 1e-5, "bos_token_id": 1, "eos_token_id": 2, "torch_dtype": "float16"}
+            """);
+        var config = LlamaConfig.Load(dir);
+        var rng = new Random(5);
+        var tensors = LlamaWeights.ExpectedTensors(config)
+            .Select(e => (e.Name, Tensor.From(Enumerable.Range(0, e.Shape.Aggregate(1, (a, b) => a * b)).Select(_ => (float)(rng.NextDouble() - 0.5)).ToArray(), e.Shape, Device.Cpu, DType.F16)))
+            .ToList();
+        SafetensorsWriter.Write(Path.Combine(dir, "model.safetensors"), tensors);
+        File.Copy(tokenizer, Path.Combine(dir, "tokenizer.model"));
+    }
+
+    static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (o, e) = (Console.Out, Console.Error);
+        var so = new StringWriter();
+        var se = new StringWriter();
+        Console.SetOut(so);
+        Console.SetError(se);
+        try { return (BitDeltaNative.Cli.Run(args), so.ToString(), se.ToString()); }
+        finally { Console.SetOut(o); Console.SetError(e); }
+    }
+
+    [Fact]
+    public void Generate_streams_text_and_reports_tokens_per_second()
+    {
+        SharedFixtures.ReadOrSkip(SharedFixtures.Llama2Tokenizer);
+        using var dir = new TempDir();
+        MakeModel(dir.Path, SharedFixtures.Find(SharedFixtures.Llama2Tokenizer));
+        var (code, output, err) = Run("generate", "--model", dir.Path, "--prompt", "The capital of France is", "--max-tokens", "6", "--device", "cpu");
+        Assert.True(code == 0, err);
+        Assert.StartsWith("The capital of France is", output);
+        Assert.True(output.TrimEnd('\n').Length > "The capital of France is".Length, output);
+        Assert.Contains("tokens/s", err);
+
+        // Sampling with a seed is repeatable; two prompts go in one batch.
+        var a = Run("generate", "--model", dir.Path, "--prompt", "Hi", "--prompt", "Once upon a time", "--max-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "7", "--device", "cpu");
+        var b = Run("generate", "--model", dir.Path, "--prompt", "Hi", "--prompt", "Once upon a time", "--max-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "7", "--device", "cpu");
+        Assert.Equal(0, a.Code);
+        Assert.Equal(a.Out, b.Out);
+        Assert.Contains("[0] Hi", a.Out);
+        Assert.Contains("[1] Once upon a time", a.Out);
+    }
+
+    [Fact]
+    public void Bad_input_is_one_line_and_a_non_zero_exit()
+    {
+        using var dir = new TempDir();
+        var missing = Run("generate", "--model", Path.Combine(dir.Path, "nope"), "--prompt", "x", "--device", "cpu");
+        Assert.Equal(1, missing.Code);
+        Assert.Contains("nope", missing.Err);
+        Assert.Single(missing.Err.Trim().Split('\n'));
+
+        var device = Run("generate", "--model", dir.Path, "--prompt", "x", "--device", "tpu");
+        Assert.Equal(1, device.Code);
+        Assert.Contains("unknown device 'tpu'", device.Err);
+
+        var temp = Run("generate", "--model", dir.Path, "--prompt", "x", "--temperature", "-1", "--device", "cpu");
+        Assert.Equal(1, temp.Code);
+        Assert.Contains("--temperature", temp.Err);
+    }
+}
