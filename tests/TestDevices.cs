@@ -36,7 +36,8 @@ public static class TestDevices
 /// threads at once (CPUAccelerator.Launch sets up shared group and warp contexts for one task at a time, and
 /// only Debug.Asserts against a concurrent one), and xunit runs test classes in parallel: a barrier-heavy
 /// kernel of one class then reads another launch's group state and computes garbage now and then. Classes in
-/// this collection run one after another.
+/// this collection run one after another. Tests that redirect the process-wide console (the CLI tests) join it
+/// for the same reason.
 /// </summary>
 [CollectionDefinition(Name)]
 public sealed class IlgpuCpuCollection

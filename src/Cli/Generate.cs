@@ -26,7 +26,7 @@ public static partial class Cli
             var sw = Stopwatch.StartNew();
             var config = LlamaConfig.Load(dir);
             var tokenizer = Tokenizer.Load(dir, config);
-            using var m = LlamaModel.Load(dir, dev, progress: LoadProgress());
+            using var m = LlamaModel.Load(dir, dev, progress: ProgressLine("loading weights"));
             Console.Error.WriteLine($"loaded {dir} on {dev} in {sw.Elapsed.TotalSeconds:F1} s ({m.Weights.ByteLength / 1e9:F2} GB)");
 
             var texts = r.GetValue(prompt)!;
@@ -51,9 +51,15 @@ public static partial class Cli
         return cmd;
     }
 
-    /// <summary>A one-line progress report on stderr for long loads.</summary>
-    internal static IProgress<(int Done, int Total)> LoadProgress() => new Progress<(int Done, int Total)>(p =>
+    /// <summary>A one-line progress report on stderr (on a terminal), reported synchronously so it never
+    /// prints after the command's result.</summary>
+    internal static IProgress<(int Done, int Total)> ProgressLine(string what) => new Line(what);
+
+    sealed class Line(string what) : IProgress<(int Done, int Total)>
     {
-        if (!Console.IsErrorRedirected) Console.Error.Write($"\rloading weights {p.Done}/{p.Total}" + (p.Done == p.Total ? "\n" : ""));
-    });
+        public void Report((int Done, int Total) p)
+        {
+            if (!Console.IsErrorRedirected) Console.Error.Write($"\r{what} {p.Done}/{p.Total}" + (p.Done == p.Total ? "\n" : ""));
+        }
+    }
 }

@@ -1,0 +1,78 @@
+using BitDeltaNative.Models;
+using BitDeltaNative.Tests.Tensors;
+using Check = BitDeltaNative.Kernels.Check;
+
+namespace BitDeltaNative.Tests.Models;
+
+[Collection(IlgpuCpuCollection.Name)]   // its CLI test redirects the process-wide console
+public class CompressTests
+{
+    /// <summary>A "fine-tune" of the tiny Llama fixture: every linear and layer 0's input norm moved a little.</summary>
+    static string MakeFineTune(TempDir dir)
+    {
+        string baseDir = Fixtures.Model("llama-f16");
+        string ft = Path.Combine(dir.Path, "ft");
+        Directory.CreateDirectory(ft);
+        File.Copy(Path.Combine(baseDir, "config.json"), Path.Combine(ft, "config.json"));
+        var rng = new Random(4);
+        using var ck = Checkpoint.Open(baseDir);
+        var tensors = new List<(string, Tensor)>();
+        foreach (var name in ck.Names.Order(StringComparer.Ordinal))
+        {
+            var t = ck.Get(name);
+            bool move = name.EndsWith("_proj.weight", StringComparison.Ordinal) || name == "model.layers.0.input_layernorm.weight";
+            tensors.Add((name, move ? Tensor.From(t.ToFloatArray().Select(v => v + Check.Value(rng, 0.01f)).ToArray(), t.Shape, Device.Cpu, t.DType) : t));
+        }
+        SafetensorsWriter.Write(Path.Combine(ft, "model.safetensors"), tensors);
+        return ft;
+    }
+
+    [Fact]
+    public void Compress_binarizes_every_linear_and_keeps_only_changed_tensors()
+    {
+        using var dir = new TempDir();
+        string baseDir = Fixtures.Model("llama-f16"), ft = MakeFineTune(dir);
+        string path = Path.Combine(dir.Path, "out", "delta.safetensors");
+        var report = Compressor.Compress(baseDir, ft, path);
+        Assert.Equal(14, report.Compressed);
+        Assert.Equal(1, report.Replaced);
+        Assert.True(report.Ratio > 3, $"ratio {report.Ratio}");
+
+        using var d = DeltaFile.Open(path);
+        Assert.Equal(["model.layers.0.input_layernorm.weight"], d.Replaced);
+        using var baseCk = Checkpoint.Open(baseDir);
+        using var ftCk = Checkpoint.Open(ft);
+        d.CheckBase(baseDir, LlamaConfig.Load(baseDir), WeightsFingerprint.Of(baseCk));
+        const string q = "model.layers.1.self_attn.q_proj.weight";
+        var (signs, scale) = d.BitDeltaLinear(q);
+        var (want, wantScale) = BitDelta.Binarize(ftCk.Get(q), baseCk.Get(q), q);
+        Assert.Equal(want.ToArray<uint>(), signs.ToArray<uint>());
+        Assert.Equal(wantScale, scale);
+    }
+
+    [Fact]
+    public void Cli_compress_reports_the_ratio_and_overwrites_nothing()
+    {
+        using var dir = new TempDir();
+        string baseDir = Fixtures.Model("llama-f16"), ft = MakeFineTune(dir), outDir = Path.Combine(dir.Path, "out");
+        var (o, e) = (Console.Out, Console.Error);
+        var so = new StringWriter();
+        var se = new StringWriter();
+        Console.SetOut(so);
+        Console.SetError(se);
+        try
+        {
+            Assert.Equal(0, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", ft, "--out", outDir]));
+            Assert.Contains("x smaller", so.ToString());
+            var before = File.ReadAllBytes(Path.Combine(outDir, "delta.safetensors"));
+            Assert.Equal(1, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", ft, "--out", outDir]));
+            Assert.Contains("exists already", se.ToString());
+            Assert.Equal(before, File.ReadAllBytes(Path.Combine(outDir, "delta.safetensors")));
+            Assert.Equal(1, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", Fixtures.Model("mistral-bf16"), "--out", Path.Combine(dir.Path, "o2")]));
+            Assert.Contains("is not a fine-tune of", se.ToString());
+            Assert.Equal(1, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", ft, "--out", ft]));
+            Assert.Contains("is an input folder", se.ToString());
+        }
+        finally { Console.SetOut(o); Console.SetError(e); }
+    }
+}
