@@ -12,8 +12,10 @@ public static partial class Cli
         cmd.Arguments.Add(path);
         cmd.SetAction(r => Guard(() =>
         {
+            string target = r.GetValue(path)!;
+            if (File.Exists(target) && IsDelta(target)) return InspectDelta(target);
             var sw = Stopwatch.StartNew();
-            using var ck = Checkpoint.Open(r.GetValue(path)!);
+            using var ck = Checkpoint.Open(target);
             double openMs = sw.Elapsed.TotalMilliseconds;
             foreach (var f in ck.Files)
             {
@@ -29,5 +31,31 @@ public static partial class Cli
             return 0;
         }));
         return cmd;
+    }
+
+    static bool IsDelta(string file)
+    {
+        using var f = SafetensorsFile.Open(file);
+        return f.Metadata.TryGetValue("format", out var v) && v == Models.DeltaFile.FormatName;
+    }
+
+    /// <summary>A delta file: its codec, the base it belongs to, every compressed matrix with its scale, and
+    /// what it keeps uncompressed.</summary>
+    static int InspectDelta(string file)
+    {
+        using var d = Models.DeltaFile.Open(file);
+        Console.WriteLine($"{file}: {d.Codec} delta, {d.ByteLength / 1e6:F2} MB");
+        Console.WriteLine($"  base config hash {d.BaseConfigHash}");
+        Console.WriteLine($"  base weights fingerprint {d.BaseWeightsFingerprint}");
+        long dense = 0;
+        foreach (var (name, shape) in d.Compressed.OrderBy(k => k.Key, StringComparer.Ordinal))
+        {
+            var (signs, scale) = d.BitDeltaLinear(name);
+            dense += 2L * shape[0] * shape[1];
+            Console.WriteLine($"  {name,-50} [{shape[0]}, {shape[1]}]  scale {scale:E4}  {signs.ByteLength,12:N0} B of signs");
+        }
+        foreach (var name in d.Replaced) Console.WriteLine($"  {name,-50} kept as in the fine-tune");
+        Console.WriteLine($"{d.Compressed.Count} matrices binarized ({dense / 1e6:F2} MB as f16), {d.Replaced.Count} tensors kept");
+        return 0;
     }
 }

@@ -65,6 +65,10 @@ public class CompressTests
             Assert.Equal(0, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", ft, "--out", outDir]));
             Assert.Contains("x smaller", so.ToString());
             var before = File.ReadAllBytes(Path.Combine(outDir, "delta.safetensors"));
+            Assert.Equal(0, BitDeltaNative.Cli.Run(["inspect", Path.Combine(outDir, "delta.safetensors")]));
+            Assert.Contains("bitdelta delta", so.ToString());
+            Assert.Contains("model.layers.1.mlp.down_proj.weight", so.ToString());
+            Assert.Contains("14 matrices binarized", so.ToString());
             Assert.Equal(1, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", ft, "--out", outDir]));
             Assert.Contains("exists already", se.ToString());
             Assert.Equal(before, File.ReadAllBytes(Path.Combine(outDir, "delta.safetensors")));
