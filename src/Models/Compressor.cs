@@ -22,18 +22,13 @@ public static class Compressor
         CheckPair(baseDir, baseConfig, fineTunedDir, ftConfig);
         using var baseCk = Checkpoint.Open(baseDir);
         using var ftCk = Checkpoint.Open(fineTunedDir);
+        LlamaWeights.Validate(baseCk, baseConfig);
+        LlamaWeights.Validate(ftCk, ftConfig);
         var expected = LlamaWeights.ExpectedTensors(baseConfig);
-        foreach (var (name, shape) in expected)
-            foreach (var (ck, dir) in new[] { (baseCk, baseDir), (ftCk, fineTunedDir) })
-            {
-                if (!ck.Contains(name)) throw new BitDeltaException($"{dir}: tensor '{name}' is missing");
-                if (!ck.Entry(name).Shape.SequenceEqual(shape))
-                    throw new BitDeltaException($"{dir}: tensor '{name}' has shape {ck.Entry(name).ShapeString}, expected [{string.Join(", ", shape)}]");
-            }
 
         var linears = new HashSet<string>();
         for (int l = 0; l < baseConfig.NumLayers; l++)
-            foreach (var p in new[] { "self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj" })
+            foreach (var p in LayerWeights.LinearNames)
                 linears.Add($"{LlamaWeights.LayerPrefix(l)}{p}.weight");
 
         var compressed = new List<(string, Tensor, float)>();

@@ -26,11 +26,11 @@ public sealed class LayerWeights : IDisposable
     public required Tensor Down { get; init; }
 
     /// <summary>The seven linear weights by their short HF names, the ones a delta codec compresses.</summary>
-    public IEnumerable<(string Name, Tensor Weight)> Linears =>
-    [
-        ("self_attn.q_proj", Q), ("self_attn.k_proj", K), ("self_attn.v_proj", V), ("self_attn.o_proj", O),
-        ("mlp.gate_proj", Gate), ("mlp.up_proj", Up), ("mlp.down_proj", Down),
-    ];
+    public IEnumerable<(string Name, Tensor Weight)> Linears => LinearNames.Zip([Q, K, V, O, Gate, Up, Down]);
+
+    /// <summary>The short HF names of the seven linears of a decoder layer, in the order of <see cref="Linears"/>.</summary>
+    public static readonly string[] LinearNames =
+        ["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj", "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj"];
 
     public void Dispose()
     {
@@ -92,17 +92,13 @@ public sealed class LlamaWeights : IDisposable
         return Load(ck, config, device, progress);
     }
 
-    /// <summary>
-    /// Copies every expected tensor of <paramref name="ck"/> onto <paramref name="device"/> (on the CPU too: the
-    /// result does not depend on the checkpoint staying open). <paramref name="progress"/> hears (tensors done,
-    /// tensors in all) after each copy; it is called on the loading thread.
-    /// </summary>
-    public static LlamaWeights Load(Checkpoint ck, LlamaConfig config, Device device, IProgress<(int Done, int Total)>? progress = null)
+    /// <summary>Checks that <paramref name="ck"/> holds every tensor the config implies, with its shape, all in one
+    /// float dtype, which it returns; a one-line error names the file and the tensor otherwise.</summary>
+    public static DType Validate(Checkpoint ck, LlamaConfig config)
     {
-        var expected = ExpectedTensors(config);
         DType? dtype = null;
         string? dtypeFrom = null;
-        foreach (var (name, shape) in expected)
+        foreach (var (name, shape) in ExpectedTensors(config))
         {
             if (!ck.Contains(name))
                 throw new BitDeltaException($"{ck.Path}: tensor '{name}' is missing (expected shape [{string.Join(", ", shape)}] from config.json)");
@@ -116,6 +112,18 @@ public sealed class LlamaWeights : IDisposable
             else if (e.DType != dtype)
                 throw new BitDeltaException($"{file}: tensor '{name}' is {e.DType.SafetensorsName()} but '{dtypeFrom}' is {dtype.Value.SafetensorsName()}; a checkpoint must hold one dtype");
         }
+        return dtype!.Value;
+    }
+
+    /// <summary>
+    /// Copies every expected tensor of <paramref name="ck"/> onto <paramref name="device"/> (on the CPU too: the
+    /// result does not depend on the checkpoint staying open). <paramref name="progress"/> hears (tensors done,
+    /// tensors in all) after each copy; it is called on the loading thread.
+    /// </summary>
+    public static LlamaWeights Load(Checkpoint ck, LlamaConfig config, Device device, IProgress<(int Done, int Total)>? progress = null)
+    {
+        var expected = ExpectedTensors(config);
+        var dtype = Validate(ck, config);
 
         var loaded = new List<Tensor>(expected.Count);
         int done = 0;
@@ -155,7 +163,7 @@ public sealed class LlamaWeights : IDisposable
             return new LlamaWeights
             {
                 Config = config,
-                DType = dtype!.Value,
+                DType = dtype,
                 Embedding = embedding,
                 Layers = layers,
                 FinalNorm = norm,

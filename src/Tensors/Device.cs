@@ -22,9 +22,10 @@ public enum DeviceKind
 /// <summary>
 /// Where tensors live and ops run. One ILGPU <see cref="Context"/> per process; one accelerator per
 /// device; kernels compiled once and cached; device memory recycled through <see cref="MemoryPool"/>
-/// so that a decode loop, which asks for the same sizes every step, allocates nothing new.
+/// so that a decode loop, which asks for the same sizes every step, allocates nothing new. Devices live for the
+/// process; the shared instances are never torn down.
 /// </summary>
-public sealed class Device : IDisposable
+public sealed class Device
 {
     static readonly Lazy<Context> SharedContext = new(() =>
         Context.Create(b => b.Default().Optimize(OptimizationLevel.O2).Cuda().CPU().EnableAlgorithms()));
@@ -126,9 +127,4 @@ public sealed class Device : IDisposable
     public void Synchronize() => accelerator?.Synchronize();
 
     public override string ToString() => Name;
-
-    public void Dispose()
-    {
-        // Devices live for the process; the shared instances are never torn down mid-run.
-    }
 }

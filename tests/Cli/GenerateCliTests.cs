@@ -25,32 +25,21 @@ public class GenerateCliTests
         File.Copy(tokenizer, Path.Combine(dir, "tokenizer.model"));
     }
 
-    static (int Code, string Out, string Err) Run(params string[] args)
-    {
-        var (o, e) = (Console.Out, Console.Error);
-        var so = new StringWriter();
-        var se = new StringWriter();
-        Console.SetOut(so);
-        Console.SetError(se);
-        try { return (BitDeltaNative.Cli.Run(args), so.ToString(), se.ToString()); }
-        finally { Console.SetOut(o); Console.SetError(e); }
-    }
-
     [Fact]
     public void Generate_streams_text_and_reports_tokens_per_second()
     {
         SharedFixtures.ReadOrSkip(SharedFixtures.Llama2Tokenizer);
         using var dir = new TempDir();
         MakeModel(dir.Path, SharedFixtures.Find(SharedFixtures.Llama2Tokenizer));
-        var (code, output, err) = Run("generate", "--model", dir.Path, "--prompt", "The capital of France is", "--max-tokens", "6", "--device", "cpu");
+        var (code, output, err) = CliRunner.Run("generate", "--model", dir.Path, "--prompt", "The capital of France is", "--max-tokens", "6", "--device", "cpu");
         Assert.True(code == 0, err);
         Assert.StartsWith("The capital of France is", output);
         Assert.True(output.TrimEnd('\n').Length > "The capital of France is".Length, output);
         Assert.Contains("tokens/s", err);
 
         // Sampling with a seed is repeatable; two prompts go in one batch.
-        var a = Run("generate", "--model", dir.Path, "--prompt", "Hi", "--prompt", "Once upon a time", "--max-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "7", "--device", "cpu");
-        var b = Run("generate", "--model", dir.Path, "--prompt", "Hi", "--prompt", "Once upon a time", "--max-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "7", "--device", "cpu");
+        var a = CliRunner.Run("generate", "--model", dir.Path, "--prompt", "Hi", "--prompt", "Once upon a time", "--max-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "7", "--device", "cpu");
+        var b = CliRunner.Run("generate", "--model", dir.Path, "--prompt", "Hi", "--prompt", "Once upon a time", "--max-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "7", "--device", "cpu");
         Assert.Equal(0, a.Code);
         Assert.Equal(a.Out, b.Out);
         Assert.Contains("[0] Hi", a.Out);
@@ -61,17 +50,33 @@ public class GenerateCliTests
     public void Bad_input_is_one_line_and_a_non_zero_exit()
     {
         using var dir = new TempDir();
-        var missing = Run("generate", "--model", Path.Combine(dir.Path, "nope"), "--prompt", "x", "--device", "cpu");
+        var missing = CliRunner.Run("generate", "--model", Path.Combine(dir.Path, "nope"), "--prompt", "x", "--device", "cpu");
         Assert.Equal(1, missing.Code);
         Assert.Contains("nope", missing.Err);
         Assert.Single(missing.Err.Trim().Split('\n'));
 
-        var device = Run("generate", "--model", dir.Path, "--prompt", "x", "--device", "tpu");
+        var device = CliRunner.Run("generate", "--model", dir.Path, "--prompt", "x", "--device", "tpu");
         Assert.Equal(1, device.Code);
         Assert.Contains("unknown device 'tpu'", device.Err);
 
-        var temp = Run("generate", "--model", dir.Path, "--prompt", "x", "--temperature", "-1", "--device", "cpu");
+        var temp = CliRunner.Run("generate", "--model", dir.Path, "--prompt", "x", "--temperature", "-1", "--device", "cpu");
         Assert.Equal(1, temp.Code);
         Assert.Contains("--temperature", temp.Err);
+    }
+}
+
+/// <summary>Runs the bitdelta command in-process and captures what it prints. The console is process-wide, so
+/// test classes that use this belong to <see cref="IlgpuCpuCollection"/> (run one at a time).</summary>
+public static class CliRunner
+{
+    public static (int Code, string Out, string Err) Run(params string[] args)
+    {
+        var (o, e) = (Console.Out, Console.Error);
+        var so = new StringWriter();
+        var se = new StringWriter();
+        Console.SetOut(so);
+        Console.SetError(se);
+        try { return (BitDeltaNative.Cli.Run(args), so.ToString(), se.ToString()); }
+        finally { Console.SetOut(o); Console.SetError(e); }
     }
 }

@@ -1,4 +1,5 @@
 using BitDeltaNative.Models;
+using BitDeltaNative.Tests.Cli;
 using BitDeltaNative.Tests.Tensors;
 using Check = BitDeltaNative.Kernels.Check;
 
@@ -55,28 +56,24 @@ public class CompressTests
     {
         using var dir = new TempDir();
         string baseDir = Fixtures.Model("llama-f16"), ft = MakeFineTune(dir), outDir = Path.Combine(dir.Path, "out");
-        var (o, e) = (Console.Out, Console.Error);
-        var so = new StringWriter();
-        var se = new StringWriter();
-        Console.SetOut(so);
-        Console.SetError(se);
-        try
-        {
-            Assert.Equal(0, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", ft, "--out", outDir]));
-            Assert.Contains("x smaller", so.ToString());
-            var before = File.ReadAllBytes(Path.Combine(outDir, "delta.safetensors"));
-            Assert.Equal(0, BitDeltaNative.Cli.Run(["inspect", Path.Combine(outDir, "delta.safetensors")]));
-            Assert.Contains("bitdelta delta", so.ToString());
-            Assert.Contains("model.layers.1.mlp.down_proj.weight", so.ToString());
-            Assert.Contains("14 matrices binarized", so.ToString());
-            Assert.Equal(1, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", ft, "--out", outDir]));
-            Assert.Contains("exists already", se.ToString());
-            Assert.Equal(before, File.ReadAllBytes(Path.Combine(outDir, "delta.safetensors")));
-            Assert.Equal(1, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", Fixtures.Model("mistral-bf16"), "--out", Path.Combine(dir.Path, "o2")]));
-            Assert.Contains("is not a fine-tune of", se.ToString());
-            Assert.Equal(1, BitDeltaNative.Cli.Run(["compress", "--base", baseDir, "--finetuned", ft, "--out", ft]));
-            Assert.Contains("is an input folder", se.ToString());
-        }
-        finally { Console.SetOut(o); Console.SetError(e); }
+        var first = CliRunner.Run("compress", "--base", baseDir, "--finetuned", ft, "--out", outDir);
+        Assert.Equal(0, first.Code);
+        Assert.Contains("x smaller", first.Out);
+        var before = File.ReadAllBytes(Path.Combine(outDir, "delta.safetensors"));
+        var inspect = CliRunner.Run("inspect", Path.Combine(outDir, "delta.safetensors"));
+        Assert.Equal(0, inspect.Code);
+        Assert.Contains("bitdelta delta", inspect.Out);
+        Assert.Contains("model.layers.1.mlp.down_proj.weight", inspect.Out);
+        Assert.Contains("14 matrices binarized", inspect.Out);
+        var again = CliRunner.Run("compress", "--base", baseDir, "--finetuned", ft, "--out", outDir);
+        Assert.Equal(1, again.Code);
+        Assert.Contains("exists already", again.Err);
+        Assert.Equal(before, File.ReadAllBytes(Path.Combine(outDir, "delta.safetensors")));
+        var mismatch = CliRunner.Run("compress", "--base", baseDir, "--finetuned", Fixtures.Model("mistral-bf16"), "--out", Path.Combine(dir.Path, "o2"));
+        Assert.Equal(1, mismatch.Code);
+        Assert.Contains("is not a fine-tune of", mismatch.Err);
+        var intoInput = CliRunner.Run("compress", "--base", baseDir, "--finetuned", ft, "--out", ft);
+        Assert.Equal(1, intoInput.Code);
+        Assert.Contains("is an input folder", intoInput.Err);
     }
 }
