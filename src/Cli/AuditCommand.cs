@@ -46,8 +46,7 @@ public static partial class Cli
                     Markup.Escape(res.WorstShape), res.Passed ? "[green]pass[/]" : "[red]FAIL[/]", sw.Elapsed.TotalSeconds.ToString("F1"));
                 sw.Restart();
             }
-            if (Console.IsOutputRedirected) AnsiConsole.Profile.Width = 200;
-            AnsiConsole.Write(table);
+            WriteTable(table);
             Console.WriteLine(ok ? "all kernels match their CPU twins" : "FAILED: some kernels differ from their CPU twins");
             return ok ? 0 : 1;
         }));

@@ -14,6 +14,7 @@ public static partial class Cli
         root.Subcommands.Add(AuditCommand());
         root.Subcommands.Add(GenerateCommand());
         root.Subcommands.Add(CompressCommand());
+        root.Subcommands.Add(EvalCommand());
         root.Subcommands.Add(BenchCommand());
         root.Subcommands.Add(DemoCommand());
         return root.Parse(args).Invoke();
@@ -24,6 +25,15 @@ public static partial class Cli
         Description = "where to run: auto (CUDA if a GPU is present, else CPU), cuda, cpu, or ilgpu-cpu (ILGPU's CPU accelerator, for checking kernels)",
         DefaultValueFactory = _ => "auto",
     };
+
+    /// <summary>Writes a Spectre table to the current <see cref="Console.Out"/> (which tests redirect), 200 columns
+    /// wide when that is not a terminal.</summary>
+    internal static void WriteTable(Spectre.Console.Table table)
+    {
+        var console = Spectre.Console.AnsiConsole.Create(new Spectre.Console.AnsiConsoleSettings { Out = new Spectre.Console.AnsiConsoleOutput(Console.Out) });
+        if (Console.IsOutputRedirected || Console.Out is StringWriter) console.Profile.Width = 200;
+        console.Write(table);
+    }
 
     /// <summary>Runs a command body; user errors become one line on stderr and exit code 1.</summary>
     internal static int Guard(Func<int> body)

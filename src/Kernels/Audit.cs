@@ -11,6 +11,7 @@ public static class Audit
         KvCache.Case,
         .. Attention.Cases,
         .. MatMul.Cases,
+        BitLinear.Case,
         Rope.Case,
         Embedding.Case,
         Softmax.Case,

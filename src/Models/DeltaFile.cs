@@ -56,6 +56,8 @@ public sealed class DeltaFile : IDisposable
     /// <summary>A tensor the delta stores as it is (embedding, lm_head, norms where they differ from the base).</summary>
     public Tensor ReplacedTensor(string name) => file.Get(name);
 
+    public DType ReplacedDType(string name) => file.Entry(name).DType;
+
     public static void Write(string path, string codec, LlamaConfig baseConfig, string baseFingerprint,
                              IReadOnlyList<(string WeightName, Tensor Signs, float Scale)> compressed,
                              IReadOnlyList<(string Name, Tensor Tensor)> replaced)

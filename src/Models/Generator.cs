@@ -27,9 +27,10 @@ public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, int 
 /// <summary>
 /// Generates continuations of several prompts at once: one prefill step over every prompt token, then one
 /// decode step per new token in which every unfinished sequence contributes its last token. A sequence stops
-/// at an end-of-sequence id (not emitted) or after <c>maxNewTokens</c>.
+/// at an end-of-sequence id (not emitted) or after <c>maxNewTokens</c>. With <paramref name="delta"/> it generates
+/// from the compressed fine-tune over the model's base weights.
 /// </summary>
-public sealed class Generator(LlamaModel model)
+public sealed class Generator(LlamaModel model, DeltaWeights? delta = null)
 {
     public GenerationStats? LastStats { get; private set; }
 
@@ -68,7 +69,7 @@ public sealed class Generator(LlamaModel model)
         int[] next;
         using (var logits = Tensor.Empty([B, vocab], DType.F32, dev))
         {
-            model.Forward(ids, slots, positions, lastRows, cache, logits);
+            model.Forward(ids, slots, positions, lastRows, cache, logits, delta);
             next = Choose(logits, options, step: 0);
         }
         var prefill = sw.Elapsed;
@@ -96,7 +97,7 @@ public sealed class Generator(LlamaModel model)
             var stepIds = active.Select(s => outputs[s][^1]).ToArray();
             var stepPos = active.Select(s => length[s] + outputs[s].Count - 1).ToArray();
             using var logits = Tensor.Empty([A, vocab], DType.F32, dev);
-            model.Forward(stepIds, active, stepPos, Enumerable.Range(0, A).ToArray(), cache, logits);
+            model.Forward(stepIds, active, stepPos, Enumerable.Range(0, A).ToArray(), cache, logits, delta);
             next = Choose(logits, options, step + 1, active);
             steps++;
         }

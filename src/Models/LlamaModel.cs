@@ -42,10 +42,14 @@ public sealed class LlamaModel : IDisposable
     /// values are written to the cache before attention, so tokens of one sequence in the same batch must come in
     /// position order. <paramref name="logits"/> [rows, vocab] receives the logits of the tokens listed in
     /// <paramref name="logitRows"/> (the last token of each sequence when generating; every token for perplexity).
+    /// With <paramref name="delta"/>, the step runs the compressed fine-tune: every linear is the base's matmul plus
+    /// the delta's α·x·signᵀ (<see cref="BitLinear"/>), and the tensors the delta stores whole replace the base's.
     /// </summary>
     public void Forward(ReadOnlySpan<int> ids, ReadOnlySpan<int> slots, ReadOnlySpan<int> positions,
-                        ReadOnlySpan<int> logitRows, KvCacheMemory cache, Tensor logits)
+                        ReadOnlySpan<int> logitRows, KvCacheMemory cache, Tensor logits, DeltaWeights? delta = null)
     {
+        if (delta != null && delta.Layers.Length != Config.NumLayers)
+            throw new ArgumentException($"{delta.Path}: {delta.Layers.Length} layers, the model has {Config.NumLayers}");
         var c = Config;
         int T = ids.Length;
         if (slots.Length != T || positions.Length != T) throw new ArgumentException("ids, slots and positions differ in length");
@@ -81,26 +85,34 @@ public sealed class LlamaModel : IDisposable
         float scale = 1f / MathF.Sqrt(c.HeadDim);
         int window = c.SlidingWindow ?? 0;
 
-        Embedding.Run(tIds, Weights.Embedding, x);
+        var embedding = delta?.Embedding ?? Weights.Embedding;
+        Embedding.Run(tIds, embedding, x);
         for (int l = 0; l < c.NumLayers; l++)
         {
             var w = Weights.Layers[l];
+            var d = delta?.Layers[l];
+            // y (+)= x·Wᵀ for linear k (LayerWeights.LinearNames order), with the delta's term when there is one.
+            void Linear(Tensor input, int k, Tensor baseWeight, Tensor output, bool accumulate = false)
+            {
+                MatMul.Run(input, d?.Whole[k] ?? baseWeight, output, accumulate);
+                if (d?.Bits[k] is { } b) BitLinear.Run(input, b.Signs, b.Scale, output);
+            }
             // Attention block: x += o(attention(rope(q(h)), rope(k(h)), v(h))), h = rmsnorm(x).
-            RmsNorm.Run(x, w.InputNorm, h, eps);
-            MatMul.Run(h, w.Q, q);
-            MatMul.Run(h, w.K, k);
-            MatMul.Run(h, w.V, v);
+            RmsNorm.Run(x, d?.InputNorm ?? w.InputNorm, h, eps);
+            Linear(h, 0, w.Q, q);
+            Linear(h, 1, w.K, k);
+            Linear(h, 2, w.V, v);
             Rope.Run(q3, tPos, rope);
             Rope.Run(k3, tPos, rope);
             KvCache.Write(k3, v3, cache.K[l], cache.V[l], tSlots, tPos);
             Attention.Run(q3, cache.K[l], cache.V[l], tSlots, tPos, attn3, window, scale);
-            MatMul.Run(attn, w.O, x, accumulate: true);
+            Linear(attn, 3, w.O, x, accumulate: true);
             // MLP block: x += down(silu(gate(h)) · up(h)), h = rmsnorm(x).
-            RmsNorm.Run(x, w.PostAttentionNorm, h, eps);
-            MatMul.Run(h, w.Gate, gate);
-            MatMul.Run(h, w.Up, up);
+            RmsNorm.Run(x, d?.PostAttentionNorm ?? w.PostAttentionNorm, h, eps);
+            Linear(h, 4, w.Gate, gate);
+            Linear(h, 5, w.Up, up);
             SwiGlu.Run(gate, up, gate);
-            MatMul.Run(gate, w.Down, x, accumulate: true);
+            Linear(gate, 6, w.Down, x, accumulate: true);
         }
 
         // Only the requested rows go through the final norm and the (large) lm_head.
@@ -110,8 +122,10 @@ public sealed class LlamaModel : IDisposable
         using var xr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
         using var hr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
         Embedding.Run(rows, x, xr);
-        RmsNorm.Run(xr, Weights.FinalNorm, hr, eps);
-        MatMul.Run(hr, Weights.LmHead, logits);
+        RmsNorm.Run(xr, delta?.FinalNorm ?? Weights.FinalNorm, hr, eps);
+        // Tied embeddings: the head is the (possibly replaced) embedding.
+        var head = Weights.LmHeadIsEmbedding ? embedding : delta?.LmHead ?? Weights.LmHead;
+        MatMul.Run(hr, head, logits);
     }
 
     static void Need(Tensor t, int[] shape)

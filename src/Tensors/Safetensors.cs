@@ -171,33 +171,56 @@ public static class SafetensorsWriter
     public static void Write(string path, IReadOnlyList<(string Name, Tensor Tensor)> tensors,
                              IReadOnlyDictionary<string, string>? metadata = null)
     {
+        var byName = new Dictionary<string, Tensor>();
+        foreach (var (name, t) in tensors) byName.TryAdd(name, t);
+        Write(path, tensors.Select(t => (t.Name, t.Tensor.DType, t.Tensor.Shape.ToArray())).ToList(), name => byName[name], metadata, owned: false);
+    }
+
+    /// <summary>
+    /// Writes tensors one at a time as <paramref name="produce"/> makes them, in the order of <paramref name="layout"/>
+    /// (name, dtype, shape), so a file larger than memory can be written; each produced tensor is disposed after it
+    /// is written when <paramref name="owned"/>. A tensor that does not match its layout entry is an error.
+    /// </summary>
+    public static void Write(string path, IReadOnlyList<(string Name, DType DType, int[] Shape)> layout, Func<string, Tensor> produce,
+                             IReadOnlyDictionary<string, string>? metadata = null, bool owned = true)
+    {
         var names = new HashSet<string>();
-        foreach (var (name, _) in tensors)
+        foreach (var (name, _, _) in layout)
         {
             if (name == "__metadata__") throw new ArgumentException($"{path}: '__metadata__' is not a tensor name");
             if (!names.Add(name)) throw new ArgumentException($"{path}: tensor '{name}' given twice");
         }
-        byte[] header = Header(tensors, metadata);
+        byte[] header = Header(layout, metadata);
         AtomicFile.Write(path, stream =>
         {
             Span<byte> len = stackalloc byte[8];
             BinaryPrimitives.WriteUInt64LittleEndian(len, (ulong)header.Length);
             stream.Write(len);
             stream.Write(header);
-            foreach (var (_, t) in tensors)
+            foreach (var (name, dtype, shape) in layout)
             {
-                if (!t.Device.IsIlgpu) stream.Write(t.HostBytes);
-                else
+                var t = produce(name);
+                try
                 {
-                    var bytes = new byte[t.ByteLength];
-                    t.CopyTo(bytes);
-                    stream.Write(bytes);
+                    if (t.DType != dtype || !t.Shape.SequenceEqual(shape))
+                        throw new ArgumentException($"{path}: tensor '{name}' is {t}, the header says {dtype} [{string.Join(", ", shape)}]");
+                    if (!t.Device.IsIlgpu) stream.Write(t.HostBytes);
+                    else
+                    {
+                        var bytes = new byte[t.ByteLength];
+                        t.CopyTo(bytes);
+                        stream.Write(bytes);
+                    }
+                }
+                finally
+                {
+                    if (owned) t.Dispose();
                 }
             }
         });
     }
 
-    static byte[] Header(IReadOnlyList<(string Name, Tensor Tensor)> tensors, IReadOnlyDictionary<string, string>? metadata)
+    static byte[] Header(IReadOnlyList<(string Name, DType DType, int[] Shape)> layout, IReadOnlyDictionary<string, string>? metadata)
     {
         var ms = new MemoryStream();
         using (var w = new Utf8JsonWriter(ms))
@@ -210,19 +233,19 @@ public static class SafetensorsWriter
                 w.WriteEndObject();
             }
             long offset = 0;
-            foreach (var (name, t) in tensors)
+            foreach (var (name, dtype, shape) in layout)
             {
                 w.WriteStartObject(name);
-                w.WriteString("dtype", t.DType.SafetensorsName());
+                w.WriteString("dtype", dtype.SafetensorsName());
                 w.WriteStartArray("shape");
                 // Packed signs are stored as their U32 words: [..., ceil(columns / 32)].
-                var shape = t.Shape.ToArray();
-                if (t.DType == DType.Sign1 && shape.Length > 0) shape[^1] = DTypes.SignWordsPerRow(shape[^1]);
-                foreach (var d in shape) w.WriteNumberValue(d);
+                var stored = shape.ToArray();
+                if (dtype == DType.Sign1 && stored.Length > 0) stored[^1] = DTypes.SignWordsPerRow(stored[^1]);
+                foreach (var d in stored) w.WriteNumberValue(d);
                 w.WriteEndArray();
                 w.WriteStartArray("data_offsets");
                 w.WriteNumberValue(offset);
-                w.WriteNumberValue(offset += t.ByteLength);
+                w.WriteNumberValue(offset += dtype.ByteCount(shape));
                 w.WriteEndArray();
                 w.WriteEndObject();
             }

@@ -1,0 +1,128 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// The BitDelta term of a compressed linear layer (Liu et al., arXiv 2402.10193, §3.1): y += α · x·Sᵀ, where S is
+/// the ±1 sign matrix [out, in] of the fine-tune's delta, packed 32 signs per word along the input dimension,
+/// least significant bit first (<see cref="DType.Sign1"/>; bit 1 is +1), and α is the matrix's one scale. Run after
+/// the base matmul y = x·W_baseᵀ, it gives y = x·(W_base + α·S)ᵀ without ever forming the f16 sum, so the
+/// compressed fine-tune costs 1 bit per weight beside the shared base: the reference's
+/// <c>x @ base + coeff * binary_bmm(x, mask)</c>. x and y are f32 [rows, in] and [rows, out].
+/// This is the one-tenant form; the batched many-tenant kernels build on it (multi-tenant issue).
+/// </summary>
+public static class BitLinear
+{
+    /// <summary>The spec: f64 sum of ±x, then y += α·sum rounded to f32.</summary>
+    public static void Twin(ReadOnlySpan<float> x, ReadOnlySpan<uint> signs, float scale, Span<float> y, int rows, int inDim, int outDim)
+    {
+        int words = DTypes.SignWordsPerRow(inDim);
+        for (int r = 0; r < rows; r++)
+            for (int o = 0; o < outDim; o++)
+            {
+                double s = 0;
+                for (int i = 0; i < inDim; i++)
+                {
+                    bool plus = ((signs[o * words + i / 32] >> (i % 32)) & 1) != 0;
+                    s += plus ? x[r * inDim + i] : -(double)x[r * inDim + i];
+                }
+                y[r * outDim + o] = (float)(y[r * outDim + o] + (double)scale * s);
+            }
+    }
+
+    public static void Run(Tensor x, Tensor signs, float scale, Tensor y)
+    {
+        Need.SameDevice(x, signs, y);
+        Need.F32("bitlinear x", x);
+        Need.F32("bitlinear y", y);
+        if (signs.DType != DType.Sign1 || signs.Rank != 2) throw new ArgumentException($"bitlinear signs: expected Sign1 [out, in], got {signs}");
+        int outDim = signs.Dim(0), inDim = signs.Dim(1);
+        if (x.Rank == 0 || x.Dim(-1) != inDim) throw new ArgumentException($"bitlinear x: expected last dimension {inDim} (signs {signs}), got {x}");
+        long rows = 1;   // the leading dimensions
+        for (int i = 0; i < x.Rank - 1; i++) rows *= x.Dim(i);
+        Need.Count("bitlinear y", y, rows * outDim);
+        if (rows == 0 || outDim == 0) return;
+        if (!y.Device.IsIlgpu)
+        {
+            Host(x.Host<float>(), signs.Host<uint>(), scale, y.Host<float>(), (int)rows, inDim, outDim);
+            return;
+        }
+        long outputs = rows * outDim;
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, float, ArrayView<float>, int, int, int>>(Kernel)(
+            new KernelConfig((int)((outputs + Threads - 1) / Threads), Threads), x.View<float>(), signs.View<uint>(), scale, y.View<float>(),
+            (int)rows, inDim, outDim);
+    }
+
+    const int Threads = 128;
+
+    /// <summary>
+    /// One thread per output (row r, column o), neighbouring threads on neighbouring columns of the same row: every
+    /// thread of a warp reads the same x[r, i] (a broadcast) and its own row's sign word, one load per 32 weights.
+    /// No shuffles or barriers, which also keeps it cheap on ILGPU's CPU accelerator in tests. Reading each sign
+    /// word once for many rows and many tenants is the batched kernel's job (multi-tenant issue).
+    /// </summary>
+    static void Kernel(ArrayView<float> x, ArrayView<uint> signs, float scale, ArrayView<float> y, int rows, int inDim, int outDim)
+    {
+        long t = Grid.GlobalIndex.X;
+        if (t >= (long)rows * outDim) return;
+        int r = (int)(t / outDim), o = (int)(t % outDim);
+        int words = (inDim + 31) / 32;
+        long xRow = (long)r * inDim, sRow = (long)o * words;
+        float acc = 0;
+        for (int w = 0; w < words; w++)
+        {
+            uint bits = signs[sRow + w];
+            int n = Math.Min(32, inDim - w * 32);
+            long at = xRow + w * 32;
+            for (int b = 0; b < n; b++)
+            {
+                float v = x[at + b];
+                acc += ((bits >> b) & 1) != 0 ? v : -v;
+            }
+        }
+        y[t] += scale * acc;
+    }
+
+    /// <summary>
+    /// The managed-CPU path: per output, the signs are expanded once to ±1 floats and dotted with every row of x
+    /// (SIMD), using Σ xᵢsᵢ over f32 partial sums; checked against <see cref="Twin"/> like a kernel.
+    /// </summary>
+    public static void Host(ReadOnlySpan<float> x, ReadOnlySpan<uint> signs, float scale, Span<float> y, int rows, int inDim, int outDim)
+    {
+        int words = DTypes.SignWordsPerRow(inDim);
+        var xs = x.ToArray();
+        var ss = signs.ToArray();
+        var ys = new float[(long)rows * outDim];
+        Parallel.For(0, outDim, () => new float[inDim], (o, _, pm) =>
+        {
+            for (int i = 0; i < inDim; i++) pm[i] = ((ss[o * words + i / 32] >> (i % 32)) & 1) != 0 ? 1f : -1f;
+            for (int r = 0; r < rows; r++)
+                ys[(long)r * outDim + o] = System.Numerics.Tensors.TensorPrimitives.Dot(xs.AsSpan(r * inDim, inDim), pm);
+            return pm;
+        }, _ => { });
+        for (long k = 0; k < ys.Length; k++) y[(int)k] += scale * ys[k];
+    }
+
+    public static AuditCase Case => new("bitlinear", Check.F32Bound, (dev, rng) =>
+    {
+        // in: ragged around whole words (1, 31, 33, 65…) and up to a few hundred; rows as in decode and prefill.
+        int rows = Check.Size(rng, 20), inDim = Check.Size(rng, 300), outDim = Check.Size(rng, 70);
+        var x = Check.Values(rng, (long)rows * inDim, 2f);
+        var signs = new uint[outDim * DTypes.SignWordsPerRow(inDim)];
+        for (int i = 0; i < signs.Length; i++) signs[i] = (uint)rng.NextInt64(0, 1L << 32);
+        // Padding bits past in must not count: set them all, so a kernel that reads them is caught.
+        int words = DTypes.SignWordsPerRow(inDim);
+        if (inDim % 32 != 0)
+            for (int o = 0; o < outDim; o++) signs[o * words + words - 1] |= ~0u << (inDim % 32);
+        float scale = Check.Value(rng, 0.05f);
+        // y starts from a base matmul's output: random, so a forgotten add shows.
+        var want = Check.Values(rng, (long)rows * outDim, 3f);
+        using var tx = Tensor.From(x, [rows, inDim], dev);
+        using var ts = Tensor.From(signs, [outDim, inDim], dev);
+        using var ty = Tensor.From(want, [rows, outDim], dev);
+        Run(tx, ts, scale, ty);
+        Twin(x, signs, scale, want, rows, inDim, outDim);
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ·{scale:G3} +=");
+    });
+}

@@ -1,0 +1,122 @@
+namespace BitDeltaNative.Models;
+
+/// <summary>One compressed linear on a device: packed signs [out, in] (<see cref="DType.Sign1"/>) and its scale α.</summary>
+public sealed record BitLinearWeight(Tensor Signs, float Scale);
+
+/// <summary>What a delta changes in one decoder layer; null means "as the base has it".</summary>
+public sealed class LayerDelta
+{
+    public Tensor? InputNorm { get; set; }
+    public Tensor? PostAttentionNorm { get; set; }
+    /// <summary>Per linear, in <see cref="LayerWeights.LinearNames"/> order: its BitDelta signs and scale.</summary>
+    public BitLinearWeight?[] Bits { get; } = new BitLinearWeight?[LayerWeights.LinearNames.Length];
+    /// <summary>Per linear: a whole replacement weight (a delta may store a linear uncompressed).</summary>
+    public Tensor?[] Whole { get; } = new Tensor?[LayerWeights.LinearNames.Length];
+}
+
+/// <summary>
+/// A compressed fine-tune loaded onto a device, to be run over a base model held once (<see cref="LlamaModel.Forward"/>
+/// takes it per call): per linear the packed signs and α, and the tensors the delta stores whole (embedding,
+/// lm_head, norms where the fine-tune changed them). The delta file is checked against the base's config hash and
+/// weights fingerprint before anything is copied, and every stored tensor against the shapes the config implies.
+/// </summary>
+public sealed class DeltaWeights : IDisposable
+{
+    public required string Path { get; init; }
+    public required LayerDelta[] Layers { get; init; }
+    public Tensor? Embedding { get; init; }
+    public Tensor? FinalNorm { get; init; }
+    public Tensor? LmHead { get; init; }
+    /// <summary>Device bytes this delta holds (signs, scales, whole tensors).</summary>
+    public long ByteLength { get; init; }
+    readonly List<Tensor> owned = [];
+
+    /// <summary>Opens <paramref name="deltaPath"/>, refuses it unless it was made from the base in
+    /// <paramref name="baseDir"/>, and copies it onto <paramref name="device"/>.</summary>
+    public static DeltaWeights Load(string deltaPath, string baseDir, LlamaConfig baseConfig, Device device)
+    {
+        using var file = DeltaFile.Open(deltaPath);
+        using (var baseCk = Checkpoint.Open(baseDir))
+            file.CheckBase(baseDir, baseConfig, WeightsFingerprint.Of(baseCk));
+        return Load(file, baseConfig, device);
+    }
+
+    /// <summary>Copies a delta file (already checked against its base) onto <paramref name="device"/>.</summary>
+    public static DeltaWeights Load(DeltaFile file, LlamaConfig config, Device device)
+    {
+        if (file.Codec != BitDelta.Codec) throw new BitDeltaException($"{file.Path}: codec '{file.Codec}' cannot be run yet");
+        var expected = LlamaWeights.ExpectedTensors(config).ToDictionary(e => e.Name, e => e.Shape);
+        var layers = Enumerable.Range(0, config.NumLayers).Select(_ => new LayerDelta()).ToArray();
+        var owned = new List<Tensor>();
+        Tensor? embedding = null, norm = null, head = null;
+        long bytes = 0;
+        try
+        {
+            Tensor Copy(Tensor src)
+            {
+                var t = Tensor.Empty(src.Shape, src.DType, device);
+                owned.Add(t);
+                t.CopyFrom(src);
+                bytes += t.ByteLength;
+                return t;
+            }
+            foreach (var (name, shape) in file.Compressed)
+            {
+                var (layer, linear) = Locate(name);
+                if (layer < 0 || linear < 0 || layer >= layers.Length || !expected.TryGetValue(name, out var want) || !want.SequenceEqual(shape))
+                    throw new BitDeltaException($"{file.Path}: compressed tensor '{name}' [{string.Join(", ", shape)}] is not a decoder linear of this base");
+                var (signs, scale) = file.BitDeltaLinear(name);
+                using (signs)
+                    layers[layer].Bits[linear] = new BitLinearWeight(Copy(signs), scale);
+                bytes += 4;
+            }
+            foreach (var name in file.Replaced)
+            {
+                if (!expected.TryGetValue(name, out var want))
+                    throw new BitDeltaException($"{file.Path}: tensor '{name}' is not a tensor of this base's architecture");
+                using var src = file.ReplacedTensor(name);
+                if (!src.Shape.SequenceEqual(want) || !src.DType.IsFloat())
+                    throw new BitDeltaException($"{file.Path}: tensor '{name}' is {src.DType}{src.ShapeString}, expected a float tensor of shape [{string.Join(", ", want)}]");
+                var t = Copy(src);
+                var (layer, linear) = Locate(name);
+                if (name == LlamaWeights.EmbeddingName) embedding = t;
+                else if (name == LlamaWeights.FinalNormName) norm = t;
+                else if (name == LlamaWeights.LmHeadName) head = t;
+                else if (linear >= 0)
+                {
+                    if (layers[layer].Bits[linear] != null) throw new BitDeltaException($"{file.Path}: '{name}' is stored both whole and compressed");
+                    layers[layer].Whole[linear] = t;
+                }
+                else if (name.EndsWith(".input_layernorm.weight", StringComparison.Ordinal)) layers[layer].InputNorm = t;
+                else if (name.EndsWith(".post_attention_layernorm.weight", StringComparison.Ordinal)) layers[layer].PostAttentionNorm = t;
+                else throw new BitDeltaException($"{file.Path}: tensor '{name}' has no place in the model");
+            }
+            var d = new DeltaWeights { Path = file.Path, Layers = layers, Embedding = embedding, FinalNorm = norm, LmHead = head, ByteLength = bytes };
+            d.owned.AddRange(owned);
+            return d;
+        }
+        catch
+        {
+            foreach (var t in owned) t.Dispose();
+            throw;
+        }
+    }
+
+    /// <summary>(layer, index in <see cref="LayerWeights.LinearNames"/>) of an HF tensor name; −1 where it is not one.</summary>
+    static (int Layer, int Linear) Locate(string name)
+    {
+        const string prefix = "model.layers.";
+        if (!name.StartsWith(prefix, StringComparison.Ordinal)) return (-1, -1);
+        int dot = name.IndexOf('.', prefix.Length);
+        if (dot < 0 || !int.TryParse(name.AsSpan(prefix.Length, dot - prefix.Length), out int layer)) return (-1, -1);
+        string rest = name[(dot + 1)..];
+        int linear = Array.FindIndex(LayerWeights.LinearNames, n => rest == n + ".weight");
+        return (layer, linear);
+    }
+
+    public void Dispose()
+    {
+        foreach (var t in owned) t.Dispose();
+        owned.Clear();
+    }
+}

@@ -1,0 +1,125 @@
+using BitDeltaNative.Models;
+using BitDeltaNative.Tests.Tensors;
+using Check = BitDeltaNative.Kernels.Check;
+
+namespace BitDeltaNative.Tests.Models;
+
+/// <summary>
+/// Compression and the delta-aware forward pass against PyTorch (tools/oracle/bitdelta_golden.py): for a fine-tune
+/// of each tiny model (tests/fixtures/bitdelta/NAME), our packed signs equal torch's bit for bit, our scales equal
+/// torch's f32 mean|Δ|, and the logits of base + delta equal those of the binarized model computed in f32 by
+/// transformers, on the managed CPU and on every ILGPU test device. The fine-tunes also change tensors that are not
+/// linears (an lm_head, a final norm, a tied embedding, a layer norm), which the delta must carry whole.
+/// </summary>
+[Collection(IlgpuCpuCollection.Name)]
+public class BitDeltaGoldenTests
+{
+    const double LogitBound = 2e-3;   // as ForwardGoldenTests: f32 against f32, different summation orders
+
+    static string FineTune(string model) => Fixtures.Dir("bitdelta", model);
+
+    public static TheoryData<string, string> Cases
+    {
+        get
+        {
+            var d = new TheoryData<string, string>();
+            foreach (var m in Fixtures.Models)
+            {
+                d.Add(m, "cpu");
+                foreach (var n in TestDevices.Names) d.Add(m, n.Data);
+            }
+            return d;
+        }
+    }
+
+    public static TheoryData<string> Models => [.. Fixtures.Models];
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void Signs_and_scales_equal_pytorchs(string model)
+    {
+        using var dir = new TempDir();
+        string path = dir.File("delta.safetensors");
+        var report = Compressor.Compress(Fixtures.Model(model), FineTune(model), path);
+        using var golden = SafetensorsFile.Open(Path.Combine(FineTune(model), "goldens.safetensors"));
+        using var delta = DeltaFile.Open(path);
+        int linears = golden.Entries.Count(e => e.Name.StartsWith("signs.", StringComparison.Ordinal));
+        Assert.Equal(linears, report.Compressed);
+        foreach (var (name, _) in delta.Compressed)
+        {
+            var (signs, scale) = delta.BitDeltaLinear(name);
+            using (signs)
+                Assert.Equal(golden.Get($"signs.{name}").ToArray<int>().Select(v => (uint)v).ToArray(), signs.ToArray<uint>());
+            float want = golden.Get($"alpha.{name}").ToFloatArray()[0];
+            Assert.True(Math.Abs(scale - want) <= 2e-7 * want, $"{name}: scale {scale:R}, torch {want:R}");
+        }
+    }
+
+    [Theory]
+    [MemberData(nameof(Cases))]
+    public void Base_plus_delta_logits_equal_the_binarized_model_in_pytorch(string model, string device)
+    {
+        using var dir = new TempDir();
+        string path = dir.File("delta.safetensors");
+        Compressor.Compress(Fixtures.Model(model), FineTune(model), path);
+        var dev = Device.Parse(device);
+        using var m = LlamaModel.Load(Fixtures.Model(model), dev);
+        using var delta = DeltaWeights.Load(path, Fixtures.Model(model), m.Config, dev);
+        using var golden = SafetensorsFile.Open(Path.Combine(FineTune(model), "goldens.safetensors"));
+        int vocab = m.Config.VocabSize;
+        for (int i = 0; golden.Contains($"p{i}.ids"); i++)
+        {
+            var ids = golden.Get($"p{i}.ids").ToArray<int>();
+            int n = ids.Length;
+            using var cache = m.NewCache(1, n);
+            using var logits = Tensor.Empty([n, vocab], DType.F32, dev);
+            m.Forward(ids, new int[n], Enumerable.Range(0, n).ToArray(), Enumerable.Range(0, n).ToArray(), cache, logits, delta);
+            var all = logits.ToFloatArray();
+            var last = all.AsSpan((n - 1) * vocab, vocab);
+            int firstRows = golden.Entry($"p{i}.first_logits").Shape[0];
+            double eLast = Check.RelativeError(last, golden.Get($"p{i}.last_logits").ToFloatArray());
+            double eFirst = Check.RelativeError(all.AsSpan(0, firstRows * vocab), golden.Get($"p{i}.first_logits").ToFloatArray());
+            Assert.True(eLast < LogitBound, $"{model} on {device}, prompt {i}: last logits relative error {eLast:E2}");
+            Assert.True(eFirst < LogitBound, $"{model} on {device}, prompt {i}: first logits relative error {eFirst:E2}");
+            // The check can fail: compression moved the logits well away from the fine-tune's own.
+            double fromFineTune = Check.RelativeError(last, golden.Get($"p{i}.ft_last_logits").ToFloatArray());
+            Assert.True(fromFineTune > 20 * LogitBound, $"{model}: compressed logits are within {fromFineTune:E2} of the fine-tune's");
+        }
+    }
+
+    [Fact]
+    public void A_delta_is_refused_over_another_base()
+    {
+        using var dir = new TempDir();
+        string path = dir.File("delta.safetensors");
+        Compressor.Compress(Fixtures.Model("llama-f16"), FineTune("llama-f16"), path);
+        // Same architecture, other weights: the fine-tune itself posing as the base.
+        var e = Assert.Throws<BitDeltaException>(() => DeltaWeights.Load(path, FineTune("llama-f16"), LlamaConfig.Load(FineTune("llama-f16")), Device.Cpu));
+        Assert.Contains("other base weights", e.Message);
+        var e2 = Assert.Throws<BitDeltaException>(() => DeltaWeights.Load(path, Fixtures.Model("mistral-bf16"), LlamaConfig.Load(Fixtures.Model("mistral-bf16")), Device.Cpu));
+        Assert.Contains("another architecture", e2.Message);
+    }
+
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void The_saved_full_model_loads_as_a_plain_checkpoint_and_computes_the_compressed_logits(string model)
+    {
+        using var dir = new TempDir();
+        string path = dir.File("delta.safetensors"), full = dir.File("model");
+        Compressor.Compress(Fixtures.Model(model), FineTune(model), path);
+        FullModel.Save(Fixtures.Model(model), path, FineTune(model), full);
+        Assert.True(File.Exists(Path.Combine(full, "config.json")));
+        using var m = LlamaModel.Load(full, Device.Cpu);
+        using var golden = SafetensorsFile.Open(Path.Combine(FineTune(model), "goldens.safetensors"));
+        var ids = golden.Get("p2.ids").ToArray<int>();
+        int n = ids.Length, vocab = m.Config.VocabSize;
+        using var cache = m.NewCache(1, n);
+        using var logits = Tensor.Empty([1, vocab], DType.F32, Device.Cpu);
+        m.Forward(ids, new int[n], Enumerable.Range(0, n).ToArray(), [n - 1], cache, logits);
+        // The linears are rounded to the checkpoint's f16/bf16 once more: bf16 keeps 8 bits.
+        double err = Check.RelativeError(logits.ToFloatArray(), golden.Get("p2.last_logits").ToFloatArray());
+        Assert.True(err < (m.Weights.DType == DType.BF16 ? 3e-2 : 5e-3), $"{model}: saved full model's logits relative error {err:E2}");
+        var again = Assert.Throws<BitDeltaException>(() => FullModel.Save(Fixtures.Model(model), path, FineTune(model), full));
+        Assert.Contains("exists already", again.Message);
+    }
+}
