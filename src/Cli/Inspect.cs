@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using BitDeltaNative.Charts;
 
 namespace BitDeltaNative;
 
@@ -8,12 +9,21 @@ public static partial class Cli
     static Command InspectCommand()
     {
         var path = new Argument<string>("path") { Description = "a .safetensors file or a Hugging Face model folder (single or sharded)" };
+        var plot = new Option<string?>("--plot") { Description = "for a delta file: also draw its per-matrix scales as a PNG picture at this path (a new file; nothing is overwritten)" };
         var cmd = new Command("inspect", "Show what a safetensors file or checkpoint holds: tensors, dtypes, shapes, sizes, metadata.");
         cmd.Arguments.Add(path);
+        cmd.Options.Add(plot);
         cmd.SetAction(r => Guard(() =>
         {
             string target = r.GetValue(path)!;
-            if (File.Exists(target) && IsDelta(target)) return InspectDelta(target);
+            string? png = r.GetValue(plot);
+            bool delta = File.Exists(target) && IsDelta(target);
+            if (png != null)
+            {
+                if (!delta) throw new BitDeltaException($"--plot: {target} is not a delta file (one written by bitdelta compress); only a delta's scales can be plotted");
+                CheckNewPng(png);
+            }
+            if (delta) return InspectDelta(target, png);
             var sw = Stopwatch.StartNew();
             using var ck = Checkpoint.Open(target);
             double openMs = sw.Elapsed.TotalMilliseconds;
@@ -41,7 +51,7 @@ public static partial class Cli
 
     /// <summary>A delta file: its codec, the base it belongs to, every compressed matrix with its scale, and
     /// what it keeps uncompressed.</summary>
-    static int InspectDelta(string file)
+    static int InspectDelta(string file, string? png)
     {
         using var d = Models.DeltaFile.Open(file);
         Console.WriteLine($"{file}: {d.Codec} delta, {d.ByteLength / 1e6:F2} MB");
@@ -56,6 +66,23 @@ public static partial class Cli
         }
         foreach (var name in d.Replaced) Console.WriteLine($"  {name,-50} kept as in the fine-tune");
         Console.WriteLine($"{d.Compressed.Count} matrices binarized ({dense / 1e6:F2} MB as f16), {d.Replaced.Count} tensors kept");
+        if (png != null)
+        {
+            var scales = d.Compressed.Keys.ToDictionary(k => k, k => d.BitDeltaLinear(k).Scale);
+            var canvas = ScalePlot.Draw(Path.GetFileName(file), d.Codec, scales);
+            long bytes = Png.Write(png, canvas);
+            Console.WriteLine($"wrote {png}: {canvas.Width}x{canvas.Height} PNG of the scales, {bytes / 1024.0:F1} KiB");
+        }
         return 0;
+    }
+
+    /// <summary>The --plot path must be a new .png file in a folder that exists: nothing the user has is
+    /// overwritten, and no folder is made on a typo's behalf.</summary>
+    static void CheckNewPng(string png)
+    {
+        if (!png.EndsWith(".png", StringComparison.OrdinalIgnoreCase)) throw new BitDeltaException($"--plot {png}: the picture is a PNG; give a path ending in .png");
+        if (File.Exists(png) || Directory.Exists(png)) throw new BitDeltaException($"--plot {png}: exists already; choose another path (nothing is overwritten)");
+        string dir = Path.GetDirectoryName(Path.GetFullPath(png))!;
+        if (!Directory.Exists(dir)) throw new BitDeltaException($"--plot {png}: folder {dir} does not exist");
     }
 }

@@ -261,7 +261,9 @@ public static class SafetensorsWriter
 /// <summary>Write-to-temporary-then-rename, used for every file the project writes.</summary>
 public static class AtomicFile
 {
-    public static void Write(string path, Action<Stream> write)
+    /// <summary>With <paramref name="overwrite"/> false the rename itself refuses a file that exists (an
+    /// <see cref="IOException"/>), so one that appeared while we wrote is not replaced either.</summary>
+    public static void Write(string path, Action<Stream> write, bool overwrite = true)
     {
         string full = System.IO.Path.GetFullPath(path);
         string dir = System.IO.Path.GetDirectoryName(full)!;
@@ -274,7 +276,7 @@ public static class AtomicFile
                 write(fs);
                 fs.Flush(flushToDisk: true);
             }
-            File.Move(tmp, full, overwrite: true);
+            File.Move(tmp, full, overwrite);
         }
         catch
         {
