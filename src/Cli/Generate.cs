@@ -14,9 +14,10 @@ public static partial class Cli
         var temperature = new Option<float>("--temperature") { Description = "0 = greedy", DefaultValueFactory = _ => 0f };
         var topK = new Option<int>("--top-k") { Description = "keep the k most likely tokens (0 = off)", DefaultValueFactory = _ => 0 };
         var topP = new Option<float>("--top-p") { Description = "keep the smallest set of tokens whose probability reaches p (1 = off)", DefaultValueFactory = _ => 1f };
+        var delta = new Option<string?>("--delta") { Description = "a delta file (bitdelta compress) made from --model: generate from that compressed fine-tune over --model as its base" };
         var seed = new Option<ulong>("--seed") { Description = "seed for sampling: the same seed gives the same text", DefaultValueFactory = _ => 0UL };
         var cmd = new Command("generate", "Generate text from a Llama/Mistral checkpoint. Streams tokens as they come (one prompt) and reports tokens/s at the end.");
-        foreach (var o in new Option[] { model, prompt, maxTokens, temperature, topK, topP, seed, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, delta, prompt, maxTokens, temperature, topK, topP, seed, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var dev = Device.Parse(r.GetValue(DeviceOption)!);
@@ -29,9 +30,11 @@ public static partial class Cli
             using var m = LlamaModel.Load(dir, dev, progress: ProgressLine("loading weights"));
             Console.Error.WriteLine($"loaded {dir} on {dev} in {sw.Elapsed.TotalSeconds:F1} s ({m.Weights.ByteLength / 1e9:F2} GB)");
 
+            using var d = r.GetValue(delta) is { } deltaPath ? DeltaWeights.Load(deltaPath, dir, config, dev) : null;
+            if (d != null) Console.Error.WriteLine($"with delta {d.Path} ({d.ByteLength / 1e6:F2} MB on {dev})");
             var texts = r.GetValue(prompt)!;
             var prompts = texts.Select(t => tokenizer.Encode(t)).ToList();
-            var gen = new Generator(m);
+            var gen = new Generator(m, d);
             var decoders = texts.Select(_ => tokenizer.NewStreamDecoder()).ToArray();
             bool stream = texts.Length == 1;
             if (stream) Console.Write(texts[0]);
