@@ -13,8 +13,10 @@ namespace BitDeltaNative.Kernels;
 ///   one warp per output row, each lane reading 16 bytes of W at a time.
 /// - GEMM (prefill): 64×64 output tiles through shared memory, a 4×4 register micro-tile per thread,
 ///   fp32 FMA (tensor cores come later).
+/// On the managed CPU device both go to <see cref="Host"/> (MatMulHost.cs): SIMD, all cores, checked
+/// against <see cref="Twin"/> like the kernels.
 /// </summary>
-public static class MatMul
+public static partial class MatMul
 {
     /// <summary>The spec: f64 accumulation, one output at a time.</summary>
     public static void Twin(ReadOnlySpan<float> x, ReadOnlySpan<float> w, Span<float> y, int rows, int inDim, int outDim, bool accumulate = false)
@@ -108,7 +110,7 @@ public static class MatMul
         if (rows == 0 || outDim == 0) return;
         if (!y.Device.IsIlgpu)
         {
-            Twin(x.Host<float>(), Need.HostF32(w), y.Host<float>(), rows, inDim, outDim, accumulate);
+            Host(x.Host<float>(), w.HostBytes, w.DType, y.Host<float>(), rows, inDim, outDim, accumulate);
             return;
         }
         int code = Elem.Code(w.DType);
