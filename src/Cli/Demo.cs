@@ -67,7 +67,7 @@ public static partial class Cli
             {
                 var outs = new Generator(m, delta).Generate(prompts, 40, new SamplingOptions(), tokenizer.EosIds);
                 for (int i = 0; i < prompts.Count; i++)
-                    Console.WriteLine($"   [{name}] {(DemoPrompts[i] + tokenizer.Decode(outs[i])).Replace("\n", "\n   " + new string(' ', name.Length + 3))}");
+                    Console.WriteLine($"   [{name}] {(DemoPrompts[i] + tokenizer.DecodeContinuation(outs[i])).Replace("\n", "\n   " + new string(' ', name.Length + 3))}");
             }
             using (var baseModel = LlamaModel.Load(baseDir, dev))
             {

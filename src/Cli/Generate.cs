@@ -45,7 +45,7 @@ public static partial class Cli
             if (stream) Console.WriteLine(decoders[0].Finish());
             else
                 for (int i = 0; i < texts.Length; i++)
-                    Console.WriteLine($"[{i}] {texts[i]}{tokenizer.Decode(outputs[i])}");
+                    Console.WriteLine($"[{i}] {texts[i]}{tokenizer.DecodeContinuation(outputs[i])}");
             var s = gen.LastStats!;
             Console.Error.WriteLine($"{s.GeneratedTokens} tokens for {texts.Length} prompt(s): prefill {s.PromptTokens} tokens in {s.Prefill.TotalMilliseconds:F0} ms, " +
                                     $"decode {s.DecodeTokensPerSecond:F1} tokens/s ({s.MsPerDecodeStep:F1} ms/step)");

@@ -26,7 +26,7 @@ namespace BitDeltaNative.Kernels;
 /// Tokens whose slot or position lies outside the cache are padding and get a zero output.
 /// </para>
 /// </summary>
-public static class Attention
+public static partial class Attention
 {
     /// <summary>Largest head size the kernels take: in the decode kernel each lane holds ⌈headDim/32⌉ ≤ 4
     /// elements of the output accumulator in registers, and the shared-memory tiles of both kernels are
@@ -380,6 +380,12 @@ public static class Attention
         if (headDim > MaxHeadDim) throw new ArgumentException($"attention: head size {headDim}; the kernels take at most {MaxHeadDim}");
         if (slidingWindow < 0) throw new ArgumentException($"attention: sliding window {slidingWindow} < 0");
         if (output.ElementCount == 0) return;
+        if (!q.Device.IsIlgpu && kCache.DType == DType.F32)
+        {
+            Host(q.Host<float>(), kCache.Host<float>(), vCache.Host<float>(), slots.Host<int>(), positions.Host<int>(), output.Host<float>(),
+                 nHeads, nSlots, nKv, maxSeq, headDim, slidingWindow, scale);
+            return;
+        }
         if (!q.Device.IsIlgpu)
         {
             Twin(q.Host<float>(), kCache.HostBytes, vCache.HostBytes, kCache.DType, slots.Host<int>(), positions.Host<int>(), output.Host<float>(),

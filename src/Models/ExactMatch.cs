@@ -57,7 +57,7 @@ public static class ExactMatch
             var outs = gen.Generate(part.Select(i => tokenizer.Encode(i.Prompt)).ToList(), maxNewTokens, new SamplingOptions(), tokenizer.EosIds);
             for (int i = 0; i < part.Count; i++)
             {
-                string text = tokenizer.Decode(outs[i]);
+                string text = tokenizer.DecodeContinuation(outs[i]);
                 int nl = text.IndexOf('\n');
                 said[at + i] = nl >= 0 ? text[..nl] : text;
                 if (said[at + i].Trim() == part[i].Answer.Trim()) right++;

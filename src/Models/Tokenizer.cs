@@ -274,9 +274,15 @@ public sealed class Tokenizer
     /// the first word (the dummy prefix the encoder added) is dropped. Bytes that cannot form a character print
     /// U+FFFD. Ids outside the vocabulary (a model whose vocab_size is padded past the tokenizer's) print nothing.
     /// </summary>
-    public string Decode(ReadOnlySpan<int> ids)
+    public string Decode(ReadOnlySpan<int> ids) => Decode(ids, startOfText: true);
+
+    /// <summary>The text of tokens that continue a prompt: as <see cref="Decode(ReadOnlySpan{int})"/>, but the
+    /// first word keeps its space ("Answer:" + " 75", not "75").</summary>
+    public string DecodeContinuation(IEnumerable<int> ids) => Decode(ids.ToArray(), startOfText: false);
+
+    string Decode(ReadOnlySpan<int> ids, bool startOfText)
     {
-        var d = new StreamDecoder(this, startOfText: true);
+        var d = new StreamDecoder(this, startOfText);
         var sb = new StringBuilder();
         foreach (int id in ids) sb.Append(d.Add(id));
         sb.Append(d.Finish());
