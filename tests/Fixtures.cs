@@ -10,15 +10,17 @@ public static class Fixtures
     public static readonly string[] Models = ["llama-f16", "mistral-bf16", "llama3-bf16-tied"];
 
     /// <summary>A path inside the repository's demo/ folder (the shipped demo pair, 18 MB, not copied beside the
-    /// test binary): found from the binary's folder upwards, else from the working directory upwards (the GPU
-    /// machine runs the published tests from the repository root).</summary>
+    /// test binary): BITDELTA_DEMO if set (the GPU machine runs the published tests away from the repository), else
+    /// found from the binary's folder upwards, else from the working directory upwards.</summary>
     public static string Demo(params string[] parts)
     {
+        var env = Environment.GetEnvironmentVariable("BITDELTA_DEMO");
+        if (!string.IsNullOrEmpty(env)) return Path.Combine([env, .. parts]);
         foreach (var start in new[] { AppContext.BaseDirectory, Directory.GetCurrentDirectory() })
             for (var d = new DirectoryInfo(start); d != null; d = d.Parent)
                 if (File.Exists(Path.Combine(d.FullName, "demo", "base", "config.json")))
                     return Path.Combine([d.FullName, "demo", .. parts]);
-        Assert.Fail($"demo/base/config.json not found above {AppContext.BaseDirectory} or {Directory.GetCurrentDirectory()}: run the tests inside the repository");
+        Assert.Fail($"demo/base/config.json not found above {AppContext.BaseDirectory} or {Directory.GetCurrentDirectory()}: run the tests inside the repository or set BITDELTA_DEMO");
         return "";
     }
 }

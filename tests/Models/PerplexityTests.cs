@@ -19,6 +19,8 @@ public class PerplexityTests
         Assert.Equal([(0, 200, 128)], Perplexity.Windows(200, 256, 128));
         // A window of exactly stride tokens: all but the first are scored (the first has nothing before it).
         Assert.Equal([(0, 64, 63)], Perplexity.Windows(64, 256, 64));
+        // No context: each window is stride tokens and scores all but its first, so one token a window goes unscored.
+        Assert.Equal([(0, 3, 2), (3, 3, 2), (6, 3, 2)], Perplexity.Windows(10, 0, 3));
         // Under one stride: the cut leaves nothing (the reference's mean over no windows is NaN; we refuse).
         Assert.Empty(Perplexity.Windows(100, 256, 128));
         // The last window may take tokens past the cut from the stream, as the reference's slice does; cut short by
@@ -29,7 +31,7 @@ public class PerplexityTests
     [Property(MaxTest = 300)]
     public void Scored_tokens_are_consecutive_until_the_stream_ends_and_windows_fit(PositiveInt length, NonNegativeInt context, PositiveInt stride)
     {
-        int n = length.Get % 5000, c = context.Get % 600, s = 1 + stride.Get % 300;
+        int n = length.Get % 5000, c = 1 + context.Get % 600, s = 1 + stride.Get % 300;   // context 0: worked example
         var w = Perplexity.Windows(n, c, s);
         int cut = n - n % s;
         if (cut == 0) { Assert.Empty(w); return; }
