@@ -26,11 +26,12 @@ public static partial class Cli
             string dir = r.GetValue(model)!;
             var sw = Stopwatch.StartNew();
             var config = LlamaConfig.Load(dir);
+            // The delta is checked against the base before anything large is loaded.
+            using var d = r.GetValue(delta) is { } deltaPath ? DeltaWeights.Load(deltaPath, dir, config, dev) : null;
             var tokenizer = Tokenizer.Load(dir, config);
             using var m = LlamaModel.Load(dir, dev, progress: ProgressLine("loading weights"));
             Console.Error.WriteLine($"loaded {dir} on {dev} in {sw.Elapsed.TotalSeconds:F1} s ({m.Weights.ByteLength / 1e9:F2} GB)");
 
-            using var d = r.GetValue(delta) is { } deltaPath ? DeltaWeights.Load(deltaPath, dir, config, dev) : null;
             if (d != null) Console.Error.WriteLine($"with delta {d.Path} ({d.ByteLength / 1e6:F2} MB on {dev})");
             var texts = r.GetValue(prompt)!;
             var prompts = texts.Select(t => tokenizer.Encode(t)).ToList();
@@ -54,15 +55,21 @@ public static partial class Cli
         return cmd;
     }
 
-    /// <summary>A one-line progress report on stderr (on a terminal), reported synchronously so it never
-    /// prints after the command's result.</summary>
+    /// <summary>A one-line progress bar on stderr (on a terminal): what, a bar, done/total and elapsed seconds. It is
+    /// reported synchronously so it never prints after the command's result.</summary>
     internal static IProgress<(int Done, int Total)> ProgressLine(string what) => new Line(what);
 
     sealed class Line(string what) : IProgress<(int Done, int Total)>
     {
+        readonly Stopwatch clock = Stopwatch.StartNew();
+
         public void Report((int Done, int Total) p)
         {
-            if (!Console.IsErrorRedirected) Console.Error.Write($"\r{what} {p.Done}/{p.Total}" + (p.Done == p.Total ? "\n" : ""));
+            if (Console.IsErrorRedirected) return;
+            const int Width = 30;
+            int filled = p.Total > 0 ? (int)((long)Width * p.Done / p.Total) : Width;
+            Console.Error.Write($"\r{what} [{new string('#', filled)}{new string('.', Width - filled)}] {p.Done}/{p.Total} {clock.Elapsed.TotalSeconds:F1} s"
+                                + (p.Done == p.Total ? "\n" : ""));
         }
     }
 }

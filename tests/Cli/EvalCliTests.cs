@@ -44,6 +44,25 @@ public class EvalCliTests
     }
 
     [Fact]
+    public void Generate_with_a_delta_runs_the_compressed_finetune_over_the_base()
+    {
+        using var dir = new TempDir();
+        string delta = Compress(dir);
+        const string prompt = "Question: What is 23 + 45?\nAnswer:";
+        var plain = CliRunner.Run("generate", "--model", Fixtures.Demo("base"), "--prompt", prompt, "--max-tokens", "12", "--device", "cpu");
+        var compressed = CliRunner.Run("generate", "--model", Fixtures.Demo("base"), "--delta", delta, "--prompt", prompt, "--max-tokens", "12", "--device", "cpu");
+        Assert.True(plain.Code == 0 && compressed.Code == 0, plain.Err + compressed.Err);
+        // The base goes on with a story; the compressed fine-tune answers in the fine-tune's format (PyTorch gives
+        // " 104" and then the next question: demo/oracle.json).
+        Assert.DoesNotContain("Question", plain.Out[prompt.Length..]);
+        Assert.StartsWith(prompt + " 104\n\nQuestion:", compressed.Out);
+        Assert.Contains("with delta", compressed.Err);
+        var wrongBase = CliRunner.Run("generate", "--model", Fixtures.Model("llama-f16"), "--delta", delta, "--prompt", "x");
+        Assert.Equal(1, wrongBase.Code);
+        Assert.Contains("another architecture", wrongBase.Err);
+    }
+
+    [Fact]
     public void Eval_refuses_bad_input_in_one_line()
     {
         using var dir = new TempDir();
