@@ -57,18 +57,27 @@ public static partial class Cli
         Console.WriteLine($"{file}: {d.Codec} delta, {d.ByteLength / 1e6:F2} MB");
         Console.WriteLine($"  base config hash {d.BaseConfigHash}");
         Console.WriteLine($"  base weights fingerprint {d.BaseWeightsFingerprint}");
-        long dense = 0;
+        long dense = 0, signBytes = 0, kept = 0;
         foreach (var (name, shape) in d.Compressed.OrderBy(k => k.Key, StringComparer.Ordinal))
         {
             var (signs, scale) = d.BitDeltaLinear(name);
+            using var _ = signs;
             dense += 2L * shape[0] * shape[1];
+            signBytes += signs.ByteLength;
             Console.WriteLine($"  {name,-50} [{shape[0]}, {shape[1]}]  scale {scale:E4}  {signs.ByteLength,12:N0} B of signs");
         }
-        foreach (var name in d.Replaced) Console.WriteLine($"  {name,-50} kept as in the fine-tune");
-        Console.WriteLine($"{d.Compressed.Count} matrices binarized ({dense / 1e6:F2} MB as f16), {d.Replaced.Count} tensors kept");
+        foreach (var name in d.Replaced)
+        {
+            using var t = d.ReplacedTensor(name);
+            kept += t.ByteLength;
+            Console.WriteLine($"  {name,-50} kept as in the fine-tune ({t.DType} {t.ShapeString}, {t.ByteLength,12:N0} B)");
+        }
+        Console.WriteLine($"{d.Compressed.Count} matrices binarized: {signBytes / 1e6:F2} MB of signs for {dense / 1e6:F2} MB of 16-bit weights " +
+                          $"({(signBytes > 0 ? (double)dense / signBytes : 0):F1}x); {d.Replaced.Count} tensors kept whole, {kept / 1e6:F2} MB; " +
+                          $"file {d.ByteLength / 1e6:F2} MB against {(dense + kept) / 1e6:F2} MB for the same tensors uncompressed ({(double)(dense + kept) / d.ByteLength:F1}x)");
         if (png != null)
         {
-            var scales = d.Compressed.Keys.ToDictionary(k => k, k => d.BitDeltaLinear(k).Scale);
+            var scales = d.Compressed.Keys.ToDictionary(k => k, k => { var (signs, scale) = d.BitDeltaLinear(k); signs.Dispose(); return scale; });
             var canvas = ScalePlot.Draw(Path.GetFileName(file), d.Codec, scales);
             long bytes = Png.Write(png, canvas);
             Console.WriteLine($"wrote {png}: {canvas.Width}x{canvas.Height} PNG of the scales, {bytes / 1024.0:F1} KiB");

@@ -65,6 +65,7 @@ public class CompressTests
         Assert.Contains("bitdelta delta", inspect.Out);
         Assert.Contains("model.layers.1.mlp.down_proj.weight", inspect.Out);
         Assert.Contains("14 matrices binarized", inspect.Out);
+        Assert.Contains("16.0x", inspect.Out);   // 64 and 160 inputs: whole words, 1 bit against 16
         var again = CliRunner.Run("compress", "--base", baseDir, "--finetuned", ft, "--out", outDir);
         Assert.Equal(1, again.Code);
         Assert.Contains("exists already", again.Err);
