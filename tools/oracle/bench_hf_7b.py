@@ -3,6 +3,7 @@ bench/RESULTS.md next to ours. Run on the GPU machine:
 
     python3 tools/oracle/bench_hf_7b.py --make /tmp/llama7b     # writes the checkpoint (f16, ~13.5 GB)
     python3 tools/oracle/bench_hf_7b.py --bench /tmp/llama7b    # load, prefill 512, decode at batch 1 and 16
+    python3 tools/oracle/bench_hf_7b.py --make-finetune /tmp/llama7b /tmp/ft7b   # a "fine-tune" of it, for compress
 
 The checkpoint is never committed. Timings: CUDA-synchronised wall clock, after a warm-up, median of runs.
 """
@@ -23,6 +24,18 @@ def make(path):
         model = transformers.LlamaForCausalLM(cfg)
     model.save_pretrained(path, safe_serialization=True)
     print(f"made {path} in {time.time() - t:.1f} s: {sum(p.numel() for p in model.parameters()) / 1e9:.2f} B parameters")
+
+
+def make_finetune(base, out):
+    """Every weight moved by a small random delta (1% of its tensor's spread, norms included), like a full fine-tune."""
+    t = time.time()
+    model = transformers.LlamaForCausalLM.from_pretrained(base, dtype=torch.float16, device_map="cuda")
+    g = torch.Generator(device="cuda").manual_seed(1)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.01 * p.float().std() * torch.randn(p.shape, generator=g, device="cuda", dtype=torch.float16))
+    model.save_pretrained(out, safe_serialization=True)
+    print(f"made {out} from {base} in {time.time() - t:.1f} s")
 
 
 def sync_time(fn, runs):
@@ -67,11 +80,14 @@ if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--make")
     ap.add_argument("--bench")
+    ap.add_argument("--make-finetune", nargs=2, metavar=("BASE", "OUT"))
     ap.add_argument("--prefill", type=int, default=512)
     ap.add_argument("--batches", default="1,16")
     ap.add_argument("--new-tokens", type=int, default=64)
     a = ap.parse_args()
     if a.make:
         make(a.make)
+    if a.make_finetune:
+        make_finetune(*a.make_finetune)
     if a.bench:
         bench(a.bench, a.prefill, [int(x) for x in a.batches.split(",")], a.new_tokens)
