@@ -59,6 +59,10 @@ public static class LrSchedule
     /// eta_min = 0) in its closed form base·½·(1 + cos(π·step/T_max)), stepping the scheduler once after each
     /// optimizer step: step 0 runs at base, step total would run at 0. Past total (which a run of total steps never
     /// reaches) this returns 0, where both libraries' cosines rise again.
+    /// <para>The BitDelta reference (bitdelta/train.py) trains the scales with torch.optim.AdamW(lr) at torch's
+    /// other defaults and CosineAnnealingLR(optimizer, num_steps), scheduler.step() after each optimizer.step():
+    /// this schedule with warmup 0 and total = num_steps. (torch's step() uses a recursive form equal to the closed
+    /// form up to rounding.)</para>
     /// </summary>
     public static double Cosine(double baseLr, int step, int total, int warmup = 0)
     {

@@ -7,7 +7,7 @@ public static class LossGrad
 {
     /// <summary>
     /// BitDelta's scale-distillation loss (arXiv 2402.10193 §3.2, eq. 3: ‖Z_fine − Z_bin‖² of the logits; the
-    /// reference code uses <c>F.mse_loss</c>, which takes the mean): L = (1/N)·Σ_i (s_i − t_i)² over all N
+    /// reference code, bitdelta/train.py, uses <c>F.mse_loss(teacher_logits, student_logits)</c>, which takes the mean): L = (1/N)·Σ_i (s_i − t_i)² over all N
     /// elements, dL/ds_i = 2·(s_i − t_i)/N. Writes dStudent, returns L (f64 sum rounded once).
     /// </summary>
     public static float Mse(ReadOnlySpan<float> student, ReadOnlySpan<float> teacher, Span<float> dStudent)
