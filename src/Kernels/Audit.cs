@@ -12,6 +12,7 @@ public static class Audit
         .. Attention.Cases,
         .. MatMul.Cases,
         BitLinear.Case,
+        BitLinear.MaterializeCase,
         Rope.Case,
         Embedding.Case,
         Softmax.Case,

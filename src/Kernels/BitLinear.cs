@@ -104,6 +104,71 @@ public static class BitLinear
         for (long k = 0; k < ys.Length; k++) y[(int)k] += scale * ys[k];
     }
 
+    /// <summary>The spec of <see cref="Materialize"/>: W = W_base + α·S in f32, one element at a time.</summary>
+    public static void MaterializeTwin(ReadOnlySpan<float> wBase, ReadOnlySpan<uint> signs, float scale, Span<float> w, int outDim, int inDim)
+    {
+        int words = DTypes.SignWordsPerRow(inDim);
+        for (int o = 0; o < outDim; o++)
+            for (int i = 0; i < inDim; i++)
+                w[o * inDim + i] = wBase[o * inDim + i] + (((signs[o * words + i / 32] >> (i % 32)) & 1) != 0 ? scale : -scale);
+    }
+
+    /// <summary>
+    /// W = W_base + α·S as an f32 matrix [out, in], for the matmul to take whole: y = x·Wᵀ is then exactly the base
+    /// term plus the delta term up to f32 summation order, and the reference's f32 binarized model besides. On a GPU
+    /// the model runs a compressed linear this way (materialize, then one GEMM/GEMV over the f32 matrix): it costs
+    /// about 5× the bytes of the f16 base matmul in decode and next to nothing beside a prefill GEMM, against the
+    /// per-output <see cref="Run"/>, whose sign reads are uncoalesced (measured on the H100 at 7B shapes: 47 s per
+    /// 1536-token window, 292 ms per decode step; bench/NOTES.md). The batched many-tenant kernel replaces both.
+    /// </summary>
+    public static void Materialize(Tensor wBase, Tensor signs, float scale, Tensor w)
+    {
+        Need.SameDevice(wBase, signs, w);
+        Need.Float("materialize base weight", wBase);
+        Need.F32("materialize output", w);
+        if (signs.DType != DType.Sign1 || signs.Rank != 2) throw new ArgumentException($"materialize signs: expected Sign1 [out, in], got {signs}");
+        int outDim = signs.Dim(0), inDim = signs.Dim(1);
+        Need.Shape("materialize base weight", wBase, outDim, inDim);
+        Need.Shape("materialize output", w, outDim, inDim);
+        long n = (long)outDim * inDim;
+        if (n == 0) return;
+        if (!w.Device.IsIlgpu)
+        {
+            MaterializeTwin(Need.HostF32(wBase), signs.Host<uint>(), scale, w.Host<float>(), outDim, inDim);
+            return;
+        }
+        w.Device.GroupedKernel<Action<KernelConfig, ArrayView<ushort>, int, ArrayView<uint>, float, ArrayView<float>, int, long>>(MaterializeKernel)(
+            new KernelConfig((int)((n + 255) / 256), 256), Elem.View(wBase), Elem.Code(wBase.DType), signs.View<uint>(), scale, w.View<float>(), inDim, n);
+    }
+
+    /// <summary>One thread per weight; neighbouring threads read neighbouring weights and the same sign word.</summary>
+    static void MaterializeKernel(ArrayView<ushort> wBase, int code, ArrayView<uint> signs, float scale, ArrayView<float> w, int inDim, long n)
+    {
+        long e = Grid.GlobalIndex.X;
+        if (e >= n) return;
+        long o = e / inDim;
+        int i = (int)(e - o * inDim);
+        uint word = signs[o * ((inDim + 31) / 32) + i / 32];
+        w[e] = Elem.Load(wBase, e, code) + (((word >> (i % 32)) & 1) != 0 ? scale : -scale);
+    }
+
+    public static AuditCase MaterializeCase => new("bitlinear materialize", 0, (dev, rng) =>
+    {
+        int outDim = Check.Size(rng, 70), inDim = Check.Size(rng, 300);
+        var wt = Check.FloatType(rng);
+        var wb = Check.Rounded(Check.Values(rng, (long)outDim * inDim), wt);
+        var signs = new uint[outDim * DTypes.SignWordsPerRow(inDim)];
+        for (int i = 0; i < signs.Length; i++) signs[i] = (uint)rng.NextInt64(0, 1L << 32);
+        float scale = Check.Value(rng, 0.05f);
+        using var tb = Tensor.From(wb, [outDim, inDim], dev, wt);
+        using var ts = Tensor.From(signs, [outDim, inDim], dev);
+        using var tw = Check.Poisoned([outDim, inDim], DType.F32, dev);
+        Materialize(tb, ts, scale, tw);
+        var want = new float[wb.Length];
+        MaterializeTwin(wb, signs, scale, want, outDim, inDim);
+        return (Check.RelativeError(tw.ToFloatArray(), want), $"[{outDim}, {inDim}] base {wt}");
+    });
+
     public static AuditCase Case => new("bitlinear", Check.F32Bound, (dev, rng) =>
     {
         // in: ragged around whole words (1, 31, 33, 65…) and up to a few hundred; rows as in decode and prefill.
