@@ -14,9 +14,6 @@ namespace BitDeltaNative.Autograd;
 /// </summary>
 public static class BitLinearGrad
 {
-    /// <summary>S[o,i] as ±1 (see <see cref="BitLinear.Twin"/>).</summary>
-    public static int Sign(ReadOnlySpan<uint> signs, int words, int o, int i) => ((signs[o * words + i / 32] >> (i % 32)) & 1) != 0 ? 1 : -1;
-
     /// <summary>The spec: writes dx (omit it with an empty span, e.g. for a first layer whose input needs no
     /// gradient) and returns dα; f64 sums, each result rounded to f32 once.</summary>
     public static float Twin(ReadOnlySpan<float> x, ReadOnlySpan<float> wBase, ReadOnlySpan<uint> signs, float scale,
@@ -29,7 +26,7 @@ public static class BitLinearGrad
                 {
                     double s = 0;
                     for (int o = 0; o < outDim; o++)
-                        s += (double)dy[r * outDim + o] * ((double)wBase[o * inDim + i] + (double)scale * Sign(signs, words, o, i));
+                        s += (double)dy[r * outDim + o] * ((double)wBase[o * inDim + i] + (double)scale * BitLinear.Sign(signs, words, o, i));
                     dx[r * inDim + i] = (float)s;
                 }
         double dScale = 0;
@@ -37,7 +34,7 @@ public static class BitLinearGrad
             for (int o = 0; o < outDim; o++)
             {
                 double xs = 0;
-                for (int i = 0; i < inDim; i++) xs += Sign(signs, words, o, i) * (double)x[r * inDim + i];
+                for (int i = 0; i < inDim; i++) xs += BitLinear.Sign(signs, words, o, i) * (double)x[r * inDim + i];
                 dScale += dy[r * outDim + o] * xs;
             }
         return (float)dScale;

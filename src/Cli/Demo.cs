@@ -1,6 +1,5 @@
 using System.CommandLine;
 using System.Diagnostics;
-using System.Text.Json;
 using System.Text.Json.Nodes;
 using BitDeltaNative.Charts;
 using BitDeltaNative.Models;
@@ -45,9 +44,8 @@ public static partial class Cli
                               $"embedding and head dominate at this size) in {sw.Elapsed.TotalSeconds:F1} s");
             using (var d = DeltaFile.Open(deltaPath))
             {
-                var scales = d.Compressed.Keys.ToDictionary(k => k, k => { var (s, a) = d.BitDeltaLinear(k); s.Dispose(); return a; });
                 string png = Path.Combine(outDir, "scales.png");
-                Png.Write(png, ScalePlot.Draw(Path.GetFileName(deltaPath), d.Codec, scales));
+                Png.Write(png, ScalePlot.Draw(Path.GetFileName(deltaPath), d.Codec, d.Scales()));
                 Console.WriteLine($"   scales per layer and matrix drawn in {png}");
             }
 
@@ -57,7 +55,7 @@ public static partial class Cli
             var columns = RunEval(spec);
             JsonNode? oracle = File.Exists(Path.Combine(demo, "oracle.json")) ? JsonNode.Parse(File.ReadAllText(Path.Combine(demo, "oracle.json"))) : null;
             PrintEval(spec, columns, oracle);
-            AtomicFile.WriteAllText(Path.Combine(outDir, "eval.json"), EvalJson(spec, columns).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+            WriteEvalJson(Path.Combine(outDir, "eval.json"), spec, columns);
             if (oracle != null) Console.WriteLine($"   grey columns: PyTorch {oracle["torch"]} + transformers {oracle["transformers"]} on the same files (demo/oracle.json, {oracle["compute"]})");
 
             Console.WriteLine("\n3. generate (greedy, 40 tokens) from each");

@@ -48,7 +48,7 @@ public static partial class Cli
             PrintEval(spec, columns, null);
             if (jsonPath != null)
             {
-                AtomicFile.WriteAllText(jsonPath, EvalJson(spec, columns).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+                WriteEvalJson(jsonPath, spec, columns);
                 Console.WriteLine($"wrote {jsonPath}");
             }
             return 0;
@@ -104,41 +104,36 @@ public static partial class Cli
     internal static void PrintEval(EvalSpec s, List<EvalColumn> columns, JsonNode? oracle)
     {
         var table = new Table().Border(TableBorder.Rounded).AddColumn("");
+        JsonNode? Oracle(EvalColumn c) => oracle?["models"]?[OracleName(c.Name)];
         foreach (var c in columns)
         {
             table.AddColumn(new TableColumn($"[bold]{c.Name}[/]").RightAligned());
-            if (oracle?["models"]?[OracleName(c.Name)] != null) table.AddColumn(new TableColumn($"[grey]{c.Name} (PyTorch)[/]").RightAligned());
+            if (Oracle(c) != null) table.AddColumn(new TableColumn($"[grey]{c.Name} (PyTorch)[/]").RightAligned());
+        }
+        // One row: each column's cell, then PyTorch's beside it where the oracle has that model.
+        void Row(string label, Func<EvalColumn, string> ours, Func<JsonNode, string> theirs)
+        {
+            var cells = new List<string> { label };
+            foreach (var c in columns)
+            {
+                cells.Add(ours(c));
+                if (Oracle(c) is { } o) cells.Add($"[grey]{theirs(o)}[/]");
+            }
+            table.AddRow(cells.ToArray());
         }
         string F(double v) => v >= 1e4 ? v.ToString("E3") : v.ToString("F4");
         foreach (var file in s.Data)
         {
             string key = Path.GetFileName(file);
-            var cells = new List<string> { $"perplexity {Markup.Escape(key)}" };
-            foreach (var c in columns)
-            {
-                cells.Add(F(c.Perplexity[file].Perplexity));
-                if (oracle?["models"]?[OracleName(c.Name)] is { } o) cells.Add($"[grey]{(o[key]?["perplexity"] is { } p ? F((double)p) : "")}[/]");
-            }
-            table.AddRow(cells.ToArray());
+            Row($"perplexity {Markup.Escape(key)}", c => F(c.Perplexity[file].Perplexity), o => o[key]?["perplexity"] is { } p ? F((double)p) : "");
         }
         if (s.TaskFile != null)
         {
             string key = Path.GetFileName(s.TaskFile);
-            var cells = new List<string> { $"accuracy {Markup.Escape(key)}" };
-            foreach (var c in columns)
-            {
-                cells.Add($"{c.Task!.Accuracy:P1} ({c.Task.Right}/{c.Task.Total})");
-                if (oracle?["models"]?[OracleName(c.Name)] is { } o) cells.Add($"[grey]{(o[$"{key} accuracy"] is { } a ? ((double)a).ToString("P1") : "")}[/]");
-            }
-            table.AddRow(cells.ToArray());
+            Row($"accuracy {Markup.Escape(key)}", c => $"{c.Task!.Accuracy:P1} ({c.Task.Right}/{c.Task.Total})",
+                o => o[$"{key} accuracy"] is { } a ? ((double)a).ToString("P1") : "");
         }
-        var time = new List<string> { "seconds" };
-        foreach (var c in columns)
-        {
-            time.Add($"{c.Seconds:F1}");
-            if (oracle?["models"]?[OracleName(c.Name)] != null) time.Add("");
-        }
-        table.AddRow(time.ToArray());
+        Row("seconds", c => $"{c.Seconds:F1}", _ => "");
         var first = s.Data.Count > 0 ? columns[0].Perplexity[s.Data[0]] : null;
         table.Caption($"context {s.Context} + stride {s.Stride}" + (first != null ? $"; {first.Windows} windows, {first.ScoredTokens} tokens scored of {first.StreamTokens} in {Path.GetFileName(s.Data[0])}" : "") + $"; {s.Device}");
         WriteTable(table);
@@ -146,7 +141,11 @@ public static partial class Cli
 
     static string OracleName(string column) => column switch { "fine-tune" => "finetuned", _ => column };
 
-    internal static JsonObject EvalJson(EvalSpec s, List<EvalColumn> columns)
+    /// <summary>The results as JSON (oracle.json's shape: models → file → perplexity), written atomically.</summary>
+    internal static void WriteEvalJson(string path, EvalSpec s, List<EvalColumn> columns) =>
+        AtomicFile.WriteAllText(path, EvalJson(s, columns).ToJsonString(new JsonSerializerOptions { WriteIndented = true }));
+
+    static JsonObject EvalJson(EvalSpec s, List<EvalColumn> columns)
     {
         var models = new JsonObject();
         foreach (var c in columns)

@@ -77,8 +77,7 @@ public static partial class Cli
                           $"file {d.ByteLength / 1e6:F2} MB against {(dense + kept) / 1e6:F2} MB for the same tensors uncompressed ({(double)(dense + kept) / d.ByteLength:F1}x)");
         if (png != null)
         {
-            var scales = d.Compressed.Keys.ToDictionary(k => k, k => { var (signs, scale) = d.BitDeltaLinear(k); signs.Dispose(); return scale; });
-            var canvas = ScalePlot.Draw(Path.GetFileName(file), d.Codec, scales);
+            var canvas = ScalePlot.Draw(Path.GetFileName(file), d.Codec, d.Scales());
             long bytes = Png.Write(png, canvas);
             Console.WriteLine($"wrote {png}: {canvas.Width}x{canvas.Height} PNG of the scales, {bytes / 1024.0:F1} KiB");
         }

@@ -14,6 +14,10 @@ namespace BitDeltaNative.Kernels;
 /// </summary>
 public static class BitLinear
 {
+    /// <summary>S[o, i] as ±1: bit i % 32 of word i / 32 of row o (<paramref name="words"/> words a row); bit 1 is +1.
+    /// The one reader of the packed layout on the host: the twins here, <c>BitDelta</c>'s tests and the backward twin use it.</summary>
+    public static float Sign(ReadOnlySpan<uint> signs, int words, int o, int i) => ((signs[o * words + i / 32] >> (i % 32)) & 1) != 0 ? 1f : -1f;
+
     /// <summary>The spec: f64 sum of ±x, then y += α·sum rounded to f32.</summary>
     public static void Twin(ReadOnlySpan<float> x, ReadOnlySpan<uint> signs, float scale, Span<float> y, int rows, int inDim, int outDim)
     {
@@ -22,11 +26,7 @@ public static class BitLinear
             for (int o = 0; o < outDim; o++)
             {
                 double s = 0;
-                for (int i = 0; i < inDim; i++)
-                {
-                    bool plus = ((signs[o * words + i / 32] >> (i % 32)) & 1) != 0;
-                    s += plus ? x[r * inDim + i] : -(double)x[r * inDim + i];
-                }
+                for (int i = 0; i < inDim; i++) s += Sign(signs, words, o, i) * (double)x[r * inDim + i];
                 y[r * outDim + o] = (float)(y[r * outDim + o] + (double)scale * s);
             }
     }
@@ -96,7 +96,7 @@ public static class BitLinear
         var ys = new float[(long)rows * outDim];
         Parallel.For(0, outDim, () => new float[inDim], (o, _, pm) =>
         {
-            for (int i = 0; i < inDim; i++) pm[i] = ((ss[o * words + i / 32] >> (i % 32)) & 1) != 0 ? 1f : -1f;
+            for (int i = 0; i < inDim; i++) pm[i] = Sign(ss, words, o, i);
             for (int r = 0; r < rows; r++)
                 ys[(long)r * outDim + o] = System.Numerics.Tensors.TensorPrimitives.Dot(xs.AsSpan(r * inDim, inDim), pm);
             return pm;
@@ -110,7 +110,7 @@ public static class BitLinear
         int words = DTypes.SignWordsPerRow(inDim);
         for (int o = 0; o < outDim; o++)
             for (int i = 0; i < inDim; i++)
-                w[o * inDim + i] = wBase[o * inDim + i] + (((signs[o * words + i / 32] >> (i % 32)) & 1) != 0 ? scale : -scale);
+                w[o * inDim + i] = wBase[o * inDim + i] + scale * Sign(signs, words, o, i);
     }
 
     /// <summary>

@@ -32,18 +32,6 @@ public static class BitDelta
         return rows * (long)cols == 0 ? 0f : (float)(sumAbs / ((long)rows * cols));
     }
 
-    /// <summary>±1 for the sign bit of column <paramref name="c"/> of row <paramref name="r"/>.</summary>
-    public static float Sign(ReadOnlySpan<uint> signs, int cols, int r, int c) =>
-        ((signs[r * DTypes.SignWordsPerRow(cols) + c / 32] >> (c % 32)) & 1) != 0 ? 1f : -1f;
-
-    /// <summary>The compressed weight W_base + α·sign(Δ), the matrix the compressed model computes with.</summary>
-    public static void Reconstruct(ReadOnlySpan<float> baseWeight, ReadOnlySpan<uint> signs, float scale, int rows, int cols, Span<float> weight)
-    {
-        for (int r = 0; r < rows; r++)
-            for (int c = 0; c < cols; c++)
-                weight[r * cols + c] = baseWeight[r * cols + c] + scale * Sign(signs, cols, r, c);
-    }
-
     /// <summary>Binarizes two weight tensors of any float dtype (host or device): packed signs on the host and α.</summary>
     public static (Tensor Signs, float Scale) Binarize(Tensor fineTuned, Tensor baseWeight, string name)
     {

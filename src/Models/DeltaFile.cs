@@ -49,9 +49,17 @@ public sealed class DeltaFile : IDisposable
     {
         if (!Compressed.TryGetValue(weightName, out var shape)) throw new BitDeltaException($"{Path}: '{weightName}' is not compressed in this file");
         var signs = file.Get(Stem(weightName) + ".signs", DType.Sign1, shape);
-        float scale = file.Get(Stem(weightName) + ".scale").ToFloatArray()[0];
-        return (signs, scale);
+        return (signs, Scale(weightName));
     }
+
+    float Scale(string weightName)
+    {
+        using var s = file.Get(Stem(weightName) + ".scale");
+        return s.ToFloatArray()[0];
+    }
+
+    /// <summary>α of every compressed linear, by HF weight name (what `inspect --plot` draws).</summary>
+    public Dictionary<string, float> Scales() => Compressed.Keys.ToDictionary(k => k, Scale);
 
     /// <summary>A tensor the delta stores as it is (embedding, lm_head, norms where they differ from the base).</summary>
     public Tensor ReplacedTensor(string name) => file.Get(name);

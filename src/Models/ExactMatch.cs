@@ -1,5 +1,3 @@
-using System.Text.Json;
-
 namespace BitDeltaNative.Models;
 
 /// <summary>One question of a task file: the model is given <see cref="Prompt"/> and must continue with <see cref="Answer"/>.</summary>
@@ -20,25 +18,8 @@ public static class ExactMatch
 {
     public static List<TaskItem> Read(string path)
     {
-        if (!File.Exists(path)) throw new BitDeltaException($"--task {path}: no such file");
-        var items = new List<TaskItem>();
-        int line = 0;
-        foreach (var l in File.ReadLines(path))
-        {
-            line++;
-            if (string.IsNullOrWhiteSpace(l)) continue;
-            try
-            {
-                using var doc = JsonDocument.Parse(l);
-                var root = doc.RootElement;
-                if (root.ValueKind != JsonValueKind.Object
-                    || !root.TryGetProperty("prompt", out var p) || p.ValueKind != JsonValueKind.String
-                    || !root.TryGetProperty("answer", out var a) || a.ValueKind != JsonValueKind.String)
-                    throw new BitDeltaException($"{path}:{line}: expected an object with string fields \"prompt\" and \"answer\"");
-                items.Add(new TaskItem(p.GetString()!, a.GetString()!));
-            }
-            catch (JsonException e) { throw new BitDeltaException($"{path}:{line}: not JSON ({e.Message.Split('.')[0]})"); }
-        }
+        var items = JsonLines.Read(path, "--task", "an object with string fields \"prompt\" and \"answer\"",
+            e => JsonLines.String(e, "prompt") is { } p && JsonLines.String(e, "answer") is { } a ? new TaskItem(p, a) : null);
         if (items.Count == 0) throw new BitDeltaException($"{path}: no questions in the file");
         return items;
     }

@@ -1,3 +1,4 @@
+using BitDeltaNative.Kernels;
 using System.Text.Json;
 using System.Text.Json.Nodes;
 
@@ -26,7 +27,8 @@ public static class FullModel
         using var baseCk = Checkpoint.Open(baseDir);
         using var delta = DeltaFile.Open(deltaPath);
         delta.CheckBase(baseDir, config, WeightsFingerprint.Of(baseCk));
-        var dtype = LlamaWeights.Validate(baseCk, config);
+        LlamaWeights.Validate(baseCk, config);
+        DType dtype;   // the fine-tune's: the folder stands in for it
         using (var ft = Checkpoint.Open(fineTunedDir)) dtype = LlamaWeights.Validate(ft, LlamaConfig.Load(fineTunedDir));
 
         var expected = LlamaWeights.ExpectedTensors(config);
@@ -65,7 +67,7 @@ public static class FullModel
                 {
                     int rows = b.Dim(0), cols = b.Dim(1);
                     var w = new float[(long)rows * cols];
-                    BitDelta.Reconstruct(b.ToFloatArray(), signs.Host<uint>(), scale, rows, cols, w);
+                    BitLinear.MaterializeTwin(b.ToFloatArray(), signs.Host<uint>(), scale, w, rows, cols);
                     return Tensor.From(w, [rows, cols], Device.Cpu, dtype);
                 }
             }

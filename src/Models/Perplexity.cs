@@ -1,4 +1,3 @@
-using System.Text.Json;
 using BitDeltaNative.Kernels;
 
 namespace BitDeltaNative.Models;
@@ -86,23 +85,9 @@ public static class Perplexity
     /// </summary>
     public static string ReadText(string path)
     {
-        if (!File.Exists(path)) throw new BitDeltaException($"--data {path}: no such file");
-        if (!path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase)) return File.ReadAllText(path);
-        var sb = new System.Text.StringBuilder();
-        int line = 0;
-        foreach (var l in File.ReadLines(path))
-        {
-            line++;
-            if (string.IsNullOrWhiteSpace(l)) continue;
-            try
-            {
-                using var doc = JsonDocument.Parse(l);
-                if (!doc.RootElement.TryGetProperty("text", out var t) || t.ValueKind != JsonValueKind.String)
-                    throw new BitDeltaException($"{path}:{line}: expected an object with a string field \"text\"");
-                sb.Append(t.GetString()).Append("\n\n");
-            }
-            catch (JsonException e) { throw new BitDeltaException($"{path}:{line}: not JSON ({e.Message.Split('.')[0]})"); }
-        }
-        return sb.ToString();
+        if (!path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase))
+            return File.Exists(path) ? File.ReadAllText(path) : throw new BitDeltaException($"--data {path}: no such file");
+        var docs = JsonLines.Read(path, "--data", "an object with a string field \"text\"", e => JsonLines.String(e, "text"));
+        return string.Concat(docs.Select(d => d + "\n\n"));
     }
 }

@@ -82,7 +82,7 @@ public class GradTests
         for (int r = 0; r < rows; r++)
             for (int o = 0; o < outDim; o++)
                 for (int i = 0; i < inDim; i++)
-                    y[r * outDim + o] += x[r * inDim + i] * (w[o * inDim + i] + scale * BitLinearGrad.Sign(signs, words, o, i));
+                    y[r * outDim + o] += x[r * inDim + i] * (w[o * inDim + i] + scale * BitLinear.Sign(signs, words, o, i));
         return y;
     }
 

@@ -85,7 +85,7 @@ public class TapeTests
                 for (int o = 0; o < d2; o++)
                 {
                     double v = 0;
-                    for (int i = 0; i < d1; i++) v += g1[r * d1 + i] * (w2[o * d1 + i] + a * BitLinearGrad.Sign(signs, words, o, i));
+                    for (int i = 0; i < d1; i++) v += g1[r * d1 + i] * (w2[o * d1 + i] + a * BitLinear.Sign(signs, words, o, i));
                     double e = v - teacher[r * d2 + o];
                     sum += e * e;
                 }

@@ -3,6 +3,7 @@ using BitDeltaNative.Tests.Tensors;
 using FsCheck;
 using FsCheck.Fluent;
 using FsCheck.Xunit;
+using BitLinear = BitDeltaNative.Kernels.BitLinear;
 using Check = BitDeltaNative.Kernels.Check;
 
 namespace BitDeltaNative.Tests.Models;
@@ -26,11 +27,11 @@ public class BitDeltaTests
         for (int r = 0; r < rows; r++)
         {
             for (int c = 0; c < cols; c++)
-                Assert.Equal(ft[r * cols + c] - b[r * cols + c] >= 0 ? 1f : -1f, BitDelta.Sign(signs, cols, r, c));
+                Assert.Equal(ft[r * cols + c] - b[r * cols + c] >= 0 ? 1f : -1f, BitLinear.Sign(signs, words, r, c));
             if (cols % 32 != 0) Assert.Equal(0u, signs[r * words + words - 1] >> (cols % 32));   // padding bits stay 0
         }
         var w = new float[ft.Length];
-        BitDelta.Reconstruct(b, signs, scale, rows, cols, w);
+        BitLinear.MaterializeTwin(b, signs, scale, w, rows, cols);
         for (int i = 0; i < w.Length; i++) Assert.Equal(b[i] + scale * (ft[i] - b[i] >= 0 ? 1f : -1f), w[i]);
     }
 
