@@ -12,12 +12,22 @@ public static partial class Cli
         var ft = new Option<string>("--finetuned") { Description = "the fine-tune's Hugging Face folder (same architecture and shapes)", Required = true };
         var output = new Option<string>("--out") { Description = "output folder; the delta is written there as delta.safetensors", Required = true };
         var saveFull = new Option<bool>("--save-full-model") { Description = "also write the compressed fine-tune as an ordinary Hugging Face folder, OUT/model (linears W_base + α·sign rounded to the fine-tune's dtype), for tools that cannot read deltas" };
-        var steps = new Option<int>("--steps") { Description = "scale-distillation steps (distillation is not built yet: only 0 is accepted)", DefaultValueFactory = _ => 0 };
-        var cmd = new Command("compress", "Compress a fine-tune into a 1-bit delta over its base (BitDelta, arXiv 2402.10193 §3.1): packed signs of W_ft − W_base and one scale mean(|Δ|) per linear; other tensors kept where they differ.");
-        foreach (var o in new Option[] { baseDir, ft, output, steps, saveFull }) cmd.Options.Add(o);
+        var calib = new Option<string>("--calib") { Description = "calibration text (.txt, or .jsonl of {\"text\": …}) for scale distillation: the scales α are then trained so the compressed model's logits match the fine-tune's (arXiv 2402.10193 §3.2)" };
+        var steps = new Option<int?>("--steps") { Description = "distillation steps (default 200 with --calib; 0 skips distillation)" };
+        var batch = new Option<int>("--batch") { Description = "calibration samples per step", DefaultValueFactory = _ => 4 };
+        var seqLen = new Option<int>("--seq-len") { Description = "tokens per calibration sample", DefaultValueFactory = _ => 128 };
+        var lr = new Option<double>("--lr") { Description = "AdamW learning rate (cosine-annealed to 0 over the steps; torch's other defaults)", DefaultValueFactory = _ => 1e-4 };
+        var cmd = new Command("compress", "Compress a fine-tune into a 1-bit delta over its base (BitDelta, arXiv 2402.10193): packed signs of W_ft − W_base and one scale per linear, mean(|Δ|) (§3.1), then with --calib the scales distilled against the fine-tune's logits (§3.2); other tensors kept where they differ.");
+        foreach (var o in new Option[] { baseDir, ft, output, calib, steps, batch, seqLen, lr, saveFull, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
-            if (r.GetValue(steps) != 0) throw new BitDeltaException("--steps: scale distillation is not built yet; use --steps 0");
+            string? calibFile = r.GetValue(calib);
+            int nSteps = r.GetValue(steps) ?? (calibFile != null ? 200 : 0);
+            if (nSteps < 0) throw new BitDeltaException($"--steps must be 0 or more, got {nSteps}");
+            if (nSteps > 0 && calibFile == null) throw new BitDeltaException($"--steps {nSteps}: distillation needs calibration text; give --calib FILE");
+            var distill = new DistillOptions { Steps = nSteps, Batch = r.GetValue(batch), SeqLen = r.GetValue(seqLen), Lr = r.GetValue(lr) };
+            if (nSteps > 0) distill.Validate();
+            if (calibFile != null && !File.Exists(calibFile)) throw new BitDeltaException($"--calib {calibFile}: no such file");
             string b = r.GetValue(baseDir)!, f = r.GetValue(ft)!, outDir = r.GetValue(output)!;
             string outFull = Path.GetFullPath(outDir);
             if (outFull == Path.GetFullPath(b) || outFull == Path.GetFullPath(f))
@@ -27,10 +37,26 @@ public static partial class Cli
             string fullDir = Path.Combine(outDir, "model");
             bool full = r.GetValue(saveFull);
             if (full && (Directory.Exists(fullDir) || File.Exists(fullDir))) throw new BitDeltaException($"--out {outDir}: model/ exists already; remove it or choose another folder");
+            string lossCsv = Path.Combine(outDir, "distill-loss.csv"), lossPng = Path.Combine(outDir, "distill-loss.png");
+            if (nSteps > 0)
+                foreach (var p in new[] { lossCsv, lossPng })
+                    if (File.Exists(p)) throw new BitDeltaException($"--out {outDir}: {Path.GetFileName(p)} exists already; remove it or choose another folder");
+            // The calibration text is read and checked before the (long) binarization.
+            int[]? stream = nSteps > 0 ? CalibrationStream(b, calibFile!, distill) : null;
             var sw = Stopwatch.StartNew();
-            var report = Compressor.Compress(b, f, path, ProgressLine("binarizing tensors"));
-            Console.WriteLine($"wrote {report.DeltaPath}: {report.Compressed} linears binarized, {report.Replaced} other tensors kept, " +
-                              $"{report.DeltaBytes / 1e6:F2} MB against the fine-tune's {report.FineTuneBytes / 1e6:F2} MB: {report.Ratio:F1}x smaller ({sw.Elapsed.TotalSeconds:F1} s)");
+            // With distillation the binarized delta is a scratch file until its scales are trained.
+            string binarized = nSteps > 0 ? Path.Combine(outDir, $".delta.binarized-{Environment.ProcessId}.safetensors") : path;
+            try
+            {
+                var report = Compressor.Compress(b, f, binarized, ProgressLine("binarizing tensors"));
+                Console.WriteLine($"{(nSteps > 0 ? "binarized" : $"wrote {report.DeltaPath}:")} {report.Compressed} linears, {report.Replaced} other tensors kept, " +
+                                  $"{report.DeltaBytes / 1e6:F2} MB against the fine-tune's {report.FineTuneBytes / 1e6:F2} MB: {report.Ratio:F1}x smaller ({sw.Elapsed.TotalSeconds:F1} s)");
+                if (stream != null) Distil(b, f, binarized, path, calibFile!, stream, distill, Device.Parse(r.GetValue(DeviceOption)!), lossCsv, lossPng);
+            }
+            finally
+            {
+                if (binarized != path) File.Delete(binarized);
+            }
             if (full)
             {
                 sw.Restart();
@@ -40,5 +66,71 @@ public static partial class Cli
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>Scale distillation of the binarized delta at <paramref name="binarized"/> into <paramref name="path"/>,
+    /// with the loss curve beside it as CSV and PNG.</summary>
+    /// <summary>The calibration text as tokens of the base's tokenizer (BOS first, as eval reads text).</summary>
+    static int[] CalibrationStream(string baseDir, string calibFile, DistillOptions o)
+    {
+        var config = LlamaConfig.Load(baseDir);
+        if (o.SeqLen > config.MaxPositionEmbeddings)
+            throw new BitDeltaException($"--seq-len {o.SeqLen} is past {baseDir}/config.json's max_position_embeddings of {config.MaxPositionEmbeddings}");
+        var stream = Tokenizer.Load(baseDir, config).Encode(Perplexity.ReadText(calibFile, "--calib"));
+        if (Calibration.Samples(stream.Length, o.SeqLen) == 0)
+            throw new BitDeltaException($"--calib {calibFile}: {stream.Length} tokens, shorter than one sample of --seq-len {o.SeqLen}");
+        return stream;
+    }
+
+    static void Distil(string baseDir, string ftDir, string binarized, string path, string calibFile, int[] stream, DistillOptions o, Device dev,
+                       string lossCsv, string lossPng)
+    {
+        int samples = Calibration.Samples(stream.Length, o.SeqLen);
+        int needed = o.Steps * o.Batch;
+        Console.WriteLine($"distilling on {calibFile}: {stream.Length} tokens, {samples} samples of {o.SeqLen}" +
+                          (samples < needed ? $" (the {needed} that {o.Steps} steps × {o.Batch} use go round them {(double)needed / samples:F1} times)" : "") +
+                          $"; {o.Steps} steps, lr {o.Lr:G3}, on {dev}");
+        string scratch = Path.Combine(Path.GetDirectoryName(Path.GetFullPath(path))!, $".teacher-logits-{Environment.ProcessId}.tmp");
+        var line = new LossLine(o.Steps);
+        var report = Distillation.Run(baseDir, ftDir, binarized, stream, o, dev, scratch, ProgressLine("teacher logits"), line.Step);
+        int last = o.Steps - 1;
+        var meta = new Dictionary<string, string>
+        {
+            ["distillation"] = System.Text.Json.JsonSerializer.Serialize(new
+            {
+                calibration = Path.GetFileName(calibFile), tokens = stream.Length, steps = o.Steps, batch = o.Batch, seq_len = o.SeqLen, lr = o.Lr,
+                optimizer = "AdamW (torch defaults), cosine annealing", loss_first = report.Loss[0], loss_last = report.Loss[last],
+            }),
+        };
+        using (var d = DeltaFile.Open(binarized)) d.WriteWithScales(path, report.After, meta);
+        AtomicFile.WriteAllText(lossCsv, "step,lr,loss\n" + string.Concat(Enumerable.Range(0, o.Steps).Select(s =>
+            FormattableString.Invariant($"{s},{report.Lr[s]:R},{report.Loss[s]:R}\n"))));
+        Charts.Png.Write(lossPng, Charts.LossPlot.Draw(Path.GetFileName(path), report.Loss, o));
+        double mean10 = report.Loss.TakeLast(Math.Max(1, o.Steps / 10)).Average();
+        Console.WriteLine($"wrote {path}: scales distilled; loss {report.Loss[0]:G4} at step 0, {mean10:G4} over the last {Math.Max(1, o.Steps / 10)} steps " +
+                          $"(teacher {report.TeacherSeconds:F1} s, training {report.TrainSeconds:F1} s = {report.TrainSeconds / o.Steps:F3} s a step" +
+                          (report.PeakDeviceBytes > 0 ? $", peak device memory {report.PeakDeviceBytes / 1e9:F2} GB" : "") + ")");
+        Console.WriteLine($"wrote {lossCsv} and {lossPng}");
+    }
+
+    /// <summary>The distillation progress line: steps done and the last loss, on stderr when it is a terminal.</summary>
+    sealed class LossLine(int steps)
+    {
+        readonly Stopwatch clock = Stopwatch.StartNew();
+
+        public void Step(int step, float loss)
+        {
+            if (Console.IsErrorRedirected)
+            {
+                // A log, not a terminal: a line every tenth of the run.
+                if (step % Math.Max(1, steps / 10) == 0 || step == steps - 1)
+                    Console.WriteLine($"step {step + 1}/{steps}: loss {loss:G5} ({clock.Elapsed.TotalSeconds:F1} s)");
+                return;
+            }
+            const int Width = 30;
+            int done = step + 1, filled = (int)((long)Width * done / steps);
+            Console.Error.Write($"\rdistilling [{new string('#', filled)}{new string('.', Width - filled)}] {done}/{steps} loss {loss:G5} {clock.Elapsed.TotalSeconds:F1} s"
+                                + (done == steps ? "\n" : ""));
+        }
     }
 }

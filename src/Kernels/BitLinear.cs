@@ -141,6 +141,24 @@ public static class BitLinear
             new KernelConfig((int)((n + 255) / 256), 256), Elem.View(wBase), Elem.Code(wBase.DType), signs.View<uint>(), scale, w.View<float>(), inDim, n);
     }
 
+    /// <summary>
+    /// y (+)= x·(W_base + α·S)ᵀ, a compressed linear's forward, the way each device runs it best: on a GPU the f32
+    /// weight is formed (<see cref="Materialize"/>) and taken by one <see cref="MatMul"/>; on the CPU the base matmul
+    /// runs on the checkpoint's weight and the delta term follows (<see cref="Run"/>), with no [out, in] f32 copy.
+    /// </summary>
+    public static void Apply(Tensor x, Tensor wBase, Tensor signs, float scale, Tensor y, bool accumulate = false)
+    {
+        if (y.Device.IsIlgpu)
+        {
+            using var wEff = Tensor.Empty(wBase.Shape, DType.F32, y.Device);
+            Materialize(wBase, signs, scale, wEff);
+            MatMul.Run(x, wEff, y, accumulate);
+            return;
+        }
+        MatMul.Run(x, wBase, y, accumulate);
+        Run(x, signs, scale, y);
+    }
+
     /// <summary>One thread per weight; neighbouring threads read neighbouring weights and the same sign word.</summary>
     static void MaterializeKernel(ArrayView<ushort> wBase, int code, ArrayView<uint> signs, float scale, ArrayView<float> w, int inDim, long n)
     {

@@ -145,6 +145,25 @@ public sealed class DeltaFile : IDisposable
 
     public long ByteLength => new FileInfo(Path).Length;
 
+    /// <summary>
+    /// Writes a copy of this file to <paramref name="path"/> with new scales α (by HF weight name; every compressed
+    /// linear must have one) and extra metadata entries (e.g. how distillation made the scales); signs and whole
+    /// tensors are copied as they are, streamed, in the same order. Written to a temporary name and renamed; an
+    /// existing file is not replaced.
+    /// </summary>
+    public void WriteWithScales(string path, IReadOnlyDictionary<string, float> scales, IReadOnlyDictionary<string, string> extraMetadata)
+    {
+        var byScaleName = new Dictionary<string, float>();
+        foreach (var name in Compressed.Keys)
+            byScaleName[Stem(name) + ".scale"] = scales.TryGetValue(name, out float a) && float.IsFinite(a) ? a
+                : throw new ArgumentException($"no finite scale for '{name}'");
+        var meta = file.Metadata.ToDictionary();
+        foreach (var (k, v) in extraMetadata) meta[k] = v;
+        var layout = file.Entries.Select(e => (e.Name, e.DType, e.Shape)).ToList();
+        SafetensorsWriter.Write(path, layout, name => byScaleName.TryGetValue(name, out float a) ? Tensor.From(new[] { a }, [1]) : file.Get(name),
+                                meta, owned: true, overwrite: false);
+    }
+
     public void Dispose() => file.Dispose();
 }
 

@@ -92,19 +92,10 @@ public sealed class LlamaModel : IDisposable
             var w = Weights.Layers[l];
             var d = delta?.Layers[l];
             // y (+)= x·Wᵀ for linear k (LayerWeights.LinearNames order), with the delta's term when there is one.
-            // On a GPU the compressed weight is formed in f32 and taken by one matmul (BitLinear.Materialize says why);
-            // on the CPU the delta term runs on its own.
             void Linear(Tensor input, int k, Tensor baseWeight, Tensor output, bool accumulate = false)
             {
-                if (d?.Bits[k] is { } b && dev.IsIlgpu)
-                {
-                    using var wEff = Tensor.Empty(baseWeight.Shape, DType.F32, dev);
-                    BitLinear.Materialize(baseWeight, b.Signs, b.Scale, wEff);
-                    MatMul.Run(input, wEff, output, accumulate);
-                    return;
-                }
-                MatMul.Run(input, d?.Whole[k] ?? baseWeight, output, accumulate);
-                if (d?.Bits[k] is { } bits) BitLinear.Run(input, bits.Signs, bits.Scale, output);
+                if (d?.Bits[k] is { } b) BitLinear.Apply(input, baseWeight, b.Signs, b.Scale, output, accumulate);
+                else MatMul.Run(input, d?.Whole[k] ?? baseWeight, output, accumulate);
             }
             // Attention block: x += o(attention(rope(q(h)), rope(k(h)), v(h))), h = rmsnorm(x).
             RmsNorm.Run(x, d?.InputNorm ?? w.InputNorm, h, eps);

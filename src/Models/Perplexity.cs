@@ -83,11 +83,11 @@ public static class Perplexity
     /// followed by a blank line ("\n\n"), as the reference joins dataset samples. Any other file is taken as it is
     /// (documents already separated by blank lines).
     /// </summary>
-    public static string ReadText(string path)
+    public static string ReadText(string path, string option = "--data")
     {
         if (!path.EndsWith(".jsonl", StringComparison.OrdinalIgnoreCase))
-            return File.Exists(path) ? File.ReadAllText(path) : throw new BitDeltaException($"--data {path}: no such file");
-        var docs = JsonLines.Read(path, "--data", "an object with a string field \"text\"", e => JsonLines.String(e, "text"));
+            return File.Exists(path) ? File.ReadAllText(path) : throw new BitDeltaException($"{option} {path}: no such file");
+        var docs = JsonLines.Read(path, option, "an object with a string field \"text\"", e => JsonLines.String(e, "text"));
         return string.Concat(docs.Select(d => d + "\n\n"));
     }
 }

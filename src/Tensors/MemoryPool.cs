@@ -17,6 +17,12 @@ public sealed class MemoryPool(Accelerator accelerator)
     public long BytesInUse { get; private set; }
     public long BytesCached { get; private set; }
     public long PeakBytesInUse { get; private set; }
+
+    /// <summary>Starts a new peak from what is in use now (to measure one phase of a run).</summary>
+    public void ResetPeak()
+    {
+        lock (gate) PeakBytesInUse = BytesInUse;
+    }
     /// <summary>Allocations that went to the driver (not served from the free lists).</summary>
     public long DriverAllocations { get; private set; }
 

@@ -182,7 +182,7 @@ public static class SafetensorsWriter
     /// is written when <paramref name="owned"/>. A tensor that does not match its layout entry is an error.
     /// </summary>
     public static void Write(string path, IReadOnlyList<(string Name, DType DType, int[] Shape)> layout, Func<string, Tensor> produce,
-                             IReadOnlyDictionary<string, string>? metadata = null, bool owned = true)
+                             IReadOnlyDictionary<string, string>? metadata = null, bool owned = true, bool overwrite = true)
     {
         var names = new HashSet<string>();
         foreach (var (name, _, _) in layout)
@@ -217,7 +217,7 @@ public static class SafetensorsWriter
                     if (owned) t.Dispose();
                 }
             }
-        });
+        }, overwrite);
     }
 
     static byte[] Header(IReadOnlyList<(string Name, DType DType, int[] Shape)> layout, IReadOnlyDictionary<string, string>? metadata)

@@ -7,7 +7,7 @@ Two corpora, deliberately different, so a fine-tune's effect is easy to see and 
   the fine-tune learns this format and the arithmetic, which the base has never seen.
 
 Used by demo_pair.py (training on the GPU machine) and runnable alone to write the shipped evaluation
-files:  python3 tools/oracle/demo_corpus.py --out demo/data
+files:  python3 tools/oracle/demo_corpus.py --out demo/data  (and --calib for the calibration files)
 Pure Python standard library, so it runs anywhere (no torch needed).
 """
 import argparse, json, os, random
@@ -102,7 +102,24 @@ def write_eval(out: str, stories: int = 60, arith: int = 90, qa: int = 200):
             f.write(json.dumps({"prompt": p, "answer": a}) + "\n")
 
 
+# Calibration text for scale distillation (bitdelta compress --calib) uses seed 3: held out from training (1)
+# and evaluation (2). Two files, to measure what the calibration text does: stories alone stands for the
+# generic web text BitDelta calibrates on (C4: the base's domain, nothing of the fine-tune's task), and a
+# half-and-half mix of stories and arithmetic stands for calibrating on the fine-tune's own kind of text.
+def write_calib(out: str, stories: int = 1300, arith: int = 2000):
+    os.makedirs(out, exist_ok=True)
+    s, a = documents("stories", 3, stories), documents("arithmetic", 3, arith)
+    with open(os.path.join(out, "calib.stories.txt"), "w") as f:
+        f.write("\n\n".join(s) + "\n")
+    half_s, half_a = s[: stories // 2], a[: arith // 2]
+    mixed = [d for pair in zip(half_s, half_a[: len(half_s)]) for d in pair] + half_a[len(half_s):]
+    with open(os.path.join(out, "calib.mixed.txt"), "w") as f:
+        f.write("\n\n".join(mixed) + "\n")
+
+
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
-    write_eval(ap.parse_args().out)
+    ap.add_argument("--calib", action="store_true", help="write the calibration files only")
+    args = ap.parse_args()
+    write_calib(args.out) if args.calib else write_eval(args.out)
