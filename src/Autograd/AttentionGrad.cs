@@ -152,8 +152,10 @@ public static class AttentionGrad
         public float Scale;
     }
 
-    /// <summary>Threads a group on a GPU (one per element of a 128-wide head, one per key or query of a chunk);
-    /// ILGPU's CPU accelerator gets one warp, whose barriers cost OS thread switches.</summary>
+    /// <summary>Threads a group on a GPU (one per element of a 128-wide head, one per key or query of a chunk).
+    /// ILGPU's CPU accelerator gets one warp: its barriers cost OS thread switches (two warps made the audit 2.5×
+    /// slower), and nothing in these kernels depends on the warp count but <see cref="Reduce"/>'s group sums, which
+    /// the forward kernels check with two warps.</summary>
     const int MaxThreads = 128;
 
     /// <summary>

@@ -195,7 +195,7 @@ public static class GradAudit
     /// so plain relative error).</summary>
     static AuditCase MseCase => new("grad mse", Check.F32Bound, (dev, rng) =>
     {
-        int n = Check.Size(rng, 70_000);
+        int n = Check.Size(rng, 20_000);
         var s = Check.Values(rng, n, 3f);
         var t = Check.Values(rng, n, 3f);
         using var ts = Tensor.From(s, [n], dev);

@@ -84,7 +84,7 @@ public static class Dot
     /// </summary>
     public static AuditCase Case => new("dot", Check.F32Bound, (dev, rng) =>
     {
-        int n = Check.Size(rng, 70_000), slots = Check.Size(rng, 5), index = rng.Next(slots);
+        int n = Check.Size(rng, 20_000), slots = Check.Size(rng, 5), index = rng.Next(slots);
         bool accumulate = rng.Next(2) == 0;
         var a = Check.Values(rng, n, 2f);
         var b = Check.Values(rng, n, 2f);

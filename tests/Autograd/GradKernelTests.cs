@@ -26,7 +26,7 @@ public class GradKernelTests
     }
 
     /// <summary>Random cases per op per device: ILGPU's CPU accelerator is slow (a case of the attention or the
-    /// BitDelta linear backward takes ~0.5 s there), CUDA and the host paths are not.</summary>
+    /// BitDelta linear backward takes 1–2 s there on two cores), CUDA and the host paths are not.</summary>
     static int Count(Device dev) => dev.Kind == DeviceKind.IlgpuCpu ? 10 : 100;
 
     static void Holds(AuditCase c, Device dev)
