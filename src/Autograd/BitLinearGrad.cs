@@ -39,4 +39,43 @@ public static class BitLinearGrad
             }
         return (float)dScale;
     }
+
+    /// <summary>
+    /// The backward of one BitDelta linear on tensors. x f32 [rows, in], W_base [out, in] (f16, bf16 or f32), signs
+    /// Sign1 [out, in], dy f32 [rows, out]; dScale f32 1-D, the gradients of all scales. With G = dy·S:
+    /// <list type="bullet">
+    /// <item>dScale[index] += ⟨x, G⟩ (always added: the same scale may serve several calls, and the trainer zeroes
+    /// dScale once a step). ⟨x, dy·S⟩ = Σ_{r,o} dy[r,o]·(x·Sᵀ)[r,o], the twin's dα, by associativity.</item>
+    /// <item>when <paramref name="dx"/> is given: dx (+)= dy·W_base (<see cref="LinearGrad.Run"/>), then dx += α·G.</item>
+    /// </list>
+    /// Composed of tested ops: Sᵀ as f32 [in, out] (<see cref="BitLinear.SignsT"/>), G by <see cref="MatMul"/>,
+    /// the dot by <see cref="Dot"/>, the sum by <see cref="Axpy"/>; on <see cref="Device.Cpu"/> through their host
+    /// paths. Temporaries: Sᵀ (in·out floats) and G (rows·in floats).
+    /// </summary>
+    public static void Run(Tensor x, Tensor wBase, Tensor signs, float scale, Tensor dy, Tensor? dx, bool accumulateDx, Tensor dScale, int index)
+    {
+        Need.SameDevice(x, wBase, signs, dy, dScale);
+        if (signs.DType != DType.Sign1 || signs.Rank != 2) throw new ArgumentException($"bitlinear backward signs: expected Sign1 [out, in], got {signs}");
+        int outDim = signs.Dim(0), inDim = signs.Dim(1);
+        Need.F32("bitlinear backward x", x);
+        Need.F32("bitlinear backward dy", dy);
+        Need.Shape("bitlinear backward base weight", wBase, outDim, inDim);
+        if (x.Rank == 0 || x.Dim(-1) != inDim) throw new ArgumentException($"bitlinear backward x: expected last dimension {inDim} (signs {signs}), got {x}");
+        long rows = x.ElementCount / Math.Max(inDim, 1);
+        if (inDim == 0) rows = dy.ElementCount / Math.Max(outDim, 1);
+        Need.Count("bitlinear backward dy", dy, rows * outDim);
+        if (rows > int.MaxValue) throw new ArgumentException($"bitlinear backward x: too many rows in {x}");
+        var dev = x.Device;
+        using var st = Tensor.Empty([inDim, outDim], DType.F32, dev);
+        BitLinear.SignsT(signs, inDim, st);
+        using var g = Tensor.Empty([(int)rows, inDim], DType.F32, dev);
+        using var dy2 = dy.Reshape((int)rows, outDim);
+        MatMul.Run(dy2, st, g);
+        using var x2 = x.Reshape((int)rows, inDim);
+        Dot.Run(x2, g, dScale, index, accumulate: true);
+        if (dx == null) return;
+        Need.SameDevice(x, dx);
+        LinearGrad.Run(dy, wBase, dx, accumulateDx);
+        Axpy.Run(scale, g, dx);
+    }
 }

@@ -1,3 +1,5 @@
+using BitDeltaNative.Kernels;
+
 namespace BitDeltaNative.Autograd;
 
 /// <summary>
@@ -19,5 +21,23 @@ public static class LinearGrad
                 for (int o = 0; o < outDim; o++) s += (double)dy[r * outDim + o] * w[o * inDim + i];
                 dx[r * inDim + i] = (float)s;
             }
+    }
+
+    /// <summary>
+    /// dx = dy·W, or dx += dy·W with <paramref name="accumulate"/>: dy f32 [rows, out] (any leading dimensions),
+    /// W [out, in] in f16, bf16 or f32, dx f32 [rows, in]. Composed of tested ops: W is transposed into a temporary
+    /// f32 [in, out] (<see cref="Transpose"/>), then dx (+)= dy·(Wᵀ)ᵀ is a <see cref="MatMul"/>. The same composition
+    /// runs on <see cref="Device.Cpu"/> through the ops' host paths. A caller that takes the same W backward many
+    /// times can keep Wᵀ and call MatMul itself.
+    /// </summary>
+    public static void Run(Tensor dy, Tensor w, Tensor dx, bool accumulate = false)
+    {
+        Need.SameDevice(dy, w, dx);
+        if (w.Rank != 2) throw new ArgumentException($"linear backward weight: expected [out, in], got {w}");
+        if (dy.Rank == 0 || dy.Dim(-1) != w.Dim(0)) throw new ArgumentException($"linear backward dy: expected last dimension {w.Dim(0)} (weight {w}), got {dy}");
+        Need.Disjoint("linear backward", dy, dx);
+        using var wt = Tensor.Empty([w.Dim(1), w.Dim(0)], DType.F32, w.Device);
+        Transpose.Run(w, wt);
+        MatMul.Run(dy, wt, dx, accumulate);
     }
 }

@@ -1,3 +1,7 @@
+using BitDeltaNative.Kernels;
+using ILGPU;
+using ILGPU.Runtime;
+
 namespace BitDeltaNative.Autograd;
 
 /// <summary>
@@ -28,5 +32,54 @@ public static class RopeGrad
                 }
             }
         }
+    }
+
+    /// <summary>One thread per rotated pair, as the forward kernel (<see cref="Rope"/>), turning the other way. A
+    /// position outside the table makes that token's dy NaN, as in the forward.</summary>
+    static void Kernel(Index1D idx, ArrayView<float> dy, ArrayView<int> positions, ArrayView<float> cos, ArrayView<float> sin,
+                       int heads, int half, int maxPositions)
+    {
+        int i = idx % half;
+        int row = idx / half;                  // token·heads + head
+        long b = (long)row * 2 * half + i;
+        int p = positions[row / heads];
+        if ((uint)p >= (uint)maxPositions)
+        {
+            dy[b] = float.NaN;
+            dy[b + half] = float.NaN;
+            return;
+        }
+        long e = (long)p * half + i;
+        float c = cos[e], s = sin[e];
+        float a = dy[b], bb = dy[b + half];
+        dy[b] = a * c + bb * s;
+        dy[b + half] = bb * c - a * s;
+    }
+
+    /// <summary>In place: dy f32 [N, heads, headDim] (or [N, heads·headDim]) becomes dx; positions I32 [N] and the
+    /// table are the forward's.</summary>
+    public static void Run(Tensor dy, Tensor positions, RopeTable table)
+    {
+        Need.SameDevice(dy, positions, table.Cos);
+        Need.F32("rope backward dy", dy);
+        if (positions.DType != DType.I32 || positions.Rank != 1) throw new ArgumentException($"rope backward positions: expected I32 [N], got {positions}");
+        int tokens = positions.Dim(0), d = table.HeadDim;
+        long perToken = tokens == 0 ? 0 : dy.ElementCount / tokens;
+        if (dy.Rank < 2 || dy.Dim(0) != tokens || perToken % d != 0 || (dy.Rank == 3 && dy.Dim(-1) != d))
+            throw new ArgumentException($"rope backward dy: expected [{tokens}, heads, {d}], got {dy}");
+        int heads = (int)(perToken / d);
+        if (dy.ElementCount == 0) return;
+        if (!dy.Device.IsIlgpu)
+        {
+            var pos = positions.Host<int>();
+            foreach (var p in pos)
+                if ((uint)p >= (uint)table.MaxPositions)
+                    throw new ArgumentException($"rope backward: position {p} outside the table's [0, {table.MaxPositions})");
+            Twin(dy.Host<float>(), pos, table.Cos.Host<float>(), table.Sin.Host<float>(), heads, d);
+            return;
+        }
+        dy.Device.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int>>(Kernel)(
+            (int)(dy.ElementCount / 2), dy.View<float>(), positions.View<int>(), table.Cos.View<float>(), table.Sin.View<float>(),
+            heads, d / 2, table.MaxPositions);
     }
 }

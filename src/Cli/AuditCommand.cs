@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using BitDeltaNative.Autograd;
 using BitDeltaNative.Kernels;
 using Spectre.Console;
 
@@ -13,7 +14,7 @@ public static partial class Cli
         var seed = new Option<int>("--seed") { Description = "seed for shapes and values (a failure replays with the same seed)", DefaultValueFactory = _ => 1 };
         var only = new Option<string?>("--kernel") { Description = "only kernels whose name contains this" };
         var ptx = new Option<string?>("--ptx") { Description = "also write every kernel's PTX (SM_90) into this folder, compiled offline" };
-        var cmd = new Command("audit", "Check every GPU kernel against its CPU twin on random inputs (shapes include 1, primes and sizes past a tile; values never zero; outputs poisoned) on this machine's device, by relative error ‖gpu − twin‖/‖twin‖. Exit code 1 on any failure.");
+        var cmd = new Command("audit", "Check every GPU kernel, forward and backward, against its CPU twin on random inputs (shapes include 1, primes and sizes past a tile; values never zero; outputs poisoned) on this machine's device, by relative error ‖gpu − twin‖/‖twin‖. Exit code 1 on any failure.");
         cmd.Options.Add(DeviceOption);
         cmd.Options.Add(cases);
         cmd.Options.Add(seed);
@@ -25,9 +26,10 @@ public static partial class Cli
             if (ptxDir != null)
             {
                 Directory.CreateDirectory(ptxDir);
-                foreach (var m in Ptx.AllKernels())
+                var kernels = Ptx.AllKernels().Concat(GradAudit.Kernels).ToList();
+                foreach (var m in kernels)
                     AtomicFile.WriteAllText(Path.Combine(ptxDir, Ptx.Name(m) + ".ptx"), Ptx.Compile(m));
-                Console.WriteLine($"wrote PTX of {Ptx.AllKernels().Count} kernels to {ptxDir}");
+                Console.WriteLine($"wrote PTX of {kernels.Count} kernels to {ptxDir}");
             }
             var name = r.GetValue(DeviceOption)!;
             var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
@@ -39,7 +41,7 @@ public static partial class Cli
             var table = new Table().AddColumns("kernel", "cases", "worst relative error", "bound", "worst shape", "result", "seconds");
             bool ok = true;
             var sw = Stopwatch.StartNew();
-            foreach (var res in Audit.Run(dev, n, r.GetValue(seed), filter == null ? null : k => k.Contains(filter, StringComparison.OrdinalIgnoreCase)))
+            foreach (var res in Audit.Run([.. Audit.All, .. GradAudit.Cases], dev, n, r.GetValue(seed), filter == null ? null : k => k.Contains(filter, StringComparison.OrdinalIgnoreCase)))
             {
                 ok &= res.Passed;
                 table.AddRow(Markup.Escape(res.Kernel), res.Cases.ToString(), res.WorstError.ToString("E2"), res.Bound.ToString("E0"),

@@ -19,6 +19,10 @@ public static class Audit
         Argmax.Case,
         Sampling.Case,
         CrossEntropy.Case,
+        Transpose.Case,
+        BitLinear.SignsTCase,
+        Axpy.Case,
+        Dot.Case,
     ];
 
     public sealed record Result(string Kernel, int Cases, double WorstError, double Bound, string WorstShape)
@@ -26,11 +30,16 @@ public static class Audit
         public bool Passed => WorstError <= Bound;
     }
 
-    /// <summary>Runs <paramref name="cases"/> random cases of every check; seeds are derived from
+    /// <summary>Runs <paramref name="cases"/> random cases of every check of <see cref="All"/>; seeds are derived from
     /// <paramref name="seed"/> so a failure can be replayed.</summary>
-    public static IEnumerable<Result> Run(Device dev, int cases, int seed, Func<string, bool>? filter = null)
+    public static IEnumerable<Result> Run(Device dev, int cases, int seed, Func<string, bool>? filter = null) =>
+        Run(All, dev, cases, seed, filter);
+
+    /// <summary>The same over a list of checks: <see cref="All"/> and the backward ops' (which live in the Autograd
+    /// assembly, above this one).</summary>
+    public static IEnumerable<Result> Run(IEnumerable<AuditCase> checks, Device dev, int cases, int seed, Func<string, bool>? filter = null)
     {
-        foreach (var c in All)
+        foreach (var c in checks)
         {
             if (filter != null && !filter(c.Kernel)) continue;
             double worst = 0;

@@ -170,6 +170,103 @@ public static class BitLinear
         w[e] = Elem.Load(wBase, e, code) + (((word >> (i % 32)) & 1) != 0 ? scale : -scale);
     }
 
+    /// <summary>The spec of <see cref="SignsT"/>: st[i, o] = S[o, i] as ±1, f32 [in, out].</summary>
+    public static void SignsTTwin(ReadOnlySpan<uint> signs, Span<float> st, int outDim, int inDim)
+    {
+        int words = DTypes.SignWordsPerRow(inDim);
+        for (int i = 0; i < inDim; i++)
+            for (int o = 0; o < outDim; o++) st[i * outDim + o] = Sign(signs, words, o, i);
+    }
+
+    /// <summary>
+    /// Sᵀ as ±1 floats: signs is Sign1 [out, in] (the shape it is stored with, as <see cref="Run"/> takes it), st f32
+    /// [in, out], st[i, o] = S[o, i]. The backward of the delta term needs dy·S (<c>BitLinearGrad</c>), which
+    /// <see cref="MatMul"/> computes as dy·(Sᵀ)ᵀ; ±1 is exact, so so is this. <paramref name="inDim"/> must equal
+    /// signs.Dim(1) (the packed words alone do not say how many of the last word's bits count).
+    /// </summary>
+    public static void SignsT(Tensor signs, int inDim, Tensor st)
+    {
+        Need.SameDevice(signs, st);
+        if (signs.DType != DType.Sign1 || signs.Rank != 2) throw new ArgumentException($"bitlinear signs-t: expected Sign1 [out, in], got {signs}");
+        if (signs.Dim(1) != inDim) throw new ArgumentException($"bitlinear signs-t: in is {inDim} but the signs are {signs}");
+        int outDim = signs.Dim(0);
+        Need.F32("bitlinear signs-t output", st);
+        Need.Shape("bitlinear signs-t output", st, inDim, outDim);
+        if (st.ElementCount == 0) return;
+        if (!st.Device.IsIlgpu)
+        {
+            SignsTHost(signs.Host<uint>(), st.Host<float>(), outDim, inDim);
+            return;
+        }
+        int words = DTypes.SignWordsPerRow(inDim);
+        long groups = (long)words * ((outDim + 31) / 32);
+        st.Device.GroupedKernel<Action<KernelConfig, ArrayView<uint>, ArrayView<float>, int, int>>(SignsTKernel)(
+            new KernelConfig((int)groups, 32 * SignsTRows), signs.View<uint>(), st.View<float>(), outDim, inDim);
+    }
+
+    /// <summary>Rows of threads per <see cref="SignsTKernel"/> group: 32 outputs × 8, 4 input rows each.</summary>
+    const int SignsTRows = 8;
+
+    /// <summary>
+    /// One group per (sign word column w, 32 outputs o): thread (lane, y) loads the one word S[o0 + lane, 32w …
+    /// 32w + 31] and writes its bits y, y + 8, … as ±1 into st rows 32w + bit, column o0 + lane. A warp writes 32
+    /// consecutive floats of one st row (coalesced); the word reads are strided by a sign row, but they are 1/32
+    /// of the bytes written. No shared memory or barriers (cheap on ILGPU's CPU accelerator too).
+    /// </summary>
+    static void SignsTKernel(ArrayView<uint> signs, ArrayView<float> st, int outDim, int inDim)
+    {
+        int words = (inDim + 31) / 32, oTiles = (outDim + 31) / 32;
+        int w = Grid.IdxX / oTiles, o = Grid.IdxX % oTiles * 32 + Group.IdxX % 32;
+        if (o >= outDim) return;
+        uint bits = signs[(long)o * words + w];
+        int n = Math.Min(32, inDim - w * 32);
+        for (int b = Group.IdxX / 32; b < n; b += SignsTRows)
+            st[(long)(w * 32 + b) * outDim + o] = ((bits >> b) & 1) != 0 ? 1f : -1f;
+    }
+
+    /// <summary>The managed-CPU path: columns of 32 inputs (one sign word) in parallel.</summary>
+    public static unsafe void SignsTHost(ReadOnlySpan<uint> signs, Span<float> st, int outDim, int inDim)
+    {
+        int words = DTypes.SignWordsPerRow(inDim);
+        fixed (uint* ps = signs)
+        fixed (float* pt = st)
+        {
+            nint S = (nint)ps, T = (nint)pt;
+            void Column(int w)
+            {
+                uint* s = (uint*)S;
+                float* t = (float*)T;
+                int n = Math.Min(32, inDim - w * 32);
+                for (int o = 0; o < outDim; o++)
+                {
+                    uint bits = s[(long)o * words + w];
+                    for (int b = 0; b < n; b++) t[(long)(w * 32 + b) * outDim + o] = ((bits >> b) & 1) != 0 ? 1f : -1f;
+                }
+            }
+            if (words == 1 || (long)outDim * inDim < 1 << 16)
+                for (int w = 0; w < words; w++) Column(w);
+            else
+                Parallel.For(0, words, Column);
+        }
+    }
+
+    public static AuditCase SignsTCase => new("bitlinear signs-t", 0, (dev, rng) =>
+    {
+        int outDim = Check.Size(rng, 70), inDim = Check.Size(rng, 300);
+        int words = DTypes.SignWordsPerRow(inDim);
+        var signs = new uint[outDim * words];
+        for (int i = 0; i < signs.Length; i++) signs[i] = (uint)rng.NextInt64(0, 1L << 32);
+        // Padding bits past in set, so a kernel that writes them (out of st's rows) or reads them is caught.
+        if (inDim % 32 != 0)
+            for (int o = 0; o < outDim; o++) signs[o * words + words - 1] |= ~0u << (inDim % 32);
+        using var ts = Tensor.From(signs, [outDim, inDim], dev);
+        using var tt = Check.Poisoned([inDim, outDim], DType.F32, dev);
+        SignsT(ts, inDim, tt);
+        var want = new float[(long)inDim * outDim];
+        SignsTTwin(signs, want, outDim, inDim);
+        return (Check.RelativeError(tt.ToFloatArray(), want), $"[{outDim}, {inDim}]");
+    });
+
     public static AuditCase MaterializeCase => new("bitlinear materialize", 0, (dev, rng) =>
     {
         int outDim = Check.Size(rng, 70), inDim = Check.Size(rng, 300);

@@ -92,6 +92,44 @@ public static class Scale
     }
 }
 
+/// <summary>y += a·x (BLAS saxpy): the backward sums a scaled gradient into one that already holds others
+/// (e.g. α·dy·S into dx of a BitDelta linear).</summary>
+public static class Axpy
+{
+    public static void Twin(float a, ReadOnlySpan<float> x, Span<float> y)
+    {
+        for (int i = 0; i < y.Length; i++) y[i] += a * x[i];
+    }
+
+    static void Kernel(Index1D i, float a, ArrayView<float> x, ArrayView<float> y) => y[i] += a * x[i];
+
+    public static void Run(float a, Tensor x, Tensor y)
+    {
+        Need.SameDevice(x, y);
+        Need.F32("axpy x", x);
+        Need.F32("axpy y", y);
+        Need.Count("axpy y", y, x.ElementCount);
+        if (!y.Device.IsIlgpu) Twin(a, x.Host<float>(), y.Host<float>());
+        else if (y.ElementCount > 0)
+            y.Device.Kernel<Action<Index1D, float, ArrayView<float>, ArrayView<float>>>(Kernel)((int)y.ElementCount, a, x.View<float>(), y.View<float>());
+    }
+
+    /// <summary>y starts random, so a kernel that overwrites instead of adding fails. The kernel may fuse the
+    /// multiply-add (one rounding, the twin has two): a few ulps, within the f32 bound.</summary>
+    public static AuditCase Case => new("axpy", Check.F32Bound, (dev, rng) =>
+    {
+        int n = Check.Size(rng, 70_000);
+        float a = Check.Value(rng, 2f);
+        var x = Check.Values(rng, n, 4f);
+        var want = Check.Values(rng, n, 4f);
+        using var tx = Tensor.From(x, [n], dev);
+        using var ty = Tensor.From(want, [n], dev);
+        Run(a, tx, ty);
+        Twin(a, x, want);
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{n}] a {a:G3}");
+    });
+}
+
 static class Binary
 {
     public delegate void TwinFn(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y);

@@ -30,6 +30,31 @@ internal static class Need
         if (!t.Shape.SequenceEqual(shape)) throw new ArgumentException($"{what}: expected shape [{string.Join(", ", shape)}], got {t}");
     }
 
+    /// <summary>
+    /// No two of <paramref name="tensors"/> share a byte of storage: for ops whose outputs must not overwrite an
+    /// input (or each other) before it is read. Cheap: it compares address ranges, host or device.
+    /// </summary>
+    public static void Disjoint(string what, params Tensor[] tensors)
+    {
+        for (int i = 0; i < tensors.Length; i++)
+            for (int j = i + 1; j < tensors.Length; j++)
+            {
+                var (a0, a1) = Range(tensors[i]);
+                var (b0, b1) = Range(tensors[j]);
+                if (a0 < b1 && b0 < a1) throw new ArgumentException($"{what}: {tensors[i]} and {tensors[j]} share storage; pass distinct buffers");
+            }
+    }
+
+    static unsafe (long Start, long End) Range(Tensor t)
+    {
+        if (t.ByteLength == 0) return (0, 0);
+        if (!t.Device.IsIlgpu)
+            fixed (byte* p = t.HostBytes) return ((long)p, (long)p + t.ByteLength);
+        var v = t.View<byte>();
+        long start = ((ILGPU.IArrayView)v).Buffer.NativePtr.ToInt64() + ((ILGPU.IContiguousArrayView)v).IndexInBytes;
+        return (start, start + t.ByteLength);
+    }
+
     /// <summary>Host f32 values of any float tensor on the managed CPU device (a copy for f16/bf16).</summary>
     public static float[] HostF32(Tensor t) => t.DType == DType.F32 ? t.Host<float>().ToArray() : t.ToFloatArray();
 }

@@ -15,8 +15,12 @@ public static class Ptx
 {
     /// <summary>Every kernel in the engine: static methods named <c>Kernel</c> or <c>…Kernel</c> in the
     /// Tensors and Kernels assemblies.</summary>
-    public static IReadOnlyList<MethodInfo> AllKernels() =>
-        new[] { typeof(Tensor).Assembly, typeof(Ptx).Assembly }
+    public static IReadOnlyList<MethodInfo> AllKernels() => KernelsIn(typeof(Tensor).Assembly, typeof(Ptx).Assembly);
+
+    /// <summary>The kernels of the given assemblies, by the same naming rule (the backward ops' assembly lists its own
+    /// through this).</summary>
+    public static IReadOnlyList<MethodInfo> KernelsIn(params Assembly[] assemblies) =>
+        assemblies
             .SelectMany(a => a.GetTypes())
             .SelectMany(t => t.GetMethods(BindingFlags.Static | BindingFlags.Public | BindingFlags.NonPublic | BindingFlags.DeclaredOnly))
             .Where(m => m.Name.EndsWith("Kernel", StringComparison.Ordinal) && m.ReturnType == typeof(void)

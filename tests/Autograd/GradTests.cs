@@ -323,6 +323,79 @@ public class GradTests
     }
 
     [Property(MaxTest = 200)]
+    public void Softmax_dx_matches_finite_differences(int seed)
+    {
+        var rng = new Random(seed);
+        int rows = rng.Next(1, 8), n = rng.Next(1, 10);
+        var x = Check.Values(rng, rows * n, 4f);
+        var c = Check.Values(rng, rows * n);
+        double[] xd = D(x), cd = D(c);
+        double[] F()
+        {
+            var y = new double[xd.Length];
+            for (int r = 0; r < rows; r++)
+            {
+                double max = double.NegativeInfinity, sum = 0;
+                for (int i = 0; i < n; i++) max = Math.Max(max, xd[r * n + i]);
+                for (int i = 0; i < n; i++) sum += y[r * n + i] = Math.Exp(xd[r * n + i] - max);
+                for (int i = 0; i < n; i++) y[r * n + i] /= sum;
+            }
+            return y;
+        }
+        var y = new float[x.Length];
+        Softmax.Twin(x, y, rows, n);
+        SameForward(y, F(), "softmax");
+
+        var dx = new float[x.Length];
+        SoftmaxGrad.Twin(y, c, dx, rows, n);
+        if (n == 1)
+            Assert.All(dx, g => Assert.True(Math.Abs(g) < 1e-12));   // one element: y = 1 whatever x
+        else
+            Close(dx, Fd(xd, () => Dot(cd, F())), "softmax dx");
+        // In place (dx = dy) gives the same.
+        var inPlace = (float[])c.Clone();
+        SoftmaxGrad.Twin(y, inPlace, inPlace, rows, n);
+        Assert.Equal(dx, inPlace);
+    }
+
+    [Property(MaxTest = 200)]
+    public void Embedding_dtable_matches_finite_differences(int seed)
+    {
+        var rng = new Random(seed);
+        // A small vocabulary, so ids repeat and their gradients must add up.
+        int vocab = rng.Next(1, 6), dim = rng.Next(1, 8), tokens = rng.Next(1, 10);
+        var ids = new int[tokens];
+        for (int t = 0; t < tokens; t++) ids[t] = rng.Next(vocab);
+        var table = Check.Values(rng, vocab * dim);
+        var c = Check.Values(rng, tokens * dim);
+        double[] td = D(table), cd = D(c);
+        double[] F()
+        {
+            var y = new double[tokens * dim];
+            for (int t = 0; t < tokens; t++)
+                for (int i = 0; i < dim; i++) y[t * dim + i] = td[ids[t] * dim + i];
+            return y;
+        }
+        var y = new float[tokens * dim];
+        Embedding.Twin(ids, table, y, dim);
+        SameForward(y, F(), "embedding");
+
+        // dTable starts at zero; rows no id names get no gradient (exactly 0).
+        var dTable = new float[table.Length];
+        EmbeddingGrad.Twin(ids, c, dTable, dim);
+        var want = Fd(td, () => Dot(cd, F()));
+        if (want.Any(g => g != 0)) Close(dTable, want, "embedding dtable");
+        for (int id = 0; id < vocab; id++)
+            if (!ids.Contains(id))
+                for (int i = 0; i < dim; i++) Assert.Equal(0f, dTable[id * dim + i]);
+        // It adds onto what dTable holds.
+        var start = Check.Values(rng, table.Length);
+        var sum = (float[])start.Clone();
+        EmbeddingGrad.Twin(ids, c, sum, dim);
+        for (int i = 0; i < sum.Length; i++) Assert.Equal(start[i] + dTable[i], sum[i], 1e-5);
+    }
+
+    [Property(MaxTest = 200)]
     public void Mse_loss_and_gradient_match_finite_differences(int seed)
     {
         var rng = new Random(seed);
