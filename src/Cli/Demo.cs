@@ -13,14 +13,15 @@ public static partial class Cli
 
     /// <summary>
     /// The main job on the shipped demo pair (demo/: a 4.7M-parameter Llama base trained on generated stories and
-    /// its full fine-tune on arithmetic, made by tools/oracle/demo_pair.py): compress, draw the scales, evaluate
-    /// base / fine-tune / compressed side by side beside PyTorch's numbers (demo/oracle.json), generate from each.
+    /// its full fine-tune on arithmetic, made by tools/oracle/demo_pair.py): compress, draw the scales, distil them,
+    /// evaluate base / fine-tune / compressed / distilled side by side beside PyTorch's numbers (demo/oracle.json,
+    /// demo/oracle-distill.json), generate from each.
     /// </summary>
     static Command DemoCommand()
     {
         var demoDir = new Option<string?>("--demo") { Description = "the demo folder (default: demo/ of the repository, found from here upwards)" };
         var output = new Option<string?>("--out") { Description = "where to write the delta, the scale plot and eval.json (default: a new temporary folder)" };
-        var cmd = new Command("demo", "Compress the shipped demo fine-tune, evaluate base / fine-tune / compressed side by side (perplexity and arithmetic accuracy, beside PyTorch's numbers), and generate from each.");
+        var cmd = new Command("demo", "Compress the shipped demo fine-tune, distil its scales, evaluate base / fine-tune / compressed / distilled side by side (perplexity and arithmetic accuracy, beside PyTorch's numbers), and generate from each.");
         cmd.Options.Add(demoDir);
         cmd.Options.Add(output);
         cmd.Options.Add(DeviceOption);
@@ -49,6 +50,15 @@ public static partial class Cli
                 Console.WriteLine($"   scales per layer and matrix drawn in {png}");
             }
 
+            string calib = Path.Combine(data, "calib.stories.txt");
+            string distilledDir = Path.Combine(outDir, "distilled"), distilledPath = Path.Combine(distilledDir, "delta.safetensors");
+            var distill = new DistillOptions();
+            Console.WriteLine($"\n1b. distil the scales (BitDelta §3.2): {distill.Steps} steps of {distill.Batch} x {distill.SeqLen} tokens of {Path.GetFileName(calib)} " +
+                              "(stories only: generic text, as the paper calibrates on C4), matching the fine-tune's logits");
+            Directory.CreateDirectory(distilledDir);
+            Distil(baseDir, ftDir, deltaPath, distilledPath, calib, CalibrationStream(baseDir, calib, distill), distill, dev,
+                   Path.Combine(distilledDir, "distill-loss.csv"), Path.Combine(distilledDir, "distill-loss.png"));
+
             Console.WriteLine("\n2. evaluate: perplexity (BitDelta's windows, context 256 + stride 128) and exact-match arithmetic accuracy");
             var spec = new EvalSpec(baseDir, ftDir, deltaPath, [Path.Combine(data, "stories.valid.txt"), Path.Combine(data, "arithmetic.valid.txt")],
                                     Path.Combine(data, "arithmetic.qa.jsonl"), 256, 128, 8, false, dev);
@@ -57,6 +67,12 @@ public static partial class Cli
             PrintEval(spec, columns, oracle);
             WriteEvalJson(Path.Combine(outDir, "eval.json"), spec, columns);
             if (oracle != null) Console.WriteLine($"   grey columns: PyTorch {oracle["torch"]} + transformers {oracle["transformers"]} on the same files (demo/oracle.json, {oracle["compute"]})");
+            Console.WriteLine("   the distilled delta (the same files; grey: PyTorch's distillation of the same batches, demo/oracle-distill.json):");
+            var distilledSpec = spec with { ModelDir = null, DeltaPath = distilledPath, SkipBase = true };
+            string oracleDistill = Path.Combine(demo, "oracle-distill.json");
+            JsonNode? distilledOracle = File.Exists(oracleDistill) && JsonNode.Parse(File.ReadAllText(oracleDistill))?["runs"]?[Path.GetFileName(calib)] is { } run
+                ? new JsonObject { ["models"] = new JsonObject { ["compressed"] = run.DeepClone() } } : null;
+            PrintEval(distilledSpec, RunEval(distilledSpec), distilledOracle);
 
             Console.WriteLine("\n3. generate (greedy, 40 tokens) from each");
             var tokenizer = Tokenizer.Load(baseDir, LlamaConfig.Load(baseDir));
@@ -70,11 +86,11 @@ public static partial class Cli
             using (var baseModel = LlamaModel.Load(baseDir, dev))
             {
                 Show("base", baseModel, null);
-                using var delta = DeltaWeights.Load(deltaPath, baseDir, baseModel.Config, dev);
-                Show("compressed", baseModel, delta);
+                using (var delta = DeltaWeights.Load(deltaPath, baseDir, baseModel.Config, dev)) Show("compressed", baseModel, delta);
+                using (var delta = DeltaWeights.Load(distilledPath, baseDir, baseModel.Config, dev)) Show("distilled", baseModel, delta);
             }
             using (var ft = LlamaModel.Load(ftDir, dev)) Show("fine-tune", ft, null);
-            Console.WriteLine($"\nwrote {deltaPath}, scales.png and eval.json in {outDir}");
+            Console.WriteLine($"\nwrote {deltaPath}, scales.png and eval.json in {outDir}; the distilled delta and its loss curve in {distilledDir}");
             return 0;
         }));
         return cmd;

@@ -81,4 +81,18 @@ public class DistillCliTests
         // Nothing half-written: the binarized scratch delta of the failed run is gone too.
         Assert.Empty(Directory.Exists(dir.File("o")) ? Directory.GetFiles(dir.File("o")) : []);
     }
+
+    [Fact]
+    public void Bench_distill_times_steps_of_a_delta_over_its_base()
+    {
+        using var dir = new TempDir();
+        string delta = dir.File("delta.safetensors");
+        BitDeltaNative.Models.Compressor.Compress(Fixtures.Model("llama-f16"), Fixtures.Dir("bitdelta", "llama-f16"), delta);
+        var r = CliRunner.Run("bench", "distill", "--base", Fixtures.Model("llama-f16"), "--delta", delta, "--finetuned", Fixtures.Dir("bitdelta", "llama-f16"),
+                              "--batch", "2", "--seq-len", "16", "--steps", "2", "--device", "cpu");
+        Assert.True(r.Code == 0, r.Err);
+        Assert.Contains("teacher logits:", r.Out);
+        Assert.Contains("step 1:", r.Out);
+        Assert.Contains("distillation step: median", r.Out);
+    }
 }
