@@ -60,22 +60,11 @@ public static class RopeGrad
     /// table are the forward's.</summary>
     public static void Run(Tensor dy, Tensor positions, RopeTable table)
     {
-        Need.SameDevice(dy, positions, table.Cos);
-        Need.F32("rope backward dy", dy);
-        if (positions.DType != DType.I32 || positions.Rank != 1) throw new ArgumentException($"rope backward positions: expected I32 [N], got {positions}");
-        int tokens = positions.Dim(0), d = table.HeadDim;
-        long perToken = tokens == 0 ? 0 : dy.ElementCount / tokens;
-        if (dy.Rank < 2 || dy.Dim(0) != tokens || perToken % d != 0 || (dy.Rank == 3 && dy.Dim(-1) != d))
-            throw new ArgumentException($"rope backward dy: expected [{tokens}, heads, {d}], got {dy}");
-        int heads = (int)(perToken / d);
+        int heads = Rope.Heads("rope backward", dy, positions, table), d = table.HeadDim;
         if (dy.ElementCount == 0) return;
         if (!dy.Device.IsIlgpu)
         {
-            var pos = positions.Host<int>();
-            foreach (var p in pos)
-                if ((uint)p >= (uint)table.MaxPositions)
-                    throw new ArgumentException($"rope backward: position {p} outside the table's [0, {table.MaxPositions})");
-            Twin(dy.Host<float>(), pos, table.Cos.Host<float>(), table.Sin.Host<float>(), heads, d);
+            Twin(dy.Host<float>(), Rope.HostPositions("rope backward", positions, table), table.Cos.Host<float>(), table.Sin.Host<float>(), heads, d);
             return;
         }
         dy.Device.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int>>(Kernel)(

@@ -184,24 +184,37 @@ public static class Rope
         x[b + half] = x1 * c + x0 * s;
     }
 
-    public static void Run(Tensor x, Tensor positions, RopeTable table)
+    /// <summary>Checks x [T, heads, headDim] (or [T, heads·headDim]) f32 against positions I32 [T] and the table;
+    /// returns heads. Shared with the backward (RopeGrad), which takes the same arguments.</summary>
+    internal static int Heads(string what, Tensor x, Tensor positions, RopeTable table)
     {
         Need.SameDevice(x, positions, table.Cos);
-        Need.F32("rope x", x);
-        if (positions.DType != DType.I32 || positions.Rank != 1) throw new ArgumentException($"rope positions: expected I32 [T], got {positions}");
+        Need.F32($"{what} x", x);
+        if (positions.DType != DType.I32 || positions.Rank != 1) throw new ArgumentException($"{what} positions: expected I32 [T], got {positions}");
         int tokens = positions.Dim(0), d = table.HeadDim;
         long perToken = tokens == 0 ? 0 : x.ElementCount / tokens;
         if (x.Rank < 2 || x.Dim(0) != tokens || perToken % d != 0 || (x.Rank == 3 && x.Dim(-1) != d))
-            throw new ArgumentException($"rope x: expected [{tokens}, heads, {d}], got {x}");
-        int heads = (int)(perToken / d);
+            throw new ArgumentException($"{what} x: expected [{tokens}, heads, {d}], got {x}");
+        return (int)(perToken / d);
+    }
+
+    /// <summary>The positions of a host call, each checked against the table (a kernel reads past it unchecked).</summary>
+    internal static ReadOnlySpan<int> HostPositions(string what, Tensor positions, RopeTable table)
+    {
+        var pos = positions.Host<int>();
+        foreach (var p in pos)
+            if ((uint)p >= (uint)table.MaxPositions)
+                throw new ArgumentException($"{what}: position {p} outside the table's [0, {table.MaxPositions})");
+        return pos;
+    }
+
+    public static void Run(Tensor x, Tensor positions, RopeTable table)
+    {
+        int heads = Heads("rope", x, positions, table), d = table.HeadDim;
         if (x.ElementCount == 0) return;
         if (!x.Device.IsIlgpu)
         {
-            var pos = positions.Host<int>();
-            foreach (var p in pos)
-                if ((uint)p >= (uint)table.MaxPositions)
-                    throw new ArgumentException($"rope: position {p} outside the table's [0, {table.MaxPositions})");
-            Twin(x.Host<float>(), pos, table.Cos.Host<float>(), table.Sin.Host<float>(), heads, d);
+            Twin(x.Host<float>(), HostPositions("rope", positions, table), table.Cos.Host<float>(), table.Sin.Host<float>(), heads, d);
             return;
         }
         x.Device.Kernel<Action<Index1D, ArrayView<float>, ArrayView<int>, ArrayView<float>, ArrayView<float>, int, int, int>>(Kernel)(
