@@ -7,8 +7,8 @@ namespace BitDeltaNative.Autograd;
 /// kernel and, when a gradient must flow (an input needs one or the op has a trained parameter), records on the
 /// <see cref="Tape"/> the backward rule (the *Grad kernels, each checked against its CPU twin, and the twins against
 /// finite differences), retaining exactly the values that rule reads. Every rule adds into its inputs' gradients
-/// and frees its output's gradient once propagated. Activations are f32 [rows, features] as in
-/// <see cref="Models"/>' inference pass; weights stay in checkpoint dtype and are frozen: what trains here are
+/// and frees its output's gradient once propagated. Activations are f32 [rows, features] as in the inference
+/// pass (LlamaModel); weights stay in checkpoint dtype and are frozen: what trains here are
 /// the BitDelta scales α (arXiv 2402.10193 §3.2), whose gradients accumulate into a device vector.
 /// </summary>
 public static class Ops

@@ -41,7 +41,8 @@ public static partial class Cli
             if (nSteps > 0)
                 foreach (var p in new[] { lossCsv, lossPng })
                     if (File.Exists(p)) throw new BitDeltaException($"--out {outDir}: {Path.GetFileName(p)} exists already; remove it or choose another folder");
-            // The calibration text is read and checked before the (long) binarization.
+            // The device and the calibration text are checked before the (long) binarization.
+            var dev = Device.Parse(r.GetValue(DeviceOption)!);
             int[]? stream = nSteps > 0 ? CalibrationStream(b, calibFile!, distill) : null;
             var sw = Stopwatch.StartNew();
             // With distillation the binarized delta is a scratch file until its scales are trained.
@@ -51,7 +52,7 @@ public static partial class Cli
                 var report = Compressor.Compress(b, f, binarized, ProgressLine("binarizing tensors"));
                 Console.WriteLine($"{(nSteps > 0 ? "binarized" : $"wrote {report.DeltaPath}:")} {report.Compressed} linears, {report.Replaced} other tensors kept, " +
                                   $"{report.DeltaBytes / 1e6:F2} MB against the fine-tune's {report.FineTuneBytes / 1e6:F2} MB: {report.Ratio:F1}x smaller ({sw.Elapsed.TotalSeconds:F1} s)");
-                if (stream != null) Distil(b, f, binarized, path, calibFile!, stream, distill, Device.Parse(r.GetValue(DeviceOption)!), lossCsv, lossPng);
+                if (stream != null) Distil(b, f, binarized, path, calibFile!, stream, distill, dev, lossCsv, lossPng);
             }
             finally
             {
