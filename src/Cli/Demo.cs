@@ -46,7 +46,7 @@ public static partial class Cli
             using (var d = DeltaFile.Open(deltaPath))
             {
                 string png = Path.Combine(outDir, "scales.png");
-                Png.Write(png, ScalePlot.Draw(Path.GetFileName(deltaPath), d.Codec, d.Scales()));
+                Png.Write(png, ScalePlot.Draw(Path.GetFileName(deltaPath), d.Codec, d.Scales(), d.Distillation != null));
                 Console.WriteLine($"   scales per layer and matrix drawn in {png}");
             }
 

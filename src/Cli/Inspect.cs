@@ -57,6 +57,7 @@ public static partial class Cli
         Console.WriteLine($"{file}: {d.Codec} delta, {d.ByteLength / 1e6:F2} MB");
         Console.WriteLine($"  base config hash {d.BaseConfigHash}");
         Console.WriteLine($"  base weights fingerprint {d.BaseWeightsFingerprint}");
+        Console.WriteLine($"  scales {d.ScalesOrigin()}");
         long dense = 0, signBytes = 0, kept = 0;
         foreach (var (name, shape) in d.Compressed.OrderBy(k => k.Key, StringComparer.Ordinal))
         {
@@ -77,7 +78,7 @@ public static partial class Cli
                           $"file {d.ByteLength / 1e6:F2} MB against {(dense + kept) / 1e6:F2} MB for the same tensors uncompressed ({(double)(dense + kept) / d.ByteLength:F1}x)");
         if (png != null)
         {
-            var canvas = ScalePlot.Draw(Path.GetFileName(file), d.Codec, d.Scales());
+            var canvas = ScalePlot.Draw(Path.GetFileName(file), d.Codec, d.Scales(), d.Distillation != null);
             long bytes = Png.Write(png, canvas);
             Console.WriteLine($"wrote {png}: {canvas.Width}x{canvas.Height} PNG of the scales, {bytes / 1024.0:F1} KiB");
         }

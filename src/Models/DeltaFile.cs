@@ -145,6 +145,28 @@ public sealed class DeltaFile : IDisposable
 
     public long ByteLength => new FileInfo(Path).Length;
 
+    /// <summary>How distillation made the scales (the <c>distillation</c> metadata record <c>compress --calib</c>
+    /// writes, JSON: calibration file, tokens, steps, batch, seq_len, lr, first and last loss); null when the scales
+    /// are the plain mean |Δ|.</summary>
+    public string? Distillation => file.Metadata.TryGetValue("distillation", out var v) ? v : null;
+
+    /// <summary>One line on where the scales came from, for inspect and plots.</summary>
+    public string ScalesOrigin()
+    {
+        if (Distillation == null) return "mean |W_ft - W_base| per matrix (not distilled)";
+        try
+        {
+            var j = JsonDocument.Parse(Distillation).RootElement;
+            return string.Create(System.Globalization.CultureInfo.InvariantCulture,
+                $"distilled: {j.GetProperty("steps")} steps of {j.GetProperty("batch")} x {j.GetProperty("seq_len")} tokens of " +
+                $"{j.GetProperty("calibration").GetString()}, lr {j.GetProperty("lr")}, loss {j.GetProperty("loss_first").GetDouble():G4} -> {j.GetProperty("loss_last").GetDouble():G4}");
+        }
+        catch (Exception e) when (e is JsonException or KeyNotFoundException or InvalidOperationException)
+        {
+            return "distilled (the distillation record is unreadable)";
+        }
+    }
+
     /// <summary>
     /// Writes a copy of this file to <paramref name="path"/> with new scales α (by HF weight name; every compressed
     /// linear must have one) and extra metadata entries (e.g. how distillation made the scales); signs and whole

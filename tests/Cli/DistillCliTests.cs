@@ -52,6 +52,11 @@ public class DistillCliTests
         Assert.Equal(6, (int)meta["steps"]!);
         Assert.Equal("calib.txt", (string)meta["calibration"]!);
 
+        var inspect = CliRunner.Run("inspect", Path.Combine(outDir, "delta.safetensors"));
+        Assert.True(inspect.Code == 0, inspect.Err);
+        Assert.Contains("scales distilled: 6 steps of 2 x 48 tokens of calib.txt, lr 0.001, loss ", inspect.Out);
+        Assert.Contains("scales mean |W_ft - W_base| per matrix (not distilled)", CliRunner.Run("inspect", Path.Combine(plainDir, "delta.safetensors")).Out);
+
         var again = CliRunner.Run("compress", "--base", Fixtures.Demo("base"), "--finetuned", Fixtures.Demo("finetuned"), "--out", outDir,
                                   "--calib", dir.File("calib.txt"), "--steps", "2");
         Assert.Equal(1, again.Code);

@@ -17,7 +17,7 @@ public static partial class ScalePlot
     /// <summary>The short names the picture uses for <see cref="LayerWeights.LinearNames"/>.</summary>
     static string Short(string linear) => linear[(linear.LastIndexOf('.') + 1)..];
 
-    public static Canvas Draw(string fileName, string codec, IReadOnlyDictionary<string, float> scales)
+    public static Canvas Draw(string fileName, string codec, IReadOnlyDictionary<string, float> scales, bool distilled = false)
     {
         var linears = LayerWeights.LinearNames;
         var byLayer = new Dictionary<(int Layer, int Linear), double>();
@@ -69,7 +69,7 @@ public static partial class ScalePlot
         c.Text(Margin, Margin, title, Rgb.Black, scale: Canvas.TextWidth(title, 2) <= Width - 2 * Margin ? 2 : 1);
         string subtitle = $"codec {codec}, {scales.Count} matrices ({layers} layer{(layers == 1 ? "" : "s")} x {linears.Length} linears" +
                           (others > 0 ? $"; {others} not in a decoder layer, not drawn" : "") +
-                          $"); alpha = mean |W_ft - W_base|, from {lo.ToString("0.000e0", CultureInfo.InvariantCulture)} to {hi.ToString("0.000e0", CultureInfo.InvariantCulture)}";
+                          $"); alpha = {(distilled ? "distilled" : "mean |W_ft - W_base|")}, from {lo.ToString("0.000e0", CultureInfo.InvariantCulture)} to {hi.ToString("0.000e0", CultureInfo.InvariantCulture)}";
         c.Text(Margin, Margin + 2 * Font.CellHeight + 6, subtitle, Rgb.DarkGrey);
 
         // The chart first: its plot area fixes the x pixels of the heatmap's columns. Its left margin leaves room
