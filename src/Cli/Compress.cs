@@ -117,7 +117,7 @@ public static partial class Cli
     /// <summary>The distillation progress line: steps done and the last loss, on stderr when it is a terminal.</summary>
     sealed class LossLine(int steps)
     {
-        readonly Stopwatch clock = Stopwatch.StartNew();
+        readonly Line bar = new("distilling");
 
         public void Step(int step, float loss)
         {
@@ -125,13 +125,10 @@ public static partial class Cli
             {
                 // A log, not a terminal: a line every tenth of the run.
                 if (step % Math.Max(1, steps / 10) == 0 || step == steps - 1)
-                    Console.WriteLine($"step {step + 1}/{steps}: loss {loss:G5} ({clock.Elapsed.TotalSeconds:F1} s)");
+                    Console.WriteLine($"step {step + 1}/{steps}: loss {loss:G5} ({bar.Elapsed.TotalSeconds:F1} s)");
                 return;
             }
-            const int Width = 30;
-            int done = step + 1, filled = (int)((long)Width * done / steps);
-            Console.Error.Write($"\rdistilling [{new string('#', filled)}{new string('.', Width - filled)}] {done}/{steps} loss {loss:G5} {clock.Elapsed.TotalSeconds:F1} s"
-                                + (done == steps ? "\n" : ""));
+            bar.Report((step + 1, steps), $"loss {loss:G5} ");
         }
     }
 }

@@ -63,12 +63,17 @@ public static partial class Cli
     {
         readonly Stopwatch clock = Stopwatch.StartNew();
 
-        public void Report((int Done, int Total) p)
+        public TimeSpan Elapsed => clock.Elapsed;
+
+        public void Report((int Done, int Total) p) => Report(p, "");
+
+        /// <summary>The bar with <paramref name="note"/> (e.g. the last loss) before the elapsed time.</summary>
+        public void Report((int Done, int Total) p, string note)
         {
             if (Console.IsErrorRedirected) return;
             const int Width = 30;
             int filled = p.Total > 0 ? (int)((long)Width * p.Done / p.Total) : Width;
-            Console.Error.Write($"\r{what} [{new string('#', filled)}{new string('.', Width - filled)}] {p.Done}/{p.Total} {clock.Elapsed.TotalSeconds:F1} s"
+            Console.Error.Write($"\r{what} [{new string('#', filled)}{new string('.', Width - filled)}] {p.Done}/{p.Total} {note}{clock.Elapsed.TotalSeconds:F1} s"
                                 + (p.Done == p.Total ? "\n" : ""));
         }
     }

@@ -32,6 +32,16 @@ public static class Calibration
 {
     public static int Samples(int streamLength, int seqLen) => streamLength / seqLen;
 
+    /// <summary>For a batch of samples of <paramref name="seqLen"/> tokens one after another: each token's sequence
+    /// (its cache slot) and its position in it.</summary>
+    public static (int[] Slots, int[] Positions) SlotsAndPositions(int tokens, int seqLen)
+    {
+        var slots = new int[tokens];
+        var positions = new int[tokens];
+        for (int i = 0; i < tokens; i++) (slots[i], positions[i]) = (i / seqLen, i % seqLen);
+        return (slots, positions);
+    }
+
     /// <summary>The ids of step <paramref name="step"/>: [batch·seqLen], sample after sample.</summary>
     public static int[] Batch(int[] stream, int seqLen, int batch, int step)
     {
@@ -80,9 +90,7 @@ public sealed class TeacherLogits : IDisposable
         var fs = new FileStream(path, FileMode.CreateNew, FileAccess.ReadWrite, FileShare.None, 1 << 20, FileOptions.DeleteOnClose);
         try
         {
-            var slots = new int[rows];
-            var positions = new int[rows];
-            for (int i = 0; i < rows; i++) (slots[i], positions[i]) = (i / o.SeqLen, i % o.SeqLen);
+            var (slots, positions) = Calibration.SlotsAndPositions(rows, o.SeqLen);
             var all = Enumerable.Range(0, rows).ToArray();
             var host = new byte[(long)rows * c.VocabSize * sizeof(float)];
             using var cache = teacher.NewCache(o.Batch, o.SeqLen);
@@ -128,7 +136,8 @@ public sealed class ScaleDistiller : IDisposable
     readonly DeltaWeights delta;
     readonly RopeTable rope;
     readonly Tensor dScales;
-    readonly (int Layer, int Linear)[] where;
+    /// <summary>Per (layer, linear): its slot in <see cref="Scales"/>, or −1 where the delta has no signs.</summary>
+    readonly int[,] slot;
     /// <summary>HF weight names of the trained linears, in the order of <see cref="Scales"/>.</summary>
     public string[] Names { get; }
     /// <summary>The scales α, updated by each <see cref="Step"/>.</summary>
@@ -143,19 +152,22 @@ public sealed class ScaleDistiller : IDisposable
             throw new ArgumentException($"{delta.Path}: {delta.Layers.Length} layers, the model has {model.Config.NumLayers}");
         this.model = model;
         this.delta = delta;
-        var list = new List<(int, int)>();
+        var where = new List<(int Layer, int Linear)>();
+        slot = new int[delta.Layers.Length, LayerWeights.LinearNames.Length];
         for (int l = 0; l < delta.Layers.Length; l++)
             for (int k = 0; k < LayerWeights.LinearNames.Length; k++)
-                if (delta.Layers[l].Bits[k] != null) list.Add((l, k));
-        if (list.Count == 0) throw new BitDeltaException($"{delta.Path}: no binarized linears, so no scales to distil");
-        where = [.. list];
+            {
+                slot[l, k] = delta.Layers[l].Bits[k] != null ? where.Count : -1;
+                if (slot[l, k] >= 0) where.Add((l, k));
+            }
+        if (where.Count == 0) throw new BitDeltaException($"{delta.Path}: no binarized linears, so no scales to distil");
         Names = [.. where.Select(w => $"{LlamaWeights.LayerPrefix(w.Layer)}{LayerWeights.LinearNames[w.Linear]}.weight")];
         Scales = [.. where.Select(w => delta.Layers[w.Layer].Bits[w.Linear]!.Scale)];
-        Grads = new float[where.Length];
-        Optimizer = new AdamW(where.Length);
+        Grads = new float[where.Count];
+        Optimizer = new AdamW(where.Count);
         var c = model.Config;
         rope = RopeTable.Create(c.HeadDim, c.RopeTheta, c.RopeScaling, seqLen, model.Device);
-        dScales = Tensor.Empty([where.Length], DType.F32, model.Device);
+        dScales = Tensor.Empty([where.Count], DType.F32, model.Device);
     }
 
     /// <summary>
@@ -178,9 +190,7 @@ public sealed class ScaleDistiller : IDisposable
         int n = ids.Length, T = n / batch;
         if (batch < 1 || T * batch != n) throw new ArgumentException($"distill: {n} ids are not {batch} sequences of equal length");
         if (T > rope.MaxPositions) throw new ArgumentException($"distill: sequences of {T} tokens, the rope table has {rope.MaxPositions}");
-        var slots = new int[n];
-        var positions = new int[n];
-        for (int i = 0; i < n; i++) (slots[i], positions[i]) = (i / T, i % T);
+        var (slots, positions) = Calibration.SlotsAndPositions(n, T);
         using var tIds = Tensor.From(ids, [n], dev);
         using var tSlots = Tensor.From(slots, [n], dev);
         using var tPos = Tensor.From(positions, [n], dev);
@@ -201,7 +211,7 @@ public sealed class ScaleDistiller : IDisposable
             Var Lin(Var input, int k, Tensor baseWeight)
             {
                 if (d.Bits[k] is { } b)
-                    return Ops.BitLinear(tape, input, baseWeight, b.Signs, Scales[IndexOf(l, k)], dScales, IndexOf(l, k));
+                    return Ops.BitLinear(tape, input, baseWeight, b.Signs, Scales[slot[l, k]], dScales, slot[l, k]);
                 return Ops.Linear(tape, input, d.Whole[k] ?? baseWeight);
             }
             var h = Ops.RmsNorm(tape, x, d.InputNorm ?? w.InputNorm, eps);
@@ -239,8 +249,6 @@ public sealed class ScaleDistiller : IDisposable
         dScales.ToFloatArray().CopyTo(Grads, 0);
         return lossT.ToFloatArray()[0];
     }
-
-    int IndexOf(int layer, int linear) => Array.IndexOf(where, (layer, linear));
 
     public Dictionary<string, float> ScalesByName() => Names.Zip(Scales).ToDictionary(p => p.First, p => p.Second);
 
