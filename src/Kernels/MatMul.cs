@@ -124,9 +124,8 @@ public static partial class MatMul
         }
         else
         {
-            int tiles = ((rows + Tile - 1) / Tile) * ((outDim + Tile - 1) / Tile);
-            y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, int, ArrayView<float>, int, int, int, int>>(GemmKernel)(
-                new KernelConfig(tiles, GemmThreads), x.View<float>(), Elem.View(w), code, y.View<float>(), rows, outDim, inDim, accumulate ? 1 : 0);
+            // No delta: slot −1, and y's storage stands in for the sign and scale views, which are then never read.
+            GemmLaunch(x, w, y.View<uint>(), y.View<float>(), -1, y, accumulate, rows, inDim, outDim);
         }
     }
 
@@ -154,12 +153,12 @@ public static partial class MatMul
 
     /// <summary>One f32 accumulator per row of x (rows ≤ 8). Named fields, not an array, so they live
     /// in registers: a local array would go to local memory.</summary>
-    struct Acc8
+    internal struct Acc8
     {
         public float R0, R1, R2, R3, R4, R5, R6, R7;
     }
 
-    struct W8
+    internal struct W8
     {
         public float A0, A1, A2, A3, A4, A5, A6, A7;
     }
@@ -202,7 +201,7 @@ public static partial class MatMul
     }
 
     /// <summary>Sum over the warp, valid in lane 0.</summary>
-    static float WarpTotal(float v)
+    internal static float WarpTotal(float v)
     {
         v += Warp.ShuffleDown(v, 16);   // unrolled by hand: ILGPU keeps the loop form
         v += Warp.ShuffleDown(v, 8);
@@ -218,7 +217,7 @@ public static partial class MatMul
     /// lanes that share those bits; two more steps finish it. Lanes l..l+3 (l a multiple of 4) all
     /// end with the total of that row.
     /// </summary>
-    static float WarpTotal8(Acc8 a, int lane)
+    internal static float WarpTotal8(Acc8 a, int lane)
     {
         bool hi = (lane & 16) != 0;
         float b0 = (hi ? a.R4 : a.R0) + Warp.ShuffleXor(hi ? a.R0 : a.R4, 16);
@@ -234,7 +233,7 @@ public static partial class MatMul
         return d + Warp.ShuffleXor(d, 1);
     }
 
-    static void Put(ArrayView<float> y, long i, float v, int accumulate) => y[i] = accumulate != 0 ? y[i] + v : v;
+    internal static void Put(ArrayView<float> y, long i, float v, int accumulate) => y[i] = accumulate != 0 ? y[i] + v : v;
 
     /// <summary>f16/bf16 weights: a chunk is 8 weights; x is read as two 16-byte chunks per row.</summary>
     static Acc8 GemvHalf(ArrayView<Vec16> w16, int code, ArrayView<Vec16> x16, int rows, int inDim, int o, int lane)
@@ -260,7 +259,7 @@ public static partial class MatMul
     }
 
     /// <summary>Eight f16 or bf16 weights, low half of each word first (little-endian storage).</summary>
-    static W8 Unpack(Vec16 q, int code)
+    internal static W8 Unpack(Vec16 q, int code)
     {
         W8 w;
         if (code == Elem.BF16)
@@ -296,7 +295,7 @@ public static partial class MatMul
         return acc;
     }
 
-    static float Dot8(W8 w, Vec16 a, Vec16 b, float s)
+    internal static float Dot8(W8 w, Vec16 a, Vec16 b, float s)
     {
         s += w.A0 * Interop.IntAsFloat(a.X);
         s += w.A1 * Interop.IntAsFloat(a.Y);
@@ -392,7 +391,8 @@ public static partial class MatMul
     /// every thread does 32 × 16 FMAs into its 4×4 micro-tile. Out-of-range rows, columns and k's load as zero and are not
     /// stored, so any M, N, K works.
     /// </summary>
-    static void GemmKernel(ArrayView<float> x, ArrayView<ushort> w, int code, ArrayView<float> y, int m, int n, int k, int accumulate)
+    static void GemmKernel(ArrayView<float> x, ArrayView<ushort> w, int code, ArrayView<uint> signs, ArrayView<float> scales, int slot,
+                           ArrayView<float> y, int m, int n, int k, int accumulate)
     {
         var xs = SharedMemory.Allocate<float>(TileK * Pitch);
         var ws = SharedMemory.Allocate<float>(TileK * Pitch);
@@ -401,6 +401,10 @@ public static partial class MatMul
         int t = Group.IdxX, tx = t % 16, ty = t / 16;
         int lk = t % TileK, lr = t / TileK;   // loader: k within the step, first row (then +8, +16, … +56)
 
+        // With a delta slot, the weight staged is w + α·s (TenantLinear's prefill form).
+        int words = (k + 31) / 32;
+        float alpha = slot >= 0 ? scales[slot] : 0f;
+        long slotWords = (long)Math.Max(slot, 0) * n * words;
         float c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0;
         float c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
         for (int k0 = 0; k0 < k; k0 += TileK)
@@ -410,7 +414,13 @@ public static partial class MatMul
             {
                 int r = lr + j, gm = m0 + r, gn = n0 + r;
                 xs[lk * Pitch + r] = gm < m && gk < k ? x[(long)gm * k + gk] : 0f;
-                ws[lk * Pitch + r] = gn < n && gk < k ? Elem.Load(w, (long)gn * k + gk, code) : 0f;
+                float wv = 0f;
+                if (gn < n && gk < k)
+                {
+                    wv = Elem.Load(w, (long)gn * k + gk, code);
+                    if (slot >= 0) wv += ((signs[slotWords + (long)gn * words + gk / 32] >> (gk % 32)) & 1u) != 0 ? alpha : -alpha;
+                }
+                ws[lk * Pitch + r] = wv;
             }
             Group.Barrier();
             for (int q = 0; q < TileK; q++)
@@ -429,6 +439,26 @@ public static partial class MatMul
         Store(y, m0 + ty + 16, n0 + tx, m, n, c10, c11, c12, c13, accumulate);
         Store(y, m0 + ty + 32, n0 + tx, m, n, c20, c21, c22, c23, accumulate);
         Store(y, m0 + ty + 48, n0 + tx, m, n, c30, c31, c32, c33, accumulate);
+    }
+
+    static void GemmLaunch(Tensor x, Tensor w, ArrayView<uint> signs, ArrayView<float> scales, int slot, Tensor y, bool accumulate, int rows, int inDim, int outDim)
+    {
+        int tiles = ((rows + Tile - 1) / Tile) * ((outDim + Tile - 1) / Tile);
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, int, ArrayView<uint>, ArrayView<float>, int, ArrayView<float>, int, int, int, int>>(GemmKernel)(
+            new KernelConfig(tiles, GemmThreads), x.View<float>(), Elem.View(w), Elem.Code(w.DType), signs, scales, slot, y.View<float>(), rows, outDim, inDim, accumulate ? 1 : 0);
+    }
+
+    /// <summary>
+    /// The GEMM over W + α·S of pool slot <paramref name="slot"/> (<see cref="TenantLinear"/>'s prefill form): signs
+    /// Sign1 [capacity, out, in], scales f32 [capacity]; the fold happens where the tile of W is staged, so the sum
+    /// is the f32 weight the one-tenant path forms (<see cref="BitLinear.Materialize"/>) without writing it.
+    /// </summary>
+    internal static void GemmFolded(Tensor x, Tensor w, Tensor signs, Tensor scales, int slot, Tensor y, bool accumulate)
+    {
+        var (rows, inDim, outDim) = Shapes(x, w, y);
+        if (rows == 0 || outDim == 0) return;
+        if (slot < 0) GemmLaunch(x, w, y.View<uint>(), y.View<float>(), -1, y, accumulate, rows, inDim, outDim);
+        else GemmLaunch(x, w, signs.View<uint>(), scales.View<float>(), slot, y, accumulate, rows, inDim, outDim);
     }
 
     /// <summary>One row of a micro-tile: columns gn, gn+16, gn+32, gn+48.</summary>

@@ -103,7 +103,7 @@ public sealed class DeltaWeights : IDisposable
     }
 
     /// <summary>(layer, index in <see cref="LayerWeights.LinearNames"/>) of an HF tensor name; −1 where it is not one.</summary>
-    static (int Layer, int Linear) Locate(string name)
+    internal static (int Layer, int Linear) Locate(string name)
     {
         const string prefix = "model.layers.";
         if (!name.StartsWith(prefix, StringComparison.Ordinal)) return (-1, -1);

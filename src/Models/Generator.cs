@@ -28,19 +28,27 @@ public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, int 
 /// Generates continuations of several prompts at once: one prefill step over every prompt token, then one
 /// decode step per new token in which every unfinished sequence contributes its last token. A sequence stops
 /// at an end-of-sequence id (not emitted) or after <c>maxNewTokens</c>. With <paramref name="delta"/> it generates
-/// from the compressed fine-tune over the model's base weights.
+/// from the compressed fine-tune over the model's base weights. With <paramref name="pool"/>, each prompt names its
+/// tenant (a pool slot, or −1 for the base) and prompts of different tenants share every step: the multi-tenant batch.
 /// </summary>
-public sealed class Generator(LlamaModel model, DeltaWeights? delta = null)
+public sealed class Generator(LlamaModel model, DeltaWeights? delta = null, DeltaPool? pool = null)
 {
     public GenerationStats? LastStats { get; private set; }
+    /// <summary>Device bytes of the KV cache the last <see cref="Generate"/> allocated.</summary>
+    public long LastKvCacheBytes { get; private set; }
 
     /// <param name="onToken">called with (prompt index, token id) as soon as each token is chosen</param>
+    /// <param name="tenants">with a pool: per prompt, its pool slot or −1 (the base); all −1 when null</param>
     public int[][] Generate(IReadOnlyList<int[]> prompts, int maxNewTokens, SamplingOptions options,
-                            IReadOnlyCollection<int> eos, Action<int, int>? onToken = null)
+                            IReadOnlyCollection<int> eos, Action<int, int>? onToken = null, IReadOnlyList<int>? tenants = null)
     {
         options.Validate();
         int B = prompts.Count;
         if (B == 0) return [];
+        if (tenants != null && pool == null) throw new ArgumentException("tenants without a delta pool");
+        if (tenants != null && tenants.Count != B) throw new ArgumentException($"{tenants.Count} tenants for {B} prompts");
+        var tenant = tenants?.ToArray() ?? new int[B];
+        if (tenants == null) Array.Fill(tenant, -1);
         if (maxNewTokens < 0) throw new BitDeltaException($"--max-tokens must be >= 0, got {maxNewTokens}");
         foreach (var p in prompts)
             if (p.Length == 0) throw new BitDeltaException("a prompt must have at least one token (the BOS token counts)");
@@ -52,25 +60,27 @@ public sealed class Generator(LlamaModel model, DeltaWeights? delta = null)
         var dev = model.Device;
         int vocab = model.Config.VocabSize;
         using var cache = model.NewCache(B, maxSeq);
+        LastKvCacheBytes = cache.ByteLength;
         var outputs = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
         var length = prompts.Select(p => p.Length).ToArray();
         var done = new bool[B];
         var eosSet = eos.ToHashSet();
 
-        // Prefill: all prompt tokens of all sequences in one forward pass.
-        var ids = prompts.SelectMany(p => p).ToArray();
-        var slots = prompts.SelectMany((p, i) => Enumerable.Repeat(i, p.Length)).ToArray();
-        var positions = prompts.SelectMany(p => Enumerable.Range(0, p.Length)).ToArray();
+        // Sequences in tenant order (stable), so each step's rows form one run per tenant; a sequence's cache slot
+        // is its prompt index. Prefill: all prompt tokens of all sequences in one forward pass.
+        var active = Enumerable.Range(0, B).OrderBy(i => tenant[i]).ToArray();
+        var ids = active.SelectMany(i => prompts[i]).ToArray();
+        var slots = active.SelectMany(i => Enumerable.Repeat(i, prompts[i].Length)).ToArray();
+        var positions = active.SelectMany(i => Enumerable.Range(0, prompts[i].Length)).ToArray();
         var lastRows = new int[B];
-        for (int i = 0, at = 0; i < B; i++) { at += prompts[i].Length; lastRows[i] = at - 1; }
+        for (int a = 0, at = 0; a < B; a++) { at += prompts[active[a]].Length; lastRows[a] = at - 1; }
 
         var sw = Stopwatch.StartNew();
-        var active = Enumerable.Range(0, B).ToArray();
         int[] next;
         using (var logits = Tensor.Empty([B, vocab], DType.F32, dev))
         {
-            model.Forward(ids, slots, positions, lastRows, cache, logits, delta);
-            next = Choose(logits, options, step: 0);
+            Forward(ids, slots, positions, lastRows, cache, logits, tenant);
+            next = Choose(logits, options, step: 0, active);
         }
         var prefill = sw.Elapsed;
         sw.Restart();
@@ -97,12 +107,19 @@ public sealed class Generator(LlamaModel model, DeltaWeights? delta = null)
             var stepIds = active.Select(s => outputs[s][^1]).ToArray();
             var stepPos = active.Select(s => length[s] + outputs[s].Count - 1).ToArray();
             using var logits = Tensor.Empty([A, vocab], DType.F32, dev);
-            model.Forward(stepIds, active, stepPos, Enumerable.Range(0, A).ToArray(), cache, logits, delta);
+            Forward(stepIds, active, stepPos, Enumerable.Range(0, A).ToArray(), cache, logits, tenant);
             next = Choose(logits, options, step + 1, active);
             steps++;
         }
         LastStats = new GenerationStats(ids.Length, generated, decodeTokens, steps, prefill, sw.Elapsed);
         return outputs.Select(o => o.ToArray()).ToArray();
+    }
+
+    /// <summary>One step; token t belongs to the sequence in cache slot <paramref name="slots"/>[t].</summary>
+    void Forward(int[] ids, int[] slots, int[] positions, int[] logitRows, KvCacheMemory cache, Tensor logits, int[] tenant)
+    {
+        if (pool == null) model.Forward(ids, slots, positions, logitRows, cache, logits, delta);
+        else model.Forward(ids, slots, positions, logitRows, cache, logits, pool, slots.Select(s => tenant[s]).ToArray());
     }
 
     /// <summary>Next token per row. The uniform draws depend on (seed, step, sequence), so a sequence's text

@@ -50,6 +50,30 @@ public sealed class LlamaModel : IDisposable
     {
         if (delta != null && delta.Layers.Length != Config.NumLayers)
             throw new ArgumentException($"{delta.Path}: {delta.Layers.Length} layers, the model has {Config.NumLayers}");
+        Step(ids, slots, positions, logitRows, cache, logits, delta, null, null);
+    }
+
+    /// <summary>
+    /// One step over a batch whose tokens belong to different tenants: token t runs the compressed fine-tune in
+    /// pool slot <paramref name="tenants"/>[t] (−1: the base alone). Every linear is one multi-tenant launch
+    /// (<see cref="TenantLinear"/>) that reads the base weights once for the batch and each tenant's bits once; norms
+    /// take each tenant's weights in one launch; embedding and lm_head go per run of tokens of a tenant that stores
+    /// its own. Tokens grouped by tenant make the fewest runs. Otherwise as <see cref="Forward"/>.
+    /// </summary>
+    public void Forward(ReadOnlySpan<int> ids, ReadOnlySpan<int> slots, ReadOnlySpan<int> positions,
+                        ReadOnlySpan<int> logitRows, KvCacheMemory cache, Tensor logits, DeltaPool pool, ReadOnlySpan<int> tenants)
+    {
+        if (pool.Config.ConfigHash != Config.ConfigHash) throw new ArgumentException("the delta pool was made for another base");
+        if (tenants.Length != ids.Length) throw new ArgumentException("ids and tenants differ in length");
+        foreach (var t in tenants)
+            if (t < -1 || t >= pool.Capacity || (t >= 0 && pool.Name(t) == null))
+                throw new ArgumentException($"tenant slot {t} is not loaded in the pool");
+        Step(ids, slots, positions, logitRows, cache, logits, null, pool, tenants.ToArray());
+    }
+
+    void Step(ReadOnlySpan<int> ids, ReadOnlySpan<int> slots, ReadOnlySpan<int> positions, ReadOnlySpan<int> logitRows,
+              KvCacheMemory cache, Tensor logits, DeltaWeights? delta, DeltaPool? pool, int[]? tenants)
+    {
         var c = Config;
         int T = ids.Length;
         if (slots.Length != T || positions.Length != T) throw new ArgumentException("ids, slots and positions differ in length");
@@ -85,8 +109,20 @@ public sealed class LlamaModel : IDisposable
         float scale = 1f / MathF.Sqrt(c.HeadDim);
         int window = c.SlidingWindow ?? 0;
 
+        using var rowsT = tenants != null ? new TenantRows(tenants, dev) : null;
+        // Norm weights per token: row 1 + slot of the pool's tables (row 0 the base's), when some tenant has its own.
+        using var pick = pool != null && pool.AnyOwnNorms ? Tensor.From(tenants!.Select(t => t + 1).ToArray(), [T], dev) : null;
+
         var embedding = delta?.Embedding ?? Weights.Embedding;
         Embedding.Run(tIds, embedding, x);
+        if (rowsT != null)
+            foreach (var (start, count, slot) in rowsT.Segments)
+                if (slot >= 0 && pool!.Embedding(slot) is { } own)
+                {
+                    using var si = tIds.Slice(start, count);
+                    using var sx = x.Slice(start, count);
+                    Embedding.Run(si, own, sx);
+                }
         for (int l = 0; l < c.NumLayers; l++)
         {
             var w = Weights.Layers[l];
@@ -94,11 +130,17 @@ public sealed class LlamaModel : IDisposable
             // y (+)= x·Wᵀ for linear k (LayerWeights.LinearNames order), with the delta's term when there is one.
             void Linear(Tensor input, int k, Tensor baseWeight, Tensor output, bool accumulate = false)
             {
-                if (d?.Bits[k] is { } b) BitLinear.Apply(input, baseWeight, b.Signs, b.Scale, output, accumulate);
+                if (rowsT != null) TenantLinear.Run(input, baseWeight, pool!.Signs[l][k], pool.Scales[l][k], rowsT, output, accumulate);
+                else if (d?.Bits[k] is { } b) BitLinear.Apply(input, baseWeight, b.Signs, b.Scale, output, accumulate);
                 else MatMul.Run(input, d?.Whole[k] ?? baseWeight, output, accumulate);
             }
+            void Norm(Tensor? own, Tensor baseWeight, Tensor? table)
+            {
+                if (pick != null) RmsNorm.Run(x, table!, h, eps, pick);
+                else RmsNorm.Run(x, own ?? baseWeight, h, eps);
+            }
             // Attention block: x += o(attention(rope(q(h)), rope(k(h)), v(h))), h = rmsnorm(x).
-            RmsNorm.Run(x, d?.InputNorm ?? w.InputNorm, h, eps);
+            Norm(d?.InputNorm, w.InputNorm, pool?.InputNorms[l]);
             Linear(h, 0, w.Q, q);
             Linear(h, 1, w.K, k);
             Linear(h, 2, w.V, v);
@@ -108,7 +150,7 @@ public sealed class LlamaModel : IDisposable
             Attention.Run(q3, cache.K[l], cache.V[l], tSlots, tPos, attn3, window, scale);
             Linear(attn, 3, w.O, x, accumulate: true);
             // MLP block: x += down(silu(gate(h)) · up(h)), h = rmsnorm(x).
-            RmsNorm.Run(x, d?.PostAttentionNorm ?? w.PostAttentionNorm, h, eps);
+            Norm(d?.PostAttentionNorm, w.PostAttentionNorm, pool?.PostNorms[l]);
             Linear(h, 4, w.Gate, gate);
             Linear(h, 5, w.Up, up);
             SwiGlu.Run(gate, up, gate);
@@ -122,10 +164,31 @@ public sealed class LlamaModel : IDisposable
         using var xr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
         using var hr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
         Embedding.Run(rows, x, xr);
-        RmsNorm.Run(xr, delta?.FinalNorm ?? Weights.FinalNorm, hr, eps);
+        if (pick != null)
+        {
+            using var rowPick = Tensor.From(logitRows.ToArray().Select(r => tenants![r] + 1).ToArray(), [R], dev);
+            RmsNorm.Run(xr, pool!.FinalNorms, hr, eps, rowPick);
+        }
+        else RmsNorm.Run(xr, delta?.FinalNorm ?? Weights.FinalNorm, hr, eps);
         // Tied embeddings: the head is the (possibly replaced) embedding.
         var head = Weights.LmHeadIsEmbedding ? embedding : delta?.LmHead ?? Weights.LmHead;
-        MatMul.Run(hr, head, logits);
+        if (tenants == null)
+        {
+            MatMul.Run(hr, head, logits);
+            return;
+        }
+        // Per run of logit rows that share a head: the base's, or a tenant's own (lm_head, or embedding when tied).
+        Tensor HeadOf(int slot) => slot < 0 ? head : (Weights.LmHeadIsEmbedding ? pool!.Embedding(slot) : pool!.LmHead(slot)) ?? head;
+        for (int a = 0; a < R;)
+        {
+            var hd = HeadOf(tenants[logitRows[a]]);
+            int e = a + 1;
+            while (e < R && ReferenceEquals(HeadOf(tenants[logitRows[e]]), hd)) e++;
+            using var hs = hr.Slice(a, e - a);
+            using var ls = logits.Slice(a, e - a);
+            MatMul.Run(hs, hd, ls);
+            a = e;
+        }
     }
 
     static void Need(Tensor t, int[] shape)

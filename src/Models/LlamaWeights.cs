@@ -125,19 +125,45 @@ public sealed class LlamaWeights : IDisposable
         var expected = ExpectedTensors(config);
         var dtype = Validate(ck, config);
 
-        var loaded = new List<Tensor>(expected.Count);
         int done = 0;
-        Tensor Next(string name)
+        return Assemble(config, dtype, (name, _) =>
         {
             using var src = ck.Get(name);
             var t = Tensor.Empty(src.Shape, src.DType, device);
             try { t.CopyFrom(src); }
             catch { t.Dispose(); throw; }
-            loaded.Add(t);
             progress?.Report((++done, expected.Count));
             return t;
-        }
+        });
+    }
 
+    /// <summary>
+    /// Weights of the config's shapes in <paramref name="dtype"/> with pseudo-random values made on the device
+    /// (<see cref="Kernels.RandomFill"/>): linears uniform in ±1/√in, embedding ±1, norms ±1. For benchmarks at real
+    /// shapes (a Llama-2-7B-shaped model in a second on the GPU) without a checkpoint; the values mean nothing.
+    /// </summary>
+    public static LlamaWeights Random(LlamaConfig config, DType dtype, Device device, ulong seed)
+    {
+        ulong n = 0;
+        return Assemble(config, dtype, (_, shape) =>
+        {
+            var t = Tensor.Empty(shape, dtype, device);
+            Kernels.RandomFill.Run(t, seed + 1000003UL * ++n, shape.Length == 2 && shape[0] != config.VocabSize ? 1f / MathF.Sqrt(shape[1]) : 1f);
+            return t;
+        });
+    }
+
+    /// <summary>Every tensor the config implies, in checkpoint order, from <paramref name="next"/>(name, shape).</summary>
+    static LlamaWeights Assemble(LlamaConfig config, DType dtype, Func<string, int[], Tensor> make)
+    {
+        var shapes = ExpectedTensors(config).ToDictionary(e => e.Name, e => e.Shape);
+        var loaded = new List<Tensor>(shapes.Count);
+        Tensor Next(string name)
+        {
+            var t = make(name, shapes[name]);
+            loaded.Add(t);
+            return t;
+        }
         try
         {
             var embedding = Next(EmbeddingName);

@@ -1,0 +1,45 @@
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// Which tenant each row of a batch belongs to: per row a slot of the delta pool, or −1 for the base model
+/// alone. Built once per forward step and shared by every multi-tenant linear of it (<see cref="TenantLinear"/>):
+/// the host keeps the slots and their maximal runs (segments), the device keeps the slots and the list of rows
+/// that go to the decode kernel (those in segments shorter than <see cref="TenantLinear.PrefillMinRows"/>).
+/// Rows need not be sorted by tenant; sorting them makes longer segments (the engine does).
+/// </summary>
+public sealed class TenantRows : IDisposable
+{
+    public int[] Slots { get; }
+    public (int Start, int Count, int Slot)[] Segments { get; }
+    /// <summary>I32 [rows] on the device: <see cref="Slots"/>.</summary>
+    public Tensor DeviceSlots { get; }
+    /// <summary>I32 on the device: the rows of short segments, for the decode kernel; null when there are none.</summary>
+    public Tensor? DecodeList { get; }
+    public int Count => Slots.Length;
+
+    public TenantRows(int[] slots, Device device)
+    {
+        Slots = slots;
+        var segs = new List<(int, int, int)>();
+        for (int r = 0; r < slots.Length;)
+        {
+            int e = r + 1;
+            while (e < slots.Length && slots[e] == slots[r]) e++;
+            segs.Add((r, e - r, slots[r]));
+            r = e;
+        }
+        Segments = [.. segs];
+        DeviceSlots = Tensor.From(slots, [slots.Length], device);
+        var list = Segments.Where(s => s.Count < TenantLinear.PrefillMinRows).SelectMany(s => Enumerable.Range(s.Start, s.Count)).ToArray();
+        if (list.Length > 0) DecodeList = Tensor.From(list, [list.Length], device);
+    }
+
+    /// <summary>Every row to tenant <paramref name="slot"/> (−1: the base).</summary>
+    public static TenantRows All(int rows, int slot, Device device) => new(Enumerable.Repeat(slot, rows).ToArray(), device);
+
+    public void Dispose()
+    {
+        DeviceSlots.Dispose();
+        DecodeList?.Dispose();
+    }
+}

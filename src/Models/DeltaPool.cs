@@ -1,0 +1,265 @@
+using BitDeltaNative.Kernels;
+
+namespace BitDeltaNative.Models;
+
+/// <summary>
+/// Many compressed fine-tunes of one base on a device, each in a slot, laid out for the multi-tenant kernels
+/// (<see cref="TenantLinear"/>): per decoder linear one Sign1 tensor [capacity, out, in] holding every slot's
+/// signs and one f32 [capacity] of scales, so a batch mixing tenants runs each linear in one launch. Norm weights
+/// sit in f32 tables [1 + capacity, hidden] (row 0 the base's, row 1 + s slot s's: the fine-tune's when its delta
+/// stores them, else the base's), read by <see cref="RmsNorm"/>'s picked form. Embedding and lm_head, which a
+/// delta may store whole (BitDelta compresses only the decoder's linears), are kept per slot.
+/// The signs of every slot are allocated up front: <see cref="Capacity"/> is the number of fine-tunes that can be
+/// resident at once; <see cref="Load"/> fills a free slot and <see cref="Unload"/> frees it.
+/// </summary>
+public sealed class DeltaPool : IDisposable
+{
+    public LlamaConfig Config { get; }
+    public Device Device { get; }
+    public int Capacity { get; }
+    /// <summary>[layer][linear in <see cref="LayerWeights.LinearNames"/> order]: Sign1 [capacity, out, in].</summary>
+    public Tensor[][] Signs { get; }
+    /// <summary>[layer][linear]: f32 [capacity]; a free slot's scales are 0.</summary>
+    public Tensor[][] Scales { get; }
+    /// <summary>[layer]: f32 [1 + capacity, hidden], the input_layernorm weights; row 0 is the base's.</summary>
+    public Tensor[] InputNorms { get; }
+    /// <summary>[layer]: f32 [1 + capacity, hidden], the post_attention_layernorm weights.</summary>
+    public Tensor[] PostNorms { get; }
+    /// <summary>f32 [1 + capacity, hidden], model.norm.</summary>
+    public Tensor FinalNorms { get; }
+
+    readonly LlamaWeights baseWeights;
+    readonly string?[] names;
+    readonly string?[] paths;
+    readonly Tensor?[] embeddings, heads;
+    readonly bool[] ownNorms;
+    readonly long[] wholeBytes;
+
+    public DeltaPool(LlamaWeights baseWeights, int capacity, Device device)
+    {
+        if (capacity < 1) throw new BitDeltaException($"delta pool: capacity must be at least 1, got {capacity}");
+        var c = baseWeights.Config;
+        Config = c;
+        Device = device;
+        Capacity = capacity;
+        this.baseWeights = baseWeights;
+        names = new string?[capacity];
+        paths = new string?[capacity];
+        embeddings = new Tensor?[capacity];
+        heads = new Tensor?[capacity];
+        ownNorms = new bool[capacity];
+        wholeBytes = new long[capacity];
+        var made = new List<Tensor>();
+        try
+        {
+            Tensor Make(int[] shape, DType dtype)
+            {
+                var t = Tensor.Empty(shape, dtype, device);
+                made.Add(t);
+                return t;
+            }
+            Signs = new Tensor[c.NumLayers][];
+            Scales = new Tensor[c.NumLayers][];
+            InputNorms = new Tensor[c.NumLayers];
+            PostNorms = new Tensor[c.NumLayers];
+            for (int l = 0; l < c.NumLayers; l++)
+            {
+                var lw = baseWeights.Layers[l];
+                Signs[l] = lw.Linears.Select(p => Make([capacity, p.Weight.Dim(0), p.Weight.Dim(1)], DType.Sign1)).ToArray();
+                Scales[l] = lw.Linears.Select(_ => Make([capacity], DType.F32)).ToArray();
+                foreach (var s in Scales[l]) s.Fill(0);
+                InputNorms[l] = NormTable(lw.InputNorm, Make);
+                PostNorms[l] = NormTable(lw.PostAttentionNorm, Make);
+            }
+            FinalNorms = NormTable(baseWeights.FinalNorm, Make);
+        }
+        catch
+        {
+            foreach (var t in made) t.Dispose();
+            throw;
+        }
+        owned = made;
+    }
+
+    readonly List<Tensor> owned;
+
+    /// <summary>A table of 1 + capacity rows, each the base's norm weight in f32.</summary>
+    Tensor NormTable(Tensor baseNorm, Func<int[], DType, Tensor> make)
+    {
+        var table = make([1 + Capacity, baseNorm.Dim(0)], DType.F32);
+        for (int r = 0; r <= Capacity; r++) SetRow(table, r, baseNorm);
+        return table;
+    }
+
+    static void SetRow(Tensor table, int row, Tensor weight)
+    {
+        using var f = weight.DType == DType.F32 ? null : weight.Cast(DType.F32);
+        using var src = (f ?? weight).Reshape(1, weight.Dim(0));
+        using var dst = table.Slice(row, 1);
+        dst.CopyFrom(src);
+    }
+
+    /// <summary>Device bytes of one slot: its signs, scales and norm rows (what a compressed fine-tune costs resident,
+    /// before any embedding or lm_head it stores whole).</summary>
+    public long BytesPerSlot =>
+        Signs.Sum(l => l.Sum(t => t.ByteLength)) / Capacity + 4L * Scales.Sum(l => l.Length)
+        + 4L * Config.HiddenSize * (2 * Config.NumLayers + 1);
+
+    /// <summary>Device bytes slot <paramref name="slot"/> holds beyond <see cref="BytesPerSlot"/> (embedding, lm_head).</summary>
+    public long WholeBytes(int slot) => wholeBytes[slot];
+
+    /// <summary>Device bytes of the pool: every slot's signs (allocated up front), scales and norm tables, plus the
+    /// tensors loaded slots store whole.</summary>
+    public long ByteLength => owned.Sum(t => t.ByteLength) + wholeBytes.Sum();
+
+    public string? Name(int slot) => names[slot];
+    public string? PathOf(int slot) => paths[slot];
+    public int? SlotOf(string name) => Array.IndexOf(names, name) is var i and >= 0 ? i : null;
+    public int Loaded => names.Count(n => n != null);
+    public int? FreeSlot => Array.IndexOf(names, null) is var i and >= 0 ? i : null;
+    public Tensor? Embedding(int slot) => embeddings[slot];
+    public Tensor? LmHead(int slot) => heads[slot];
+    /// <summary>Whether any loaded slot has norm weights of its own (else the batch can use the base's norms directly).</summary>
+    public bool AnyOwnNorms => ownNorms.Any(b => b);
+
+    /// <summary>
+    /// Copies a delta file, already checked against this pool's base (<see cref="DeltaFile.CheckBase"/>), into a
+    /// free slot under <paramref name="name"/>; returns the slot. Only compressed decoder linears, norms, embedding
+    /// and lm_head can be batched: a delta that stores a decoder linear whole is refused.
+    /// </summary>
+    public int Load(DeltaFile file, string name)
+    {
+        if (SlotOf(name) != null) throw new BitDeltaException($"a tenant named '{name}' is already loaded");
+        if (file.Codec != BitDelta.Codec) throw new BitDeltaException($"{file.Path}: codec '{file.Codec}' cannot be served yet");
+        int slot = FreeSlot ?? throw new BitDeltaException($"all {Capacity} delta slots are in use; unload a tenant first");
+        var c = Config;
+        var expected = LlamaWeights.ExpectedTensors(c).ToDictionary(e => e.Name, e => e.Shape);
+        // Check everything before copying anything.
+        foreach (var (tname, shape) in file.Compressed)
+        {
+            var (layer, linear) = DeltaWeights.Locate(tname);
+            if (layer < 0 || linear < 0 || layer >= c.NumLayers || !expected.TryGetValue(tname, out var want) || !want.SequenceEqual(shape))
+                throw new BitDeltaException($"{file.Path}: compressed tensor '{tname}' [{string.Join(", ", shape)}] is not a decoder linear of this base");
+        }
+        for (int l = 0; l < c.NumLayers; l++)
+            foreach (var n in LayerWeights.LinearNames)
+                if (!file.Compressed.ContainsKey(LlamaWeights.LayerPrefix(l) + n + ".weight"))
+                    throw new BitDeltaException($"{file.Path}: '{LlamaWeights.LayerPrefix(l)}{n}.weight' is not compressed; the multi-tenant engine batches only deltas that compress every decoder linear");
+        foreach (var tname in file.Replaced)
+        {
+            if (!expected.TryGetValue(tname, out var want))
+                throw new BitDeltaException($"{file.Path}: tensor '{tname}' is not a tensor of this base's architecture");
+            if (!file.ReplacedDType(tname).IsFloat()) throw new BitDeltaException($"{file.Path}: tensor '{tname}' is not a float tensor");
+        }
+
+        names[slot] = name;
+        paths[slot] = file.Path;
+        try
+        {
+            foreach (var (tname, _) in file.Compressed)
+            {
+                var (layer, linear) = DeltaWeights.Locate(tname);
+                var (signs, scale) = file.BitDeltaLinear(tname);
+                using (signs)
+                {
+                    var pool = Signs[layer][linear];
+                    using var dst = pool.Slice(slot, 1);
+                    using var src = signs.Reshape(1, pool.Dim(1), pool.Dim(2));
+                    dst.CopyFrom(src);
+                }
+                using var a = Tensor.From(new[] { scale }, [1]);
+                using var at = Scales[layer][linear].Slice(slot, 1);
+                at.CopyFrom(a);
+            }
+            foreach (var tname in file.Replaced)
+            {
+                using var src = file.ReplacedTensor(tname);
+                if (!src.Shape.SequenceEqual(expected[tname]))
+                    throw new BitDeltaException($"{file.Path}: tensor '{tname}' is {src.DType}{src.ShapeString}, expected shape [{string.Join(", ", expected[tname])}]");
+                var (layer, _) = DeltaWeights.Locate(tname);
+                if (tname == LlamaWeights.EmbeddingName) embeddings[slot] = Copy(src, slot);
+                else if (tname == LlamaWeights.LmHeadName) heads[slot] = Copy(src, slot);
+                else if (tname == LlamaWeights.FinalNormName) { SetRow(FinalNorms, 1 + slot, src); ownNorms[slot] = true; }
+                else if (tname.EndsWith(".input_layernorm.weight", StringComparison.Ordinal)) { SetRow(InputNorms[layer], 1 + slot, src); ownNorms[slot] = true; }
+                else if (tname.EndsWith(".post_attention_layernorm.weight", StringComparison.Ordinal)) { SetRow(PostNorms[layer], 1 + slot, src); ownNorms[slot] = true; }
+                else throw new BitDeltaException($"{file.Path}: tensor '{tname}' has no place in the model");
+            }
+        }
+        catch
+        {
+            Unload(slot);
+            throw;
+        }
+        return slot;
+    }
+
+    /// <summary>
+    /// A tenant of pseudo-random signs (<see cref="Kernels.RandomFill"/>) and scale <paramref name="scale"/> on every
+    /// linear, made on the device, with the base's norms and heads: what a BitDelta tenant costs to hold and to run,
+    /// for benchmarks at real shapes without delta files.
+    /// </summary>
+    public int LoadRandom(string name, ulong seed, float scale = 1e-3f)
+    {
+        if (SlotOf(name) != null) throw new BitDeltaException($"a tenant named '{name}' is already loaded");
+        int slot = FreeSlot ?? throw new BitDeltaException($"all {Capacity} delta slots are in use; unload a tenant first");
+        names[slot] = name;
+        paths[slot] = "(random)";
+        for (int l = 0; l < Config.NumLayers; l++)
+            for (int k = 0; k < Signs[l].Length; k++)
+            {
+                using var dst = Signs[l][k].Slice(slot, 1);
+                Kernels.RandomFill.Run(dst, seed * 7919UL + (ulong)(l * 16 + k));
+                using var a = Tensor.From(new[] { scale }, [1]);
+                using var at = Scales[l][k].Slice(slot, 1);
+                at.CopyFrom(a);
+            }
+        return slot;
+    }
+
+    Tensor Copy(Tensor src, int slot)
+    {
+        var t = Tensor.Empty(src.Shape, src.DType, Device);
+        t.CopyFrom(src);
+        wholeBytes[slot] += t.ByteLength;
+        return t;
+    }
+
+    /// <summary>Frees a slot: its scales become 0, its norm rows the base's again, its whole tensors are released.</summary>
+    public void Unload(int slot)
+    {
+        if (names[slot] == null && paths[slot] == null) return;
+        names[slot] = null;
+        paths[slot] = null;
+        foreach (var layer in Scales)
+            foreach (var s in layer)
+            {
+                using var at = s.Slice(slot, 1);
+                at.Fill(0);
+            }
+        if (ownNorms[slot])
+        {
+            for (int l = 0; l < Config.NumLayers; l++)
+            {
+                SetRow(InputNorms[l], 1 + slot, baseWeights.Layers[l].InputNorm);
+                SetRow(PostNorms[l], 1 + slot, baseWeights.Layers[l].PostAttentionNorm);
+            }
+            SetRow(FinalNorms, 1 + slot, baseWeights.FinalNorm);
+            ownNorms[slot] = false;
+        }
+        embeddings[slot]?.Dispose();
+        heads[slot]?.Dispose();
+        embeddings[slot] = heads[slot] = null;
+        wholeBytes[slot] = 0;
+    }
+
+    public void Dispose()
+    {
+        for (int s = 0; s < Capacity; s++)
+        {
+            embeddings[s]?.Dispose();
+            heads[s]?.Dispose();
+        }
+        foreach (var t in owned) t.Dispose();
+        owned.Clear();
+    }
+}
