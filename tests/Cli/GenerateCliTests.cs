@@ -63,6 +63,58 @@ public class GenerateCliTests
         Assert.Equal(1, temp.Code);
         Assert.Contains("--temperature", temp.Err);
     }
+
+    /// <summary>The multi-tenant form on the demo pair: two compressed fine-tunes (the delta, and the same delta with
+    /// its scales × 3, a different model) and the base in one batch; each line must equal, token for token, what that
+    /// tenant gives alone (`--delta FILE`, or no delta for the base).</summary>
+    [Fact]
+    public void Generate_with_named_deltas_batches_tenants_and_matches_each_alone()
+    {
+        using var dir = new TempDir();
+        string baseDir = Fixtures.Demo("base"), a = dir.File("a.safetensors"), b = dir.File("b.safetensors");
+        Compressor.Compress(baseDir, Fixtures.Demo("finetuned"), a);
+        using (var f = DeltaFile.Open(a))
+            f.WriteWithScales(b, f.Scales().ToDictionary(kv => kv.Key, kv => kv.Value * 3f), new Dictionary<string, string>());
+        const string math = "Question: What is 23 + 35?\nAnswer:", story = "Once upon a time";
+        string[] common = ["--max-tokens", "10", "--device", "cpu"];
+
+        var multi = CliRunner.Run(["generate", "--base", baseDir, "--delta", $"a={a}", "--delta", $"b={b}",
+                                   "--prompt", $"a:{math}", "--prompt", $"base:{story}", "--prompt", $"b:{math}", "--prompt", $"a:{story}", "--prompt", story, .. common]);
+        Assert.True(multi.Code == 0, multi.Err);
+        string Alone(string? delta, string prompt)
+        {
+            string[] d = delta == null ? [] : ["--delta", delta];
+            var r = CliRunner.Run(["generate", "--model", baseDir, .. d, "--prompt", prompt, .. common]);
+            Assert.True(r.Code == 0, r.Err);
+            return r.Out.TrimEnd('\n');
+        }
+        var lines = multi.Out.TrimEnd('\n').Split("\n[").Select((l, i) => i == 0 ? l : "[" + l).ToArray();
+        Assert.Equal(5, lines.Length);
+        string[] want = [Alone(a, math), Alone(null, story), Alone(b, math), Alone(a, story), Alone(null, story)];
+        string[] tenants = ["a", "base", "b", "a", "base"];
+        for (int i = 0; i < 5; i++)
+            Assert.Equal($"[{i}] ({tenants[i]}) {want[i]}", lines[i]);
+        // Not vacuous: the tenants differ from each other and from the base on the same prompt.
+        Assert.NotEqual(want[0], want[2]);
+        Assert.NotEqual(want[1], want[3]);
+        Assert.Contains("tenant a:", multi.Err);
+        Assert.Contains("memory: base", multi.Err);
+
+        // Bad input: one line, non-zero exit.
+        foreach (var (args, what) in new (string[], string)[]
+        {
+            (["--delta", a, "--delta", b], "name each one"),
+            (["--delta", $"a={a}", "--delta", $"a={b}"], "'a' is given twice"),
+            (["--delta", $"base={a}"], "reserved"),
+            (["--delta", $"a={dir.File("missing.safetensors")}"], "missing.safetensors"),
+        })
+        {
+            var r = CliRunner.Run(["generate", "--base", baseDir, .. args, "--prompt", "x", .. common]);
+            Assert.Equal(1, r.Code);
+            Assert.Contains(what, r.Err);
+            Assert.Single(r.Err.Trim().Split('\n'));
+        }
+    }
 }
 
 /// <summary>Runs the bitdelta command in-process and captures what it prints. The console is process-wide, so

@@ -1,0 +1,216 @@
+using System.CommandLine;
+using System.Diagnostics;
+using BitDeltaNative.Kernels;
+using BitDeltaNative.Models;
+using BitDeltaNative.Serving;
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace BitDeltaNative;
+
+public static partial class Cli
+{
+    /// <summary>Llama-2-7B's config.json, for a model of its shapes with random weights.</summary>
+    internal static LlamaConfig Llama2_7B => new()
+    {
+        Architecture = Architecture.Llama, HiddenSize = 4096, IntermediateSize = 11008, NumLayers = 32, NumHeads = 32, NumKvHeads = 32,
+        HeadDim = 128, VocabSize = 32000, MaxPositionEmbeddings = 4096, RmsNormEps = 1e-5, RopeTheta = 10000, TieWordEmbeddings = false,
+        DType = DType.F16, BosTokenId = 1, EosTokenIds = [2],
+    };
+
+    /// <summary>
+    /// The multi-tenant claim, measured (DESIGN.md; multi-tenant issue): B decode requests spread over T tenants in one
+    /// batch, against the naive alternative of a full fp16 model per tenant (as many resident as fit, the rest swapped
+    /// in from host memory), and the batched kernel alone at Llama-2-7B's shapes against the bytes it must read.
+    /// </summary>
+    static Command BenchMultitenantCommand()
+    {
+        var baseDir = new Option<string?>("--base") { Description = "base model folder; its tenants are random deltas of its shapes" };
+        var random7b = new Option<bool>("--random-7b") { Description = "a Llama-2-7B-shaped f16 model of random weights made on the device (no files)" };
+        var tenants = new Option<string>("--tenants") { Description = "tenant counts to measure, comma-separated", DefaultValueFactory = _ => "1,2,4,8,16,32" };
+        var requests = new Option<int>("--requests") { Description = "decode requests in the batch (at least the tenant count: one per tenant then)", DefaultValueFactory = _ => 32 };
+        var newTokens = new Option<int>("--new-tokens") { Description = "tokens decoded per request", DefaultValueFactory = _ => 32 };
+        var promptTokens = new Option<int>("--prompt-tokens") { Description = "prompt length (random ids)", DefaultValueFactory = _ => 16 };
+        var kernel = new Option<bool>("--kernel-only") { Description = "only the kernel table (no model)" };
+        var iters = new Option<int?>("--iters") { Description = "timed kernel samples per case (default 30 on CUDA, 2 elsewhere)" };
+        var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, DeviceOption }) cmd.Options.Add(o);
+        cmd.SetAction(r => Guard(() =>
+        {
+            var name = r.GetValue(DeviceOption)!;
+            var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
+            var ts = (r.GetValue(tenants) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(s => int.TryParse(s, out int v) && v >= 1 ? v : throw new BitDeltaException($"--tenants: expected positive integers, got '{s}'")).ToArray();
+            if (ts.Length == 0) throw new BitDeltaException("--tenants: give at least one count");
+            int nReq = r.GetValue(requests), nNew = r.GetValue(newTokens), nPrompt = r.GetValue(promptTokens);
+            if (nReq < 1 || nNew < 2 || nPrompt < 1) throw new BitDeltaException("--requests and --prompt-tokens must be at least 1, --new-tokens at least 2");
+            bool cuda = dev.Kind == DeviceKind.Cuda;
+            int samples = r.GetValue(iters) ?? (cuda ? 30 : 2);
+            Console.WriteLine($"bench multitenant on {dev}, {DateTime.UtcNow:yyyy-MM-dd}");
+            if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
+
+            if (dev.IsIlgpu) KernelTable(dev, ts, nReq, samples, cuda);
+            if (r.GetValue(kernel)) return 0;
+
+            string? dir = r.GetValue(baseDir);
+            if ((dir == null) == !r.GetValue(random7b)) throw new BitDeltaException("give --base DIR or --random-7b (one of them)");
+            var sw = Stopwatch.StartNew();
+            using var model = dir != null
+                ? LlamaModel.Load(dir, dev, progress: ProgressLine("loading weights"))
+                : new LlamaModel(LlamaWeights.Random(Llama2_7B, DType.F16, dev, seed: 7), dev, 4096);
+            dev.Synchronize();
+            Console.WriteLine($"\nmodel: {(dir ?? "random Llama-2-7B shapes, f16")}, {model.Weights.ByteLength / 1e9:F2} GB of weights, ready in {sw.Elapsed.TotalSeconds:F1} s");
+            ModelTable(model, dev, ts, nReq, nNew, nPrompt);
+            return 0;
+        }));
+        return cmd;
+    }
+
+    /// <summary>Decode steps of the engine for each tenant count, the base alone, and the naive full-model alternative.</summary>
+    static void ModelTable(LlamaModel model, Device dev, int[] ts, int nReq, int nNew, int nPrompt)
+    {
+        int maxT = ts.Max();
+        using var engine = new Engine(model, maxT);
+        var sw = Stopwatch.StartNew();
+        for (int t = 0; t < maxT; t++) engine.AddRandom($"t{t}", (ulong)t + 1);
+        dev.Synchronize();
+        long perDelta = engine.Pool.BytesPerSlot;
+        Console.WriteLine($"{maxT} random tenants made in {sw.Elapsed.TotalSeconds:F1} s: {perDelta / 1e9:F3} GB each (signs, scales, norm rows)");
+
+        var rng = new Random(11);
+        int vocab = model.Config.VocabSize;
+        (double MsPerStep, double TokensPerSecond, long Kv) Run(int requests, Func<int, string?> tenantOf)
+        {
+            var reqs = Enumerable.Range(0, requests).Select(i => (tenantOf(i), Enumerable.Range(0, nPrompt).Select(_ => rng.Next(3, vocab)).ToArray())).ToList();
+            var options = new SamplingOptions();
+            double best = double.MaxValue;
+            GenerationStats? stats = null;
+            for (int rep = 0; rep < 2; rep++)   // the first run compiles kernels and fills the pool
+            {
+                engine.Generate(reqs, nNew, options, []);
+                if (engine.LastStats!.MsPerDecodeStep < best) { best = engine.LastStats.MsPerDecodeStep; stats = engine.LastStats; }
+            }
+            return (best, stats!.DecodeTokensPerSecond, engine.LastKvCacheBytes);
+        }
+
+        // The naive alternative's pieces: a full fp16 model's decode step at the rows one tenant has (= the base alone
+        // at that batch), and the time to bring a model's weights in from host memory.
+        var baseStep = new Dictionary<int, double>();
+        double BaseStep(int rows)
+        {
+            if (!baseStep.TryGetValue(rows, out double ms)) baseStep[rows] = ms = Run(rows, _ => null).MsPerStep;
+            return ms;
+        }
+        double swapSeconds = SwapSeconds(model, dev);
+        long free = dev.Accelerator?.MemorySize ?? 0;
+        Console.WriteLine($"host → device copy: {model.Weights.ByteLength / 1e9 / swapSeconds:F1} GB/s, so one full model swaps in in {swapSeconds:F2} s");
+
+        Console.WriteLine($"\n{nPrompt}-token prompts, {nNew} new tokens each, greedy; ms/step is the better of 2 runs; request i goes to tenant i mod T");
+        Console.WriteLine($"{"tenants",7} {"requests",8} {"ms/step",8} {"tokens/s",9} {"base ms/step",12} {"/base",6} {"GB resident",11} {"naive fit",9} {"naive tok/s",11} {"speedup",8}");
+        foreach (int T in ts)
+            foreach (int B in new[] { T, Math.Max(nReq, T) }.Distinct())
+            {
+                var (ms, tps, kv) = Run(B, i => $"t{i % T}");
+                long resident = model.Weights.ByteLength + T * perDelta + kv;
+                // Naive: one full fp16 model per tenant. As many as fit stay resident (beside one KV cache); the others are
+                // swapped in once each and serve their requests to the end. Each model runs its own rows, one after another.
+                int fit = free > 0 ? (int)Math.Max(1, (free - kv - (2L << 30)) / model.Weights.ByteLength) : 1;
+                int rowsEach = (B + T - 1) / T;
+                double naiveSeconds = T * nNew * BaseStep(rowsEach) / 1e3 + Math.Max(0, T - fit) * swapSeconds;
+                double naiveTps = (double)B * nNew / naiveSeconds;
+                double msBase = BaseStep(B);
+                Console.WriteLine($"{T,7} {B,8} {ms,8:F2} {tps,9:F0} {msBase,12:F2} {ms / msBase,6:F2} {resident / 1e9,11:F2} {fit,9} {naiveTps,11:F0} {tps / naiveTps,8:F1}");
+            }
+        Console.WriteLine("base ms/step: the same batch on the base alone. GB resident: base + the tenants' deltas + KV cache. Naive: a full fp16 model per tenant " +
+                          "(its step = the base's at its rows), swapping counted once per non-resident tenant (optimistic for it).");
+        Console.WriteLine($"device pool: peak {dev.Pool?.PeakBytesInUse / 1e9:F2} GB in use");
+    }
+
+    /// <summary>Seconds to copy the model's weight bytes from (pageable) host memory to the device: a 1 GiB host
+    /// buffer copied repeatedly, the median rate scaled to the model's size.</summary>
+    static double SwapSeconds(LlamaModel model, Device dev)
+    {
+        if (!dev.IsIlgpu) return 0;
+        int n = 1 << 30;
+        var host = new byte[n];
+        Random.Shared.NextBytes(host.AsSpan(0, 1 << 20));
+        using var t = Tensor.Empty([n], DType.U8, dev);
+        var rates = new List<double>();
+        for (int i = 0; i < 4; i++)
+        {
+            var sw = Stopwatch.StartNew();
+            t.View<byte>().CopyFromCPU(host);
+            dev.Synchronize();
+            if (i > 0) rates.Add(n / sw.Elapsed.TotalSeconds);
+        }
+        rates.Sort();
+        return model.Weights.ByteLength / rates[rates.Count / 2];
+    }
+
+    /// <summary>
+    /// <see cref="TenantLinear.Decode"/> alone at Llama-2-7B's linear shapes, for each tenant count T with one row per
+    /// tenant and with the requests spread over T: µs per call and GB/s over the bytes it must read (W once, each
+    /// tenant's signs once, x and y), against a 16-byte copy kernel in the same run. W and the sign pools rotate among
+    /// buffers that together exceed the L2 twice over, so every call reads from DRAM.
+    /// </summary>
+    static void KernelTable(Device dev, int[] ts, int nReq, int samples, bool cuda)
+    {
+        long l2 = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator ca ? ca.L2CacheSize : 50L << 20;
+        var shapes = cuda ? GemvShapes : [(256, 256), (688, 256)];
+        int warm = cuda ? 3 : 1, perSample = cuda ? 10 : 1;
+        Console.WriteLine($"\nkernel: tenant linear (decode form), f16 base; median of {samples} samples of {perSample} launches");
+        Console.WriteLine($"{"out×in",-12} {"tenants",7} {"rows",5} {"µs/call",9} {"GB/s",8} {"copy GB/s",9} {"/copy",6} {"base-only µs",12}");
+        foreach (var (outDim, inDim) in shapes)
+        {
+            long wBytes = DType.F16.ByteCount([outDim, inDim]);
+            var rng = new Random(outDim + inDim);
+            double copyGb = 0;
+            foreach (int T in ts.Distinct())
+                foreach (int rows in new[] { T, Math.Max(T, nReq) }.Distinct())
+                {
+                    long sBytes = DType.Sign1.ByteCount([T, outDim, inDim]);
+                    int nBuf = (int)Math.Clamp((2 * l2 + wBytes + sBytes - 1) / (wBytes + sBytes), 3, 64);
+                    var ws = new Tensor[nBuf];
+                    var ss = new Tensor[nBuf];
+                    for (int i = 0; i < nBuf; i++)
+                    {
+                        ws[i] = Tensor.Empty([outDim, inDim], DType.F16, dev);
+                        RandomFill.Run(ws[i], (ulong)(i + 1), 0.05f);
+                        ss[i] = Tensor.Empty([T, outDim, inDim], DType.Sign1, dev);
+                        RandomFill.Run(ss[i], (ulong)(i + 100));
+                    }
+                    using var scales = Tensor.From(Enumerable.Range(0, T).Select(i => 1e-3f * (i + 1)).ToArray(), [T], dev);
+                    var slotOf = Enumerable.Range(0, rows).Select(i => i % T).OrderBy(s => s).ToArray();
+                    using var slots = Tensor.From(slotOf, [rows], dev);
+                    using var list = Tensor.From(Enumerable.Range(0, rows).ToArray(), [rows], dev);
+                    using var x = Tensor.From(Check.Values(rng, (long)rows * inDim), [rows, inDim], dev);
+                    using var y = Tensor.Empty([rows, outDim], DType.F32, dev);
+                    int next = 0;
+                    double us = Median(dev, warm, samples, perSample, () =>
+                    {
+                        int b = next++ % nBuf;
+                        TenantLinear.Decode(x, ws[b], ss[b], scales, slots, list, y, false);
+                    });
+                    using var noDelta = Tensor.From(Enumerable.Repeat(-1, rows).ToArray(), [rows], dev);
+                    double usBase = Median(dev, warm, samples, perSample, () =>
+                    {
+                        int b = next++ % nBuf;
+                        TenantLinear.Decode(x, ws[b], ss[b], scales, noDelta, list, y, false);
+                    });
+                    if (copyGb == 0)
+                    {
+                        using var dst = Tensor.Empty([outDim, inDim], DType.F16, dev);
+                        var copy = dev.Kernel<Action<Index1D, ArrayView<MatMul.Vec16>, ArrayView<MatMul.Vec16>>>(Copy16Kernel);
+                        double usCopy = Median(dev, warm, samples, perSample, () => copy((int)(wBytes / 16), ws[next++ % nBuf].View<MatMul.Vec16>(), dst.View<MatMul.Vec16>()));
+                        copyGb = 2.0 * wBytes / usCopy / 1e3;
+                    }
+                    foreach (var t in ws) t.Dispose();
+                    foreach (var t in ss) t.Dispose();
+                    double bytes = wBytes + sBytes + 4.0 * rows * (inDim + outDim);
+                    double gb = bytes / us / 1e3;
+                    Console.WriteLine($"{$"{outDim}×{inDim}",-12} {T,7} {rows,5} {us,9:F1} {gb,8:F0} {copyGb,9:F0} {gb / copyGb,6:F2} {usBase,12:F1}");
+                }
+        }
+        Console.WriteLine("GB/s: (W + every tenant's signs + x + y) / time. base-only: the same launch with every row on the base (signs not read).");
+    }
+}
