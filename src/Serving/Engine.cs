@@ -72,7 +72,11 @@ public sealed partial class Engine : IDisposable
         return Pool.LoadRandom(name, seed);
     }
 
-    public void RemoveDelta(string name) => Pool.Unload(SlotOf(name));
+    public void RemoveDelta(string name)
+    {
+        if (name == BaseName) throw new BitDeltaException($"'{BaseName}' is the base model, not a tenant: it cannot be removed");
+        Pool.Unload(SlotOf(name));
+    }
 
     public IEnumerable<string> Tenants => Enumerable.Range(0, Pool.Capacity).Select(Pool.Name).OfType<string>();
 
