@@ -15,13 +15,14 @@ namespace BitDeltaNative.Kernels;
 /// - decode (segments shorter than <see cref="PrefillMinRows"/>): one launch for all such rows. Like the GEMV
 ///   it streams each row of W_base once for up to 8 rows of x, 16 bytes a lane, and folds each tenant's signs
 ///   into the weights it read (W + α·S in registers, as many times as distinct tenants in the 8 rows), so the base
-///   is read once and each tenant's bits once per group of rows, and no f32 weight is ever written.
+///   is read once and each tenant's bits once per group of rows, and no f32 weight is ever written. From 9 to 32 rows
+///   a block stages x in shared memory per K-tile instead (TenantLinearTiled.cs).
 /// - prefill (longer segments): the tiled GEMM with the same fold where it stages W in shared memory, one launch
 ///   a segment.
 /// On the managed CPU device: the base matmul for all rows, then the delta term per segment (<see cref="BitLinear.Host"/>),
 /// the very operations the one-tenant path runs, so a tenant's rows give what its fine-tune gives alone.
 /// </summary>
-public static class TenantLinear
+public static partial class TenantLinear
 {
     /// <summary>Segments of at least this many rows take the GEMM: one 64-row tile of it is then full.</summary>
     public const int PrefillMinRows = 64;
@@ -105,6 +106,11 @@ public static class TenantLinear
         int outDim = w.Dim(0), inDim = w.Dim(1), listed = (int)list.ElementCount;
         if (listed == 0) return;
         bool vector = w.DType != DType.F32 && inDim % 8 == 0 && Aligned16(x) && Aligned16(w);
+        if (vector && listed > GemvMaxRows)
+        {
+            DecodeTiled(x, w, signs, scales, slots, list, y, accumulate);
+            return;
+        }
         int chunks = (listed + GemvMaxRows - 1) / GemvMaxRows;
         long warps = (long)outDim * chunks;
         y.Device.GroupedKernel<Action<KernelConfig, ArrayView<ushort>, ArrayView<Vec16>, int, ArrayView<float>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<float>,
@@ -300,7 +306,7 @@ public static class TenantLinear
                 list.AddRange(Enumerable.Repeat(rng.Next(-1, capacity), rng.Next(2) == 0 ? Check.Size(rng, 8) : PrefillMinRows + rng.Next(70)));
             slots = [.. list];
         }
-        else slots = Enumerable.Range(0, Check.Size(rng, 20)).Select(_ => rng.Next(-1, capacity)).ToArray();
+        else slots = Enumerable.Range(0, Check.Size(rng, 40)).Select(_ => rng.Next(-1, capacity)).ToArray();   // past 32: two tiled launches
         int rows = slots.Length, words = DTypes.SignWordsPerRow(inDim);
         var x = Check.Values(rng, (long)rows * inDim, 2f);
         var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), wt);
