@@ -11,9 +11,11 @@ public sealed record MemoryReport(long BaseBytes, IReadOnlyList<(string Tenant, 
     public long Total => BaseBytes + PoolBytes + KvCacheBytes;
 
     public override string ToString() =>
-        $"base {BaseBytes / 1e9:F2} GB, {Deltas.Count} delta(s) {Deltas.Sum(d => d.Bytes) / 1e9:F2} GB" +
-        (Deltas.Count > 0 ? $" ({Deltas.Average(d => d.Bytes) / 1e9:F3} GB each)" : "") +
-        $", delta pool as allocated {PoolBytes / 1e9:F2} GB, KV cache {KvCacheBytes / 1e9:F3} GB; total {Total / 1e9:F2} GB";
+        $"base {Size(BaseBytes)}, {Deltas.Count} delta(s) {Size(Deltas.Sum(d => d.Bytes))}" +
+        (Deltas.Count > 0 ? $" ({Size((long)Deltas.Average(d => d.Bytes))} each)" : "") +
+        $", delta pool as allocated {Size(PoolBytes)}, KV cache {Size(KvCacheBytes)}; total {Size(Total)}";
+
+    static string Size(long bytes) => bytes >= 1_000_000_000 ? $"{bytes / 1e9:F2} GB" : $"{bytes / 1e6:F2} MB";
 }
 
 /// <summary>
