@@ -23,6 +23,7 @@ public static class Audit
         CrossEntropy.Case,
         Transpose.Case,
         RandomFill.Case,
+        Mma.Case,
         BitLinear.SignsTCase,
         Axpy.Case,
         Dot.Case,

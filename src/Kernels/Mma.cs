@@ -1,0 +1,127 @@
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// One warp-level tensor-core product, D = A·Bᵀ + C for A f16 [16, 16], B f16 [8, 16] (rows of B are columns of the
+/// product, the way x rows meet W rows in a linear) and C, D f32 [16, 8]: PTX's <c>mma.sync.aligned.m16n8k16.row.col
+/// .f32.f16.f16.f32</c> (PTX ISA, "Matrix fragments for mma.m16n8k16"), emitted inline through ILGPU's
+/// <see cref="CudaAsm.EmitRef"/>. The building block for tensor-core matmuls (speed issue); this file pins down the
+/// fragment layout on the hardware against a scalar twin. Lane l (group g = l / 4, t = l % 4) holds
+/// A[g, 2t..2t+1], A[g+8, 2t..2t+1], A[g, 2t+8..2t+9], A[g+8, 2t+8..2t+9] as four f16 pairs, B[g, 2t..2t+1] and
+/// B[g, 2t+8..2t+9] as two, and D[g, 2t], D[g, 2t+1], D[g+8, 2t], D[g+8, 2t+1]. Where inline PTX cannot run (ILGPU's
+/// CPU accelerator), the same fragments go through shared memory and each lane computes its four sums in f32.
+/// </summary>
+public static class Mma
+{
+    /// <summary>The spec: D[m, n] = C[m, n] + Σ_k A[m, k]·B[n, k] in f64.</summary>
+    public static void Twin(ReadOnlySpan<float> a, ReadOnlySpan<float> b, ReadOnlySpan<float> c, Span<float> d)
+    {
+        for (int m = 0; m < 16; m++)
+            for (int n = 0; n < 8; n++)
+            {
+                double s = c[m * 8 + n];
+                for (int k = 0; k < 16; k++) s += (double)a[m * 16 + k] * b[n * 16 + k];
+                d[m * 8 + n] = (float)s;
+            }
+    }
+
+    /// <summary>a f16 [16, 16], b f16 [8, 16], c and d f32 [16, 8], all on one ILGPU device.</summary>
+    public static void Run(Tensor a, Tensor b, Tensor c, Tensor d)
+    {
+        Need.SameDevice(a, b, c, d);
+        if (a.DType != DType.F16 || b.DType != DType.F16) throw new ArgumentException($"mma: expected f16 operands, got {a} and {b}");
+        Need.Shape("mma a", a, 16, 16);
+        Need.Shape("mma b", b, 8, 16);
+        Need.Shape("mma c", c, 16, 8);
+        Need.Shape("mma d", d, 16, 8);
+        Need.F32("mma c", c);
+        Need.F32("mma d", d);
+        if (!d.Device.IsIlgpu) throw new ArgumentException("mma: a warp-level tensor-core op runs on an ILGPU device");
+        d.Device.GroupedKernel<Action<KernelConfig, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>>>(Kernel)(
+            new KernelConfig(1, 32), a.View<uint>(), b.View<uint>(), c.View<float>(), d.View<float>());
+    }
+
+    static void Kernel(ArrayView<uint> a, ArrayView<uint> b, ArrayView<float> c, ArrayView<float> d)
+    {
+        var sa = SharedMemory.Allocate<float>(16 * 16);
+        var sb = SharedMemory.Allocate<float>(8 * 16);
+        int lane = Group.IdxX, g = lane >> 2, t = lane & 3;
+        // A and B rows are 8 words (16 halves): word t holds columns 2t and 2t+1.
+        uint a0 = a[g * 8 + t], a1 = a[(g + 8) * 8 + t], a2 = a[g * 8 + t + 4], a3 = a[(g + 8) * 8 + t + 4];
+        uint b0 = b[g * 8 + t], b1 = b[g * 8 + t + 4];
+        float c0 = c[g * 8 + 2 * t], c1 = c[g * 8 + 2 * t + 1], c2 = c[(g + 8) * 8 + 2 * t], c3 = c[(g + 8) * 8 + 2 * t + 1];
+        var r = M16N8K16(a0, a1, a2, a3, b0, b1, c0, c1, c2, c3, sa, sb, lane);
+        d[g * 8 + 2 * t] = r.X;
+        d[g * 8 + 2 * t + 1] = r.Y;
+        d[(g + 8) * 8 + 2 * t] = r.Z;
+        d[(g + 8) * 8 + 2 * t + 1] = r.W;
+    }
+
+    public struct Float4
+    {
+        public float X, Y, Z, W;
+    }
+
+    /// <summary>The warp's product on its fragments (see the class comment); every lane of the warp must call it.
+    /// <paramref name="sa"/> (256 floats) and <paramref name="sb"/> (128) are shared scratch for the emulation.</summary>
+    public static Float4 M16N8K16(uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, float c0, float c1, float c2, float c3,
+                                  ArrayView<float> sa, ArrayView<float> sb, int lane)
+    {
+        Float4 r;
+        if (CudaAsm.IsSupported)
+        {
+            Output<float> d0 = default, d1 = default, d2 = default, d3 = default;
+            Input<uint> ia0 = a0, ia1 = a1, ia2 = a2, ia3 = a3, ib0 = b0, ib1 = b1;
+            Input<float> ic0 = c0, ic1 = c1, ic2 = c2, ic3 = c3;
+            CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};",
+                ref d0, ref d1, ref d2, ref d3, ref ia0, ref ia1, ref ia2, ref ia3, ref ib0, ref ib1, ref ic0, ref ic1, ref ic2, ref ic3);
+            r.X = d0.Value; r.Y = d1.Value; r.Z = d2.Value; r.W = d3.Value;
+            return r;
+        }
+        int g = lane >> 2, t = lane & 3;
+        PutPair(sa, g * 16 + 2 * t, a0);
+        PutPair(sa, (g + 8) * 16 + 2 * t, a1);
+        PutPair(sa, g * 16 + 2 * t + 8, a2);
+        PutPair(sa, (g + 8) * 16 + 2 * t + 8, a3);
+        PutPair(sb, g * 16 + 2 * t, b0);
+        PutPair(sb, g * 16 + 2 * t + 8, b1);
+        Group.Barrier();
+        r.X = c0 + Dot16(sa, g, sb, 2 * t);
+        r.Y = c1 + Dot16(sa, g, sb, 2 * t + 1);
+        r.Z = c2 + Dot16(sa, g + 8, sb, 2 * t);
+        r.W = c3 + Dot16(sa, g + 8, sb, 2 * t + 1);
+        Group.Barrier();
+        return r;
+    }
+
+    static void PutPair(ArrayView<float> s, int at, uint pair)
+    {
+        s[at] = (float)Interop.IntAsFloat((ushort)pair);
+        s[at + 1] = (float)Interop.IntAsFloat((ushort)(pair >> 16));
+    }
+
+    static float Dot16(ArrayView<float> sa, int m, ArrayView<float> sb, int n)
+    {
+        float s = 0;
+        for (int k = 0; k < 16; k++) s += sa[m * 16 + k] * sb[n * 16 + k];
+        return s;
+    }
+
+    public static AuditCase Case => new("mma m16n8k16", Check.F32Bound, (dev, rng) =>
+    {
+        var a = Check.Rounded(Check.Values(rng, 256), DType.F16);
+        var b = Check.Rounded(Check.Values(rng, 128), DType.F16);
+        var c = Check.Values(rng, 128, 2f);
+        using var ta = Tensor.From(a, [16, 16], dev, DType.F16);
+        using var tb = Tensor.From(b, [8, 16], dev, DType.F16);
+        using var tc = Tensor.From(c, [16, 8], dev);
+        using var td = Check.Poisoned([16, 8], DType.F32, dev);
+        Run(ta, tb, tc, td);
+        var want = new float[128];
+        Twin(a, b, c, want);
+        return (Check.RelativeError(td.ToFloatArray(), want), CudaAsm.IsSupported || dev.Kind == DeviceKind.Cuda ? "tensor cores" : "emulated");
+    });
+}
