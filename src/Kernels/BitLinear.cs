@@ -10,7 +10,7 @@ namespace BitDeltaNative.Kernels;
 /// the base matmul y = x·W_baseᵀ, it gives y = x·(W_base + α·S)ᵀ without ever forming the f16 sum, so the
 /// compressed fine-tune costs 1 bit per weight beside the shared base: the reference's
 /// <c>x @ base + coeff * binary_bmm(x, mask)</c>. x and y are f32 [rows, in] and [rows, out].
-/// This is the one-tenant form; the batched many-tenant kernels build on it (multi-tenant issue).
+/// This is the one-tenant form; <see cref="TenantLinear"/> runs many tenants in one batch.
 /// </summary>
 public static class BitLinear
 {
@@ -60,7 +60,7 @@ public static class BitLinear
     /// One thread per output (row r, column o), neighbouring threads on neighbouring columns of the same row: every
     /// thread of a warp reads the same x[r, i] (a broadcast) and its own row's sign word, one load per 32 weights.
     /// No shuffles or barriers, which also keeps it cheap on ILGPU's CPU accelerator in tests. Reading each sign
-    /// word once for many rows and many tenants is the batched kernel's job (multi-tenant issue).
+    /// word once for many rows and many tenants is <see cref="TenantLinear"/>'s job.
     /// </summary>
     static void Kernel(ArrayView<float> x, ArrayView<uint> signs, float scale, ArrayView<float> y, int rows, int inDim, int outDim)
     {
@@ -119,7 +119,7 @@ public static class BitLinear
     /// the model runs a compressed linear this way (materialize, then one GEMM/GEMV over the f32 matrix): it costs
     /// about 5× the bytes of the f16 base matmul in decode and next to nothing beside a prefill GEMM, against the
     /// per-output <see cref="Run"/>, whose sign reads are uncoalesced (measured on the H100 at 7B shapes: 47 s per
-    /// 1536-token window, 292 ms per decode step; bench/NOTES.md). The batched many-tenant kernel replaces both.
+    /// 1536-token window, 292 ms per decode step; bench/NOTES.md). The engine runs <see cref="TenantLinear"/> instead, which folds the signs where it reads W.
     /// </summary>
     public static void Materialize(Tensor wBase, Tensor signs, float scale, Tensor w)
     {
