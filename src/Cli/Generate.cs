@@ -92,7 +92,7 @@ public static partial class Cli
         foreach (var v in values)
         {
             int eq = v.IndexOf('=');
-            // A path may contain '=' only after a name; a bare FILE is one without a name part that is a valid name.
+            // Text before the first '=' is the tenant's name, so a path that holds '=' needs a name in front of it.
             string? name = eq > 0 ? v[..eq] : null;
             string path = eq > 0 ? v[(eq + 1)..] : v;
             if (name != null) Engine.CheckName(name);

@@ -457,8 +457,7 @@ public static partial class MatMul
     {
         var (rows, inDim, outDim) = Shapes(x, w, y);
         if (rows == 0 || outDim == 0) return;
-        if (slot < 0) GemmLaunch(x, w, y.View<uint>(), y.View<float>(), -1, y, accumulate, rows, inDim, outDim);
-        else GemmLaunch(x, w, signs.View<uint>(), scales.View<float>(), slot, y, accumulate, rows, inDim, outDim);
+        GemmLaunch(x, w, signs.View<uint>(), scales.View<float>(), slot, y, accumulate, rows, inDim, outDim);   // slot −1: not read
     }
 
     /// <summary>One row of a micro-tile: columns gn, gn+16, gn+32, gn+48.</summary>

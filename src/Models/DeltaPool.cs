@@ -135,30 +135,29 @@ public sealed class DeltaPool : IDisposable
         var c = Config;
         var expected = LlamaWeights.ExpectedTensors(c).ToDictionary(e => e.Name, e => e.Shape);
         // Check everything before copying anything.
-        foreach (var (tname, shape) in file.Compressed)
-        {
-            var (layer, linear) = DeltaWeights.Locate(tname);
-            if (layer < 0 || linear < 0 || layer >= c.NumLayers || !expected.TryGetValue(tname, out var want) || !want.SequenceEqual(shape))
-                throw new BitDeltaException($"{file.Path}: compressed tensor '{tname}' [{string.Join(", ", shape)}] is not a decoder linear of this base");
-        }
+        var linears = file.Compressed.Select(e => (e.Key, DeltaWeights.CompressedLinear(file.Path, e.Key, e.Value, expected, c.NumLayers))).ToList();
         for (int l = 0; l < c.NumLayers; l++)
             foreach (var n in LayerWeights.LinearNames)
                 if (!file.Compressed.ContainsKey(LlamaWeights.LayerPrefix(l) + n + ".weight"))
                     throw new BitDeltaException($"{file.Path}: '{LlamaWeights.LayerPrefix(l)}{n}.weight' is not compressed; the multi-tenant engine batches only deltas that compress every decoder linear");
+        var wholes = new List<(string Name, DeltaWeights.Part Part, int Layer)>();
         foreach (var tname in file.Replaced)
         {
-            if (!expected.TryGetValue(tname, out var want))
+            if (!expected.ContainsKey(tname))
                 throw new BitDeltaException($"{file.Path}: tensor '{tname}' is not a tensor of this base's architecture");
             if (!file.ReplacedDType(tname).IsFloat()) throw new BitDeltaException($"{file.Path}: tensor '{tname}' is not a float tensor");
+            var (part, layer, _) = DeltaWeights.WholePart(file.Path, tname);
+            // Every decoder linear is compressed (checked above), so a whole one is stored twice.
+            if (part == DeltaWeights.Part.Linear) throw DeltaWeights.BothWholeAndCompressed(file.Path, tname);
+            wholes.Add((tname, part, layer));
         }
 
         names[slot] = name;
         paths[slot] = file.Path;
         try
         {
-            foreach (var (tname, _) in file.Compressed)
+            foreach (var (tname, (layer, linear)) in linears)
             {
-                var (layer, linear) = DeltaWeights.Locate(tname);
                 var (signs, scale) = file.BitDeltaLinear(tname);
                 using (signs)
                 {
@@ -171,18 +170,19 @@ public sealed class DeltaPool : IDisposable
                 using var at = Scales[layer][linear].Slice(slot, 1);
                 at.CopyFrom(a);
             }
-            foreach (var tname in file.Replaced)
+            foreach (var (tname, part, layer) in wholes)
             {
                 using var src = file.ReplacedTensor(tname);
                 if (!src.Shape.SequenceEqual(expected[tname]))
                     throw new BitDeltaException($"{file.Path}: tensor '{tname}' is {src.DType}{src.ShapeString}, expected shape [{string.Join(", ", expected[tname])}]");
-                var (layer, _) = DeltaWeights.Locate(tname);
-                if (tname == LlamaWeights.EmbeddingName) embeddings[slot] = Copy(src, slot);
-                else if (tname == LlamaWeights.LmHeadName) heads[slot] = Copy(src, slot);
-                else if (tname == LlamaWeights.FinalNormName) { SetRow(FinalNorms, 1 + slot, src); ownNorms[slot] = true; }
-                else if (tname.EndsWith(".input_layernorm.weight", StringComparison.Ordinal)) { SetRow(InputNorms[layer], 1 + slot, src); ownNorms[slot] = true; }
-                else if (tname.EndsWith(".post_attention_layernorm.weight", StringComparison.Ordinal)) { SetRow(PostNorms[layer], 1 + slot, src); ownNorms[slot] = true; }
-                else throw new BitDeltaException($"{file.Path}: tensor '{tname}' has no place in the model");
+                switch (part)
+                {
+                    case DeltaWeights.Part.Embedding: embeddings[slot] = Copy(src, slot); break;
+                    case DeltaWeights.Part.LmHead: heads[slot] = Copy(src, slot); break;
+                    case DeltaWeights.Part.FinalNorm: SetRow(FinalNorms, 1 + slot, src); ownNorms[slot] = true; break;
+                    case DeltaWeights.Part.InputNorm: SetRow(InputNorms[layer], 1 + slot, src); ownNorms[slot] = true; break;
+                    case DeltaWeights.Part.PostNorm: SetRow(PostNorms[layer], 1 + slot, src); ownNorms[slot] = true; break;
+                }
             }
         }
         catch

@@ -62,9 +62,7 @@ public sealed class DeltaWeights : IDisposable
             }
             foreach (var (name, shape) in file.Compressed)
             {
-                var (layer, linear) = Locate(name);
-                if (layer < 0 || linear < 0 || layer >= layers.Length || !expected.TryGetValue(name, out var want) || !want.SequenceEqual(shape))
-                    throw new BitDeltaException($"{file.Path}: compressed tensor '{name}' [{string.Join(", ", shape)}] is not a decoder linear of this base");
+                var (layer, linear) = CompressedLinear(file.Path, name, shape, expected, layers.Length);
                 var (signs, scale) = file.BitDeltaLinear(name);
                 using (signs)
                     layers[layer].Bits[linear] = new BitLinearWeight(Copy(signs), scale);
@@ -77,19 +75,18 @@ public sealed class DeltaWeights : IDisposable
                 using var src = file.ReplacedTensor(name);
                 if (!src.Shape.SequenceEqual(want) || !src.DType.IsFloat())
                     throw new BitDeltaException($"{file.Path}: tensor '{name}' is {src.DType}{src.ShapeString}, expected a float tensor of shape [{string.Join(", ", want)}]");
+                var (part, layer, linear) = WholePart(file.Path, name);
+                if (part == Part.Linear && layers[layer].Bits[linear] != null) throw BothWholeAndCompressed(file.Path, name);
                 var t = Copy(src);
-                var (layer, linear) = Locate(name);
-                if (name == LlamaWeights.EmbeddingName) embedding = t;
-                else if (name == LlamaWeights.FinalNormName) norm = t;
-                else if (name == LlamaWeights.LmHeadName) head = t;
-                else if (linear >= 0)
+                switch (part)
                 {
-                    if (layers[layer].Bits[linear] != null) throw new BitDeltaException($"{file.Path}: '{name}' is stored both whole and compressed");
-                    layers[layer].Whole[linear] = t;
+                    case Part.Embedding: embedding = t; break;
+                    case Part.FinalNorm: norm = t; break;
+                    case Part.LmHead: head = t; break;
+                    case Part.Linear: layers[layer].Whole[linear] = t; break;
+                    case Part.InputNorm: layers[layer].InputNorm = t; break;
+                    case Part.PostNorm: layers[layer].PostAttentionNorm = t; break;
                 }
-                else if (name.EndsWith(".input_layernorm.weight", StringComparison.Ordinal)) layers[layer].InputNorm = t;
-                else if (name.EndsWith(".post_attention_layernorm.weight", StringComparison.Ordinal)) layers[layer].PostAttentionNorm = t;
-                else throw new BitDeltaException($"{file.Path}: tensor '{name}' has no place in the model");
             }
             var d = new DeltaWeights { Path = file.Path, Layers = layers, Embedding = embedding, FinalNorm = norm, LmHead = head, ByteLength = bytes };
             d.owned.AddRange(owned);
@@ -101,6 +98,36 @@ public sealed class DeltaWeights : IDisposable
             throw;
         }
     }
+
+    /// <summary>What a tensor a delta stores whole stands in for.</summary>
+    internal enum Part { Embedding, FinalNorm, LmHead, Linear, InputNorm, PostNorm }
+
+    /// <summary>(layer, linear) of a compressed tensor of a delta file, refused unless it is a decoder linear of the
+    /// base (<paramref name="expected"/>: the base's tensor shapes) with the base's shape. Shared by
+    /// <see cref="Load(DeltaFile, LlamaConfig, Device)"/> and <see cref="DeltaPool.Load"/>.</summary>
+    internal static (int Layer, int Linear) CompressedLinear(string path, string name, int[] shape, Dictionary<string, int[]> expected, int numLayers)
+    {
+        var (layer, linear) = Locate(name);
+        if (layer < 0 || linear < 0 || layer >= numLayers || !expected.TryGetValue(name, out var want) || !want.SequenceEqual(shape))
+            throw new BitDeltaException($"{path}: compressed tensor '{name}' [{string.Join(", ", shape)}] is not a decoder linear of this base");
+        return (layer, linear);
+    }
+
+    /// <summary>Where a tensor a delta stores whole goes (layer and linear where they apply, else −1); a one-line error
+    /// naming the file when it has no place in the model.</summary>
+    internal static (Part Part, int Layer, int Linear) WholePart(string path, string name)
+    {
+        if (name == LlamaWeights.EmbeddingName) return (Part.Embedding, -1, -1);
+        if (name == LlamaWeights.FinalNormName) return (Part.FinalNorm, -1, -1);
+        if (name == LlamaWeights.LmHeadName) return (Part.LmHead, -1, -1);
+        var (layer, linear) = Locate(name);
+        if (linear >= 0) return (Part.Linear, layer, linear);
+        if (layer >= 0 && name.EndsWith(".input_layernorm.weight", StringComparison.Ordinal)) return (Part.InputNorm, layer, -1);
+        if (layer >= 0 && name.EndsWith(".post_attention_layernorm.weight", StringComparison.Ordinal)) return (Part.PostNorm, layer, -1);
+        throw new BitDeltaException($"{path}: tensor '{name}' has no place in the model");
+    }
+
+    internal static BitDeltaException BothWholeAndCompressed(string path, string name) => new($"{path}: '{name}' is stored both whole and compressed");
 
     /// <summary>(layer, index in <see cref="LayerWeights.LinearNames"/>) of an HF tensor name; −1 where it is not one.</summary>
     internal static (int Layer, int Linear) Locate(string name)
