@@ -33,8 +33,9 @@ public static partial class Cli
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "prompt length (random ids)", DefaultValueFactory = _ => 16 };
         var kernel = new Option<bool>("--kernel-only") { Description = "only the kernel table (no model)" };
         var iters = new Option<int?>("--iters") { Description = "timed kernel samples per case (default 30 on CUDA, 2 elsewhere)" };
+        var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -49,7 +50,16 @@ public static partial class Cli
             Console.WriteLine($"bench multitenant on {dev}, {DateTime.UtcNow:yyyy-MM-dd}");
             if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
 
-            if (dev.IsIlgpu) KernelTable(dev, ts, nReq, samples, cuda);
+            var splits = (r.GetValue(split) ?? "0").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+                .Select(s => int.TryParse(s, out int v) && v is >= 0 and <= 8 ? v : throw new BitDeltaException($"--mma-split: expected 0 to 8, got '{s}'")).ToArray();
+            if (dev.IsIlgpu)
+                foreach (int p in splits)
+                {
+                    TenantLinear.MmaSplit = p;
+                    if (p > 0) Console.WriteLine($"\n--mma-split {p}");
+                    KernelTable(dev, ts, nReq, samples, cuda);
+                }
+            TenantLinear.MmaSplit = 0;
             if (r.GetValue(kernel)) return 0;
 
             string? dir = r.GetValue(baseDir);
@@ -148,7 +158,7 @@ public static partial class Cli
     }
 
     /// <summary>
-    /// <see cref="TenantLinear.Decode"/> alone at Llama-2-7B's linear shapes, for each tenant count T with one row per
+    /// The decode form of <see cref="TenantLinear.Run"/> alone at Llama-2-7B's linear shapes, for each tenant count T with one row per
     /// tenant and with the requests spread over T: µs per call and GB/s over the bytes it must read (W once, each
     /// tenant's signs once, x and y), against a 16-byte copy kernel in the same run. W and the sign pools rotate among
     /// buffers that together exceed the L2 twice over, so every call reads from DRAM.
@@ -159,7 +169,8 @@ public static partial class Cli
         var shapes = cuda ? GemvShapes : [(256, 256), (688, 256)];
         int warm = cuda ? 3 : 1, perSample = cuda ? 10 : 1;
         Console.WriteLine($"\nkernel: tenant linear (decode form), f16 base; median of {samples} samples of {perSample} launches");
-        Console.WriteLine($"{"out×in",-12} {"tenants",7} {"rows",5} {"µs/call",9} {"GB/s",8} {"copy GB/s",9} {"/copy",6} {"base-only µs",12}");
+        Console.WriteLine("  mma: tensor cores (TenantLinearMma.cs); hi-only: its tenant term on f16(x) alone; cuda-core: the fold-and-FMA form");
+        Console.WriteLine($"{"out×in",-12} {"tenants",7} {"rows",5} {"mma µs",8} {"GB/s",6} {"/copy",6} {"hi-only µs",10} {"cuda-core µs",12} {"base-only µs",12} {"copy GB/s",9}");
         foreach (var (outDim, inDim) in shapes)
         {
             long wBytes = DType.F16.ByteCount([outDim, inDim]);
@@ -180,23 +191,31 @@ public static partial class Cli
                         RandomFill.Run(ss[i], (ulong)(i + 100));
                     }
                     using var scales = Tensor.From(Enumerable.Range(0, T).Select(i => 1e-3f * (i + 1)).ToArray(), [T], dev);
-                    var slotOf = Enumerable.Range(0, rows).Select(i => i % T).OrderBy(s => s).ToArray();
-                    using var slots = Tensor.From(slotOf, [rows], dev);
-                    using var list = Tensor.From(Enumerable.Range(0, rows).ToArray(), [rows], dev);
+                    using var tenants = new TenantRows(Enumerable.Range(0, rows).Select(i => i % T).OrderBy(s => s).ToArray(), dev);
+                    using var baseRows = TenantRows.All(rows, -1, dev);
                     using var x = Tensor.From(Check.Values(rng, (long)rows * inDim), [rows, inDim], dev);
                     using var y = Tensor.Empty([rows, outDim], DType.F32, dev);
                     int next = 0;
-                    double us = Median(dev, warm, samples, perSample, () =>
+                    double Time(TenantRows who, bool mma, bool low)
                     {
-                        int b = next++ % nBuf;
-                        TenantLinear.Decode(x, ws[b], ss[b], scales, slots, list, y, false);
-                    });
-                    using var noDelta = Tensor.From(Enumerable.Repeat(-1, rows).ToArray(), [rows], dev);
-                    double usBase = Median(dev, warm, samples, perSample, () =>
-                    {
-                        int b = next++ % nBuf;
-                        TenantLinear.Decode(x, ws[b], ss[b], scales, noDelta, list, y, false);
-                    });
+                        TenantLinear.UseMma = mma;
+                        TenantLinear.MmaTenantLow = low;
+                        try
+                        {
+                            return Median(dev, warm, samples, perSample, () =>
+                            {
+                                int b = next++ % nBuf;
+                                TenantLinear.Run(x, ws[b], ss[b], scales, who, y);
+                            });
+                        }
+                        finally
+                        {
+                            TenantLinear.UseMma = true;
+                            TenantLinear.MmaTenantLow = true;
+                        }
+                    }
+                    double us = Time(tenants, true, true), usHi = Time(tenants, true, false), usCore = Time(tenants, false, true);
+                    double usBase = Time(baseRows, true, true);
                     if (copyGb == 0)
                     {
                         using var dst = Tensor.Empty([outDim, inDim], DType.F16, dev);
@@ -208,9 +227,9 @@ public static partial class Cli
                     foreach (var t in ss) t.Dispose();
                     double bytes = wBytes + sBytes + 4.0 * rows * (inDim + outDim);
                     double gb = bytes / us / 1e3;
-                    Console.WriteLine($"{$"{outDim}×{inDim}",-12} {T,7} {rows,5} {us,9:F1} {gb,8:F0} {copyGb,9:F0} {gb / copyGb,6:F2} {usBase,12:F1}");
+                    Console.WriteLine($"{$"{outDim}×{inDim}",-12} {T,7} {rows,5} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {usHi,10:F1} {usCore,12:F1} {usBase,12:F1} {copyGb,9:F0}");
                 }
         }
-        Console.WriteLine("GB/s: (W + every tenant's signs + x + y) / time. base-only: the same launch with every row on the base (signs not read).");
+        Console.WriteLine("GB/s: (W + every tenant's signs + x + y) / mma time. base-only: mma with every row on the base (signs not read).");
     }
 }

@@ -96,7 +96,9 @@ public static partial class TenantLinear
             using var ys = y2.Slice(start, count);
             MatMul.GemmFolded(xs, w, signs, scales, slot, ys, accumulate);
         }
-        if (tenants.DecodeList is { } list)
+        if (tenants.MmaGroups is { } groups && MmaApplies(x2, w))
+            DecodeMma(x2, w, signs, scales, groups, tenants.MmaGroupCount, y2, accumulate);
+        else if (tenants.DecodeList is { } list)
             Decode(x2, w, signs, scales, tenants.DeviceSlots, list, y2, accumulate);
     }
 
@@ -284,19 +286,22 @@ public static partial class TenantLinear
 
     // ---- audit ----
 
-    public static IEnumerable<AuditCase> Cases => [Case("tenant linear decode", prefill: false), Case("tenant linear prefill", prefill: true)];
+    public static IEnumerable<AuditCase> Cases =>
+        [Case("tenant linear decode", prefill: false), Case("tenant linear prefill", prefill: true), Case("tenant linear mma", prefill: false, mma: true)];
 
     /// <summary>
     /// Random tenants over a small pool, slot −1 among them, rows in random order (decode) or in segments some of which
     /// reach the GEMM (prefill); W f16/bf16/f32, in ragged or a multiple of 8 (the 16-byte path), padding bits of
     /// the last sign word set so a kernel that reads them fails; accumulate on or off.
     /// </summary>
-    static AuditCase Case(string name, bool prefill) => new(name, Check.F32Bound, (dev, rng) =>
+    /// <paramref name="mma"/>: shapes and dtype the tensor-core form takes (f16, in a multiple of 64, out of 16), more
+    /// chunks than warps at times (uneven split-K), up to 40 rows (two launches of 4 groups).
+    static AuditCase Case(string name, bool prefill, bool mma = false) => new(name, Check.F32Bound, (dev, rng) =>
     {
-        var wt = Check.FloatType(rng);
-        int capacity = Check.Size(rng, 4);
-        int inDim = rng.Next(2) == 0 ? 8 * Check.Size(rng, prefill ? 20 : 80) : Check.Size(rng, prefill ? 150 : 700);
-        int outDim = Check.Size(rng, prefill ? 70 : 40);
+        var wt = mma ? DType.F16 : Check.FloatType(rng);
+        int capacity = Check.Size(rng, mma ? 6 : 4);
+        int inDim = mma ? 64 * Check.Size(rng, 12) : rng.Next(2) == 0 ? 8 * Check.Size(rng, prefill ? 20 : 80) : Check.Size(rng, prefill ? 150 : 700);
+        int outDim = mma ? 16 * Check.Size(rng, 3) : Check.Size(rng, prefill ? 70 : 40);
         int[] slots;
         if (prefill)
         {
@@ -325,7 +330,8 @@ public static partial class TenantLinear
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
         Run(tx, tw, ts, ta, tenants, ty, accumulate);
         Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, accumulate);
-        string path = dev.IsIlgpu && wt != DType.F32 && inDim % 8 == 0 ? " 16-byte" : "";
+        string path = tenants.MmaGroups != null && MmaApplies(tx, tw) ? " tensor cores" : dev.IsIlgpu && wt != DType.F32 && inDim % 8 == 0 ? " 16-byte" : "";
+        if (mma && dev.IsIlgpu && path != " tensor cores") throw new InvalidOperationException($"{name}: the tensor-core form did not apply to [{outDim}, {inDim}]");
         return (Check.RelativeError(ty.ToFloatArray(), want),
                 $"{rows} rows in {tenants.Segments.Length} segments over {capacity} slots, [{outDim}, {inDim}] w {wt}{(accumulate ? " +=" : "")}{path}");
     });

@@ -16,6 +16,12 @@ public sealed class TenantRows : IDisposable
     /// <summary>I32 on the device: the rows of short segments, for the decode kernel; null when there are none.</summary>
     public Tensor? DecodeList { get; }
     public int Count => Slots.Length;
+    /// <summary>I32 [groups, <see cref="MmaGroupInts"/>] on the device, for the tensor-core decode form: the decode rows
+    /// sorted by slot (so a group holds few tenants) in groups of 8, each as 8 row ids (−1 past the end), their 8 slots
+    /// and the group's distinct slots ≥ 0 (−1 after the last). Null when no row goes to the decode form.</summary>
+    public Tensor? MmaGroups { get; }
+    public int MmaGroupCount { get; }
+    public const int MmaGroupInts = 24;
 
     public TenantRows(int[] slots, Device device)
     {
@@ -31,7 +37,25 @@ public sealed class TenantRows : IDisposable
         Segments = [.. segs];
         DeviceSlots = Tensor.From(slots, [slots.Length], device);
         var list = Segments.Where(s => s.Count < TenantLinear.PrefillMinRows).SelectMany(s => Enumerable.Range(s.Start, s.Count)).ToArray();
-        if (list.Length > 0) DecodeList = Tensor.From(list, [list.Length], device);
+        if (list.Length == 0) return;
+        DecodeList = Tensor.From(list, [list.Length], device);
+        var sorted = list.OrderBy(r => slots[r]).ToArray();   // stable: rows of a tenant keep their order
+        MmaGroupCount = (sorted.Length + 7) / 8;
+        var table = new int[MmaGroupCount * MmaGroupInts];
+        for (int gr = 0; gr < MmaGroupCount; gr++)
+        {
+            var at = table.AsSpan(gr * MmaGroupInts, MmaGroupInts);
+            at.Fill(-1);
+            var rows = sorted.AsSpan(gr * 8, Math.Min(8, sorted.Length - gr * 8));
+            int distinct = 0;
+            for (int j = 0; j < rows.Length; j++)
+            {
+                at[j] = rows[j];
+                at[8 + j] = slots[rows[j]];
+                if (slots[rows[j]] >= 0 && at.Slice(16, distinct).IndexOf(slots[rows[j]]) < 0) at[16 + distinct++] = slots[rows[j]];
+            }
+        }
+        MmaGroups = Tensor.From(table, [MmaGroupCount, MmaGroupInts], device);
     }
 
     /// <summary>Every row to tenant <paramref name="slot"/> (−1: the base).</summary>
@@ -41,5 +65,6 @@ public sealed class TenantRows : IDisposable
     {
         DeviceSlots.Dispose();
         DecodeList?.Dispose();
+        MmaGroups?.Dispose();
     }
 }
