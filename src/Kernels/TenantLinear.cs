@@ -12,7 +12,8 @@ namespace BitDeltaNative.Kernels;
 /// an f32 [capacity]; a slot is a tenant loaded on the device.
 ///
 /// Two forms, picked per segment (a maximal run of rows of one tenant, <see cref="TenantRows"/>):
-/// - decode (segments shorter than <see cref="PrefillMinRows"/>): one launch for all such rows. Like the GEMV
+/// - decode (segments shorter than <see cref="PrefillMinRows"/>): for an f16 base with in a multiple of 64 and out of
+///   16 (every Llama linear), on tensor cores, 32 rows a launch (TenantLinearMma.cs). Otherwise like the GEMV
 ///   it streams each row of W_base once for up to 8 rows of x, 16 bytes a lane, and folds each tenant's signs
 ///   into the weights it read (W + α·S in registers, as many times as distinct tenants in the 8 rows), so the base
 ///   is read once and each tenant's bits once per group of rows, and no f32 weight is ever written. From 9 to 32 rows
