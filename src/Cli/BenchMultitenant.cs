@@ -40,8 +40,8 @@ public static partial class Cli
         {
             var name = r.GetValue(DeviceOption)!;
             var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
-            var ts = (r.GetValue(tenants) ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(s => int.TryParse(s, out int v) && v >= 1 ? v : throw new BitDeltaException($"--tenants: expected positive integers, got '{s}'")).ToArray();
+            var ts = IntList("--tenants", r.GetValue(tenants), 1, int.MaxValue, "positive integers");
+            var splits = IntList("--mma-split", r.GetValue(split), 0, 8, "0 to 8");
             if (ts.Length == 0) throw new BitDeltaException("--tenants: give at least one count");
             int nReq = r.GetValue(requests), nNew = r.GetValue(newTokens), nPrompt = r.GetValue(promptTokens);
             if (nReq < 1 || nNew < 2 || nPrompt < 1) throw new BitDeltaException("--requests and --prompt-tokens must be at least 1, --new-tokens at least 2");
@@ -50,8 +50,6 @@ public static partial class Cli
             Console.WriteLine($"bench multitenant on {dev}, {DateTime.UtcNow:yyyy-MM-dd}");
             if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
 
-            var splits = (r.GetValue(split) ?? "0").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
-                .Select(s => int.TryParse(s, out int v) && v is >= 0 and <= 8 ? v : throw new BitDeltaException($"--mma-split: expected 0 to 8, got '{s}'")).ToArray();
             if (dev.IsIlgpu)
                 foreach (int p in splits)
                 {
@@ -75,6 +73,11 @@ public static partial class Cli
         }));
         return cmd;
     }
+
+    /// <summary>A comma-separated option of integers in [min, max]; anything else is a one-line error naming the option.</summary>
+    static int[] IntList(string option, string? text, int min, int max, string expected) =>
+        (text ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries)
+            .Select(s => int.TryParse(s, out int v) && v >= min && v <= max ? v : throw new BitDeltaException($"{option}: expected {expected}, got '{s}'")).ToArray();
 
     /// <summary>Decode steps of the engine for each tenant count, the base alone, and the naive full-model alternative.</summary>
     static void ModelTable(LlamaModel model, Device dev, int[] ts, int nReq, int nNew, int nPrompt)

@@ -57,7 +57,7 @@ public static partial class TenantLinear
     public static void Run(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate = false)
     {
         Need.SameDevice(x, w, signs, scales, y);
-        Need.SameDevice(x, tenants.DeviceSlots);
+        if (tenants.Device != x.Device) throw new ArgumentException($"tenant linear: rows of {tenants.Device} and x {x} are on different devices");
         Need.F32("tenant linear x", x);
         Need.F32("tenant linear y", y);
         Need.Float("tenant linear weight", w);
@@ -97,8 +97,8 @@ public static partial class TenantLinear
             using var ys = y2.Slice(start, count);
             MatMul.GemmFolded(xs, w, signs, scales, slot, ys, accumulate);
         }
-        if (tenants.MmaGroups is { } groups && MmaApplies(x2, w))
-            DecodeMma(x2, w, signs, scales, groups, tenants.MmaGroupCount, y2, accumulate);
+        if (TakesMma(tenants, x2, w))
+            DecodeMma(x2, w, signs, scales, tenants.MmaGroups!, tenants.MmaGroupCount, y2, accumulate);
         else if (tenants.DecodeList is { } list)
             Decode(x2, w, signs, scales, tenants.DeviceSlots, list, y2, accumulate);
     }
@@ -331,7 +331,7 @@ public static partial class TenantLinear
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
         Run(tx, tw, ts, ta, tenants, ty, accumulate);
         Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, accumulate);
-        string path = tenants.MmaGroups != null && MmaApplies(tx, tw) ? " tensor cores" : dev.IsIlgpu && wt != DType.F32 && inDim % 8 == 0 ? " 16-byte" : "";
+        string path = TakesMma(tenants, tx, tw) ? " tensor cores" : dev.IsIlgpu && wt != DType.F32 && inDim % 8 == 0 ? " 16-byte" : "";
         if (mma && dev.IsIlgpu && path != " tensor cores") throw new InvalidOperationException($"{name}: the tensor-core form did not apply to [{outDim}, {inDim}]");
         return (Check.RelativeError(ty.ToFloatArray(), want),
                 $"{rows} rows in {tenants.Segments.Length} segments over {capacity} slots, [{outDim}, {inDim}] w {wt}{(accumulate ? " +=" : "")}{path}");

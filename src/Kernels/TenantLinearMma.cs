@@ -41,9 +41,10 @@ public static partial class TenantLinear
 
     const int MmaMaxSplit = 8, MmaGroupsPerLaunch = 4, MmaTargetWarps = 2048;
 
-    /// <summary>Whether <see cref="Run"/> sends the decode rows to the tensor-core form on this device.</summary>
-    public static bool MmaApplies(Tensor x, Tensor w) =>
-        UseMma && x.Device.IsIlgpu && w.DType == DType.F16 && w.Dim(1) % 64 == 0 && w.Dim(0) % 16 == 0 && Aligned16(x) && Aligned16(w);
+    /// <summary>Whether <see cref="Run"/> sends the decode rows of <paramref name="tenants"/> to the tensor-core form.</summary>
+    static bool TakesMma(TenantRows tenants, Tensor x, Tensor w) =>
+        UseMma && tenants.MmaGroupCount > 0 && x.Device.IsIlgpu && w.DType == DType.F16 && w.Dim(1) % 64 == 0 && w.Dim(0) % 16 == 0
+        && Aligned16(x) && Aligned16(w);
 
     /// <summary>Warps per block: enough blocks × warps (~2048: 16 per SM on the H100) to keep loads in flight while
     /// each warp still has several chunks.</summary>

@@ -3,29 +3,39 @@ namespace BitDeltaNative.Kernels;
 /// <summary>
 /// Which tenant each row of a batch belongs to: per row a slot of the delta pool, or −1 for the base model
 /// alone. Built once per forward step and shared by every multi-tenant linear of it (<see cref="TenantLinear"/>):
-/// the host keeps the slots and their maximal runs (segments), the device keeps the slots and the list of rows
-/// that go to the decode kernel (those in segments shorter than <see cref="TenantLinear.PrefillMinRows"/>).
+/// the host keeps the slots and their maximal runs (segments); the device tables the decode kernels read (the
+/// CUDA-core form's slots and row list, the tensor-core form's row groups) are uploaded on first use, so a step
+/// copies only the ones its linears take, and the managed CPU device none.
 /// Rows need not be sorted by tenant; sorting them makes longer segments (the engine does).
 /// </summary>
 public sealed class TenantRows : IDisposable
 {
     public int[] Slots { get; }
     public (int Start, int Count, int Slot)[] Segments { get; }
-    /// <summary>I32 [rows] on the device: <see cref="Slots"/>.</summary>
-    public Tensor DeviceSlots { get; }
-    /// <summary>I32 on the device: the rows of short segments, for the decode kernel; null when there are none.</summary>
-    public Tensor? DecodeList { get; }
+    public Device Device { get; }
     public int Count => Slots.Length;
+
+    /// <summary>The rows of short segments (under <see cref="TenantLinear.PrefillMinRows"/>), which go to a decode form.</summary>
+    readonly int[] decodeRows;
+    Tensor? deviceSlots, decodeList, mmaGroups;
+
+    /// <summary>I32 [rows] on the device: <see cref="Slots"/>.</summary>
+    public Tensor DeviceSlots => deviceSlots ??= Tensor.From(Slots, [Slots.Length], Device);
+
+    /// <summary>I32 on the device: the rows of short segments, for the CUDA-core decode kernel; null when there are none.</summary>
+    public Tensor? DecodeList => decodeRows.Length == 0 ? null : decodeList ??= Tensor.From(decodeRows, [decodeRows.Length], Device);
+
     /// <summary>I32 [groups, <see cref="MmaGroupInts"/>] on the device, for the tensor-core decode form: the decode rows
     /// sorted by slot (so a group holds few tenants) in groups of 8, each as 8 row ids (−1 past the end), their 8 slots
     /// and the group's distinct slots ≥ 0 (−1 after the last). Null when no row goes to the decode form.</summary>
-    public Tensor? MmaGroups { get; }
-    public int MmaGroupCount { get; }
+    public Tensor? MmaGroups => MmaGroupCount == 0 ? null : mmaGroups ??= Tensor.From(GroupTable(), [MmaGroupCount, MmaGroupInts], Device);
+    public int MmaGroupCount => (decodeRows.Length + 7) / 8;
     public const int MmaGroupInts = 24;
 
     public TenantRows(int[] slots, Device device)
     {
         Slots = slots;
+        Device = device;
         var segs = new List<(int, int, int)>();
         for (int r = 0; r < slots.Length;)
         {
@@ -35,12 +45,12 @@ public sealed class TenantRows : IDisposable
             r = e;
         }
         Segments = [.. segs];
-        DeviceSlots = Tensor.From(slots, [slots.Length], device);
-        var list = Segments.Where(s => s.Count < TenantLinear.PrefillMinRows).SelectMany(s => Enumerable.Range(s.Start, s.Count)).ToArray();
-        if (list.Length == 0) return;
-        DecodeList = Tensor.From(list, [list.Length], device);
-        var sorted = list.OrderBy(r => slots[r]).ToArray();   // stable: rows of a tenant keep their order
-        MmaGroupCount = (sorted.Length + 7) / 8;
+        decodeRows = Segments.Where(s => s.Count < TenantLinear.PrefillMinRows).SelectMany(s => Enumerable.Range(s.Start, s.Count)).ToArray();
+    }
+
+    int[] GroupTable()
+    {
+        var sorted = decodeRows.OrderBy(r => Slots[r]).ToArray();   // stable: rows of a tenant keep their order
         var table = new int[MmaGroupCount * MmaGroupInts];
         for (int gr = 0; gr < MmaGroupCount; gr++)
         {
@@ -51,11 +61,11 @@ public sealed class TenantRows : IDisposable
             for (int j = 0; j < rows.Length; j++)
             {
                 at[j] = rows[j];
-                at[8 + j] = slots[rows[j]];
-                if (slots[rows[j]] >= 0 && at.Slice(16, distinct).IndexOf(slots[rows[j]]) < 0) at[16 + distinct++] = slots[rows[j]];
+                at[8 + j] = Slots[rows[j]];
+                if (Slots[rows[j]] >= 0 && at.Slice(16, distinct).IndexOf(Slots[rows[j]]) < 0) at[16 + distinct++] = Slots[rows[j]];
             }
         }
-        MmaGroups = Tensor.From(table, [MmaGroupCount, MmaGroupInts], device);
+        return table;
     }
 
     /// <summary>Every row to tenant <paramref name="slot"/> (−1: the base).</summary>
@@ -63,8 +73,8 @@ public sealed class TenantRows : IDisposable
 
     public void Dispose()
     {
-        DeviceSlots.Dispose();
-        DecodeList?.Dispose();
-        MmaGroups?.Dispose();
+        deviceSlots?.Dispose();
+        decodeList?.Dispose();
+        mmaGroups?.Dispose();
     }
 }
