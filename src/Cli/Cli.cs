@@ -13,6 +13,7 @@ public static partial class Cli
         root.Subcommands.Add(InspectCommand());
         root.Subcommands.Add(AuditCommand());
         root.Subcommands.Add(GenerateCommand());
+        root.Subcommands.Add(ServeCommand());
         root.Subcommands.Add(CompressCommand());
         root.Subcommands.Add(EvalCommand());
         root.Subcommands.Add(BenchCommand());

@@ -66,6 +66,10 @@ public sealed class DeltaFile : IDisposable
 
     public DType ReplacedDType(string name) => file.Entry(name).DType;
 
+    /// <summary>Bytes of every tensor stored whole: an upper bound on what loading it adds beyond a pool slot's signs
+    /// (norms go into rows the pool already holds; embedding and lm_head are copied).</summary>
+    public long ReplacedBytes => Replaced.Sum(n => file.Entry(n).ByteLength);
+
     public static void Write(string path, string codec, LlamaConfig baseConfig, string baseFingerprint,
                              IReadOnlyList<(string WeightName, Tensor Signs, float Scale)> compressed,
                              IReadOnlyList<(string Name, Tensor Tensor)> replaced)

@@ -105,6 +105,11 @@ public sealed class DeltaPool : IDisposable
         Signs.Sum(l => l.Sum(t => t.ByteLength)) / Capacity + 4L * Scales.Sum(l => l.Length)
         + 4L * Config.HiddenSize * (2 * Config.NumLayers + 1);
 
+    /// <summary><see cref="BytesPerSlot"/> before any pool is made: what one more slot would cost over this base.</summary>
+    public static long SlotBytes(LlamaWeights baseWeights) =>
+        baseWeights.Layers.Sum(l => l.Linears.Sum(p => DType.Sign1.ByteCount([1, p.Weight.Dim(0), p.Weight.Dim(1)]) + 4L))
+        + 4L * baseWeights.Config.HiddenSize * (2 * baseWeights.Config.NumLayers + 1);
+
     /// <summary>Device bytes slot <paramref name="slot"/> holds beyond <see cref="BytesPerSlot"/> (embedding, lm_head).</summary>
     public long WholeBytes(int slot) => wholeBytes[slot];
 

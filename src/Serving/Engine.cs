@@ -58,13 +58,36 @@ public sealed partial class Engine : IDisposable
     public int AddDelta(string name, string path)
     {
         CheckName(name);
-        if (BaseDir == null) throw new InvalidOperationException("an engine over an in-memory base cannot check delta files");
-        using var file = DeltaFile.Open(path);
-        if (fingerprint == null)
-            using (var ck = Checkpoint.Open(BaseDir))
-                fingerprint = WeightsFingerprint.Of(ck);
-        file.CheckBase(BaseDir, Model.Config, fingerprint);
+        using var file = OpenChecked(path);
         return Pool.Load(file, name);
+    }
+
+    /// <summary>Checks that a delta file was made from this base (its header and metadata only, nothing is loaded);
+    /// returns the bytes it stores whole (<see cref="DeltaFile.ReplacedBytes"/>).</summary>
+    public long CheckDelta(string path)
+    {
+        using var file = OpenChecked(path);
+        if (file.Codec != BitDelta.Codec) throw new BitDeltaException($"{path}: codec '{file.Codec}' cannot be served yet");
+        return file.ReplacedBytes;
+    }
+
+    DeltaFile OpenChecked(string path)
+    {
+        if (BaseDir == null) throw new InvalidOperationException("an engine over an in-memory base cannot check delta files");
+        var file = DeltaFile.Open(path);
+        try
+        {
+            if (fingerprint == null)
+                using (var ck = Checkpoint.Open(BaseDir))
+                    fingerprint = WeightsFingerprint.Of(ck);
+            file.CheckBase(BaseDir, Model.Config, fingerprint);
+            return file;
+        }
+        catch
+        {
+            file.Dispose();
+            throw;
+        }
     }
 
     /// <summary>A tenant of random signs (benchmarks at real shapes without delta files).</summary>

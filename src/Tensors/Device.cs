@@ -53,6 +53,10 @@ public sealed class Device
 
     public bool IsIlgpu => accelerator != null;
 
+    /// <summary>Makes this device's context current on the calling thread (CUDA contexts are per thread); a thread
+    /// that runs kernels and did not create the device, like the server's scheduler, calls it once.</summary>
+    public void BindThread() => accelerator?.Bind();
+
     public Accelerator Accelerator =>
         accelerator ?? throw new InvalidOperationException("the managed CPU device has no ILGPU accelerator");
 
