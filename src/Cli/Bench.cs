@@ -13,6 +13,7 @@ public static partial class Cli
         cmd.Subcommands.Add(BenchGemvCommand());
         cmd.Subcommands.Add(BenchDistillCommand());
         cmd.Subcommands.Add(BenchMultitenantCommand());
+        cmd.Subcommands.Add(BenchServeCommand());
         return cmd;
     }
 

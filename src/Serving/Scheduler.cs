@@ -169,13 +169,17 @@ public sealed class Scheduler : IDisposable
         foreach (var s in running.Where(s => s.C.Cancellation.IsCancellationRequested).ToList()) Finish(s, FinishReason.Cancelled);
     }
 
-    /// <summary>First come, first served into free slots; a request whose tenant cannot be made resident yet waits
-    /// without holding back those behind it.</summary>
+    /// <summary>First come, first served into free slots. A request whose tenant cannot be made resident yet (every
+    /// slot's tenant has running sequences) waits, and holds back the tenant requests behind it until it is in.</summary>
     void Admit()
     {
+        bool blocked = false;
         for (int i = 0; i < waiting.Count && freeSlots.Count > 0;)
         {
             var c = waiting[i];
+            // Behind a request that waits for its tenant to swap in, only base requests go ahead: admitting more of a
+            // resident tenant would keep it busy, and the waiting one could starve.
+            if (blocked && c.Request.Model != Engine.BaseName) { i++; continue; }
             int? tenant;
             try { tenant = tenants.Acquire(c.Request.Model); }
             catch (Exception e)
@@ -198,7 +202,12 @@ public sealed class Scheduler : IDisposable
                 Metrics.Finished(FinishReason.Error);
                 continue;
             }
-            if (tenant == null) { i++; continue; }
+            if (tenant == null)
+            {
+                blocked = true;
+                i++;
+                continue;
+            }
             waiting.RemoveAt(i);
             Interlocked.Decrement(ref queued);
             running.Add(new Sequence(c, freeSlots.Pop(), tenant.Value, tokenizer.NewStreamDecoder()));

@@ -55,6 +55,8 @@ public sealed class ServeMetrics
 
     public void Residency(MemoryReport report) { lock (gate) memory = report; }
 
+    public long Steps { get { lock (gate) return steps; } }
+
     public long GeneratedTokens { get { lock (gate) return tokensByModel.Values.Sum(); } }
 
     public long FinishedCount(FinishReason reason) { lock (gate) return finished.GetValueOrDefault(reason); }

@@ -14,6 +14,7 @@ public sealed class TenantCache
 {
     readonly Engine engine;
     readonly Dictionary<string, string> files = new(StringComparer.Ordinal);
+    readonly Dictionary<string, ulong> randomSeeds = new(StringComparer.Ordinal);
     readonly Dictionary<string, long> wholeBytes = new(StringComparer.Ordinal);
     readonly Dictionary<string, int> users = new(StringComparer.Ordinal);
     readonly Dictionary<string, long> lastUsed = new(StringComparer.Ordinal);
@@ -44,6 +45,17 @@ public sealed class TenantCache
             throw new BitDeltaException($"the delta pool alone ({engine.Pool.ByteLength / 1e9:F2} GB) is over its budget of {poolBudget / 1e9:F2} GB");
     }
 
+    /// <summary>Registers a tenant of random signs (<see cref="Engine.AddRandom"/>): benchmarks at real shapes without files.</summary>
+    public void AddRandom(string name, ulong seed)
+    {
+        Engine.CheckName(name);
+        if (files.ContainsKey(name)) throw new BitDeltaException($"tenant '{name}' is given twice");
+        files[name] = "(random)";
+        randomSeeds[name] = seed;
+        wholeBytes[name] = 0;
+        users[name] = 0;
+    }
+
     /// <summary>Every tenant name, resident or not (without the base).</summary>
     public IReadOnlyCollection<string> Names => files.Keys;
 
@@ -68,7 +80,7 @@ public sealed class TenantCache
         {
             if (!MakeRoom(wholeBytes[model])) return null;
             var sw = Stopwatch.StartNew();
-            slot = engine.AddDelta(model, path);
+            slot = randomSeeds.TryGetValue(model, out ulong seed) ? engine.AddRandom(model, seed) : engine.AddDelta(model, path);
             LastSwapInMs = sw.Elapsed.TotalMilliseconds;
             SwapInSeconds += sw.Elapsed.TotalSeconds;
             SwapIns++;

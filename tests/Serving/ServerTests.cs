@@ -427,4 +427,22 @@ public sealed class ServerTests(ServerFixture fx) : IClassFixture<ServerFixture>
         (status, _) = await s.Post("/v1/completions", Greedy("base", "The cat", 3));
         Assert.Equal(HttpStatusCode.OK, status);
     }
+
+    /// <summary>The load test against the server with one resident slot and three models: tenants must take turns
+    /// (swapping), and every request still completes with all its tokens, none starved.</summary>
+    [Fact]
+    public async Task LoadOverSwappingTenantsCompletesEveryRequest()
+    {
+        await using var s = await TestServer.Start(fx, resident: 1);
+        var rep = await LoadTest.RunAsync(s.Server.Address, ["a", "b", "base"], clients: 6, TimeSpan.FromSeconds(2), maxTokens: 12,
+                                          _ => JsonValue.Create("The cat"), Ct);
+        Assert.Null(rep.FirstError);
+        Assert.Equal(0, rep.Errors);
+        Assert.True(rep.Requests >= 6, $"{rep.Requests} requests");
+        Assert.Equal(12L * rep.Requests, rep.Tokens);
+        Assert.Equal(rep.Requests, rep.Latency.Length);
+        Assert.Equal(rep.Requests, rep.TimeToFirstToken.Length);
+        Assert.True(s.Tenants.SwapIns >= 2);
+        Assert.True(LoadReport.Percentile(rep.TimeToFirstToken, 0.99) <= LoadReport.Percentile(rep.Latency, 0.99));
+    }
 }
