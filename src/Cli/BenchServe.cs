@@ -26,9 +26,10 @@ public static partial class Cli
         var maxTokens = new Option<int>("--max-tokens") { Description = "tokens generated per request (EOS ignored)", DefaultValueFactory = _ => 64 };
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "prompt length in tokens (random ids)", DefaultValueFactory = _ => 32 };
         var maxBatch = new Option<int>("--max-batch") { Description = "the server's batch (KV-cache slots)", DefaultValueFactory = _ => 32 };
+        var resident = new Option<int?>("--resident") { Description = "tenants held on the device at once (default: all); fewer makes the server swap deltas in from disk" };
         var withBase = new Option<bool>("--with-base") { Description = "send requests to the base model too, as one more tenant" };
         var cmd = new Command("serve", "Load test of bitdelta serve on loopback: K clients over T tenants for a fixed time; requests/s, tokens/s, time to first token, errors.");
-        foreach (var o in new Option[] { baseDir, delta, random7b, tokenizerPath, tenants, clients, duration, maxTokens, promptTokens, maxBatch, withBase, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, delta, random7b, tokenizerPath, tenants, clients, duration, maxTokens, promptTokens, maxBatch, resident, withBase, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var dev = Device.Parse(r.GetValue(DeviceOption)!);
@@ -61,7 +62,8 @@ public static partial class Cli
             if (nTenants < 1 && !r.GetValue(withBase)) throw new BitDeltaException("no tenants: give --delta NAME=FILE, --tenants N, or --with-base");
             int ctx = Math.Min(model.MaxPositions, nPrompt + nTok + 1);
             var kvType = model.Weights.Layers[0].Linears.First().Weight.DType is DType.F16 or DType.BF16 && dev.IsIlgpu ? model.Weights.Layers[0].Linears.First().Weight.DType : DType.F32;
-            using var engine = new Engine(model, Math.Max(1, nTenants), dir);
+            if (r.GetValue(resident) is < 1) throw new BitDeltaException($"--resident must be at least 1, got {r.GetValue(resident)}");
+            using var engine = new Engine(model, Math.Max(1, Math.Min(nTenants, r.GetValue(resident) ?? nTenants)), dir);
             var cache = new TenantCache(engine, deltas.Select(d => (d.Name!, d.Path)));
             if (dir == null)
                 for (int t = 0; t < nTenants; t++) cache.AddRandom($"t{t}", (ulong)t + 1);
@@ -98,7 +100,8 @@ public static partial class Cli
                     if (rep.FirstError != null) Console.Error.WriteLine($"clients {k}: first error: {rep.FirstError}");
                 }
                 WriteTable(table);
-                Console.WriteLine($"swap-ins {cache.SwapIns}, evictions {cache.Evictions}; mean batch = tokens generated per scheduler step");
+                Console.WriteLine($"{engine.Pool.Capacity} resident at once; swap-ins {cache.SwapIns} (mean {(cache.SwapIns > 0 ? 1e3 * cache.SwapInSeconds / cache.SwapIns : 0):F0} ms, " +
+                                  $"last {cache.LastSwapInMs:F0} ms), evictions {cache.Evictions}; mean batch = tokens generated per scheduler step");
                 if (errors > 0) throw new BitDeltaException($"{errors} request(s) failed under load");
             }
             finally { server.DisposeAsync().AsTask().GetAwaiter().GetResult(); }
