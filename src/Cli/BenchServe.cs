@@ -68,7 +68,7 @@ public static partial class Cli
             if (dir == null)
                 for (int t = 0; t < nTenants; t++) cache.AddRandom($"t{t}", (ulong)t + 1);
             var scheduler = new Scheduler(engine, cache, tokenizer, new SchedulerOptions(batch, ctx, MaxQueue: 1 << 16, KvDType: kvType));
-            var server = Server.StartAsync(scheduler, cache, tokenizer, "127.0.0.1", 0).GetAwaiter().GetResult();
+            var server = Server.StartAsync(scheduler, cache, tokenizer, "127.0.0.1", 0, chatTemplate: dir != null ? ChatTemplate.Load(dir, tokenizer) : null).GetAwaiter().GetResult();
             var models = cache.Names.Order(StringComparer.Ordinal).Concat(r.GetValue(withBase) ? [Engine.BaseName] : []).ToList();
             Console.WriteLine($"bench serve on {dev}, {DateTime.UtcNow:yyyy-MM-dd}: {(dir ?? "random Llama-2-7B shapes, f16")} ({model.Weights.ByteLength / 1e9:F2} GB) " +
                               $"ready in {sw.Elapsed.TotalSeconds:F1} s; {models.Count} model(s) over {server.Address}, batch {batch}, KV cache {scheduler.KvCacheBytes / 1e9:F2} GB ({kvType})");

@@ -68,7 +68,9 @@ public static partial class Cli
             var scheduler = new Scheduler(engine, tenants, tokenizer, new SchedulerOptions(batch, ctx, r.GetValue(maxQueue), r.GetValue(prefillChunk), kvType));
             Console.Error.WriteLine($"{all.Count} tenant(s) registered, {capacity} resident at once ({slotBytes / 1e6:F1} MB each plus any whole tensors); " +
                                     $"KV cache {scheduler.KvCacheBytes / 1e9:F2} GB for {batch} sequences of {ctx} tokens ({kvType})");
-            var server = Server.StartAsync(scheduler, tenants, tokenizer, r.GetValue(host)!, r.GetValue(port)).GetAwaiter().GetResult();
+            var chat = ChatTemplate.Load(dir, tokenizer);
+            Console.Error.WriteLine($"chat template: {chat.Name}");
+            var server = Server.StartAsync(scheduler, tenants, tokenizer, r.GetValue(host)!, r.GetValue(port), chatTemplate: chat).GetAwaiter().GetResult();
             Console.Error.WriteLine($"serving on {server.Address} (OpenAI API under /v1, chat page at /, metrics at /metrics); Ctrl+C stops");
             using var done = new ManualResetEventSlim();
             using var sigint = PosixSignalRegistration.Create(PosixSignal.SIGINT, ctx2 => { ctx2.Cancel = true; done.Set(); });

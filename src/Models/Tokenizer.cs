@@ -295,6 +295,41 @@ public sealed class Tokenizer
     /// begin the text (drop the first word's space); false for tokens that continue a prompt.</summary>
     public StreamDecoder NewStreamDecoder(bool startOfText = false) => new(this, startOfText);
 
+    /// <summary>The special (control) tokens by their text: &lt;s&gt;, &lt;/s&gt;, Llama-3's &lt;|eot_id|&gt; and the like.</summary>
+    public IReadOnlyDictionary<string, int> SpecialTokens => specials ??= Enumerable.Range(0, pieces.Length)
+        .Where(i => types[i] == PieceType.Control && pieces[i].Length > 0)
+        .GroupBy(i => pieces[i]).ToDictionary(g => g.Key, g => g.First());
+
+    IReadOnlyDictionary<string, int>? specials;
+
+    /// <summary>
+    /// Text in which special tokens appear as their text (a rendered chat template) to ids: each special token's text
+    /// becomes its id, and the text between them is encoded on its own without BOS, as Hugging Face encodes a rendered
+    /// chat with add_special_tokens=False.
+    /// </summary>
+    public int[] EncodeWithSpecials(string text)
+    {
+        var names = SpecialTokens.Keys.OrderByDescending(k => k.Length).ToArray();
+        var ids = new List<int>();
+        int from = 0;
+        while (from < text.Length)
+        {
+            int best = -1;
+            string? hit = null;
+            foreach (var n in names)
+            {
+                int at = text.IndexOf(n, from, StringComparison.Ordinal);
+                if (at >= 0 && (best < 0 || at < best)) { best = at; hit = n; }
+            }
+            int end = best < 0 ? text.Length : best;
+            if (end > from) ids.AddRange(Encode(text[from..end], addBos: false));
+            if (hit == null) break;
+            ids.Add(SpecialTokens[hit]);
+            from = best + hit.Length;
+        }
+        return [.. ids];
+    }
+
     /// <summary>The bytes id prints; at the start of the text a leading marker (the dummy prefix) is dropped,
     /// as sentencepiece does for the first piece that prints something.</summary>
     internal ReadOnlySpan<byte> Surface(int id, ref bool atStart)

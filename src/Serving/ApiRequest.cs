@@ -26,7 +26,7 @@ public sealed record ApiRequest(CompletionRequest Completion, bool Stream, bool 
 public static class ApiRequestParser
 {
     /// <param name="context">tokens a sequence may hold: prompt plus max_tokens must fit</param>
-    public static ApiRequest Parse(JsonElement body, bool chat, Tokenizer tokenizer, Func<string, bool> knowsModel, int context)
+    public static ApiRequest Parse(JsonElement body, bool chat, Tokenizer tokenizer, ChatTemplate template, Func<string, bool> knowsModel, int context)
     {
         if (body.ValueKind != JsonValueKind.Object) throw new ApiError(400, "the request body must be a JSON object");
         string model = String(body, "model") ?? throw new ApiError(400, "you must provide a model parameter", "model");
@@ -49,7 +49,7 @@ public static class ApiRequestParser
             if (body.TryGetProperty(name, out var v) && v.ValueKind != JsonValueKind.Null && !ok(v))
                 throw new ApiError(400, $"'{name}' is not supported by this server (only its default value)", name, "unsupported_parameter");
 
-        int[] prompt = chat ? ChatPrompt(body, tokenizer) : CompletionPrompt(body, tokenizer);
+        int[] prompt = chat ? ChatPrompt(body, template) : CompletionPrompt(body, tokenizer);
         if (prompt.Length >= context)
             throw new ApiError(400, $"This model's maximum context length is {context} tokens. However, your prompt is {prompt.Length} tokens, " +
                                     "which leaves no room for a completion. Please reduce the length of the prompt.", chat ? "messages" : "prompt", "context_length_exceeded");
@@ -104,7 +104,7 @@ public static class ApiRequestParser
         return ids;
     }
 
-    static int[] ChatPrompt(JsonElement body, Tokenizer tokenizer)
+    static int[] ChatPrompt(JsonElement body, ChatTemplate template)
     {
         if (!body.TryGetProperty("messages", out var m) || m.ValueKind != JsonValueKind.Array)
             throw new ApiError(400, "'messages' must be an array of {role, content}", "messages");
@@ -117,7 +117,7 @@ public static class ApiRequestParser
             list.Add((role, Content(e, i)));
             i++;
         }
-        try { return ChatTemplate.Encode(tokenizer, list); }
+        try { return template.Encode(list); }
         catch (BitDeltaException ex) { throw new ApiError(400, ex.Message, "messages"); }
     }
 

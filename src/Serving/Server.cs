@@ -27,6 +27,7 @@ public sealed class Server : IAsyncDisposable
     readonly Scheduler scheduler;
     readonly TenantCache tenants;
     readonly Tokenizer tokenizer;
+    readonly ChatTemplate chatTemplate;
     readonly long created = DateTimeOffset.UtcNow.ToUnixTimeSeconds();
     // Text as it is (quotes, '+', non-ASCII), not \uXXXX: the output is JSON for clients, never embedded in HTML.
     static readonly JsonSerializerOptions Plain = new() { Encoder = System.Text.Encodings.Web.JavaScriptEncoder.UnsafeRelaxedJsonEscaping };
@@ -34,8 +35,9 @@ public sealed class Server : IAsyncDisposable
     /// <summary>Where it listens, e.g. http://127.0.0.1:8000/ (the real port when 0 was asked).</summary>
     public Uri Address { get; private set; } = null!;
 
-    Server(WebApplication app, Scheduler scheduler, TenantCache tenants, Tokenizer tokenizer)
+    Server(WebApplication app, Scheduler scheduler, TenantCache tenants, Tokenizer tokenizer, ChatTemplate chatTemplate)
     {
+        this.chatTemplate = chatTemplate;
         this.app = app;
         this.scheduler = scheduler;
         this.tenants = tenants;
@@ -44,7 +46,9 @@ public sealed class Server : IAsyncDisposable
 
     /// <summary>Starts listening on <paramref name="host"/>:<paramref name="port"/> (0: any free port). The scheduler
     /// is started here too unless <paramref name="startScheduler"/> is false (tests that need a queue that does not move).</summary>
-    public static async Task<Server> StartAsync(Scheduler scheduler, TenantCache tenants, Tokenizer tokenizer, string host, int port, bool startScheduler = true)
+    /// <param name="chatTemplate">how chat messages become tokens (default: <see cref="ChatTemplate.Default"/>)</param>
+    public static async Task<Server> StartAsync(Scheduler scheduler, TenantCache tenants, Tokenizer tokenizer, string host, int port, bool startScheduler = true,
+                                                ChatTemplate? chatTemplate = null)
     {
         if (!IPAddress.TryParse(host == "localhost" ? "127.0.0.1" : host, out var ip)) throw new BitDeltaException($"--host: '{host}' is not an IP address");
         if (port is < 0 or > 65535) throw new BitDeltaException($"--port must be in 0 … 65535, got {port}");
@@ -52,7 +56,7 @@ public sealed class Server : IAsyncDisposable
         builder.Logging.ClearProviders();
         builder.WebHost.ConfigureKestrel(k => k.Listen(ip, port));
         var app = builder.Build();
-        var server = new Server(app, scheduler, tenants, tokenizer);
+        var server = new Server(app, scheduler, tenants, tokenizer, chatTemplate ?? ChatTemplate.Default(tokenizer));
         server.Map();
         if (startScheduler) scheduler.Start();
         try { await app.StartAsync(); }
@@ -116,7 +120,7 @@ public sealed class Server : IAsyncDisposable
                 body = doc.RootElement.Clone();
             }
             catch (JsonException e) { throw new ApiError(400, $"could not parse the JSON body: {e.Message}"); }
-            req = ApiRequestParser.Parse(body, chat, tokenizer, tenants.Knows, scheduler.Options.Context);
+            req = ApiRequestParser.Parse(body, chat, tokenizer, chatTemplate, tenants.Knows, scheduler.Options.Context);
             try { completion = scheduler.Submit(req.Completion, ctx.RequestAborted); }
             catch (QueueFullException e) { throw new ApiError(429, e.Message, code: "rate_limit_exceeded", type: "rate_limit_error"); }
         }

@@ -81,12 +81,13 @@ public sealed class TestServer : IAsyncDisposable
         Http = new HttpClient { BaseAddress = server.Address, Timeout = TimeSpan.FromMinutes(2) };
     }
 
-    public static async Task<TestServer> Start(ServerFixture fx, int resident = 2, SchedulerOptions? options = null, bool startScheduler = true, long poolBudget = long.MaxValue)
+    public static async Task<TestServer> Start(ServerFixture fx, int resident = 2, SchedulerOptions? options = null, bool startScheduler = true, long poolBudget = long.MaxValue,
+                                               ChatTemplate? chat = null)
     {
         var engine = new Engine(fx.Model, resident, fx.BaseDir);
         var tenants = new TenantCache(engine, [("a", fx.A), ("b", fx.B)], poolBudget);
         var scheduler = new Scheduler(engine, tenants, fx.Tokenizer, options ?? new SchedulerOptions(MaxBatch: 8, Context: 256));
-        var server = await Server.StartAsync(scheduler, tenants, fx.Tokenizer, "127.0.0.1", 0, startScheduler);
+        var server = await Server.StartAsync(scheduler, tenants, fx.Tokenizer, "127.0.0.1", 0, startScheduler, chat);
         return new TestServer(engine, tenants, scheduler, server);
     }
 
@@ -223,7 +224,7 @@ public sealed class ServerTests(ServerFixture fx) : IClassFixture<ServerFixture>
     public async Task ChatUsesTheDefaultTemplate()
     {
         var messages = new[] { ("system", "Be brief."), ("user", "What is 2 + 2?"), ("assistant", "4"), ("user", "And 3 + 3?") };
-        var ids = ChatTemplate.Encode(fx.Tokenizer, messages);
+        var ids = ChatTemplate.Default(fx.Tokenizer).Encode(messages);
         int bos = fx.Tokenizer.BosId!.Value, eos = fx.Tokenizer.EosIds[0];
         int[] first = [.. fx.Tokenizer.Encode("[INST] <<SYS>>\nBe brief.\n<</SYS>>\n\nWhat is 2 + 2? [/INST] 4 ", addBos: true), eos];
         int[] second = fx.Tokenizer.Encode("[INST] And 3 + 3? [/INST]", addBos: true);
@@ -236,7 +237,7 @@ public sealed class ServerTests(ServerFixture fx) : IClassFixture<ServerFixture>
         Assert.Equal("assistant", (string?)body["choices"]![0]!["message"]!["role"]);
         Assert.Equal(ids.Length, (int)body["usage"]!["prompt_tokens"]!);
         foreach (var bad in new[] { new[] { ("assistant", "x") }, new[] { ("user", "x"), ("user", "y") }, new[] { ("user", "x"), ("assistant", "y") }, new[] { ("tool", "x") } })
-            Assert.Throws<BitDeltaException>(() => ChatTemplate.Encode(fx.Tokenizer, bad));
+            Assert.Throws<BitDeltaException>(() => ChatTemplate.Default(fx.Tokenizer).Encode(bad));
     }
 
     /// <summary>A seed fixes sampled text, and it is the text `generate --seed` gives for that tenant alone.</summary>
