@@ -446,4 +446,26 @@ public sealed class ServerTests(ServerFixture fx) : IClassFixture<ServerFixture>
         Assert.True(s.Tenants.SwapIns >= 2);
         Assert.True(LoadReport.Percentile(rep.TimeToFirstToken, 0.99) <= LoadReport.Percentile(rep.Latency, 0.99));
     }
+
+    /// <summary>A client that stops reading its stream does not stall the batch: another request runs to the end meanwhile,
+    /// with the text its tenant gives alone.</summary>
+    [Fact]
+    public async Task SlowReaderDoesNotStallOthers()
+    {
+        const int max = 10;
+        var want = fx.Alone("b", Prompts[2], max);
+        await using var s = await TestServer.Start(fx, options: new SchedulerOptions(MaxBatch: 2, Context: 256));
+        using var cts = new CancellationTokenSource();
+        using var req = new HttpRequestMessage(HttpMethod.Post, "/v1/completions")
+        {
+            Content = new StringContent(JsonSerializer.Serialize(new { model = "a", prompt = "The cat", max_tokens = 240, ignore_eos = true, stream = true }), Encoding.UTF8, "application/json"),
+        };
+        using var slow = await s.Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, cts.Token);   // and never read
+        for (int i = 0; i < 500 && s.Scheduler.Running == 0; i++) await Task.Delay(10, Ct);
+        var (status, body) = await s.Post("/v1/completions", Greedy("b", Prompts[2], max));
+        Assert.Equal(HttpStatusCode.OK, status);
+        Assert.Equal(want.Text, (string?)body["choices"]![0]!["text"]);
+        Assert.Equal(0, s.Scheduler.Metrics.FinishedCount(FinishReason.Cancelled));
+        cts.Cancel();
+    }
 }
