@@ -344,7 +344,7 @@ public sealed class ServerTests(ServerFixture fx) : IClassFixture<ServerFixture>
     {
         var s = await TestServer.Start(fx, resident: 1, options: new SchedulerOptions(MaxBatch: 1, Context: 64, MaxQueue: 1), startScheduler: false);
         var queued = s.Post("/v1/completions", Greedy("a", "The cat", 4));
-        for (int i = 0; i < 200 && s.Scheduler.Queued == 0; i++) await Task.Delay(10, Ct);
+        for (int i = 0; i < 2000 && s.Scheduler.Queued == 0; i++) await Task.Delay(10, Ct);
         Assert.Equal(1, s.Scheduler.Queued);
         var (status, body) = await s.Post("/v1/completions", Greedy("b", "The cat", 4));
         Assert.Equal((HttpStatusCode)429, status);
@@ -376,7 +376,7 @@ public sealed class ServerTests(ServerFixture fx) : IClassFixture<ServerFixture>
             Assert.True(await stream.ReadAsync(buf, cts.Token) > 0);   // it is running
             cts.Cancel();
         }
-        for (int i = 0; i < 500 && s.Scheduler.Metrics.FinishedCount(FinishReason.Cancelled) == 0; i++) await Task.Delay(10, Ct);
+        for (int i = 0; i < 3000 && s.Scheduler.Metrics.FinishedCount(FinishReason.Cancelled) == 0; i++) await Task.Delay(10, Ct);
         Assert.Equal(1, s.Scheduler.Metrics.FinishedCount(FinishReason.Cancelled));
         var (status, body) = await s.Post("/v1/completions", Greedy("b", Prompts[1], max));
         Assert.Equal(HttpStatusCode.OK, status);
@@ -461,7 +461,7 @@ public sealed class ServerTests(ServerFixture fx) : IClassFixture<ServerFixture>
             Content = new StringContent(JsonSerializer.Serialize(new { model = "a", prompt = "The cat", max_tokens = 240, ignore_eos = true, stream = true }), Encoding.UTF8, "application/json"),
         };
         using var slow = await s.Http.SendAsync(req, HttpCompletionOption.ResponseHeadersRead, cts.Token);   // and never read
-        for (int i = 0; i < 500 && s.Scheduler.Running == 0; i++) await Task.Delay(10, Ct);
+        for (int i = 0; i < 3000 && s.Scheduler.Running == 0; i++) await Task.Delay(10, Ct);
         var (status, body) = await s.Post("/v1/completions", Greedy("b", Prompts[2], max));
         Assert.Equal(HttpStatusCode.OK, status);
         Assert.Equal(want.Text, (string?)body["choices"]![0]!["text"]);
