@@ -55,13 +55,8 @@ public static partial class Cli
             long kvBytes = 2L * config.NumLayers * Math.Max(batch, 1) * config.NumKvHeads * (long)ctx * config.HeadDim * kvType.ElementSize();
             long? budget = r.GetValue(gpuMemory) is { } gb ? (long)(gb * 1e9) : dev.IsIlgpu && dev.Kind == DeviceKind.Cuda ? (long)(dev.Accelerator.MemorySize * 0.9) : null;
             long slotBytes = DeltaPool.SlotBytes(m.Weights);
-            long poolBudget = budget is { } b ? b - m.Weights.ByteLength - kvBytes : long.MaxValue;
-            int fit = budget == null ? int.MaxValue : (int)Math.Clamp(poolBudget / slotBytes, 0, int.MaxValue);
-            if (all.Count > 0 && fit < 1)
-                throw new BitDeltaException($"--gpu-memory: {budget / 1e9:F2} GB holds the base ({m.Weights.ByteLength / 1e9:F2} GB) and KV cache ({kvBytes / 1e9:F2} GB) " +
-                                            $"but not one delta ({slotBytes / 1e9:F3} GB); lower --max-batch or --context, or raise the budget");
-            int capacity = Math.Max(1, Math.Min(r.GetValue(slots) ?? all.Count, Math.Min(all.Count, fit)));
-            if (r.GetValue(slots) is < 1) throw new BitDeltaException($"--resident must be at least 1, got {r.GetValue(slots)}");
+            var whole = all.Select(t => { using var f = DeltaFile.Open(t.Item2); return f.ReplacedBytes; }).ToList();
+            var (capacity, poolBudget) = TenantCache.Plan(budget, m.Weights.ByteLength, kvBytes, slotBytes, whole, r.GetValue(slots));
 
             using var engine = new Engine(m, capacity, dir);
             var tenants = new TenantCache(engine, all, poolBudget);

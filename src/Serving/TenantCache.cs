@@ -56,6 +56,34 @@ public sealed class TenantCache
         users[name] = 0;
     }
 
+    /// <summary>
+    /// How many tenants to hold at once, and the pool's byte budget, from a device budget (null: no limit) less the base
+    /// and the KV cache. Every slot reserves <paramref name="slotBytes"/> of signs up front, and a resident tenant adds
+    /// what its file stores whole (<paramref name="wholeBytes"/>, one per tenant): the plan takes as many slots as hold
+    /// that many of the largest tenants at once, at most <paramref name="resident"/> (when given) and at most the
+    /// tenants there are, at least one. A budget that cannot hold the base, the cache and the largest delta is an error
+    /// that says what to lower.
+    /// </summary>
+    public static (int Resident, long PoolBudget) Plan(long? budget, long baseBytes, long kvBytes, long slotBytes, IReadOnlyList<long> wholeBytes, int? resident)
+    {
+        int tenants = wholeBytes.Count;
+        if (resident is < 1) throw new BitDeltaException($"--resident must be at least 1, got {resident}");
+        int most = Math.Max(1, Math.Min(resident ?? tenants, tenants));
+        if (budget is not { } b) return (most, long.MaxValue);
+        long pool = b - baseBytes - kvBytes;
+        var largest = wholeBytes.OrderDescending().ToList();
+        int n = 0;
+        for (long used = 0; n < Math.Max(1, tenants) && n < most; n++)
+        {
+            used += slotBytes + (n < largest.Count ? largest[n] : 0);
+            if (used > pool) break;
+        }
+        if (pool < 0 || (tenants > 0 && n == 0))
+            throw new BitDeltaException($"--gpu-memory: {b / 1e9:F2} GB does not hold the base ({baseBytes / 1e9:F2} GB), the KV cache ({kvBytes / 1e9:F2} GB)" +
+                                        (tenants > 0 ? $" and the largest delta ({(slotBytes + largest[0]) / 1e9:F3} GB)" : "") + "; lower --max-batch or --context, or raise the budget");
+        return (Math.Max(1, n), pool);
+    }
+
     /// <summary>Every tenant name, resident or not (without the base).</summary>
     public IReadOnlyCollection<string> Names => files.Keys;
 
