@@ -61,7 +61,7 @@ public static partial class Cli
             int nTenants = dir != null ? deltas.Count : r.GetValue(tenants);
             if (nTenants < 1 && !r.GetValue(withBase)) throw new BitDeltaException("no tenants: give --delta NAME=FILE, --tenants N, or --with-base");
             int ctx = Math.Min(model.MaxPositions, nPrompt + nTok + 1);
-            var kvType = model.Weights.Layers[0].Linears.First().Weight.DType is DType.F16 or DType.BF16 && dev.IsIlgpu ? model.Weights.Layers[0].Linears.First().Weight.DType : DType.F32;
+            var kvType = SchedulerOptions.KvTypeFor(model);
             if (r.GetValue(resident) is < 1) throw new BitDeltaException($"--resident must be at least 1, got {r.GetValue(resident)}");
             using var engine = new Engine(model, Math.Max(1, Math.Min(nTenants, r.GetValue(resident) ?? nTenants)), dir);
             var cache = new TenantCache(engine, deltas.Select(d => (d.Name!, d.Path)));
@@ -90,9 +90,9 @@ public static partial class Cli
                 var table = new Table().AddColumns("clients", "tenants", "requests", "errors", "req/s", "tokens/s", "TTFT p50 ms", "TTFT p99 ms", "latency p50 s", "latency p99 s", "mean batch");
                 foreach (int k in ks)
                 {
-                    long steps0 = StepCount(scheduler), tokens0 = scheduler.Metrics.GeneratedTokens;
+                    long steps0 = scheduler.Metrics.Steps, tokens0 = scheduler.Metrics.GeneratedTokens;
                     var rep = LoadTest.RunAsync(server.Address, models, k, TimeSpan.FromSeconds(seconds), nTok, Prompt).GetAwaiter().GetResult();
-                    long steps = StepCount(scheduler) - steps0, toks = scheduler.Metrics.GeneratedTokens - tokens0;
+                    long steps = scheduler.Metrics.Steps - steps0, toks = scheduler.Metrics.GeneratedTokens - tokens0;
                     table.AddRow($"{k}", $"{models.Count}", $"{rep.Requests}", $"{rep.Errors}", $"{rep.RequestsPerSecond:F2}", $"{rep.TokensPerSecond:F1}",
                                  $"{1e3 * LoadReport.Percentile(rep.TimeToFirstToken, 0.5):F0}", $"{1e3 * LoadReport.Percentile(rep.TimeToFirstToken, 0.99):F0}",
                                  $"{LoadReport.Percentile(rep.Latency, 0.5):F2}", $"{LoadReport.Percentile(rep.Latency, 0.99):F2}", steps > 0 ? $"{(double)toks / steps:F1}" : "-");
@@ -109,6 +109,4 @@ public static partial class Cli
         }));
         return cmd;
     }
-
-    static long StepCount(Scheduler s) => s.Metrics.Steps;
 }

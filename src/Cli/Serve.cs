@@ -48,11 +48,9 @@ public static partial class Cli
             Console.Error.WriteLine($"loaded {dir} on {dev} in {sw.Elapsed.TotalSeconds:F1} s ({m.Weights.ByteLength / 1e9:F2} GB)");
 
             int ctx = r.GetValue(context) is > 0 and var c ? c : Math.Min(m.MaxPositions, 2048);
-            // A half-precision cache on the GPU halves what each sequence holds; the CPU path keeps f32.
-            var wType = m.Weights.Layers[0].Linears.First().Weight.DType;
-            var kvType = wType is DType.F16 or DType.BF16 && dev.IsIlgpu ? wType : DType.F32;
+            var kvType = SchedulerOptions.KvTypeFor(m);
             int batch = r.GetValue(maxBatch);
-            long kvBytes = 2L * config.NumLayers * Math.Max(batch, 1) * config.NumKvHeads * (long)ctx * config.HeadDim * kvType.ElementSize();
+            long kvBytes = KvCacheMemory.ByteCount(config, Math.Max(batch, 1), ctx, kvType);
             long? budget = r.GetValue(gpuMemory) is { } gb ? (long)(gb * 1e9) : dev.IsIlgpu && dev.Kind == DeviceKind.Cuda ? (long)(dev.Accelerator.MemorySize * 0.9) : null;
             long slotBytes = DeltaPool.SlotBytes(m.Weights);
             var whole = all.Select(t => { using var f = DeltaFile.Open(t.Item2); return f.ReplacedBytes; }).ToList();

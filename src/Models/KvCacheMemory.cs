@@ -32,6 +32,10 @@ public sealed class KvCacheMemory : IDisposable
 
     public long ByteLength => K.Sum(t => t.ByteLength) + V.Sum(t => t.ByteLength);
 
+    /// <summary>What a cache of these dimensions holds, before making one (keys and values, every layer).</summary>
+    public static long ByteCount(LlamaConfig cfg, int slots, int maxSeq, DType dtype) =>
+        2L * cfg.NumLayers * dtype.ByteCount([slots, cfg.NumKvHeads, maxSeq, cfg.HeadDim]);
+
     public void Dispose()
     {
         foreach (var t in K) t.Dispose();

@@ -457,27 +457,19 @@ public sealed class JinjaTemplate
             return a;
         }
 
-        Func<Scope, object?> Sum()
-        {
-            var a = Product();
-            while (toks[i].Type == 'o' && toks[i].Text is "+" or "-")
-            {
-                string op = toks[i++].Text;
-                var l = a;
-                var r = Product();
-                a = s => Arith(op, l(s), r(s));
-            }
-            return a;
-        }
+        Func<Scope, object?> Sum() => Arithmetic(Product, "+", "-");
 
-        Func<Scope, object?> Product()
+        Func<Scope, object?> Product() => Arithmetic(Unary, "*", "/", "//", "%");
+
+        /// <summary>One left-associative level of arithmetic: operands from <paramref name="operand"/>, joined by <paramref name="ops"/>.</summary>
+        Func<Scope, object?> Arithmetic(Func<Func<Scope, object?>> operand, params string[] ops)
         {
-            var a = Unary();
-            while (toks[i].Type == 'o' && toks[i].Text is "*" or "/" or "//" or "%")
+            var a = operand();
+            while (toks[i].Type == 'o' && ops.Contains(toks[i].Text))
             {
                 string op = toks[i++].Text;
                 var l = a;
-                var r = Unary();
+                var r = operand();
                 a = s => Arith(op, l(s), r(s));
             }
             return a;

@@ -34,7 +34,16 @@ public sealed class Completion
     }
 }
 
-public sealed record SchedulerOptions(int MaxBatch = 16, int Context = 2048, int MaxQueue = 256, int PrefillChunk = 512, DType? KvDType = null);
+public sealed record SchedulerOptions(int MaxBatch = 16, int Context = 2048, int MaxQueue = 256, int PrefillChunk = 512, DType? KvDType = null)
+{
+    /// <summary>The KV cache's dtype for a model where it runs: its weights' half precision on an ILGPU device (half the
+    /// bytes a sequence holds), f32 on the managed CPU path.</summary>
+    public static DType KvTypeFor(LlamaModel model)
+    {
+        var w = model.Weights.Layers[0].Linears.First().Weight.DType;
+        return w is DType.F16 or DType.BF16 && model.Device.IsIlgpu ? w : DType.F32;
+    }
+}
 
 /// <summary>The request queue is full: the server answers 429.</summary>
 public sealed class QueueFullException(int limit) : Exception($"the server has {limit} requests waiting; try again later");
@@ -103,8 +112,7 @@ public sealed class Scheduler : IDisposable
         {
             // Stopping: answer at once rather than queue where nothing will run.
             Interlocked.Decrement(ref queued);
-            c.Channel.Writer.TryWrite(new CompletionEvent("", FinishReason.Cancelled, request.Prompt.Length));
-            c.Channel.Writer.TryComplete();
+            End(c, FinishReason.Cancelled);
             return c;
         }
         incoming.Writer.TryWrite(c);
@@ -148,12 +156,31 @@ public sealed class Scheduler : IDisposable
             }
         }
         foreach (var s in running.ToList()) Finish(s, FinishReason.Cancelled);
+        EndQueued();
+    }
+
+    /// <summary>Ends a request that never ran: its one last event, then its channel closes.</summary>
+    static void End(Completion c, FinishReason reason, string? error = null)
+    {
+        c.Channel.Writer.TryWrite(new CompletionEvent("", reason, c.Request.Prompt.Length, 0, error));
+        c.Channel.Writer.TryComplete();
+    }
+
+    /// <summary>On stopping: every request still queued ends as cancelled.</summary>
+    void EndQueued()
+    {
         while (incoming.Reader.TryRead(out var c)) waiting.Add(c);
-        foreach (var c in waiting)
-        {
-            c.Channel.Writer.TryWrite(new CompletionEvent("", FinishReason.Cancelled, c.Request.Prompt.Length));
-            c.Channel.Writer.TryComplete();
-        }
+        foreach (var c in waiting) End(c, FinishReason.Cancelled);
+        waiting.Clear();
+    }
+
+    /// <summary>Takes waiting request <paramref name="i"/> out of the queue.</summary>
+    Completion Unqueue(int i)
+    {
+        var c = waiting[i];
+        waiting.RemoveAt(i);
+        Interlocked.Decrement(ref queued);
+        return c;
     }
 
     void DropCancelled()
@@ -161,9 +188,7 @@ public sealed class Scheduler : IDisposable
         for (int i = waiting.Count - 1; i >= 0; i--)
             if (waiting[i].Cancellation.IsCancellationRequested)
             {
-                waiting[i].Channel.Writer.TryComplete();
-                waiting.RemoveAt(i);
-                Interlocked.Decrement(ref queued);
+                End(Unqueue(i), FinishReason.Cancelled);
                 Metrics.Finished(FinishReason.Cancelled);
             }
         foreach (var s in running.Where(s => s.C.Cancellation.IsCancellationRequested).ToList()) Finish(s, FinishReason.Cancelled);
@@ -184,21 +209,14 @@ public sealed class Scheduler : IDisposable
             try { tenant = tenants.Acquire(c.Request.Model); }
             catch (Exception e)
             {
-                waiting.RemoveAt(i);
-                Interlocked.Decrement(ref queued);
-                c.Channel.Writer.TryWrite(new CompletionEvent("", FinishReason.Error, c.Request.Prompt.Length, 0, e.Message));
-                c.Channel.Writer.TryComplete();
+                End(Unqueue(i), FinishReason.Error, e.Message);
                 Metrics.Finished(FinishReason.Error);
                 continue;
             }
             if (tenant == null && running.Count == 0)
             {
                 // Nothing runs that could free room: this tenant cannot fit the budget at all.
-                waiting.RemoveAt(i);
-                Interlocked.Decrement(ref queued);
-                c.Channel.Writer.TryWrite(new CompletionEvent("", FinishReason.Error, c.Request.Prompt.Length, 0,
-                    $"tenant '{c.Request.Model}' does not fit the delta pool's memory budget"));
-                c.Channel.Writer.TryComplete();
+                End(Unqueue(i), FinishReason.Error, $"tenant '{c.Request.Model}' does not fit the delta pool's memory budget");
                 Metrics.Finished(FinishReason.Error);
                 continue;
             }
@@ -208,13 +226,20 @@ public sealed class Scheduler : IDisposable
                 i++;
                 continue;
             }
-            waiting.RemoveAt(i);
-            Interlocked.Decrement(ref queued);
+            Unqueue(i);
             running.Add(new Sequence(c, freeSlots.Pop(), tenant.Value, tokenizer.NewStreamDecoder()));
         }
-        Metrics.Swaps(tenants.SwapIns, tenants.Evictions, tenants.SwapInSeconds);
-        Metrics.Residency(engine.Memory(cache.ByteLength));
+        // What is resident changes only with a swap-in or an eviction.
+        int changes = tenants.SwapIns + tenants.Evictions;
+        if (changes != residencyChanges)
+        {
+            residencyChanges = changes;
+            Metrics.Swaps(tenants.SwapIns, tenants.Evictions, tenants.SwapInSeconds);
+            Metrics.Residency(engine.Memory(cache.ByteLength));
+        }
     }
+
+    int residencyChanges = -1;
 
     void Step()
     {
@@ -328,13 +353,7 @@ public sealed class Scheduler : IDisposable
         disposed = true;
         stop.Cancel();
         if (thread.IsAlive) thread.Join();
-        else
-            // Never started: end what was queued.
-            while (incoming.Reader.TryRead(out var c))
-            {
-                c.Channel.Writer.TryWrite(new CompletionEvent("", FinishReason.Cancelled, c.Request.Prompt.Length));
-                c.Channel.Writer.TryComplete();
-            }
+        else EndQueued();   // never started
         cache.Dispose();
         stop.Dispose();
     }

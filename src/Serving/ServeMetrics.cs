@@ -69,31 +69,22 @@ public sealed class ServeMetrics
             Head(sb, "bitdelta_requests_total", "counter", "requests finished, by finish reason");
             foreach (var r in Enum.GetValues<FinishReason>())
                 Sample(sb, "bitdelta_requests_total", finished.GetValueOrDefault(r), ("reason", r.ToString().ToLowerInvariant()));
-            Head(sb, "bitdelta_requests_rejected_total", "counter", "requests refused because the queue was full (HTTP 429)");
-            Sample(sb, "bitdelta_requests_rejected_total", rejected);
-            Head(sb, "bitdelta_prompt_tokens_total", "counter", "prompt tokens of finished requests");
-            Sample(sb, "bitdelta_prompt_tokens_total", promptTokens);
+            Scalar(sb, "bitdelta_requests_rejected_total", "counter", "requests refused because the queue was full (HTTP 429)", rejected);
+            Scalar(sb, "bitdelta_prompt_tokens_total", "counter", "prompt tokens of finished requests", promptTokens);
             Head(sb, "bitdelta_generation_tokens_total", "counter", "tokens generated, by model (tenant or base)");
             foreach (var (m, n) in tokensByModel.OrderBy(kv => kv.Key, StringComparer.Ordinal))
                 Sample(sb, "bitdelta_generation_tokens_total", n, ("model", m));
-            Head(sb, "bitdelta_queue_depth", "gauge", "requests waiting for a batch slot");
-            Sample(sb, "bitdelta_queue_depth", queueDepth);
-            Head(sb, "bitdelta_running_sequences", "gauge", "sequences in the running batch");
-            Sample(sb, "bitdelta_running_sequences", runningSequences);
-            Head(sb, "bitdelta_steps_total", "counter", "forward steps run");
-            Sample(sb, "bitdelta_steps_total", steps);
-            Head(sb, "bitdelta_prefill_tokens_total", "counter", "prompt tokens fed through forward steps");
-            Sample(sb, "bitdelta_prefill_tokens_total", prefillTokens);
+            Scalar(sb, "bitdelta_queue_depth", "gauge", "requests waiting for a batch slot", queueDepth);
+            Scalar(sb, "bitdelta_running_sequences", "gauge", "sequences in the running batch", runningSequences);
+            Scalar(sb, "bitdelta_steps_total", "counter", "forward steps run", steps);
+            Scalar(sb, "bitdelta_prefill_tokens_total", "counter", "prompt tokens fed through forward steps", prefillTokens);
             rowsPerStep.Write(sb, "bitdelta_batch_rows", "tokens per forward step (prompt chunks and decode tokens)");
             sequencesPerStep.Write(sb, "bitdelta_batch_sequences", "sequences that got a new token per step");
             stepSeconds.Write(sb, "bitdelta_step_seconds", "time of one scheduler step (forward and sampling)");
             ttft.Write(sb, "bitdelta_time_to_first_token_seconds", "from submission to the first token");
-            Head(sb, "bitdelta_delta_swap_ins_total", "counter", "deltas loaded from disk on demand");
-            Sample(sb, "bitdelta_delta_swap_ins_total", swapIns);
-            Head(sb, "bitdelta_delta_swap_in_seconds_total", "counter", "time spent loading deltas on demand");
-            Sample(sb, "bitdelta_delta_swap_in_seconds_total", swapSeconds);
-            Head(sb, "bitdelta_delta_evictions_total", "counter", "idle deltas evicted to make room (least recently used first)");
-            Sample(sb, "bitdelta_delta_evictions_total", evictions);
+            Scalar(sb, "bitdelta_delta_swap_ins_total", "counter", "deltas loaded from disk on demand", swapIns);
+            Scalar(sb, "bitdelta_delta_swap_in_seconds_total", "counter", "time spent loading deltas on demand", swapSeconds);
+            Scalar(sb, "bitdelta_delta_evictions_total", "counter", "idle deltas evicted to make room (least recently used first)", evictions);
             if (memory != null)
             {
                 Head(sb, "bitdelta_gpu_memory_bytes", "gauge", "device memory held, by part");
@@ -110,6 +101,13 @@ public sealed class ServeMetrics
 
     static void Head(StringBuilder sb, string name, string type, string help) =>
         sb.Append("# HELP ").Append(name).Append(' ').Append(help).Append('\n').Append("# TYPE ").Append(name).Append(' ').Append(type).Append('\n');
+
+    /// <summary>A metric of one unlabelled sample.</summary>
+    static void Scalar(StringBuilder sb, string name, string type, string help, double value)
+    {
+        Head(sb, name, type, help);
+        Sample(sb, name, value);
+    }
 
     static void Sample(StringBuilder sb, string name, double value, params (string Key, string Value)[] labels)
     {
