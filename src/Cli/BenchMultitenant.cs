@@ -33,9 +33,13 @@ public static partial class Cli
         var promptTokens = new Option<int>("--prompt-tokens") { Description = "prompt length (random ids)", DefaultValueFactory = _ => 16 };
         var kernel = new Option<bool>("--kernel-only") { Description = "only the kernel table (no model)" };
         var iters = new Option<int?>("--iters") { Description = "timed kernel samples per case (default 30 on CUDA, 2 elsewhere)" };
+        var bitsRows = new Option<int?>("--bits-max-rows") { Description = "tenants with at most this many decode rows take the bit-serial form (default: the engine's)" };
+        var bitsTenants = new Option<int?>("--bits-min-tenants") { Description = "… when at least this many tenants have so few (default: the engine's)" };
+        var baseBlocks = new Option<int?>("--base-blocks") { Description = "blocks per multiprocessor the base form's split of K aims for (default: the engine's)" };
+        var rate = new Option<bool>("--mma-rate") { Description = "also measure the tensor cores' rate on the f16 and b1 products alone" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, baseBlocks, rate, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -49,6 +53,11 @@ public static partial class Cli
             int samples = r.GetValue(iters) ?? (cuda ? 30 : 2);
             Console.WriteLine($"bench multitenant on {dev}, {DateTime.UtcNow:yyyy-MM-dd}");
             if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
+            if (r.GetValue(bitsRows) is int br) TenantLinear.BitsMaxRows = br;
+            if (r.GetValue(bitsTenants) is int bt) TenantLinear.BitsMinTenants = bt;
+            if (r.GetValue(baseBlocks) is int bb) TenantLinear.BaseBlocksPerSm = bb;
+            Console.WriteLine($"bit-serial form: tenants of at most {TenantLinear.BitsMaxRows} decode rows, when at least {TenantLinear.BitsMinTenants} tenants are");
+            if (r.GetValue(rate) && dev.IsIlgpu) MmaRate(dev, cuda);
 
             if (dev.IsIlgpu)
                 foreach (int p in splits)
@@ -172,8 +181,10 @@ public static partial class Cli
         var shapes = cuda ? GemvShapes : [(256, 256), (688, 256)];
         int warm = cuda ? 3 : 1, perSample = cuda ? 10 : 1;
         Console.WriteLine($"\nkernel: tenant linear (decode form), f16 base; median of {samples} samples of {perSample} launches");
-        Console.WriteLine("  mma: tensor cores (TenantLinearMma.cs); hi-only: its tenant term on f16(x) alone; cuda-core: the fold-and-FMA form");
-        Console.WriteLine($"{"out×in",-12} {"tenants",7} {"rows",5} {"mma µs",8} {"GB/s",6} {"/copy",6} {"hi-only µs",10} {"cuda-core µs",12} {"base-only µs",12} {"copy GB/s",9}");
+        Console.WriteLine("  µs: as Run picks (tenants of few rows bit-serial, TenantLinearBits.cs, and then the base term in TenantLinearBase.cs);");
+        Console.WriteLine("  f16-mma: everything in the fused f16 tensor-core form (TenantLinearMma.cs); cuda-core: the fold-and-FMA form;");
+        Console.WriteLine("  base-only: every row on the base, as Run picks");
+        Console.WriteLine($"{"out×in",-12} {"tenants",7} {"rows",5} {"µs",8} {"GB/s",6} {"/copy",6} {"bit rows",8} {"f16-mma µs",10} {"cuda-core µs",12} {"base-only µs",12} {"copy GB/s",9}");
         foreach (var (outDim, inDim) in shapes)
         {
             long wBytes = DType.F16.ByteCount([outDim, inDim]);
@@ -199,10 +210,11 @@ public static partial class Cli
                     using var x = Tensor.From(Check.Values(rng, (long)rows * inDim), [rows, inDim], dev);
                     using var y = Tensor.Empty([rows, outDim], DType.F32, dev);
                     int next = 0;
-                    double Time(TenantRows who, bool mma, bool low)
+                    double Time(TenantRows who, bool mma, bool bits)
                     {
                         TenantLinear.UseMma = mma;
-                        TenantLinear.MmaTenantLow = low;
+                        TenantLinear.UseBits = bits;
+                        TenantLinear.UseBase = bits;
                         try
                         {
                             return Median(dev, warm, samples, perSample, () =>
@@ -214,10 +226,11 @@ public static partial class Cli
                         finally
                         {
                             TenantLinear.UseMma = true;
-                            TenantLinear.MmaTenantLow = true;
+                            TenantLinear.UseBits = true;
+                            TenantLinear.UseBase = true;
                         }
                     }
-                    double us = Time(tenants, true, true), usHi = Time(tenants, true, false), usCore = Time(tenants, false, true);
+                    double us = Time(tenants, true, true), usF16 = Time(tenants, true, false), usCore = Time(tenants, false, true);
                     double usBase = Time(baseRows, true, true);
                     if (copyGb == 0)
                     {
@@ -230,9 +243,65 @@ public static partial class Cli
                     foreach (var t in ss) t.Dispose();
                     double bytes = wBytes + sBytes + 4.0 * rows * (inDim + outDim);
                     double gb = bytes / us / 1e3;
-                    Console.WriteLine($"{$"{outDim}×{inDim}",-12} {T,7} {rows,5} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {usHi,10:F1} {usCore,12:F1} {usBase,12:F1} {copyGb,9:F0}");
+                    Console.WriteLine($"{$"{outDim}×{inDim}",-12} {T,7} {rows,5} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {tenants.BitsCount,8} {usF16,10:F1} {usCore,12:F1} {usBase,12:F1} {copyGb,9:F0}");
                 }
         }
-        Console.WriteLine("GB/s: (W + every tenant's signs + x + y) / mma time. base-only: mma with every row on the base (signs not read).");
+        Console.WriteLine("GB/s: (W + every tenant's signs + x + y) / time. base-only: every row on the base (signs not read).");
+    }
+}
+
+public static partial class Cli
+{
+    /// <summary>
+    /// The tensor cores' rate on one product shape alone: every warp runs 4 independent chains of the product (so
+    /// its latency is hidden), on registers only. Tells whether the bit-serial form's b1 products or the f16 ones can
+    /// keep up with the bytes (bench/NOTES.md).
+    /// </summary>
+    static void MmaRate(Device dev, bool cuda)
+    {
+        int iters = cuda ? 4096 : 4, blocks = cuda ? 132 * 8 : 2;
+        using var sink = Tensor.Empty([blocks * 128], DType.I32, dev);
+        var f16 = dev.GroupedKernel<Action<KernelConfig, ArrayView<int>, int>>(RateF16Kernel);
+        var b1 = dev.GroupedKernel<Action<KernelConfig, ArrayView<int>, int>>(RateB1Kernel);
+        double usF16 = Median(dev, 1, cuda ? 5 : 1, 1, () => f16(new KernelConfig(blocks, 128), sink.View<int>(), iters));
+        double usB1 = Median(dev, 1, cuda ? 5 : 1, 1, () => b1(new KernelConfig(blocks, 128), sink.View<int>(), iters));
+        double n = (double)blocks * 4 * iters * 4;   // products
+        Console.WriteLine($"\ntensor-core rate, {blocks} blocks of 4 warps × 4 chains × {iters}: f16 m16n8k16 {n / usF16 / 1e3:F2} G products/s " +
+                          $"({n * 2 * 16 * 8 * 16 / usF16 / 1e6:F0} TFLOP/s); b1 m16n8k256 and.popc {n / usB1 / 1e3:F2} G products/s " +
+                          $"({n * 16 * 8 * 256 / usB1 / 1e6:F0} T bit-products/s)");
+    }
+
+    static void RateF16Kernel(ArrayView<int> sink, int iters)
+    {
+        var sa = SharedMemory.Allocate<float>(4 * 256);
+        var sb = SharedMemory.Allocate<float>(4 * 128);
+        int lane = Warp.LaneIdx, wi = Warp.WarpIdx;
+        var a = sa.SubView(wi * 256, 256);
+        var b = sb.SubView(wi * 128, 128);
+        uint v = (uint)lane * 0x3C003C00u;
+        Mma.Float4 d0 = default, d1 = default, d2 = default, d3 = default;
+        for (int i = 0; i < iters; i++)
+        {
+            d0 = Mma.M16N8K16(v, v, v, v, v, v, d0.X, d0.Y, d0.Z, d0.W, a, b, lane);
+            d1 = Mma.M16N8K16(v, v, v, v, v, v, d1.X, d1.Y, d1.Z, d1.W, a, b, lane);
+            d2 = Mma.M16N8K16(v, v, v, v, v, v, d2.X, d2.Y, d2.Z, d2.W, a, b, lane);
+            d3 = Mma.M16N8K16(v, v, v, v, v, v, d3.X, d3.Y, d3.Z, d3.W, a, b, lane);
+        }
+        sink[Grid.GlobalIndex.X] = (int)(d0.X + d1.Y + d2.Z + d3.W);
+    }
+
+    static void RateB1Kernel(ArrayView<int> sink, int iters)
+    {
+        int lane = Warp.LaneIdx;
+        uint v = (uint)lane * 0x9E3779B9u;
+        Mma.Int4 d0 = default, d1 = default, d2 = default, d3 = default;
+        for (int i = 0; i < iters; i++)
+        {
+            d0 = Mma.M16N8K256And(v, v, v, v, v, v, d0.X, d0.Y, d0.Z, d0.W, lane);
+            d1 = Mma.M16N8K256And(v, v, v, v, v, v, d1.X, d1.Y, d1.Z, d1.W, lane);
+            d2 = Mma.M16N8K256And(v, v, v, v, v, v, d2.X, d2.Y, d2.Z, d2.W, lane);
+            d3 = Mma.M16N8K256And(v, v, v, v, v, v, d3.X, d3.Y, d3.Z, d3.W, lane);
+        }
+        sink[Grid.GlobalIndex.X] = d0.X + d1.Y + d2.Z + d3.W;
     }
 }

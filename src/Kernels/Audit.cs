@@ -24,6 +24,7 @@ public static class Audit
         Transpose.Case,
         RandomFill.Case,
         Mma.Case,
+        Mma.CaseB1,
         BitLinear.SignsTCase,
         Axpy.Case,
         Dot.Case,

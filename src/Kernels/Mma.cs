@@ -110,6 +110,101 @@ public static class Mma
         return s;
     }
 
+    public struct Int4
+    {
+        public int X, Y, Z, W;
+    }
+
+    /// <summary>The spec of the binary product: D[m, n] = C[m, n] + popc(A[m] ∧ B[n]) over 256 bits, A [16, 8 words],
+    /// B [8, 8 words], C and D [16, 8].</summary>
+    public static void TwinB1(ReadOnlySpan<uint> a, ReadOnlySpan<uint> b, ReadOnlySpan<int> c, Span<int> d)
+    {
+        for (int m = 0; m < 16; m++)
+            for (int n = 0; n < 8; n++)
+            {
+                int s = c[m * 8 + n];
+                for (int w = 0; w < 8; w++) s += System.Numerics.BitOperations.PopCount(a[m * 8 + w] & b[n * 8 + w]);
+                d[m * 8 + n] = s;
+            }
+    }
+
+    /// <summary>
+    /// The binary tensor-core product, D = popc(A ∧ Bᵀ) + C for A b1 [16, 256], B b1 [8, 256] (rows of B are columns of
+    /// the product) and C, D s32 [16, 8]: PTX's <c>mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc</c>. A row
+    /// is 8 words; lane (g, t) holds words t and t + 4 of A's rows g (a0, a2) and g + 8 (a1, a3) and of B's row g (b0,
+    /// b1), and D as <see cref="M16N8K16"/> does. Which bit of a word is which k does not matter to a popcount as long
+    /// as A and B agree. Where inline PTX cannot run, the lanes trade fragments by shuffles (no shared memory, so warps
+    /// need not call it together).
+    /// </summary>
+    public static Int4 M16N8K256And(uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, int c0, int c1, int c2, int c3, int lane)
+    {
+        Int4 r;
+        if (CudaAsm.IsSupported)
+        {
+            Output<int> d0 = default, d1 = default, d2 = default, d3 = default;
+            Input<uint> ia0 = a0, ia1 = a1, ia2 = a2, ia3 = a3, ib0 = b0, ib1 = b1;
+            Input<int> ic0 = c0, ic1 = c1, ic2 = c2, ic3 = c3;
+            CudaAsm.EmitRef("mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};",
+                ref d0, ref d1, ref d2, ref d3, ref ia0, ref ia1, ref ia2, ref ia3, ref ib0, ref ib1, ref ic0, ref ic1, ref ic2, ref ic3);
+            r.X = d0.Value; r.Y = d1.Value; r.Z = d2.Value; r.W = d3.Value;
+            return r;
+        }
+        int g = lane >> 2, t = lane & 3;
+        r.X = c0; r.Y = c1; r.Z = c2; r.W = c3;
+        for (int j = 0; j < 4; j++)
+        {
+            // Row g's words j and j + 4 sit in lane 4g + j; B's row n in lane 4n + j.
+            uint ag = Warp.Shuffle(a0, 4 * g + j), ag4 = Warp.Shuffle(a2, 4 * g + j);
+            uint ah = Warp.Shuffle(a1, 4 * g + j), ah4 = Warp.Shuffle(a3, 4 * g + j);
+            uint bn = Warp.Shuffle(b0, 8 * t + j), bn4 = Warp.Shuffle(b1, 8 * t + j);
+            uint bm = Warp.Shuffle(b0, 8 * t + 4 + j), bm4 = Warp.Shuffle(b1, 8 * t + 4 + j);
+            r.X += IntrinsicMath.BitOperations.PopCount(ag & bn) + IntrinsicMath.BitOperations.PopCount(ag4 & bn4);
+            r.Y += IntrinsicMath.BitOperations.PopCount(ag & bm) + IntrinsicMath.BitOperations.PopCount(ag4 & bm4);
+            r.Z += IntrinsicMath.BitOperations.PopCount(ah & bn) + IntrinsicMath.BitOperations.PopCount(ah4 & bn4);
+            r.W += IntrinsicMath.BitOperations.PopCount(ah & bm) + IntrinsicMath.BitOperations.PopCount(ah4 & bm4);
+        }
+        return r;
+    }
+
+    /// <summary>a [16·8] and b [8·8] words of bits, c and d [16·8] counts, all I32 on one ILGPU device.</summary>
+    public static void RunB1(Tensor a, Tensor b, Tensor c, Tensor d)
+    {
+        Need.SameDevice(a, b, c, d);
+        if (!d.Device.IsIlgpu) throw new ArgumentException("mma b1: a warp-level tensor-core op runs on an ILGPU device");
+        foreach (var (what, t, n) in new[] { ("a", a, 128), ("b", b, 64), ("c", c, 128), ("d", d, 128) })
+            if (t.DType != DType.I32 || t.ElementCount != n) throw new ArgumentException($"mma b1 {what}: expected {n} I32 words, got {t}");
+        d.Device.GroupedKernel<Action<KernelConfig, ArrayView<uint>, ArrayView<uint>, ArrayView<int>, ArrayView<int>>>(KernelB1)(
+            new KernelConfig(1, 32), a.View<uint>(), b.View<uint>(), c.View<int>(), d.View<int>());
+    }
+
+    static void KernelB1(ArrayView<uint> a, ArrayView<uint> b, ArrayView<int> c, ArrayView<int> d)
+    {
+        int lane = Group.IdxX, g = lane >> 2, t = lane & 3;
+        var r = M16N8K256And(a[g * 8 + t], a[(g + 8) * 8 + t], a[g * 8 + t + 4], a[(g + 8) * 8 + t + 4], b[g * 8 + t], b[g * 8 + t + 4],
+                             c[g * 8 + 2 * t], c[g * 8 + 2 * t + 1], c[(g + 8) * 8 + 2 * t], c[(g + 8) * 8 + 2 * t + 1], lane);
+        d[g * 8 + 2 * t] = r.X;
+        d[g * 8 + 2 * t + 1] = r.Y;
+        d[(g + 8) * 8 + 2 * t] = r.Z;
+        d[(g + 8) * 8 + 2 * t + 1] = r.W;
+    }
+
+    public static AuditCase CaseB1 => new("mma m16n8k256 b1", 0, (dev, rng) =>
+    {
+        var a = Enumerable.Range(0, 128).Select(_ => (uint)rng.NextInt64(1L << 32)).ToArray();
+        var b = Enumerable.Range(0, 64).Select(_ => (uint)rng.NextInt64(1L << 32)).ToArray();
+        var c = Enumerable.Range(0, 128).Select(_ => rng.Next(-1000, 1000)).ToArray();
+        using var ta = Tensor.From(a, [128], dev, DType.I32);
+        using var tb = Tensor.From(b, [64], dev, DType.I32);
+        using var tc = Tensor.From(c, [128], dev);
+        using var td = Tensor.From(new int[128], [128], dev);
+        RunB1(ta, tb, tc, td);
+        var want = new int[128];
+        TwinB1(a, b, c, want);
+        var got = td.ToArray<int>();
+        int wrong = Enumerable.Range(0, 128).Count(i => got[i] != want[i]);
+        return (wrong, CudaAsm.IsSupported || dev.Kind == DeviceKind.Cuda ? "tensor cores" : "emulated");
+    });
+
     public static AuditCase Case => new("mma m16n8k16", Check.F32Bound, (dev, rng) =>
     {
         var a = Check.Rounded(Check.Values(rng, 256), DType.F16);

@@ -98,7 +98,14 @@ public static partial class TenantLinear
             MatMul.GemmFolded(xs, w, signs, scales, slot, ys, accumulate);
         }
         if (TakesMma(tenants, x2, w))
-            DecodeMma(x2, w, signs, scales, tenants.MmaGroups!, tenants.MmaGroupCount, y2, accumulate);
+        {
+            bool bits = TakesBits(tenants, w);
+            if (UseBase && tenants.DecodeTenantsAllBits && (bits || tenants.BitsCount == 0))
+                DecodeBase(x2, w, tenants.MmaGroups!, tenants.MmaGroupCount, y2, accumulate);
+            else
+                DecodeMma(x2, w, signs, scales, bits ? tenants.MmaGroupsBits! : tenants.MmaGroups!, tenants.MmaGroupCount, y2, accumulate);
+            if (bits) DecodeBits(x2, signs, scales, tenants.BitsList!, tenants.BitsCount, y2);
+        }
         else if (tenants.DecodeList is { } list)
             Decode(x2, w, signs, scales, tenants.DeviceSlots, list, y2, accumulate);
     }
@@ -288,7 +295,8 @@ public static partial class TenantLinear
     // ---- audit ----
 
     public static IEnumerable<AuditCase> Cases =>
-        [Case("tenant linear decode", prefill: false), Case("tenant linear prefill", prefill: true), Case("tenant linear mma", prefill: false, mma: true)];
+        [Case("tenant linear decode", prefill: false), Case("tenant linear prefill", prefill: true), Case("tenant linear mma", prefill: false, mma: true),
+         Case("tenant linear bits", prefill: false, mma: true, bits: true)];
 
     /// <summary>
     /// Random tenants over a small pool, slot −1 among them, rows in random order (decode) or in segments some of which
@@ -297,14 +305,24 @@ public static partial class TenantLinear
     /// </summary>
     /// <paramref name="mma"/>: shapes and dtype the tensor-core form takes (f16, in a multiple of 64, out of 16), more
     /// chunks than warps at times (uneven split-K), up to 40 rows (two launches of 4 groups).
-    static AuditCase Case(string name, bool prefill, bool mma = false) => new(name, Check.F32Bound, (dev, rng) =>
+    /// <paramref name="bits"/>: shapes the bit-serial form takes (in a multiple of 256, odd ones ending in a half chunk;
+    /// out of 32), 2–6 tenants of one or two rows each beside base rows and at times a tenant of many rows (which stays
+    /// on the f16 form), in random order.
+    static AuditCase Case(string name, bool prefill, bool mma = false, bool bits = false) => new(name, Check.F32Bound, (dev, rng) =>
     {
         var wt = mma ? DType.F16 : Check.FloatType(rng);
-        int capacity = Check.Size(rng, mma ? 6 : 4);
-        int inDim = mma ? 64 * Check.Size(rng, 12) : rng.Next(2) == 0 ? 8 * Check.Size(rng, prefill ? 20 : 80) : Check.Size(rng, prefill ? 150 : 700);
-        int outDim = mma ? 16 * Check.Size(rng, 3) : Check.Size(rng, prefill ? 70 : 40);
+        int capacity = bits ? 2 + rng.Next(5) : Check.Size(rng, mma ? 6 : 4);
+        int inDim = bits ? 256 * Check.Size(rng, 5) : mma ? 64 * Check.Size(rng, 12) : rng.Next(2) == 0 ? 8 * Check.Size(rng, prefill ? 20 : 80) : Check.Size(rng, prefill ? 150 : 700);
+        int outDim = bits ? 32 * Check.Size(rng, 3) : mma ? 16 * Check.Size(rng, 3) : Check.Size(rng, prefill ? 70 : 40);
         int[] slots;
-        if (prefill)
+        if (bits)
+        {
+            var list = new List<int>();
+            for (int u = 0; u < capacity; u++) list.AddRange(Enumerable.Repeat(u, u == 0 && capacity > 2 && rng.Next(3) == 0 ? 3 + rng.Next(8) : 1 + rng.Next(2)));
+            list.AddRange(Enumerable.Repeat(-1, rng.Next(2) == 0 ? rng.Next(4) : 20 + rng.Next(20)));   // past 32 rows: two launches
+            slots = [.. list.OrderBy(_ => rng.Next())];
+        }
+        else if (prefill)
         {
             var list = new List<int>();
             int segments = Check.Size(rng, 3);
@@ -333,6 +351,8 @@ public static partial class TenantLinear
         Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, accumulate);
         string path = TakesMma(tenants, tx, tw) ? " tensor cores" : dev.IsIlgpu && wt != DType.F32 && inDim % 8 == 0 ? " 16-byte" : "";
         if (mma && dev.IsIlgpu && path != " tensor cores") throw new InvalidOperationException($"{name}: the tensor-core form did not apply to [{outDim}, {inDim}]");
+        if (dev.IsIlgpu && TakesBits(tenants, tw)) path += $", {tenants.BitsCount} rows bit-serial{(UseBase && tenants.DecodeTenantsAllBits ? ", base form" : "")}";
+        if (bits && dev.IsIlgpu && !TakesBits(tenants, tw)) throw new InvalidOperationException($"{name}: the bit-serial form did not apply to [{outDim}, {inDim}]");
         return (Check.RelativeError(ty.ToFloatArray(), want),
                 $"{rows} rows in {tenants.Segments.Length} segments over {capacity} slots, [{outDim}, {inDim}] w {wt}{(accumulate ? " +=" : "")}{path}");
     });

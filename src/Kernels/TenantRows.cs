@@ -17,7 +17,10 @@ public sealed class TenantRows : IDisposable
 
     /// <summary>The rows of short segments (under <see cref="TenantLinear.PrefillMinRows"/>), which go to a decode form.</summary>
     readonly int[] decodeRows;
-    Tensor? deviceSlots, decodeList, mmaGroups;
+    /// <summary>The decode rows whose tenant term goes to the bit-serial form, and their tenants.</summary>
+    readonly int[] bitsRows;
+    readonly HashSet<int> bitsSlots;
+    Tensor? deviceSlots, decodeList, mmaGroups, mmaGroupsBits, bitsList;
 
     /// <summary>I32 [rows] on the device: <see cref="Slots"/>.</summary>
     public Tensor DeviceSlots => deviceSlots ??= Tensor.From(Slots, [Slots.Length], Device);
@@ -30,6 +33,19 @@ public sealed class TenantRows : IDisposable
     /// and the group's distinct slots ≥ 0 (−1 after the last). Null when no row goes to the decode form.</summary>
     public Tensor? MmaGroups => MmaGroupCount == 0 ? null : mmaGroups ??= Tensor.From(GroupTable(), [MmaGroupCount, MmaGroupInts], Device);
     public int MmaGroupCount => (decodeRows.Length + 7) / 8;
+
+    /// <summary>The same groups with the bit-serial tenants left out of each group's tenant list, so the tensor-core
+    /// form gives those rows the base term alone (TenantLinearBits.cs adds theirs).</summary>
+    public Tensor? MmaGroupsBits => MmaGroupCount == 0 ? null : mmaGroupsBits ??= Tensor.From(GroupTable(bitsSlots), [MmaGroupCount, MmaGroupInts], Device);
+
+    /// <summary>I32 [<see cref="BitsCount"/>, 2] on the device: (row, slot) of each decode row whose tenant has at most
+    /// <see cref="TenantLinear.BitsMaxRows"/> of them, when at least <see cref="TenantLinear.BitsMinTenants"/> tenants do
+    /// (read when the rows are made).</summary>
+    public Tensor? BitsList => bitsRows.Length == 0 ? null : bitsList ??= Tensor.From(bitsRows.SelectMany(r => new[] { r, Slots[r] }).ToArray(), [bitsRows.Length, 2], Device);
+    public int BitsCount => bitsRows.Length;
+
+    /// <summary>Every decode row is on the base alone or has its tenant term in the bit-serial form.</summary>
+    public bool DecodeTenantsAllBits { get; }
     public const int MmaGroupInts = 24;
 
     public TenantRows(int[] slots, Device device)
@@ -46,9 +62,17 @@ public sealed class TenantRows : IDisposable
         }
         Segments = [.. segs];
         decodeRows = Segments.Where(s => s.Count < TenantLinear.PrefillMinRows).SelectMany(s => Enumerable.Range(s.Start, s.Count)).ToArray();
+        var few = decodeRows.Where(r => slots[r] >= 0).GroupBy(r => slots[r]).Where(g => g.Count() <= TenantLinear.BitsMaxRows).ToArray();
+        bool bits = few.Length > 0 && few.Length >= TenantLinear.BitsMinTenants;
+        bitsRows = bits ? few.SelectMany(g => g).Order().ToArray() : [];
+        bitsSlots = bits ? [.. few.Select(g => g.Key)] : [];
+        DecodeTenantsAllBits = decodeRows.All(r => slots[r] < 0 || bitsSlots.Contains(slots[r]));
     }
 
-    int[] GroupTable()
+    int[] GroupTable() => GroupTable([]);
+
+    /// <summary>The groups; tenants in <paramref name="leaveOut"/> are not listed as a group's tenants.</summary>
+    int[] GroupTable(HashSet<int> leaveOut)
     {
         var sorted = decodeRows.OrderBy(r => Slots[r]).ToArray();   // stable: rows of a tenant keep their order
         var table = new int[MmaGroupCount * MmaGroupInts];
@@ -62,7 +86,8 @@ public sealed class TenantRows : IDisposable
             {
                 at[j] = rows[j];
                 at[8 + j] = Slots[rows[j]];
-                if (Slots[rows[j]] >= 0 && at.Slice(16, distinct).IndexOf(Slots[rows[j]]) < 0) at[16 + distinct++] = Slots[rows[j]];
+                if (Slots[rows[j]] >= 0 && !leaveOut.Contains(Slots[rows[j]]) && at.Slice(16, distinct).IndexOf(Slots[rows[j]]) < 0)
+                    at[16 + distinct++] = Slots[rows[j]];
             }
         }
         return table;
@@ -76,5 +101,7 @@ public sealed class TenantRows : IDisposable
         deviceSlots?.Dispose();
         decodeList?.Dispose();
         mmaGroups?.Dispose();
+        mmaGroupsBits?.Dispose();
+        bitsList?.Dispose();
     }
 }

@@ -1,0 +1,202 @@
+using ILGPU;
+using ILGPU.Runtime;
+using static BitDeltaNative.Kernels.MatMul;
+
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// The base term x·W_baseᵀ of the decode rows alone, on tensor cores, for batches whose tenant terms all go to the
+/// bit-serial form (TenantLinearBits.cs) or that have none. The fused form (TenantLinearMma.cs) keeps one 16-output tile
+/// per block with split-K inside it, loads x as f32 and splits it into f16 hi + lo in every block, and runs each 8-row
+/// group's products as one dependent chain: at 16–32 rows that work and latency, not W's bytes, set its time
+/// (bench/NOTES.md). Here:
+/// - x is split once per call (<see cref="SplitXKernel"/>) into the exact order the products take it: per group, chunk
+///   and step one 16-byte load gives a lane its hi and lo pairs;
+/// - a block's warps take 4 neighbouring tiles over the same K range, so they read the same x (from L1);
+/// - the groups' product chains are interleaved step by step, and the next step's x is loaded before this step's products;
+/// - K is split across blocks so that the grid fills the GPU once (11008×4096 took two waves, the second almost empty),
+///   and the partial sums are added in a fixed order by <see cref="SumSplitsKernel"/>: results do not depend on timing.
+/// Accuracy as the fused form: W is exact in f16, x = hi + lo to 2⁻²², products summed in f32.
+/// </summary>
+public static partial class TenantLinear
+{
+    /// <summary>Take this form where it applies (the bench turns it off to compare).</summary>
+    public static bool UseBase { get; set; } = true;
+
+    /// <summary>0: K split per shape (<see cref="BaseSplitFor"/>); more forces it (bench).</summary>
+    public static int BaseSplit { get; set; }
+
+    const int BaseWarps = 4, BaseGroups = 4;
+
+    /// <summary>The splits of K: enough blocks for about <see cref="BaseBlocksPerSm"/> per multiprocessor, each at least
+    /// 4 chunks of 64 inputs.</summary>
+    static int BaseSplitFor(Device dev, int outDim, int inDim)
+    {
+        int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps, chunks = inDim / 64;
+        int sms = dev.Accelerator?.NumMultiprocessors ?? 1;
+        int s = BaseSplit > 0 ? BaseSplit : Math.Max(1, BaseBlocksPerSm * sms / tileBlocks);
+        return Math.Clamp(s, 1, Math.Max(1, chunks / 4));
+    }
+
+    /// <summary>Blocks of 4 warps resident per multiprocessor that the split aims for (bench: --base-blocks).</summary>
+    public static int BaseBlocksPerSm { get; set; } = 4;
+
+    /// <summary>y (+)= x·Wᵀ for the rows of the decode groups (<see cref="TenantRows.MmaGroups"/>), base term only.</summary>
+    static void DecodeBase(Tensor x, Tensor w, Tensor groups, int groupCount, Tensor y, bool accumulate)
+    {
+        int outDim = w.Dim(0), inDim = w.Dim(1), chunks = inDim / 64, rows = x.Dim(0);
+        var dev = y.Device;
+        int split = BaseSplitFor(dev, outDim, inDim), per = (chunks + split - 1) / split;
+        split = (chunks + per - 1) / per;
+        int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
+        using var xs = Tensor.Empty([groupCount * chunks * 4 * 32 * 4], DType.I32, dev);
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<int>, ArrayView<Vec16>, int, int>>(SplitXKernel)(
+            new KernelConfig(groupCount * chunks, 128), x.View<Vec16>(), groups.View<int>(), xs.View<Vec16>(), inDim, chunks);
+        using var partial = split > 1 ? Tensor.Empty([split, rows, outDim], DType.F32, dev) : null;
+        for (int first = 0; first < groupCount; first += BaseGroups)
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(BaseKernel)(
+                new KernelConfig(tileBlocks * split, BaseWarps * 32), w.View<Vec16>(), xs.View<Vec16>(), groups.View<int>(),
+                (partial ?? y).View<float>(), first, Math.Min(BaseGroups, groupCount - first), inDim, outDim, rows, per,
+                partial != null ? 2 : accumulate ? 1 : 0);
+        if (partial != null)
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int, int>>(SumSplitsKernel)(
+                new KernelConfig((groupCount * 8 * outDim + 255) / 256, 256), partial.View<float>(), groups.View<int>(), y.View<float>(),
+                groupCount * 8, rows, outDim, split | (accumulate ? 1 << 16 : 0));
+    }
+
+    /// <summary>Thread (group, chunk, step s, lane (g, t)): the 4 inputs of the lane's step-s pairs from group row g,
+    /// split into (hi pair 0, hi pair 1, lo pair 0, lo pair 1), at [group][chunk][s][lane]. The inputs are the fused
+    /// form's (TenantLinearMma.cs class comment): step s takes x16 at 16c + 2t + {0, 1, 8, 9}[s].</summary>
+    static void SplitXKernel(ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> xs, int inDim, int chunks)
+    {
+        int gc = Grid.IdxX, gr = gc / chunks, c = gc % chunks, s = Group.IdxX / 32, lane = Group.IdxX % 32, g = lane >> 2, t = lane & 3;
+        long row = groups[gr * TenantRows.MmaGroupInts + g];
+        Vec16 r = default;
+        if (row >= 0)
+        {
+            var v = x16.AsAligned(16)[row * (inDim / 4) + c * 16L + 2 * t + (s & 1) + (s >> 1) * 8];
+            (r.X, r.Z) = SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
+            (r.Y, r.W) = SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
+        }
+        xs.AsAligned(16)[((long)gc * 4 + s) * 32 + lane] = r;
+    }
+
+    /// <summary>The four groups' accumulators of one warp.</summary>
+    struct BaseAcc
+    {
+        public Mma.Float4 G0, G1, G2, G3;
+    }
+
+    /// <summary>The four groups' x for one step.</summary>
+    struct BaseX
+    {
+        public Vec16 G0, G1, G2, G3;
+    }
+
+    static void BaseKernel(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> y, int first, int nGroups,
+                           int inDim, int outDim, int rows, int per, int mode)
+    {
+        var emu = SharedMemory.Allocate<float>(BaseWarps * 384);   // Mma's scratch where it is emulated
+        var w16a = w16.AsAligned(16);
+        var xs = xs16.AsAligned(16);
+        int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
+        var sa = emu.SubView(wi * 384, 256);
+        var sb = emu.SubView(wi * 384 + 256, 128);
+        int chunks = inDim / 64, tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
+        int ks = Grid.IdxX / tileBlocks, tile = Grid.IdxX % tileBlocks * BaseWarps + wi;
+        bool liveTile = tile < outDim / 16;
+        int c0 = ks * per, c1 = IntrinsicMath.Min(chunks, c0 + per);
+        long wStride = inDim / 8, oG = (long)tile * 16 + g;
+        long xGroup = (long)chunks * 128;   // Vec16 per group in xs
+        long xFirst = (long)first * xGroup;
+        var acc = default(BaseAcc);
+
+        // Every warp of the block runs the same steps (the emulated product synchronises the block); a warp past the
+        // last tile multiplies zeros.
+        var next = LoadW(w16a, oG, wStride, c0, liveTile && c0 < c1, t);
+        var xn = LoadBaseX(xs, xFirst + (long)c0 * 128 + lane, xGroup, nGroups, c0 < c1);
+        for (int c = c0; c < c1; c++)
+        {
+            var cur = next;
+            next = LoadW(w16a, oG, wStride, c + 1, liveTile && c + 1 < c1, t);
+            long at = xFirst + (long)c * 128 + lane;
+            var xv = xn;
+            xn = LoadBaseX(xs, at + 32, xGroup, nGroups, true);
+            acc = BaseStep(acc, cur.A.X, cur.A8.X, cur.A.Y, cur.A8.Y, xv, nGroups, sa, sb, lane);
+            xv = xn;
+            xn = LoadBaseX(xs, at + 64, xGroup, nGroups, true);
+            acc = BaseStep(acc, cur.A.Z, cur.A8.Z, cur.A.W, cur.A8.W, xv, nGroups, sa, sb, lane);
+            xv = xn;
+            xn = LoadBaseX(xs, at + 96, xGroup, nGroups, true);
+            acc = BaseStep(acc, cur.B.X, cur.B8.X, cur.B.Y, cur.B8.Y, xv, nGroups, sa, sb, lane);
+            xv = xn;
+            xn = LoadBaseX(xs, at + 128, xGroup, nGroups, c + 1 < c1);
+            acc = BaseStep(acc, cur.B.Z, cur.B8.Z, cur.B.W, cur.B8.W, xv, nGroups, sa, sb, lane);
+        }
+        if (!liveTile) return;
+        // mode: bit 0 accumulate into y; bit 1 write split ks's plane of the partial sums ([split, rows, out]).
+        long plane = (mode & 2) != 0 ? (long)ks * rows * outDim : 0;
+        int accumulate = mode & 1;
+        BaseStore(y, groups, first, acc.G0, oG, t, outDim, plane, accumulate);
+        if (nGroups > 1) BaseStore(y, groups, first + 1, acc.G1, oG, t, outDim, plane, accumulate);
+        if (nGroups > 2) BaseStore(y, groups, first + 2, acc.G2, oG, t, outDim, plane, accumulate);
+        if (nGroups > 3) BaseStore(y, groups, first + 3, acc.G3, oG, t, outDim, plane, accumulate);
+    }
+
+    static BaseX LoadBaseX(ArrayView<Vec16> xs, long at, long xGroup, int nGroups, bool live)
+    {
+        BaseX r = default;
+        if (!live) return r;
+        r.G0 = xs[at];
+        if (nGroups > 1) r.G1 = xs[at + xGroup];
+        if (nGroups > 2) r.G2 = xs[at + 2 * xGroup];
+        if (nGroups > 3) r.G3 = xs[at + 3 * xGroup];
+        return r;
+    }
+
+    /// <summary>One 16-wide step for every group: the hi products of all groups, then the lo ones, so that a group's two
+    /// dependent products have the others' between them.</summary>
+    static BaseAcc BaseStep(BaseAcc acc, uint a0, uint a1, uint a2, uint a3, BaseX x, int nGroups, ArrayView<float> sa, ArrayView<float> sb, int lane)
+    {
+        acc.G0 = Mma.M16N8K16(a0, a1, a2, a3, x.G0.X, x.G0.Y, acc.G0.X, acc.G0.Y, acc.G0.Z, acc.G0.W, sa, sb, lane);
+        if (nGroups > 1) acc.G1 = Mma.M16N8K16(a0, a1, a2, a3, x.G1.X, x.G1.Y, acc.G1.X, acc.G1.Y, acc.G1.Z, acc.G1.W, sa, sb, lane);
+        if (nGroups > 2) acc.G2 = Mma.M16N8K16(a0, a1, a2, a3, x.G2.X, x.G2.Y, acc.G2.X, acc.G2.Y, acc.G2.Z, acc.G2.W, sa, sb, lane);
+        if (nGroups > 3) acc.G3 = Mma.M16N8K16(a0, a1, a2, a3, x.G3.X, x.G3.Y, acc.G3.X, acc.G3.Y, acc.G3.Z, acc.G3.W, sa, sb, lane);
+        acc.G0 = Mma.M16N8K16(a0, a1, a2, a3, x.G0.Z, x.G0.W, acc.G0.X, acc.G0.Y, acc.G0.Z, acc.G0.W, sa, sb, lane);
+        if (nGroups > 1) acc.G1 = Mma.M16N8K16(a0, a1, a2, a3, x.G1.Z, x.G1.W, acc.G1.X, acc.G1.Y, acc.G1.Z, acc.G1.W, sa, sb, lane);
+        if (nGroups > 2) acc.G2 = Mma.M16N8K16(a0, a1, a2, a3, x.G2.Z, x.G2.W, acc.G2.X, acc.G2.Y, acc.G2.Z, acc.G2.W, sa, sb, lane);
+        if (nGroups > 3) acc.G3 = Mma.M16N8K16(a0, a1, a2, a3, x.G3.Z, x.G3.W, acc.G3.X, acc.G3.Y, acc.G3.Z, acc.G3.W, sa, sb, lane);
+        return acc;
+    }
+
+    /// <summary>D's four values of one group: outputs oG and oG + 8 of the group's rows 2t and 2t + 1, at y[at + row·out + o]
+    /// (at: this split's plane of the partial sums, or 0 for y itself).</summary>
+    static void BaseStore(ArrayView<float> y, ArrayView<int> groups, int gr, Mma.Float4 d, long oG, int t, int outDim, long at, int accumulate)
+    {
+        int b = gr * TenantRows.MmaGroupInts;
+        long r0 = groups[b + 2 * t], r1 = groups[b + 2 * t + 1];
+        if (r0 >= 0)
+        {
+            Put(y, at + r0 * outDim + oG, d.X, accumulate);
+            Put(y, at + r0 * outDim + oG + 8, d.Z, accumulate);
+        }
+        if (r1 >= 0)
+        {
+            Put(y, at + r1 * outDim + oG, d.Y, accumulate);
+            Put(y, at + r1 * outDim + oG + 8, d.W, accumulate);
+        }
+    }
+
+    /// <summary>y[row, o] (+)= Σ over splits of partial[split, row, o], in split order, for every row of the groups.</summary>
+    static void SumSplitsKernel(ArrayView<float> partial, ArrayView<int> groups, ArrayView<float> y, int slots, int rows, int outDim, int mode)
+    {
+        long i = Grid.GlobalIndex.X;
+        if (i >= (long)slots * outDim) return;
+        int j = (int)(i / outDim), o = (int)(i % outDim), split = mode & 0xFFFF;
+        long row = groups[j / 8 * TenantRows.MmaGroupInts + j % 8];
+        if (row < 0) return;
+        float sum = 0;
+        for (int k = 0; k < split; k++) sum += partial[((long)k * rows + row) * outDim + o];
+        Put(y, row * outDim + o, sum, mode >> 16);
+    }
+}

@@ -1,0 +1,258 @@
+using ILGPU;
+using ILGPU.Runtime;
+using static BitDeltaNative.Kernels.MatMul;
+
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// The tenant term α_t·x·S_tᵀ of decode rows whose tenant has few rows in the batch, bit-serially on the binary
+/// tensor cores. With one row per tenant the f16 tensor-core form (TenantLinearMma.cs) fills one column of eight and
+/// spends integer work expanding every sign to ±1 f16 (bench/NOTES.md), so at 16–32 tenants it is bound by that work,
+/// not by the bits it reads. Here the signs go to the tensor cores as they are stored:
+/// - x_r is made an integer vector exactly enough: q = rint(x·2^(31−E)) with 2^E > max|x_r|. Scaling by a power of two
+///   is exact, so only what lies below 2^(E−31) is rounded: 2⁻³¹ of the row's largest value, under f32's own rounding.
+/// - q's 32 two's-complement bit planes b_p (weights w_p = 2^p, and −2^31 for the sign plane) give
+///   Σ_k q_k·s_k = Σ_p w_p·(2·popc(b_p ∧ S) − popc(b_p)) with s = ±1 and S its bits (set = +1, BitLinear.Sign), and
+///   Σ_p w_p·popc(b_p) = Σ_k q_k = Q.
+/// - popc(b_p ∧ S_n) over 256 inputs for 16 planes × 8 outputs is one <see cref="Mma.M16N8K256And"/>: A = planes, B =
+///   the sign words straight from memory, with no expansion. The counts are exact integers, so split-K partials add in
+///   any order to the same sum: results do not depend on timing.
+/// A row's term is then α·2^(E−31)·(2·Σ_p w_p·D_p − Q), formed in f64 from exact integers and added to y, which the
+/// base term (the tensor-core form with these rows' tenants left out) has written just before.
+///
+/// Layout: lane (g, t) of a warp loads 16 bytes at word 16c + 4t of each 512-input chunk c, for output row g of each
+/// of its 4 tiles of 8 outputs and for planes g, g+8, g+16 and g+24; words 4t, 4t+1 feed one product and 4t+2, 4t+3
+/// the next, for A and B alike, so every input is counted once. A last half chunk (in = 256 mod 512) takes words 2t,
+/// 2t+1 instead.
+/// </summary>
+public static partial class TenantLinear
+{
+    /// <summary>Take the bit-serial form where it applies (the bench turns it off to compare).</summary>
+    public static bool UseBits { get; set; } = true;
+
+    /// <summary>A tenant with at most this many decode rows takes the bit-serial form: its cost grows with rows (each
+    /// row is 32 planes), while the f16 form serves up to 8 rows of a tenant with the same products.</summary>
+    public static int BitsMaxRows { get; set; } = 2;
+
+    /// <summary>The bit-serial form is a second launch (and a small one before it); with fewer tenants than this the
+    /// f16 form's tenant term costs less than that.</summary>
+    public static int BitsMinTenants { get; set; } = 3;
+
+    const int BitsTargetWarps = 2048, Planes = 32;
+
+    /// <summary>Whether <see cref="Run"/> sends some decode rows' tenant terms to the bit-serial form (after
+    /// <see cref="TakesMma"/>: the base term of those rows comes from the tensor-core form).</summary>
+    static bool TakesBits(TenantRows tenants, Tensor w) => UseBits && tenants.BitsCount > 0 && w.Dim(1) % 256 == 0 && w.Dim(0) % 32 == 0;
+
+    /// <summary>y[row] += α_slot·x[row]·S_slotᵀ for each (row, slot) pair of <paramref name="list"/> (I32 [count, 2]).</summary>
+    static void DecodeBits(Tensor x, Tensor signs, Tensor scales, Tensor list, int count, Tensor y)
+    {
+        int outDim = signs.Dim(1), inDim = signs.Dim(2), words = inDim / 32;
+        var dev = y.Device;
+        using var planes = Tensor.Empty([count, Planes, words], DType.I32, dev);
+        using var meta = Tensor.Empty([count, 4], DType.I32, dev);
+        meta.Fill(0);
+        // Integer atomics only (a max of non-negative float bits, a sum of integers): the same result in any order.
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<int>, ArrayView<int>, int>>(BitsMaxKernel)(
+            new KernelConfig(count * ((inDim / 4 + 255) / 256), 256), x.View<Vec16>(), list.View<int>(), meta.View<int>(), inDim);
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<int>, ArrayView<long>, int>>(BitPlanesKernel)(
+            new KernelConfig(count * ((words + 7) / 8), 256), x.View<float>(), list.View<int>(), planes.View<uint>(), meta.View<int>(), meta.View<long>(), inDim);
+        int split = 1, perBlock = 4;
+        int blocks = (outDim / 32 + perBlock - 1) / perBlock * count;
+        if (blocks < BitsTargetWarps / 4)
+        {
+            split = 4;
+            perBlock = 1;
+            blocks = outDim / 32 * count;
+        }
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<uint>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<int>, ArrayView<long>, ArrayView<int>,
+                                 ArrayView<float>, ArrayView<float>, int, int, int>>(BitsKernel)(
+            new KernelConfig(blocks, 128), signs.View<Vec16>(), signs.View<uint>(), planes.View<Vec16>(), planes.View<uint>(), meta.View<int>(),
+            meta.View<long>(), list.View<int>(), scales.View<float>(), y.View<float>(), inDim, outDim, split);
+    }
+
+    /// <summary>meta[e, 0] = max over the row of |x| as f32 bits (non-negative floats order as their bits; a NaN's
+    /// bits are above infinity's, so a non-finite row shows as ≥ 0x7F800000).</summary>
+    static void BitsMaxKernel(ArrayView<Vec16> x16, ArrayView<int> list, ArrayView<int> meta, int inDim)
+    {
+        int vecs = inDim / 4, per = (vecs + 255) / 256, e = Grid.IdxX / per, i = Grid.IdxX % per * 256 + Group.IdxX;
+        int m = 0;
+        if (i < vecs)
+        {
+            var v = x16.AsAligned(16)[list[2 * e] * (long)vecs + i];
+            m = IntrinsicMath.Max(IntrinsicMath.Max((int)(v.X & 0x7FFFFFFFu), (int)(v.Y & 0x7FFFFFFFu)),
+                                  IntrinsicMath.Max((int)(v.Z & 0x7FFFFFFFu), (int)(v.W & 0x7FFFFFFFu)));
+        }
+        for (int o = 16; o > 0; o /= 2) m = IntrinsicMath.Max(m, Warp.ShuffleXor(m, o));
+        if (Warp.LaneIdx == 0) Atomic.Max(ref meta[4 * e], m);
+    }
+
+    /// <summary>
+    /// A warp per 32 inputs of a listed row: E from the row's max (a non-finite row is marked by its max and gets a NaN
+    /// term), q for lane i's input 32w + i, then the 32×32 bit matrix transposed by shuffles, so lane p ends with plane
+    /// p's word w. Q = Σ q is added into meta[e, 2..3] as a long.
+    /// </summary>
+    static void BitPlanesKernel(ArrayView<float> x, ArrayView<int> list, ArrayView<uint> planes, ArrayView<int> meta, ArrayView<long> meta64, int inDim)
+    {
+        int words = inDim / 32, per = (words + 7) / 8, e = Grid.IdxX / per, w = Grid.IdxX % per * 8 + Warp.WarpIdx, lane = Warp.LaneIdx;
+        if (w >= words) return;
+        int exp = BitsExponent(meta[4 * e]);
+        float f = Interop.IntAsFloat((uint)(31 - exp + 127) << 23);
+        float s = x[list[2 * e] * (long)inDim + 32L * w + lane] * f;   // |s| < 2^31 and a multiple of 128 past 2^30: the int holds it
+        int v = meta[4 * e] >= 0x7F800000 ? 0 : (int)(s >= 0 ? s + 0.5f : s - 0.5f);
+        long q = v;
+        uint b = (uint)v;
+        b = Transpose(b, lane, 16, 0x0000FFFFu);
+        b = Transpose(b, lane, 8, 0x00FF00FFu);
+        b = Transpose(b, lane, 4, 0x0F0F0F0Fu);
+        b = Transpose(b, lane, 2, 0x33333333u);
+        b = Transpose(b, lane, 1, 0x55555555u);
+        planes[((long)e * Planes + lane) * words + w] = b;
+        for (int o = 16; o > 0; o /= 2) q += Warp.ShuffleXor(q, o);
+        if (lane == 0) Atomic.Add(ref meta64[2 * e + 1], q);
+    }
+
+    /// <summary>E with 2^E above the max whose f32 bits are given: field − 126 for a normal one; tiny rows (under
+    /// 2^-91) share E = −90 so 2^(31−E) stays a normal f32.</summary>
+    static int BitsExponent(int maxBits) => IntrinsicMath.Max(((maxBits >> 23) & 0xFF) - 126, -90);
+
+    /// <summary>One step of the 32×32 bit transpose: lanes j apart swap the off-diagonal j×j blocks.</summary>
+    static uint Transpose(uint b, int lane, int j, uint low)
+    {
+        uint o = Warp.ShuffleXor(b, j);
+        return (lane & j) == 0 ? (b & low) | ((o & low) << j) : (b & ~low) | ((o >> j) & low);
+    }
+
+    /// <summary>The counts of one warp's 4 tiles: per tile, planes 0–15 (P) and 16–31 (H).</summary>
+    struct BitsAcc
+    {
+        public Mma.Int4 P0, H0, P1, H1, P2, H2, P3, H3;
+    }
+
+    /// <summary>The lane's plane words of one chunk: planes g, g+8, g+16, g+24.</summary>
+    struct PlaneWords
+    {
+        public Vec16 A, A8, B, B8;
+    }
+
+    /// <summary>The lane's loads for one chunk: its plane words and its sign words of the 4 tiles.</summary>
+    struct BitsChunk
+    {
+        public PlaneWords P;
+        public Vec16 S0, S1, S2, S3;
+    }
+
+    /// <summary>
+    /// A block of 4 warps: with <paramref name="split"/> 1, four groups of 32 outputs of one listed row, each warp all of
+    /// K (the warps share the row's planes through L1); with 4, one group of 32 outputs, each warp a quarter of K (for
+    /// batches too small to fill the GPU otherwise). The next chunk's loads are issued before this chunk's products.
+    /// </summary>
+    static void BitsKernel(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, ArrayView<int> meta,
+                           ArrayView<long> meta64, ArrayView<int> list, ArrayView<float> scales, ArrayView<float> y, int inDim, int outDim, int split)
+    {
+        var part = SharedMemory.Allocate<long>(4 * 32);
+        int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
+        int groupsPerBlock = 4 / split, og = wi / split, piece = wi % split;
+        int perRow = (outDim / 32 + groupsPerBlock - 1) / groupsPerBlock, e = Grid.IdxX / perRow;
+        int o0 = (Grid.IdxX % perRow * groupsPerBlock + og) * 32;
+        bool live = o0 < outDim;
+        int slot = list[2 * e + 1];
+        int chunks = (inDim + 511) / 512;
+        int per = (chunks + split - 1) / split, c0 = piece * per, c1 = live ? IntrinsicMath.Min(chunks, c0 + per) : c0;
+        long pRow = (long)e * Planes + g, sRow = (long)slot * outDim + o0 + g;
+        var acc = default(BitsAcc);
+        var next = LoadBits(signs16, signs, planes16, planes, pRow, sRow, c0, c0 < c1, inDim, t);
+        for (int c = c0; c < c1; c++)
+        {
+            var cur = next;
+            next = LoadBits(signs16, signs, planes16, planes, pRow, sRow, c + 1, c + 1 < c1, inDim, t);
+            (acc.P0, acc.H0) = Count(cur.P, cur.S0, acc.P0, acc.H0, lane);
+            (acc.P1, acc.H1) = Count(cur.P, cur.S1, acc.P1, acc.H1, lane);
+            (acc.P2, acc.H2) = Count(cur.P, cur.S2, acc.P2, acc.H2, lane);
+            (acc.P3, acc.H3) = Count(cur.P, cur.S3, acc.P3, acc.H3, lane);
+        }
+
+        Gather(part, wi, 0, lane, g, t, acc.P0, acc.H0);
+        Gather(part, wi, 1, lane, g, t, acc.P1, acc.H1);
+        Gather(part, wi, 2, lane, g, t, acc.P2, acc.H2);
+        Gather(part, wi, 3, lane, g, t, acc.P3, acc.H3);
+        Group.Barrier();
+        int tid = Group.IdxX, n = tid % 32, mine = tid / 32;
+        int o = (Grid.IdxX % perRow * groupsPerBlock + mine) * 32 + n;
+        if (mine < groupsPerBlock && o < outDim)
+        {
+            long sum = 0;
+            for (int k = 0; k < split; k++) sum += part[(mine * split + k) * 32 + n];
+            int big = meta[4 * e];
+            // 2^(E−31) as an f64 built from its bits; (2·sum − Q) is an exact integer under 2^53.
+            double unit = Interop.IntAsFloat((ulong)(BitsExponent(big) - 31 + 1023) << 52);
+            double term = big >= 0x7F800000 ? double.NaN : (2 * sum - meta64[2 * e + 1]) * unit * scales[slot];
+            long at = list[2 * e] * (long)outDim + o;
+            y[at] += (float)term;
+        }
+    }
+
+    /// <summary>Chunk c's loads (zeros when not <paramref name="live"/>); the last half chunk (in = 256 mod 512) takes
+    /// words 16c + 2t and + 1 as X, Y and leaves Z, W zero, which count nothing.</summary>
+    static BitsChunk LoadBits(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, long pRow, long sRow,
+                              int c, bool live, int inDim, int t)
+    {
+        BitsChunk r = default;
+        if (!live) return r;
+        var s16 = signs16.AsAligned(16);
+        var p16 = planes16.AsAligned(16);
+        int vecs = inDim / 128, words = inDim / 32;
+        if (c < inDim / 512)
+        {
+            long pa = pRow * vecs + 4 * c + t, sa = sRow * vecs + 4 * c + t;
+            r.P.A = p16[pa];
+            r.P.A8 = p16[pa + 8 * vecs];
+            r.P.B = p16[pa + 16 * vecs];
+            r.P.B8 = p16[pa + 24 * vecs];
+            r.S0 = s16[sa];
+            r.S1 = s16[sa + 8 * vecs];
+            r.S2 = s16[sa + 16 * vecs];
+            r.S3 = s16[sa + 24 * vecs];
+            return r;
+        }
+        long pw = pRow * words + 16 * c + 2 * t, sw = sRow * words + 16 * c + 2 * t;
+        r.P.A.X = planes[pw]; r.P.A.Y = planes[pw + 1];
+        r.P.A8.X = planes[pw + 8 * words]; r.P.A8.Y = planes[pw + 8 * words + 1];
+        r.P.B.X = planes[pw + 16 * words]; r.P.B.Y = planes[pw + 16 * words + 1];
+        r.P.B8.X = planes[pw + 24 * words]; r.P.B8.Y = planes[pw + 24 * words + 1];
+        r.S0.X = signs[sw]; r.S0.Y = signs[sw + 1];
+        r.S1.X = signs[sw + 8 * words]; r.S1.Y = signs[sw + 8 * words + 1];
+        r.S2.X = signs[sw + 16 * words]; r.S2.Y = signs[sw + 16 * words + 1];
+        r.S3.X = signs[sw + 24 * words]; r.S3.Y = signs[sw + 24 * words + 1];
+        return r;
+    }
+
+    /// <summary>Both products of one chunk for one tile: words X, Y of each operand, then Z, W.</summary>
+    static (Mma.Int4, Mma.Int4) Count(PlaneWords p, Vec16 s, Mma.Int4 lo, Mma.Int4 hi, int lane)
+    {
+        lo = Mma.M16N8K256And(p.A.X, p.A8.X, p.A.Y, p.A8.Y, s.X, s.Y, lo.X, lo.Y, lo.Z, lo.W, lane);
+        hi = Mma.M16N8K256And(p.B.X, p.B8.X, p.B.Y, p.B8.Y, s.X, s.Y, hi.X, hi.Y, hi.Z, hi.W, lane);
+        lo = Mma.M16N8K256And(p.A.Z, p.A8.Z, p.A.W, p.A8.W, s.Z, s.W, lo.X, lo.Y, lo.Z, lo.W, lane);
+        hi = Mma.M16N8K256And(p.B.Z, p.B8.Z, p.B.W, p.B8.W, s.Z, s.W, hi.X, hi.Y, hi.Z, hi.W, lane);
+        return (lo, hi);
+    }
+
+    /// <summary>Σ_p w_p·D_p for the tile's outputs 2t and 2t+1: this lane's planes g, g+8 (lo) and g+16, g+24 (hi),
+    /// then the 8 lanes of each t (g = 0 … 7) added by shuffles; lane t writes the warp's two sums.</summary>
+    static void Gather(ArrayView<long> part, int wi, int tile, int lane, int g, int t, Mma.Int4 lo, Mma.Int4 hi)
+    {
+        long top = g == 7 ? -(1L << 31) : 1L << (24 + g);
+        long v0 = ((long)lo.X << g) + ((long)lo.Z << (g + 8)) + ((long)hi.X << (g + 16)) + hi.Z * top;
+        long v1 = ((long)lo.Y << g) + ((long)lo.W << (g + 8)) + ((long)hi.Y << (g + 16)) + hi.W * top;
+        for (int o = 4; o < 32; o *= 2)
+        {
+            v0 += Warp.ShuffleXor(v0, o);
+            v1 += Warp.ShuffleXor(v1, o);
+        }
+        if (g == 0)
+        {
+            part[wi * 32 + tile * 8 + 2 * t] = v0;
+            part[wi * 32 + tile * 8 + 2 * t + 1] = v1;
+        }
+    }
+}

@@ -1,0 +1,99 @@
+using System.Reflection;
+using BitDeltaNative.Kernels;
+using Check = BitDeltaNative.Kernels.Check;
+
+namespace BitDeltaNative.Tests.Kernels;
+
+/// <summary>
+/// The bit-serial tenant term (TenantLinearBits.cs) and the base form beside it (TenantLinearBase.cs), beyond their
+/// audit case "tenant linear bits" (KernelTests): which rows the host sends there, what their PTX must hold, and the
+/// edges of the exact-integer scheme (rows of zeros, rows whose values span many orders of magnitude, a NaN that
+/// must stay in its row).
+/// </summary>
+[Collection(IlgpuCpuCollection.Name)]
+public class TenantLinearBitsTests
+{
+    [Fact]
+    public void Tenants_of_few_rows_go_bit_serial_and_leave_the_groups_tenant_lists()
+    {
+        // Slot 0 has 3 rows (too many), slots 1, 2 and 3 one or two, −1 the base.
+        int[] slots = [1, 0, -1, 2, 0, 2, 0, 3];
+        using var rows = new TenantRows(slots, Device.Cpu);
+        Assert.Equal(4, rows.BitsCount);
+        Assert.Equal([0, 1, 3, 2, 5, 2, 7, 3], rows.BitsList!.Host<int>().ToArray());
+        Assert.False(rows.DecodeTenantsAllBits);
+        var table = rows.MmaGroupsBits!.Host<int>().ToArray();
+        Assert.Equal([0, -1, -1, -1, -1, -1, -1, -1], table[16..24]);   // slot 0 alone keeps its f16 tenant term
+        var full = rows.MmaGroups!.Host<int>().ToArray();
+        Assert.Equal([0, 1, 2, 3], full[16..24].Where(u => u >= 0).Order());
+
+        using var allFew = new TenantRows([1, -1, 2, 2, 3], Device.Cpu);
+        Assert.True(allFew.DecodeTenantsAllBits);
+        using var one = new TenantRows([4, -1, 5], Device.Cpu);   // two tenants: under BitsMinTenants
+        Assert.Equal(0, one.BitsCount);
+        Assert.False(one.DecodeTenantsAllBits);
+        using var baseOnly = new TenantRows([-1, -1], Device.Cpu);
+        Assert.True(baseOnly.DecodeTenantsAllBits);
+    }
+
+    [Fact]
+    public void Ptx_has_binary_tensor_core_products_16_byte_loads_and_integer_atomics()
+    {
+        var bits = Ptx.Compile(Kernel("BitsKernel"));
+        Assert.Contains("mma.sync.aligned.m16n8k256.row.col.s32.b1.b1.s32.and.popc", bits);
+        Assert.True(bits.Split("m16n8k256").Length - 1 >= 16, "fewer than 4 tiles × 4 binary products a chunk");
+        Assert.Contains("ld.global.v4.b32", bits);
+        Assert.Contains("red.max.global.s32", Ptx.Compile(Kernel("BitsMaxKernel")));   // an atomic whose result is unused
+        Assert.Contains("red.add.global.u64", Ptx.Compile(Kernel("BitPlanesKernel")));
+        var based = Ptx.Compile(Kernel("BaseKernel"));
+        Assert.Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", based);
+        Assert.Contains("ld.global.v4.b32", based);
+        Assert.DoesNotContain("cvt.rn.f16.f32", based);   // x comes split already (SplitXKernel)
+    }
+
+    static MethodInfo Kernel(string name) => typeof(TenantLinear).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!;
+
+    /// <summary>Three tenants of one row each over [64, 768] (a half chunk at the end): a row of zeros (its term must be
+    /// exactly 0), a row spanning 1e-6 … 1e4, an ordinary one, and a row with a NaN that must not leak into the others.</summary>
+    [Theory]
+    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
+    public void Edge_rows_match_the_twin_and_a_nan_stays_in_its_row(string device)
+    {
+        var dev = Device.Parse(device);
+        var rng = new Random(11);
+        int outDim = 64, inDim = 768, cap = 4, rows = 4, words = inDim / 32;
+        var x = new float[rows * inDim];
+        for (int i = 0; i < inDim; i++)
+        {
+            x[inDim + i] = (float)(Math.Pow(10, rng.NextDouble() * 10 - 6) * (rng.Next(2) * 2 - 1));
+            x[2 * inDim + i] = Check.Value(rng, 2f);
+            x[3 * inDim + i] = Check.Value(rng, 2f);
+        }
+        x[3 * inDim + 100] = float.NaN;
+        var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), DType.F16);
+        var signs = new uint[cap * outDim * words];
+        for (int i = 0; i < signs.Length; i++) signs[i] = (uint)rng.NextInt64(1L << 32);
+        var scales = new[] { 0.01f, 0.02f, 0.03f, 0.04f };
+        int[] slots = [0, 1, 2, 3];
+        using var tenants = new TenantRows(slots, dev);
+        using var tx = Tensor.From(x, [rows, inDim], dev);
+        using var tw = Tensor.From(w, [outDim, inDim], dev, DType.F16);
+        using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
+        using var ta = Tensor.From(scales, [cap], dev);
+        using var ty = Check.Poisoned([rows, outDim], DType.F32, dev);
+        TenantLinear.Run(tx, tw, ts, ta, tenants, ty);
+        Assert.Equal(4, tenants.BitsCount);
+        var got = ty.ToFloatArray();
+        var want = new float[rows * outDim];
+        TenantLinear.Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, false);
+
+        // Row 0 (zeros): the base term of zeros and a tenant term of exactly 0.
+        Assert.All(got[..outDim], v => Assert.Equal(0f, v));
+        for (int r = 1; r <= 2; r++)
+        {
+            double err = Check.RelativeError(got.AsSpan(r * outDim, outDim), want.AsSpan(r * outDim, outDim));
+            Assert.True(err <= Check.F32Bound, $"row {r} on {device}: relative error {err:E2}");
+        }
+        Assert.All(got[(3 * outDim)..], v => Assert.True(float.IsNaN(v)));
+    }
+}
