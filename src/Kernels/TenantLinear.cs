@@ -306,19 +306,19 @@ public static partial class TenantLinear
     /// <paramref name="mma"/>: shapes and dtype the tensor-core form takes (f16, in a multiple of 64, out of 16), more
     /// chunks than warps at times (uneven split-K), up to 40 rows (two launches of 4 groups).
     /// <paramref name="bits"/>: shapes the bit-serial form takes (in a multiple of 256, odd ones ending in a half chunk;
-    /// out of 32), 2–6 tenants of one or two rows each beside base rows and at times a tenant of many rows (which stays
+    /// out of 32), <see cref="BitsMinTenants"/> or more tenants of one or two rows each beside base rows and at times a tenant of many rows (which stays
     /// on the f16 form), in random order.
     static AuditCase Case(string name, bool prefill, bool mma = false, bool bits = false) => new(name, Check.F32Bound, (dev, rng) =>
     {
         var wt = mma ? DType.F16 : Check.FloatType(rng);
-        int capacity = bits ? 2 + rng.Next(5) : Check.Size(rng, mma ? 6 : 4);
+        int capacity = bits ? BitsMinTenants + 1 + rng.Next(4) : Check.Size(rng, mma ? 6 : 4);   // bits: one tenant may have many rows
         int inDim = bits ? 256 * Check.Size(rng, 5) : mma ? 64 * Check.Size(rng, 12) : rng.Next(2) == 0 ? 8 * Check.Size(rng, prefill ? 20 : 80) : Check.Size(rng, prefill ? 150 : 700);
         int outDim = bits ? 32 * Check.Size(rng, 3) : mma ? 16 * Check.Size(rng, 3) : Check.Size(rng, prefill ? 70 : 40);
         int[] slots;
         if (bits)
         {
             var list = new List<int>();
-            for (int u = 0; u < capacity; u++) list.AddRange(Enumerable.Repeat(u, u == 0 && capacity > 2 && rng.Next(3) == 0 ? 3 + rng.Next(8) : 1 + rng.Next(2)));
+            for (int u = 0; u < capacity; u++) list.AddRange(Enumerable.Repeat(u, u == 0 && rng.Next(3) == 0 ? 3 + rng.Next(8) : 1 + rng.Next(2)));
             list.AddRange(Enumerable.Repeat(-1, rng.Next(2) == 0 ? rng.Next(4) : 20 + rng.Next(20)));   // past 32 rows: two launches
             slots = [.. list.OrderBy(_ => rng.Next())];
         }
