@@ -97,3 +97,60 @@ public class TenantLinearBitsTests
         Assert.All(got[(3 * outDim)..], v => Assert.True(float.IsNaN(v)));
     }
 }
+
+/// <summary>
+/// The bit-serial and base-only forms inside a whole forward: a random model whose linears they take (hidden 256,
+/// intermediate 512), four tenants of one row each and a base row in one decode step through the delta pool; logits
+/// within 1e-5 of the same step through the fused tensor-core form, which EngineTests checks against each tenant's
+/// own forward. The fixtures' tiny models (64–224 wide) are too narrow for these forms. Flips the forms' switches, so
+/// it runs in the collection that the kernel tests (which need them on) run in. CUDA only: on ILGPU's CPU accelerator
+/// two forward steps through the emulated tensor-core products take over ten minutes on CI's two cores (the kernels
+/// themselves are checked there by the audit case "tenant linear bits").
+/// </summary>
+[Collection(IlgpuCpuCollection.Name)]
+public class TenantLinearBitsForwardTests
+{
+    [Theory]
+    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
+    public void Decode_step_through_the_bit_serial_form_equals_the_fused_form(string device)
+    {
+        if (device != "cuda") Assert.Skip("CUDA only: through the emulated tensor-core products a forward step takes minutes");
+        var dev = Device.Parse(device);
+        var config = new BitDeltaNative.Models.LlamaConfig
+        {
+            Architecture = BitDeltaNative.Models.Architecture.Llama, HiddenSize = 256, IntermediateSize = 512, NumLayers = 2, NumHeads = 4,
+            NumKvHeads = 4, HeadDim = 64, VocabSize = 320, MaxPositionEmbeddings = 64, RmsNormEps = 1e-5, RopeTheta = 10000,
+            TieWordEmbeddings = false, DType = DType.F16, BosTokenId = 1, EosTokenIds = [2],
+        };
+        using var model = new BitDeltaNative.Models.LlamaModel(BitDeltaNative.Models.LlamaWeights.Random(config, DType.F16, dev, seed: 5), dev, 64);
+        using var engine = new BitDeltaNative.Serving.Engine(model, 4);
+        for (int t = 0; t < 4; t++) engine.AddRandom($"t{t}", (ulong)t + 1);
+        int[] ids = [5, 17, 33, 200, 91], tenants = [2, 0, -1, 3, 1], rows = [0, 1, 2, 3, 4];
+
+        float[] Step(bool bits)
+        {
+            TenantLinear.UseBits = bits;
+            TenantLinear.UseBase = bits;
+            try
+            {
+                using var cache = model.NewCache(5, 4);
+                using var logits = Tensor.Empty([5, config.VocabSize], DType.F32, dev);
+                model.Forward(ids, rows, new int[5], rows, cache, logits, engine.Pool, tenants);
+                return logits.ToFloatArray();
+            }
+            finally
+            {
+                TenantLinear.UseBits = true;
+                TenantLinear.UseBase = true;
+            }
+        }
+
+        using (var check = new TenantRows(tenants, dev)) Assert.True(check.DecodeTenantsAllBits && check.BitsCount == 4);
+        var fused = Step(false);
+        var bitSerial = Step(true);
+        double err = Check.RelativeError(bitSerial, fused);
+        Assert.True(err <= Check.F32Bound, $"{device}: logits relative error {err:E2}");
+        // Not vacuous: the tenants' rows differ from what the base gives them.
+        Assert.True(Check.RelativeError(bitSerial.AsSpan(0, config.VocabSize), bitSerial.AsSpan(2 * config.VocabSize, config.VocabSize)) > 1e-3);
+    }
+}
