@@ -23,32 +23,27 @@ public static partial class TenantLinear
     /// <summary>Take this form where it applies (the bench turns it off to compare).</summary>
     public static bool UseBase { get; set; } = true;
 
-    /// <summary>0: K split per shape (<see cref="BaseSplitFor"/>); more forces it (bench).</summary>
-    public static int BaseSplit { get; set; }
+    /// <summary>Blocks of 4 warps resident per multiprocessor that the split of K aims for (bench: --base-blocks).</summary>
+    public static int BaseBlocksPerSm { get; set; } = 4;
 
     const int BaseWarps = 4, BaseGroups = 4;
 
     /// <summary>The splits of K: enough blocks for about <see cref="BaseBlocksPerSm"/> per multiprocessor, each at least
     /// 4 chunks of 64 inputs.</summary>
-    static int BaseSplitFor(Device dev, int outDim, int inDim)
+    static int BaseSplitFor(Device dev, int tileBlocks, int chunks)
     {
-        int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps, chunks = inDim / 64;
         int sms = dev.Accelerator?.NumMultiprocessors ?? 1;
-        int s = BaseSplit > 0 ? BaseSplit : Math.Max(1, BaseBlocksPerSm * sms / tileBlocks);
-        return Math.Clamp(s, 1, Math.Max(1, chunks / 4));
+        return Math.Clamp(BaseBlocksPerSm * sms / tileBlocks, 1, Math.Max(1, chunks / 4));
     }
-
-    /// <summary>Blocks of 4 warps resident per multiprocessor that the split aims for (bench: --base-blocks).</summary>
-    public static int BaseBlocksPerSm { get; set; } = 4;
 
     /// <summary>y (+)= x·Wᵀ for the rows of the decode groups (<see cref="TenantRows.MmaGroups"/>), base term only.</summary>
     static void DecodeBase(Tensor x, Tensor w, Tensor groups, int groupCount, Tensor y, bool accumulate)
     {
         int outDim = w.Dim(0), inDim = w.Dim(1), chunks = inDim / 64, rows = x.Dim(0);
         var dev = y.Device;
-        int split = BaseSplitFor(dev, outDim, inDim), per = (chunks + split - 1) / split;
-        split = (chunks + per - 1) / per;
         int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
+        int split = BaseSplitFor(dev, tileBlocks, chunks), per = (chunks + split - 1) / split;
+        split = (chunks + per - 1) / per;   // no split left without chunks
         using var xs = Tensor.Empty([groupCount * chunks * 4 * 32 * 4], DType.I32, dev);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<int>, ArrayView<Vec16>, int, int>>(SplitXKernel)(
             new KernelConfig(groupCount * chunks, 128), x.View<Vec16>(), groups.View<int>(), xs.View<Vec16>(), inDim, chunks);

@@ -18,7 +18,8 @@ namespace BitDeltaNative.Kernels;
 ///   the sign words straight from memory, with no expansion. The counts are exact integers, so split-K partials add in
 ///   any order to the same sum: results do not depend on timing.
 /// A row's term is then α·2^(E−31)·(2·Σ_p w_p·D_p − Q), formed in f64 from exact integers and added to y, which the
-/// base term (the tensor-core form with these rows' tenants left out) has written just before.
+/// base term has written just before (the base-only form, TenantLinearBase.cs, or the fused form with these rows'
+/// tenants left out).
 ///
 /// Layout: lane (g, t) of a warp loads 16 bytes at word 16c + 4t of each 512-input chunk c, for output row g of each
 /// of its 4 tiles of 8 outputs and for planes g, g+8, g+16 and g+24; words 4t, 4t+1 feed one product and 4t+2, 4t+3
@@ -34,8 +35,8 @@ public static partial class TenantLinear
     /// row is 32 planes), while the f16 form serves up to 8 rows of a tenant with the same products.</summary>
     public static int BitsMaxRows { get; set; } = 2;
 
-    /// <summary>The bit-serial form is a second launch (and a small one before it); with fewer tenants than this the
-    /// f16 form's tenant term costs less than that.</summary>
+    /// <summary>The bit-serial form adds four launches (a memset, the row max, the planes, the products), ~10 µs on the
+    /// H100; with fewer tenants than this the fused form's tenant term costs less than that (bench/NOTES.md).</summary>
     public static int BitsMinTenants { get; set; } = 3;
 
     const int BitsTargetWarps = 2048, Planes = 32;
@@ -57,14 +58,9 @@ public static partial class TenantLinear
             new KernelConfig(count * ((inDim / 4 + 255) / 256), 256), x.View<Vec16>(), list.View<int>(), meta.View<int>(), inDim);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<int>, ArrayView<long>, int>>(BitPlanesKernel)(
             new KernelConfig(count * ((words + 7) / 8), 256), x.View<float>(), list.View<int>(), planes.View<uint>(), meta.View<int>(), meta.View<long>(), inDim);
-        int split = 1, perBlock = 4;
-        int blocks = (outDim / 32 + perBlock - 1) / perBlock * count;
-        if (blocks < BitsTargetWarps / 4)
-        {
-            split = 4;
-            perBlock = 1;
-            blocks = outDim / 32 * count;
-        }
+        // Blocks of 4 warps; K split 4 ways when whole-K warps would not fill ~BitsTargetWarps (BitsKernel).
+        int groups = outDim / 32, split = (groups + 3) / 4 * count < BitsTargetWarps / 4 ? 4 : 1, perBlock = 4 / split;
+        int blocks = (groups + perBlock - 1) / perBlock * count;
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<uint>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<int>, ArrayView<long>, ArrayView<int>,
                                  ArrayView<float>, ArrayView<float>, int, int, int>>(BitsKernel)(
             new KernelConfig(blocks, 128), signs.View<Vec16>(), signs.View<uint>(), planes.View<Vec16>(), planes.View<uint>(), meta.View<int>(),
