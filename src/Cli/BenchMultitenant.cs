@@ -35,11 +35,13 @@ public static partial class Cli
         var iters = new Option<int?>("--iters") { Description = "timed kernel samples per case (default 30 on CUDA, 2 elsewhere)" };
         var bitsRows = new Option<int?>("--bits-max-rows") { Description = "tenants with at most this many decode rows take the bit-serial form (default: the engine's)" };
         var bitsTenants = new Option<int?>("--bits-min-tenants") { Description = "… when at least this many tenants have so few (default: the engine's)" };
+        var streamRows = new Option<int?>("--stream-max-rows") { Description = "take the streamed form for at most this many tenant rows (default: the engine's)" };
+        var noStream = new Option<bool>("--no-stream") { Description = "leave the streamed form out of the engine (to compare)" };
         var baseBlocks = new Option<int?>("--base-blocks") { Description = "blocks per multiprocessor the base form's split of K aims for (default: the engine's)" };
         var rate = new Option<bool>("--mma-rate") { Description = "also measure the tensor cores' rate on the f16 and b1 products alone" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, baseBlocks, rate, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, baseBlocks, rate, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -55,8 +57,11 @@ public static partial class Cli
             if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
             if (r.GetValue(bitsRows) is int br) TenantLinear.BitsMaxRows = br;
             if (r.GetValue(bitsTenants) is int bt) TenantLinear.BitsMinTenants = bt;
+            if (r.GetValue(streamRows) is int st) TenantLinear.StreamMaxRows = st;
+            if (r.GetValue(noStream)) TenantLinear.UseStream = false;
             if (r.GetValue(baseBlocks) is int bb) TenantLinear.BaseBlocksPerSm = bb;
             Console.WriteLine($"bit-serial form: tenants of at most {TenantLinear.BitsMaxRows} decode rows, when at least {TenantLinear.BitsMinTenants} tenants are");
+            Console.WriteLine(TenantLinear.UseStream ? $"streamed form: batches whose tenants all have so few rows, up to {TenantLinear.StreamMaxRows} tenant rows" : "streamed form: off");
             if (r.GetValue(rate) && dev.IsIlgpu) MmaRate(dev, cuda);
 
             if (dev.IsIlgpu)
@@ -181,10 +186,11 @@ public static partial class Cli
         var shapes = cuda ? GemvShapes : [(256, 256), (688, 256)];
         int warm = cuda ? 3 : 1, perSample = cuda ? 10 : 1;
         Console.WriteLine($"\nkernel: tenant linear (decode form), f16 base; median of {samples} samples of {perSample} launches");
-        Console.WriteLine("  µs: as Run picks (tenants of few rows bit-serial, TenantLinearBits.cs, and then the base term in TenantLinearBase.cs);");
+        Console.WriteLine("  µs: as Run picks (a batch whose tenants all have few rows in one streamed kernel, TenantLinearStream.cs);");
+        Console.WriteLine("  unstreamed: the same without the streamed form (bit-serial TenantLinearBits.cs after the base form TenantLinearBase.cs);");
         Console.WriteLine("  f16-mma: everything in the fused f16 tensor-core form (TenantLinearMma.cs); cuda-core: the fold-and-FMA form;");
         Console.WriteLine("  base-only: every row on the base, as Run picks");
-        Console.WriteLine($"{"out×in",-12} {"tenants",7} {"rows",5} {"µs",8} {"GB/s",6} {"/copy",6} {"bit rows",8} {"f16-mma µs",10} {"cuda-core µs",12} {"base-only µs",12} {"copy GB/s",9}");
+        Console.WriteLine($"{"out×in",-12} {"tenants",7} {"rows",5} {"µs",8} {"GB/s",6} {"/copy",6} {"bit rows",8} {"f16-mma µs",10} {"cuda-core µs",12} {"base-only µs",12} {"unstreamed µs",13} {"base unstr.",11} {"copy GB/s",9}");
         foreach (var (outDim, inDim) in shapes)
         {
             long wBytes = DType.F16.ByteCount([outDim, inDim]);
@@ -210,11 +216,13 @@ public static partial class Cli
                     using var x = Tensor.From(Check.Values(rng, (long)rows * inDim), [rows, inDim], dev);
                     using var y = Tensor.Empty([rows, outDim], DType.F32, dev);
                     int next = 0;
-                    double Time(TenantRows who, bool mma, bool bits)
+                    double Time(TenantRows who, bool mma, bool bits, bool stream = true)
                     {
                         TenantLinear.UseMma = mma;
                         TenantLinear.UseBits = bits;
                         TenantLinear.UseBase = bits;
+                        bool streamWas = TenantLinear.UseStream;
+                        TenantLinear.UseStream = stream && bits && streamWas;
                         try
                         {
                             return Median(dev, warm, samples, perSample, () =>
@@ -228,10 +236,12 @@ public static partial class Cli
                             TenantLinear.UseMma = true;
                             TenantLinear.UseBits = true;
                             TenantLinear.UseBase = true;
+                            TenantLinear.UseStream = streamWas;
                         }
                     }
                     double us = Time(tenants, true, true), usF16 = Time(tenants, true, false), usCore = Time(tenants, false, true);
-                    double usBase = Time(baseRows, true, true);
+                    double usBase = Time(baseRows, true, true), usOld = Time(tenants, true, true, stream: false);
+                    double usBaseOld = Time(baseRows, true, true, stream: false);
                     if (copyGb == 0)
                     {
                         using var dst = Tensor.Empty([outDim, inDim], DType.F16, dev);
@@ -243,7 +253,7 @@ public static partial class Cli
                     foreach (var t in ss) t.Dispose();
                     double bytes = wBytes + sBytes + 4.0 * rows * (inDim + outDim);
                     double gb = bytes / us / 1e3;
-                    Console.WriteLine($"{$"{outDim}×{inDim}",-12} {T,7} {rows,5} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {tenants.BitsCount,8} {usF16,10:F1} {usCore,12:F1} {usBase,12:F1} {copyGb,9:F0}");
+                    Console.WriteLine($"{$"{outDim}×{inDim}",-12} {T,7} {rows,5} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {tenants.BitsCount,8} {usF16,10:F1} {usCore,12:F1} {usBase,12:F1} {usOld,13:F1} {usBaseOld,11:F1} {copyGb,9:F0}");
                 }
         }
         Console.WriteLine("GB/s: (W + every tenant's signs + x + y) / time. base-only: every row on the base (signs not read).");

@@ -97,7 +97,9 @@ public static partial class TenantLinear
             using var ys = y2.Slice(start, count);
             MatMul.GemmFolded(xs, w, signs, scales, slot, ys, accumulate);
         }
-        if (TakesMma(tenants, x2, w))
+        if (TakesMma(tenants, x2, w) && TakesStream(tenants, w))
+            DecodeStream(x2, w, signs, scales, tenants, y2, accumulate);
+        else if (TakesMma(tenants, x2, w))
         {
             bool bits = TakesBits(tenants, w);
             if (UseBase && tenants.DecodeTenantsAllBits && (bits || tenants.BitsCount == 0))
@@ -351,8 +353,9 @@ public static partial class TenantLinear
         Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, accumulate);
         string path = TakesMma(tenants, tx, tw) ? " tensor cores" : dev.IsIlgpu && wt != DType.F32 && inDim % 8 == 0 ? " 16-byte" : "";
         if (mma && dev.IsIlgpu && path != " tensor cores") throw new InvalidOperationException($"{name}: the tensor-core form did not apply to [{outDim}, {inDim}]");
-        if (dev.IsIlgpu && TakesBits(tenants, tw)) path += $", {tenants.BitsCount} rows bit-serial{(UseBase && tenants.DecodeTenantsAllBits ? ", base form" : "")}";
-        if (bits && dev.IsIlgpu && !TakesBits(tenants, tw)) throw new InvalidOperationException($"{name}: the bit-serial form did not apply to [{outDim}, {inDim}]");
+        if (dev.IsIlgpu && path == " tensor cores" && TakesStream(tenants, tw)) path += $", streamed ({tenants.FewCount} tenant rows)";
+        else if (dev.IsIlgpu && TakesBits(tenants, tw)) path += $", {tenants.BitsCount} rows bit-serial{(UseBase && tenants.DecodeTenantsAllBits ? ", base form" : "")}";
+        if (bits && dev.IsIlgpu && !TakesBits(tenants, tw) && !TakesStream(tenants, tw)) throw new InvalidOperationException($"{name}: the bit-serial form did not apply to [{outDim}, {inDim}]");
         return (Check.RelativeError(ty.ToFloatArray(), want),
                 $"{rows} rows in {tenants.Segments.Length} segments over {capacity} slots, [{outDim}, {inDim}] w {wt}{(accumulate ? " +=" : "")}{path}");
     });

@@ -20,7 +20,9 @@ public sealed class TenantRows : IDisposable
     /// <summary>The decode rows whose tenant term goes to the bit-serial form, and their tenants.</summary>
     readonly int[] bitsRows;
     readonly HashSet<int> bitsSlots;
-    Tensor? deviceSlots, decodeList, mmaGroups, mmaGroupsBits, bitsList;
+    /// <summary>The decode rows of tenants when every decode tenant has few rows (the streamed form's entries).</summary>
+    readonly int[] fewRows;
+    Tensor? deviceSlots, decodeList, mmaGroups, mmaGroupsBits, bitsList, fewList;
 
     /// <summary>I32 [rows] on the device: <see cref="Slots"/>.</summary>
     public Tensor DeviceSlots => deviceSlots ??= Tensor.From(Slots, [Slots.Length], Device);
@@ -48,6 +50,22 @@ public sealed class TenantRows : IDisposable
     public bool DecodeTenantsAllBits { get; }
     public const int MmaGroupInts = 24;
 
+    /// <summary>Every decode row is on the base or of a tenant with at most <see cref="TenantLinear.BitsMaxRows"/> decode
+    /// rows: the streamed form (TenantLinearStream.cs) can take the whole batch, base and tenant terms in one kernel.</summary>
+    public bool DecodeAllFew { get; }
+
+    /// <summary>The distinct tenants of the decode rows when <see cref="DecodeAllFew"/>, else 0.</summary>
+    public int FewTenants { get; }
+
+    /// <summary>I32 [<see cref="FewCount"/>, 2] on the device: (row, slot) of each decode row with a tenant when
+    /// <see cref="DecodeAllFew"/>, by slot and then row; null when there are none.</summary>
+    public Tensor? FewList => fewRows.Length == 0 ? null : fewList ??= Tensor.From(fewRows.SelectMany(r => new[] { r, Slots[r] }).ToArray(), [fewRows.Length, 2], Device);
+    public int FewCount => fewRows.Length;
+
+    /// <summary>The decode rows on the base: they come first in the groups (<see cref="MmaGroups"/>), so the row at group
+    /// position FewBase + e is <see cref="FewList"/>'s entry e.</summary>
+    public int FewBase { get; }
+
     public TenantRows(int[] slots, Device device)
     {
         Slots = slots;
@@ -67,6 +85,12 @@ public sealed class TenantRows : IDisposable
         bitsRows = bits ? few.SelectMany(g => g).Order().ToArray() : [];
         bitsSlots = bits ? [.. few.Select(g => g.Key)] : [];
         DecodeTenantsAllBits = decodeRows.All(r => slots[r] < 0 || bitsSlots.Contains(slots[r]));
+        var byTenant = decodeRows.Where(r => slots[r] >= 0).GroupBy(r => slots[r]).ToArray();
+        DecodeAllFew = byTenant.All(g => g.Count() <= TenantLinear.BitsMaxRows);
+        FewTenants = DecodeAllFew ? byTenant.Length : 0;
+        // In the groups' order (by slot, then row), after the base rows: entry e is group position FewBase + e.
+        fewRows = DecodeAllFew ? decodeRows.Where(r => slots[r] >= 0).OrderBy(r => slots[r]).ToArray() : [];
+        FewBase = decodeRows.Count(r => slots[r] < 0);
     }
 
     int[] GroupTable() => GroupTable([]);
@@ -102,6 +126,7 @@ public sealed class TenantRows : IDisposable
         decodeList?.Dispose();
         mmaGroups?.Dispose();
         mmaGroupsBits?.Dispose();
+        fewList?.Dispose();
         bitsList?.Dispose();
     }
 }

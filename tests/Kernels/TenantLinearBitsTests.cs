@@ -55,9 +55,18 @@ public class TenantLinearBitsTests
 
     /// <summary>Three tenants of one row each over [64, 768] (a half chunk at the end): a row of zeros (its term must be
     /// exactly 0), a row spanning 1e-6 … 1e4, an ordinary one, and a row with a NaN that must not leak into the others.</summary>
+    public static TheoryData<string, bool> DevicesAndForms()
+    {
+        var data = new TheoryData<string, bool>();
+        foreach (var d in TestDevices.Names.Select(n => n.Data)) { data.Add(d, false); data.Add(d, true); }
+        return data;
+    }
+
+    /// <summary><paramref name="stream"/>: through the streamed form (TenantLinearStream.cs), else the bit-serial and
+    /// base-only forms, whose integer scheme it shares.</summary>
     [Theory]
-    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
-    public void Edge_rows_match_the_twin_and_a_nan_stays_in_its_row(string device)
+    [MemberData(nameof(DevicesAndForms))]
+    public void Edge_rows_match_the_twin_and_a_nan_stays_in_its_row(string device, bool stream)
     {
         var dev = Device.Parse(device);
         var rng = new Random(11);
@@ -81,8 +90,11 @@ public class TenantLinearBitsTests
         using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
         using var ta = Tensor.From(scales, [cap], dev);
         using var ty = Check.Poisoned([rows, outDim], DType.F32, dev);
-        TenantLinear.Run(tx, tw, ts, ta, tenants, ty);
+        TenantLinear.UseStream = stream;
+        try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty); }
+        finally { TenantLinear.UseStream = true; }
         Assert.Equal(4, tenants.BitsCount);
+        Assert.Equal(4, tenants.FewCount);
         var got = ty.ToFloatArray();
         var want = new float[rows * outDim];
         TenantLinear.Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, false);
@@ -92,7 +104,7 @@ public class TenantLinearBitsTests
         for (int r = 1; r <= 2; r++)
         {
             double err = Check.RelativeError(got.AsSpan(r * outDim, outDim), want.AsSpan(r * outDim, outDim));
-            Assert.True(err <= Check.F32Bound, $"row {r} on {device}: relative error {err:E2}");
+            Assert.True(err <= Check.F32Bound, $"row {r} on {device} (streamed: {stream}): relative error {err:E2}");
         }
         Assert.All(got[(3 * outDim)..], v => Assert.True(float.IsNaN(v)));
     }
@@ -112,7 +124,7 @@ public class TenantLinearBitsForwardTests
 {
     [Theory]
     [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
-    public void Decode_step_through_the_bit_serial_form_equals_the_fused_form(string device)
+    public void Decode_step_through_the_bit_serial_and_streamed_forms_equals_the_fused_form(string device)
     {
         if (device != "cuda") Assert.Skip("CUDA only: through the emulated tensor-core products a forward step takes minutes");
         var dev = Device.Parse(device);
@@ -127,10 +139,11 @@ public class TenantLinearBitsForwardTests
         for (int t = 0; t < 4; t++) engine.AddRandom($"t{t}", (ulong)t + 1);
         int[] ids = [5, 17, 33, 200, 91], tenants = [2, 0, -1, 3, 1], rows = [0, 1, 2, 3, 4];
 
-        float[] Step(bool bits)
+        float[] Step(bool bits, bool stream)
         {
             TenantLinear.UseBits = bits;
             TenantLinear.UseBase = bits;
+            TenantLinear.UseStream = stream;
             try
             {
                 using var cache = model.NewCache(5, 4);
@@ -142,14 +155,17 @@ public class TenantLinearBitsForwardTests
             {
                 TenantLinear.UseBits = true;
                 TenantLinear.UseBase = true;
+                TenantLinear.UseStream = true;
             }
         }
 
         using (var check = new TenantRows(tenants, dev)) Assert.True(check.DecodeTenantsAllBits && check.BitsCount == 4);
-        var fused = Step(false);
-        var bitSerial = Step(true);
-        double err = Check.RelativeError(bitSerial, fused);
+        var fused = Step(false, false);
+        var bitSerial = Step(true, false);
+        var streamed = Step(true, true);
+        double err = Check.RelativeError(bitSerial, fused), errStream = Check.RelativeError(streamed, fused);
         Assert.True(err <= Check.F32Bound, $"{device}: logits relative error {err:E2}");
+        Assert.True(errStream <= Check.F32Bound, $"{device}: streamed form's logits relative error {errStream:E2}");
         // Not vacuous: the tenants' rows differ from what the base gives them.
         Assert.True(Check.RelativeError(bitSerial.AsSpan(0, config.VocabSize), bitSerial.AsSpan(2 * config.VocabSize, config.VocabSize)) > 1e-3);
     }

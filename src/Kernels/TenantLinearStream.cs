@@ -1,0 +1,373 @@
+using ILGPU;
+using ILGPU.Runtime;
+using static BitDeltaNative.Kernels.MatMul;
+
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// The whole decode batch in two launches, when every decode row is on the base or of a tenant with few rows
+/// (<see cref="TenantRows.DecodeAllFew"/>): the base term as the base-only form computes it (TenantLinearBase.cs) and each
+/// row's tenant term as the bit-serial form does (TenantLinearBits.cs), in one grid, and the last block to finish a
+/// column of outputs adds up that column. Those two forms took seven launches per linear (memset, row max, planes, x
+/// split, base, split sum, bit-serial) and each waited for the one before: at 4096² the chain cost more than reading W
+/// (bench/NOTES.md).
+/// - <see cref="StreamPrepKernel"/>: per row with a tenant, its max |x|, bit planes and Σq in blocks of 1024 inputs
+///   (each block finds the row max itself, from L2, so no atomics and no memset); per row group, x split into f16 hi + lo
+///   in the order the products read it; and the column counters zeroed.
+/// - <see cref="StreamKernel"/>: the first blocks are the base form's (4 tiles of 16 outputs over one K range, W a chunk
+///   ahead), writing split partials; the rest are the bit-serial form's (a tenant row, 128 or 32 outputs), writing
+///   each output's tenant term α·2^(E−31)·(2·Σ_p w_p·popc − Q). Each block then makes its writes visible device-wide and counts itself in at the columns of 64
+///   outputs it wrote; the block that arrives last at a column adds that column's base partials in split order and the
+///   tenant terms (the CUDA threadFenceReduction pattern). Which block finishes depends on timing; what it adds and in
+///   which order does not, so results are the two forms' own, bit for bit.
+/// </summary>
+public static partial class TenantLinear
+{
+    /// <summary>Take the streamed form where it applies (the bench turns it off to compare).</summary>
+    public static bool UseStream { get; set; } = true;
+
+    /// <summary>The streamed form is taken for at most this many tenant rows: its last blocks add up every column's split
+    /// partials and terms, latency that grows with the rows; on the H100 at 7B shapes it beat the bit-serial and base-only
+    /// forms up to 8 tenants of one row and lost from 16 (bench/NOTES.md).</summary>
+    public static int StreamMaxRows { get; set; } = 8;
+
+    const int StreamWarps = 4, PrepThreads = 256, SegWords = 32;
+
+    /// <summary>The shape of one streamed call (a struct: ILGPU kernels take at most 15 parameters).</summary>
+    public struct StreamShape
+    {
+        public int In, Out, Rows, Per, Groups, Entries, Split, Segs, TileBlocks, Mode, BitsSplit, BitsPerRow, FewBase;
+    }
+
+    static bool TakesStream(TenantRows tenants, Tensor w) =>
+        UseStream && tenants.DecodeAllFew && tenants.FewCount <= StreamMaxRows && (tenants.FewCount == 0 || (w.Dim(1) % 256 == 0 && w.Dim(0) % 32 == 0));
+
+    /// <summary>y (+)= x·Wᵀ for the decode rows, plus α_t·x·S_tᵀ for those with a tenant (<see cref="TenantRows.FewList"/>).</summary>
+    static void DecodeStream(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate)
+    {
+        int outDim = w.Dim(0), inDim = w.Dim(1), chunks = inDim / 64, rows = x.Dim(0), words = inDim / 32;
+        int entries = tenants.FewCount, groupCount = tenants.MmaGroupCount;
+        var dev = y.Device;
+        int tileBlocks = (outDim / 16 + StreamWarps - 1) / StreamWarps;
+        int split = BaseSplitFor(dev, tileBlocks, chunks), per = (chunks + split - 1) / split;
+        split = (chunks + per - 1) / per;   // no split left without chunks
+        int segs = (words + SegWords - 1) / SegWords;
+        // The tenant rows' blocks as the bit-serial form's kernel lays them out: 4 groups of 32 outputs a block, or one
+        // group with K in four pieces when that would leave the GPU short of warps.
+        int bitGroups = outDim / 32, bitsSplit = (bitGroups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1;
+        int bitsPerRow = (bitGroups + 4 / bitsSplit - 1) / (4 / bitsSplit);
+        var shape = new StreamShape
+        {
+            In = inDim, Out = outDim, Rows = rows, Per = per, Groups = groupCount, Entries = entries, Split = split, Segs = segs,
+            TileBlocks = tileBlocks, Mode = accumulate ? 1 : 0, BitsSplit = bitsSplit, BitsPerRow = bitsPerRow, FewBase = tenants.FewBase,
+        };
+        using var xs = Tensor.Empty([groupCount * chunks * 4 * 32 * 4], DType.I32, dev);
+        using var planes = Tensor.Empty([Math.Max(1, entries * Planes * words)], DType.I32, dev);
+        using var meta = Tensor.Empty([(entries + entries * segs + 1) * 2], DType.I32, dev);   // longs: the row maxima, then Σq per segment
+        using var basePart = Tensor.Empty([split, rows, outDim], DType.F32, dev);
+        using var termPart = Tensor.Empty([Math.Max(1, entries), outDim], DType.F32, dev);
+        using var counters = Tensor.Empty([tileBlocks], DType.I32, dev);
+        using var none = entries == 0 ? Tensor.Empty([2], DType.I32, dev) : null;
+        var list = tenants.FewList ?? none!;
+        int prepBlocks = entries * segs + groupCount * ((chunks + 1) / 2);
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<Vec16>, ArrayView<uint>,
+                                 ArrayView<long>, ArrayView<int>, StreamShape>>(StreamPrepKernel)(
+            new KernelConfig(prepBlocks, PrepThreads), x.View<Vec16>(), x.View<float>(), tenants.MmaGroups!.View<int>(), list.View<int>(),
+            xs.View<Vec16>(), planes.View<uint>(), meta.View<long>(), counters.View<int>(), shape);
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<uint>, ArrayView<Vec16>,
+                                 ArrayView<uint>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
+                                 ArrayView<float>, StreamShape>>(StreamKernel)(
+            new KernelConfig(tileBlocks * split + entries * bitsPerRow, StreamWarps * 32), w.View<Vec16>(), xs.View<Vec16>(),
+            tenants.MmaGroups!.View<int>(), planes.View<uint>(), signs.View<Vec16>(), signs.View<uint>(), list.View<int>(),
+            meta.View<long>(), scales.View<float>(), basePart.View<float>(), termPart.View<float>(), counters.View<int>(), y.View<float>(), shape);
+    }
+
+    /// <summary>
+    /// Blocks [0, entries·segs): block (e, seg) finds row e's max |x| (every block of the row alike, from L2), then builds
+    /// the planes of words seg·32 … seg·32 + 31 (a warp per 4 words, lane i taking input 32w + i, as BitPlanesKernel) and
+    /// writes that range's Σq to meta[entries + e·segs + seg]; seg 0 writes the max's bits to meta[e]. The blocks after: per group and pair of 64-input
+    /// chunks, x split as SplitXKernel does; the first of them zeroes the column counters.
+    /// </summary>
+    static void StreamPrepKernel(ArrayView<Vec16> x16, ArrayView<float> x, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs,
+                                 ArrayView<uint> planes, ArrayView<long> meta, ArrayView<int> counters, StreamShape s)
+    {
+        var redMax = SharedMemory.Allocate<int>(PrepThreads / 32);
+        var redQ = SharedMemory.Allocate<long>(PrepThreads / 32);
+        int tid = Group.IdxX, warp = tid / 32, lane = tid % 32, chunks = s.In / 64, words = s.In / 32;
+        int bitsBlocks = s.Entries * s.Segs;
+        if (Grid.IdxX >= bitsBlocks)
+        {
+            int b = Grid.IdxX - bitsBlocks, pairs = (chunks + 1) / 2;
+            if (b == 0)
+                for (int i = tid; i < s.TileBlocks; i += PrepThreads) counters[i] = 0;
+            int gr = b / pairs, c = b % pairs * 2 + tid / 128, st = tid % 128 / 32, gl = lane >> 2, t = lane & 3;
+            if (c >= chunks) return;
+            long row = groups[gr * TenantRows.MmaGroupInts + gl];
+            Vec16 r = default;
+            if (row >= 0)
+            {
+                var v = x16.AsAligned(16)[row * (s.In / 4) + c * 16L + 2 * t + (st & 1) + (st >> 1) * 8];
+                (r.X, r.Z) = SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
+                (r.Y, r.W) = SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
+            }
+            xs.AsAligned(16)[(((long)gr * chunks + c) * 4 + st) * 32 + lane] = r;
+            return;
+        }
+
+        int e = Grid.IdxX / s.Segs, seg = Grid.IdxX % s.Segs;
+        long xRow = list[2 * e];
+        int vecs = s.In / 4;
+        var xa = x16.AsAligned(16);
+        int m = 0;
+        for (int i = tid; i < vecs; i += 4 * PrepThreads)
+        {
+            // four independent loads a thread before their maxima
+            Vec16 v0 = xa[xRow * vecs + i], v1 = default, v2 = default, v3 = default;
+            if (i + PrepThreads < vecs) v1 = xa[xRow * vecs + i + PrepThreads];
+            if (i + 2 * PrepThreads < vecs) v2 = xa[xRow * vecs + i + 2 * PrepThreads];
+            if (i + 3 * PrepThreads < vecs) v3 = xa[xRow * vecs + i + 3 * PrepThreads];
+            m = IntrinsicMath.Max(m, IntrinsicMath.Max(AbsBits(v0), AbsBits(v1)));
+            m = IntrinsicMath.Max(m, IntrinsicMath.Max(AbsBits(v2), AbsBits(v3)));
+        }
+        for (int o = 16; o > 0; o /= 2) m = IntrinsicMath.Max(m, Warp.ShuffleXor(m, o));
+        if (lane == 0) redMax[warp] = m;
+        Group.Barrier();
+        m = redMax[0];
+        for (int k = 1; k < PrepThreads / 32; k++) m = IntrinsicMath.Max(m, redMax[k]);
+
+        int exp = BitsExponent(m);
+        float f = Interop.IntAsFloat((uint)(31 - exp + 127) << 23);
+        bool bad = m >= 0x7F800000;
+        int w0 = seg * SegWords + warp * 4;
+        long at = xRow * s.In + 32L * w0 + lane;
+        float f0 = w0 < words ? x[at] : 0f, f1 = w0 + 1 < words ? x[at + 32] : 0f;
+        float f2 = w0 + 2 < words ? x[at + 64] : 0f, f3 = w0 + 3 < words ? x[at + 96] : 0f;
+        long pAt = ((long)e * Planes + lane) * words + w0;
+        long q = PlaneWord(planes, f0, f, bad, pAt, lane, w0 < words) + PlaneWord(planes, f1, f, bad, pAt + 1, lane, w0 + 1 < words)
+               + PlaneWord(planes, f2, f, bad, pAt + 2, lane, w0 + 2 < words) + PlaneWord(planes, f3, f, bad, pAt + 3, lane, w0 + 3 < words);
+        for (int o = 16; o > 0; o /= 2) q += Warp.ShuffleXor(q, o);
+        if (lane == 0) redQ[warp] = q;
+        Group.Barrier();
+        if (tid == 0)
+        {
+            long sum = 0;
+            for (int k = 0; k < PrepThreads / 32; k++) sum += redQ[k];
+            meta[s.Entries + (long)e * s.Segs + seg] = sum;
+            if (seg == 0) meta[e] = m;
+        }
+    }
+
+    static int AbsBits(Vec16 v) => IntrinsicMath.Max(IntrinsicMath.Max((int)(v.X & 0x7FFFFFFFu), (int)(v.Y & 0x7FFFFFFFu)),
+                                                     IntrinsicMath.Max((int)(v.Z & 0x7FFFFFFFu), (int)(v.W & 0x7FFFFFFFu)));
+
+    /// <summary>Lane i's q = rint(v·f) (0 for a non-finite row), the warp's 32 q transposed so lane p holds plane p's word,
+    /// stored at planes[at] (when <paramref name="live"/>, the same for the whole warp); returns q.</summary>
+    static long PlaneWord(ArrayView<uint> planes, float v, float f, bool bad, long at, int lane, bool live)
+    {
+        float sv = v * f;   // |sv| < 2^31 and a multiple of 128 past 2^30: the int holds it
+        int qi = bad || !live ? 0 : (int)(sv >= 0 ? sv + 0.5f : sv - 0.5f);
+        uint b = (uint)qi;
+        b = Transpose(b, lane, 16, 0x0000FFFFu);
+        b = Transpose(b, lane, 8, 0x00FF00FFu);
+        b = Transpose(b, lane, 4, 0x0F0F0F0Fu);
+        b = Transpose(b, lane, 2, 0x33333333u);
+        b = Transpose(b, lane, 1, 0x55555555u);
+        if (live) planes[at] = b;
+        return qi;
+    }
+
+    static void StreamKernel(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<uint> planes,
+                             ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales,
+                             ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<int> counters, ArrayView<float> y, StreamShape s)
+    {
+        var emu = SharedMemory.Allocate<float>(StreamWarps * 384);   // Mma's scratch where it is emulated
+        var part = SharedMemory.Allocate<long>(4 * 32);
+        var last = SharedMemory.Allocate<int>(2);
+        int baseBlocks = s.TileBlocks * s.Split;
+        if (Grid.IdxX < baseBlocks)
+        {
+            int tb = Grid.IdxX % s.TileBlocks;
+            StreamBase(w16, xs16, groups, basePart, emu, s);
+            Arrive(counters, last, 0, tb, s);
+            Group.Barrier();
+            if (last[0] != 0) StreamFinish(tb, groups, basePart, termPart, y, s);
+            return;
+        }
+
+        // A tenant row's counts for 128 outputs (or 32, K in four pieces), as the bit-serial form's kernel; then its
+        // arrival at the one or two columns of 64 outputs it touches.
+        int b = Grid.IdxX - baseBlocks, perBlock = 4 / s.BitsSplit, o0 = b % s.BitsPerRow * perBlock * 32;
+        StreamBits(b, signs16, signs, planes.Cast<Vec16>(), planes, list, meta, scales, termPart, part, s);   // 14 parameters at most: one view of the planes
+        int tb0 = o0 / 64, tb1 = IntrinsicMath.Min(s.TileBlocks - 1, (o0 + perBlock * 32 - 1) / 64);
+        Arrive(counters, last, 0, tb0, s);
+        if (tb1 != tb0) Arrive(counters, last, 1, tb1, s);
+        Group.Barrier();
+        if (last[0] != 0) StreamFinish(tb0, groups, basePart, termPart, y, s);
+        if (tb1 != tb0 && last[1] != 0)
+        {
+            Group.Barrier();
+            StreamFinish(tb1, groups, basePart, termPart, y, s);
+        }
+    }
+
+    /// <summary>This block's writes made visible device-wide, then its arrival at column <paramref name="tb"/>'s counter;
+    /// last[k] = 1 when it was the last of the column's base blocks (<see cref="StreamShape.Split"/>) and tenant-row
+    /// blocks to arrive.</summary>
+    static void Arrive(ArrayView<int> counters, ArrayView<int> last, int k, int tb, StreamShape s)
+    {
+        MemoryFence.DeviceLevel();
+        Group.Barrier();
+        if (Group.IdxX == 0)
+        {
+            // tenant-row blocks per entry that touch the column: one of 128 outputs, or the one or two of 32
+            int touching = s.BitsSplit == 1 ? 1 : 1 + (tb * 64 + 32 < s.Out ? 1 : 0);
+            int target = s.Split + s.Entries * touching;
+            last[k] = Atomic.Add(ref counters[tb], 1) == target - 1 ? 1 : 0;
+        }
+    }
+
+    /// <summary>The base term of 4 tiles of 16 outputs over one K range into this split's plane of the partial sums,
+    /// 32 rows (4 groups) at a time. Every warp runs the same products (the emulated product synchronises the block), a
+    /// warp past the last tile on zeros.</summary>
+    static void StreamBase(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> emu, StreamShape s)
+    {
+        var w16a = w16.AsAligned(16);
+        var xs = xs16.AsAligned(16);
+        int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
+        var sa = emu.SubView(wi * 384, 256);
+        var sb = emu.SubView(wi * 384 + 256, 128);
+        int chunks = s.In / 64, ks = Grid.IdxX / s.TileBlocks, tile = Grid.IdxX % s.TileBlocks * StreamWarps + wi;
+        bool liveTile = tile < s.Out / 16;
+        int c0 = ks * s.Per, c1 = IntrinsicMath.Min(chunks, c0 + s.Per);
+        long wStride = s.In / 8, oG = (long)tile * 16 + g;
+        long xGroup = (long)chunks * 128;
+        long plane = (long)ks * s.Rows * s.Out;
+        for (int first = 0; first < s.Groups; first += BaseGroups)
+        {
+            int nG = IntrinsicMath.Min(BaseGroups, s.Groups - first);
+            long xFirst = first * xGroup;
+            var acc = default(BaseAcc);
+            var n1 = LoadW(w16a, oG, wStride, c0, liveTile && c0 < c1, t);
+            var xn = LoadBaseX(xs, xFirst + (long)c0 * 128 + lane, xGroup, nG, c0 < c1);
+            for (int c = c0; c < c1; c++)
+            {
+                var cur = n1;
+                n1 = LoadW(w16a, oG, wStride, c + 1, liveTile && c + 1 < c1, t);
+                long at = xFirst + (long)c * 128 + lane;
+                var xv = xn;
+                xn = LoadBaseX(xs, at + 32, xGroup, nG, true);
+                acc = BaseStep(acc, cur.A.X, cur.A8.X, cur.A.Y, cur.A8.Y, xv, nG, sa, sb, lane);
+                xv = xn;
+                xn = LoadBaseX(xs, at + 64, xGroup, nG, true);
+                acc = BaseStep(acc, cur.A.Z, cur.A8.Z, cur.A.W, cur.A8.W, xv, nG, sa, sb, lane);
+                xv = xn;
+                xn = LoadBaseX(xs, at + 96, xGroup, nG, true);
+                acc = BaseStep(acc, cur.B.X, cur.B8.X, cur.B.Y, cur.B8.Y, xv, nG, sa, sb, lane);
+                xv = xn;
+                xn = LoadBaseX(xs, at + 128, xGroup, nG, c + 1 < c1);
+                acc = BaseStep(acc, cur.B.Z, cur.B8.Z, cur.B.W, cur.B8.W, xv, nG, sa, sb, lane);
+            }
+            if (liveTile)
+            {
+                BaseStore(basePart, groups, first, acc.G0, oG, t, s.Out, plane, 0);
+                if (nG > 1) BaseStore(basePart, groups, first + 1, acc.G1, oG, t, s.Out, plane, 0);
+                if (nG > 2) BaseStore(basePart, groups, first + 2, acc.G2, oG, t, s.Out, plane, 0);
+                if (nG > 3) BaseStore(basePart, groups, first + 3, acc.G3, oG, t, s.Out, plane, 0);
+            }
+        }
+    }
+
+    /// <summary>Tenant-row block <paramref name="b"/>: BitsKernel's work (TenantLinearBits.cs) for entry b / BitsPerRow,
+    /// with Σ_p w_p·D_p per output stored at countPart[entry, o] instead of the term added to y.</summary>
+    static void StreamBits(int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes,
+                           ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales, ArrayView<float> termPart, ArrayView<long> part, StreamShape s)
+    {
+        int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
+        int split = s.BitsSplit, groupsPerBlock = 4 / split, og = wi / split, piece = wi % split;
+        int e = b / s.BitsPerRow, oBlock = b % s.BitsPerRow * groupsPerBlock * 32, o0 = oBlock + og * 32;
+        bool live = o0 < s.Out;
+        int slot = list[2 * e + 1];
+        int chunks = (s.In + 511) / 512;
+        int per = (chunks + split - 1) / split, c0 = piece * per, c1 = live ? IntrinsicMath.Min(chunks, c0 + per) : c0;
+        long pRow = (long)e * Planes + g, sRow = (long)slot * s.Out + o0 + g;
+        var acc = default(BitsAcc);
+        var next = LoadBits(signs16, signs, planes16, planes, pRow, sRow, c0, c0 < c1, s.In, t);
+        for (int c = c0; c < c1; c++)
+        {
+            var cur = next;
+            next = LoadBits(signs16, signs, planes16, planes, pRow, sRow, c + 1, c + 1 < c1, s.In, t);
+            (acc.P0, acc.H0) = Count(cur.P, cur.S0, acc.P0, acc.H0, lane);
+            (acc.P1, acc.H1) = Count(cur.P, cur.S1, acc.P1, acc.H1, lane);
+            (acc.P2, acc.H2) = Count(cur.P, cur.S2, acc.P2, acc.H2, lane);
+            (acc.P3, acc.H3) = Count(cur.P, cur.S3, acc.P3, acc.H3, lane);
+        }
+        Gather(part, wi, 0, lane, g, t, acc.P0, acc.H0);
+        Gather(part, wi, 1, lane, g, t, acc.P1, acc.H1);
+        Gather(part, wi, 2, lane, g, t, acc.P2, acc.H2);
+        Gather(part, wi, 3, lane, g, t, acc.P3, acc.H3);
+        Group.Barrier();
+        int tid = Group.IdxX, n = tid % 32, mine = tid / 32, o = oBlock + mine * 32 + n;
+        if (mine < groupsPerBlock && o < s.Out)
+        {
+            long sum = 0;
+            for (int k = 0; k < split; k++) sum += part[(mine * split + k) * 32 + n];
+            long q = SumLongs(meta, s.Entries + (long)e * s.Segs, s.Segs);
+            int big = (int)meta[e];
+            // 2^(E−31) as an f64 built from its bits; (2·sum − Q) is an exact integer under 2^53.
+            double unitV = Interop.IntAsFloat((ulong)(BitsExponent(big) - 31 + 1023) << 52);
+            double term = big >= 0x7F800000 ? double.NaN : (2 * sum - q) * unitV * scales[slot];
+            termPart[(long)e * s.Out + o] = (float)term;
+        }
+    }
+
+    /// <summary>Σ_k part[at + k·stride] for k &lt; n, added in k order; four loads issued before their sums (the finishing
+    /// block's time is latency, not bandwidth).</summary>
+    static float SumSplits(ArrayView<float> part, long at, long stride, int n)
+    {
+        float sum = 0;
+        int k = 0;
+        for (; k + 4 <= n; k += 4)
+        {
+            float a = part[at + k * stride], b = part[at + (k + 1) * stride], c = part[at + (k + 2) * stride], d = part[at + (k + 3) * stride];
+            sum += a;
+            sum += b;
+            sum += c;
+            sum += d;
+        }
+        for (; k < n; k++) sum += part[at + k * stride];
+        return sum;
+    }
+
+    static long SumLongs(ArrayView<long> v, long at, int n)
+    {
+        long a = 0, b = 0;
+        int k = 0;
+        for (; k + 2 <= n; k += 2)
+        {
+            a += v[at + k];
+            b += v[at + k + 1];
+        }
+        if (k < n) a += v[at + k];
+        return a + b;
+    }
+
+    /// <summary>Column <paramref name="tb"/> (64 outputs), by the block that arrived last: per decode row, every split's
+    /// base partials added in split order into y, then the row's tenant term (group position FewBase + e is entry e), as
+    /// the base-only and bit-serial forms add them.</summary>
+    static void StreamFinish(int tb, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<float> y, StreamShape s)
+    {
+        MemoryFence.DeviceLevel();
+        int o0 = tb * StreamWarps * 16, cols = StreamWarps * 16, threads = StreamWarps * 32;
+        for (int j = Group.IdxX; j < s.Groups * 8 * cols; j += threads)
+        {
+            int slotJ = j / cols, o = o0 + j % cols;
+            long row = groups[slotJ / 8 * TenantRows.MmaGroupInts + slotJ % 8];
+            if (o >= s.Out || row < 0) continue;
+            long at = row * s.Out + o;
+            float v = SumSplits(basePart, at, (long)s.Rows * s.Out, s.Split);
+            if ((s.Mode & 1) != 0) v = y[at] + v;
+            if (slotJ >= s.FewBase) v += termPart[(long)(slotJ - s.FewBase) * s.Out + o];
+            y[at] = v;
+        }
+    }
+}
