@@ -16,9 +16,9 @@ namespace BitDeltaNative.Kernels;
 ///   in the order the products read it; and the column counters zeroed.
 /// - <see cref="StreamKernel"/>: the first blocks are the base form's (4 tiles of 16 outputs over one K range, W a chunk
 ///   ahead), writing split partials; the rest are the bit-serial form's (a tenant row, 128 or 32 outputs), writing
-///   each output's tenant term α·2^(E−31)·(2·Σ_p w_p·popc − Q). Each block then makes its writes visible device-wide and counts itself in at the columns of 64
-///   outputs it wrote; the block that arrives last at a column adds that column's base partials in split order and the
-///   tenant terms (the CUDA threadFenceReduction pattern). Which block finishes depends on timing; what it adds and in
+///   each output's tenant term α·2^(E−31)·(2·Σ_p w_p·popc − Q). Each block then makes its writes visible device-wide
+///   and counts itself in at the columns of 64 outputs it wrote; the block that arrives last at a column adds that
+///   column's base partials in split order and the tenant terms (the CUDA threadFenceReduction pattern). Which block finishes depends on timing; what it adds and in
 ///   which order does not, so results are the two forms' own, bit for bit.
 /// </summary>
 public static partial class TenantLinear
