@@ -35,7 +35,7 @@ public static partial class Cli
         var iters = new Option<int?>("--iters") { Description = "timed kernel samples per case (default 30 on CUDA, 2 elsewhere)" };
         var bitsRows = new Option<int?>("--bits-max-rows") { Description = "tenants with at most this many decode rows take the bit-serial form (default: the engine's)" };
         var bitsTenants = new Option<int?>("--bits-min-tenants") { Description = "… when at least this many tenants have so few (default: the engine's)" };
-        var streamRows = new Option<int?>("--stream-max-rows") { Description = "take the streamed form for at most this many tenant rows (default: the engine's)" };
+        var streamRows = new Option<int?>("--stream-max-rows") { Description = "take the streamed form for at most this many decode rows (default: the engine's)" };
         var noStream = new Option<bool>("--no-stream") { Description = "leave the streamed form out of the engine (to compare)" };
         var baseBlocks = new Option<int?>("--base-blocks") { Description = "blocks per multiprocessor the base form's split of K aims for (default: the engine's)" };
         var rate = new Option<bool>("--mma-rate") { Description = "also measure the tensor cores' rate on the f16 and b1 products alone" };
@@ -61,7 +61,7 @@ public static partial class Cli
             if (r.GetValue(noStream)) TenantLinear.UseStream = false;
             if (r.GetValue(baseBlocks) is int bb) TenantLinear.BaseBlocksPerSm = bb;
             Console.WriteLine($"bit-serial form: tenants of at most {TenantLinear.BitsMaxRows} decode rows, when at least {TenantLinear.BitsMinTenants} tenants are");
-            Console.WriteLine(TenantLinear.UseStream ? $"streamed form: batches whose tenants all have so few rows, up to {TenantLinear.StreamMaxRows} tenant rows" : "streamed form: off");
+            Console.WriteLine(TenantLinear.UseStream ? $"streamed form: batches whose tenants all have so few rows, up to {TenantLinear.StreamMaxRows} decode rows" : "streamed form: off");
             if (r.GetValue(rate) && dev.IsIlgpu) MmaRate(dev, cuda);
 
             if (dev.IsIlgpu)

@@ -6,19 +6,19 @@ namespace BitDeltaNative.Kernels;
 
 /// <summary>
 /// The whole decode batch in two launches, when every decode row is on the base or of a tenant with few rows
-/// (<see cref="TenantRows.DecodeAllFew"/>): the base term as the base-only form computes it (TenantLinearBase.cs) and each
+/// (<see cref="TenantRows.DecodeAllFew"/>) and there are at most <see cref="StreamMaxRows"/> of them: the base term as the base-only form computes it (TenantLinearBase.cs) and each
 /// row's tenant term as the bit-serial form does (TenantLinearBits.cs), in one grid, and the last block to finish a
 /// column of outputs adds up that column. Those two forms took seven launches per linear (memset, row max, planes, x
 /// split, base, split sum, bit-serial) and each waited for the one before: at 4096² the chain cost more than reading W
 /// (bench/NOTES.md).
 /// - <see cref="StreamPrepKernel"/>: per row with a tenant, its max |x|, bit planes and Σq in blocks of 1024 inputs
 ///   (each block finds the row max itself, from L2, so no atomics and no memset); per row group, x split into f16 hi + lo
-///   in the order the products read it; and the column counters zeroed.
+///   in the order the products read it; and the counters zeroed.
 /// - <see cref="StreamKernel"/>: the first blocks are the base form's (4 tiles of 16 outputs over one K range, W a chunk
 ///   ahead), writing split partials; the rest are the bit-serial form's (a tenant row, 128 or 32 outputs), writing
 ///   each output's tenant term α·2^(E−31)·(2·Σ_p w_p·popc − Q). Each block then makes its writes visible device-wide
-///   and counts itself in at the columns of 64 outputs it wrote; the block that arrives last at a column adds that
-///   column's base partials in split order and the tenant terms (the CUDA threadFenceReduction pattern). Which block finishes depends on timing; what it adds and in
+///   and counts itself in at the columns of 64 outputs and the row groups it wrote; the block that arrives last at a
+///   column's row group adds its base partials in split order and its tenant terms (the CUDA threadFenceReduction pattern). Which block finishes depends on timing; what it adds and in
 ///   which order does not, so results are the two forms' own, bit for bit.
 /// </summary>
 public static partial class TenantLinear
@@ -26,10 +26,11 @@ public static partial class TenantLinear
     /// <summary>Take the streamed form where it applies (the bench turns it off to compare).</summary>
     public static bool UseStream { get; set; } = true;
 
-    /// <summary>The streamed form is taken for at most this many tenant rows: its last blocks add up every column's split
-    /// partials and terms, latency that grows with the rows; on the H100 at 7B shapes it beat the bit-serial and base-only
-    /// forms up to 8 tenants of one row and lost from 16 (bench/NOTES.md).</summary>
-    public static int StreamMaxRows { get; set; } = 8;
+    /// <summary>The streamed form is taken for at most this many decode rows: its finishing blocks add up the split
+    /// partials, latency that grows with the rows; on the H100 at 7B shapes it beat the bit-serial and base-only forms
+    /// by 3–16% a layer at 1–8 tenants of one row, by 2% at 16, and lost 2% at 32, and on the base alone it lost ~20%
+    /// at 32 rows (bench/NOTES.md).</summary>
+    public static int StreamMaxRows { get; set; } = 16;
 
     const int StreamWarps = 4, PrepThreads = 256, SegWords = 32;
 
@@ -40,7 +41,8 @@ public static partial class TenantLinear
     }
 
     static bool TakesStream(TenantRows tenants, Tensor w) =>
-        UseStream && tenants.DecodeAllFew && tenants.FewCount <= StreamMaxRows && (tenants.FewCount == 0 || (w.Dim(1) % 256 == 0 && w.Dim(0) % 32 == 0));
+        UseStream && tenants.DecodeAllFew && tenants.FewBase + tenants.FewCount <= StreamMaxRows
+        && (tenants.FewCount == 0 || (w.Dim(1) % 256 == 0 && w.Dim(0) % 32 == 0));
 
     /// <summary>y (+)= x·Wᵀ for the decode rows, plus α_t·x·S_tᵀ for those with a tenant (<see cref="TenantRows.FewList"/>).</summary>
     static void DecodeStream(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate)
@@ -66,7 +68,7 @@ public static partial class TenantLinear
         using var meta = Tensor.Empty([(entries + entries * segs + 1) * 2], DType.I32, dev);   // longs: the row maxima, then Σq per segment
         using var basePart = Tensor.Empty([split, rows, outDim], DType.F32, dev);
         using var termPart = Tensor.Empty([Math.Max(1, entries), outDim], DType.F32, dev);
-        using var counters = Tensor.Empty([tileBlocks], DType.I32, dev);
+        using var counters = Tensor.Empty([tileBlocks * groupCount], DType.I32, dev);
         using var none = entries == 0 ? Tensor.Empty([2], DType.I32, dev) : null;
         var list = tenants.FewList ?? none!;
         int prepBlocks = entries * segs + groupCount * ((chunks + 1) / 2);
@@ -86,7 +88,7 @@ public static partial class TenantLinear
     /// Blocks [0, entries·segs): block (e, seg) finds row e's max |x| (every block of the row alike, from L2), then builds
     /// the planes of words seg·32 … seg·32 + 31 (a warp per 4 words, lane i taking input 32w + i, as BitPlanesKernel) and
     /// writes that range's Σq to meta[entries + e·segs + seg]; seg 0 writes the max's bits to meta[e]. The blocks after: per group and pair of 64-input
-    /// chunks, x split as SplitXKernel does; the first of them zeroes the column counters.
+    /// chunks, x split as SplitXKernel does; the first of them zeroes the counters (a column's row group each).
     /// </summary>
     static void StreamPrepKernel(ArrayView<Vec16> x16, ArrayView<float> x, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs,
                                  ArrayView<uint> planes, ArrayView<long> meta, ArrayView<int> counters, StreamShape s)
@@ -99,7 +101,7 @@ public static partial class TenantLinear
         {
             int b = Grid.IdxX - bitsBlocks, pairs = (chunks + 1) / 2;
             if (b == 0)
-                for (int i = tid; i < s.TileBlocks; i += PrepThreads) counters[i] = 0;
+                for (int i = tid; i < s.TileBlocks * s.Groups; i += PrepThreads) counters[i] = 0;
             int gr = b / pairs, c = b % pairs * 2 + tid / 128, st = tid % 128 / 32, gl = lane >> 2, t = lane & 3;
             if (c >= chunks) return;
             long row = groups[gr * TenantRows.MmaGroupInts + gl];
@@ -188,32 +190,38 @@ public static partial class TenantLinear
         {
             int tb = Grid.IdxX % s.TileBlocks;
             StreamBase(w16, xs16, groups, basePart, emu, s);
-            Arrive(counters, last, 0, tb, s);
-            Group.Barrier();
-            if (last[0] != 0) StreamFinish(tb, groups, basePart, termPart, y, s);
+            for (int gr = 0; gr < s.Groups; gr++)
+            {
+                Arrive(counters, last, 0, tb, gr, s);
+                Group.Barrier();
+                if (last[0] != 0) StreamFinish(tb, gr, groups, basePart, termPart, y, s);
+                Group.Barrier();
+            }
             return;
         }
 
-        // A tenant row's counts for 128 outputs (or 32, K in four pieces), as the bit-serial form's kernel; then its
-        // arrival at the one or two columns of 64 outputs it touches.
+        // A tenant row's terms for 128 outputs (or 32, K in four pieces), as the bit-serial form's kernel; then its
+        // arrival at its row group in the one or two columns of 64 outputs it touches.
         int b = Grid.IdxX - baseBlocks, perBlock = 4 / s.BitsSplit, o0 = b % s.BitsPerRow * perBlock * 32;
+        int ge = (s.FewBase + b / s.BitsPerRow) / 8;
         StreamBits(b, signs16, signs, planes.Cast<Vec16>(), planes, list, meta, scales, termPart, part, s);   // 14 parameters at most: one view of the planes
         int tb0 = o0 / 64, tb1 = IntrinsicMath.Min(s.TileBlocks - 1, (o0 + perBlock * 32 - 1) / 64);
-        Arrive(counters, last, 0, tb0, s);
-        if (tb1 != tb0) Arrive(counters, last, 1, tb1, s);
+        Arrive(counters, last, 0, tb0, ge, s);
+        if (tb1 != tb0) Arrive(counters, last, 1, tb1, ge, s);
         Group.Barrier();
-        if (last[0] != 0) StreamFinish(tb0, groups, basePart, termPart, y, s);
+        if (last[0] != 0) StreamFinish(tb0, ge, groups, basePart, termPart, y, s);
         if (tb1 != tb0 && last[1] != 0)
         {
             Group.Barrier();
-            StreamFinish(tb1, groups, basePart, termPart, y, s);
+            StreamFinish(tb1, ge, groups, basePart, termPart, y, s);
         }
     }
 
-    /// <summary>This block's writes made visible device-wide, then its arrival at column <paramref name="tb"/>'s counter;
-    /// last[k] = 1 when it was the last of the column's base blocks (<see cref="StreamShape.Split"/>) and tenant-row
-    /// blocks to arrive.</summary>
-    static void Arrive(ArrayView<int> counters, ArrayView<int> last, int k, int tb, StreamShape s)
+    /// <summary>This block's writes made visible device-wide, then its arrival at the counter of row group
+    /// <paramref name="gr"/> in column <paramref name="tb"/>; last[k] = 1 when it was the last to arrive of the column's
+    /// base blocks (<see cref="StreamShape.Split"/>, each arriving at every group) and the blocks of the group's tenant
+    /// rows. A counter per group, not per column: at many rows the finishing is spread over as many blocks.</summary>
+    static void Arrive(ArrayView<int> counters, ArrayView<int> last, int k, int tb, int gr, StreamShape s)
     {
         MemoryFence.DeviceLevel();
         Group.Barrier();
@@ -221,8 +229,10 @@ public static partial class TenantLinear
         {
             // tenant-row blocks per entry that touch the column: one of 128 outputs, or the one or two of 32
             int touching = s.BitsSplit == 1 ? 1 : 1 + (tb * 64 + 32 < s.Out ? 1 : 0);
-            int target = s.Split + s.Entries * touching;
-            last[k] = Atomic.Add(ref counters[tb], 1) == target - 1 ? 1 : 0;
+            // the group's entries: group positions 8·gr … 8·gr + 7 past the FewBase base rows
+            int entries = IntrinsicMath.Max(0, IntrinsicMath.Min(8 * gr + 8, s.FewBase + s.Entries) - IntrinsicMath.Max(8 * gr, s.FewBase));
+            int target = s.Split + entries * touching;
+            last[k] = Atomic.Add(ref counters[tb * s.Groups + gr], 1) == target - 1 ? 1 : 0;
         }
     }
 
@@ -351,17 +361,17 @@ public static partial class TenantLinear
         return a + b;
     }
 
-    /// <summary>Column <paramref name="tb"/> (64 outputs), by the block that arrived last: per decode row, every split's
-    /// base partials added in split order into y, then the row's tenant term (group position FewBase + e is entry e), as
-    /// the base-only and bit-serial forms add them.</summary>
-    static void StreamFinish(int tb, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<float> y, StreamShape s)
+    /// <summary>Row group <paramref name="gr"/> of column <paramref name="tb"/> (8 rows × 64 outputs), by the block that
+    /// arrived last: per row, every split's base partials added in split order into y, then the row's tenant term (group
+    /// position FewBase + e is entry e), as the base-only and bit-serial forms add them.</summary>
+    static void StreamFinish(int tb, int gr, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<float> y, StreamShape s)
     {
         MemoryFence.DeviceLevel();
         int o0 = tb * StreamWarps * 16, cols = StreamWarps * 16, threads = StreamWarps * 32;
-        for (int j = Group.IdxX; j < s.Groups * 8 * cols; j += threads)
+        for (int j = Group.IdxX; j < 8 * cols; j += threads)
         {
-            int slotJ = j / cols, o = o0 + j % cols;
-            long row = groups[slotJ / 8 * TenantRows.MmaGroupInts + slotJ % 8];
+            int slotJ = 8 * gr + j / cols, o = o0 + j % cols;
+            long row = groups[gr * TenantRows.MmaGroupInts + j / cols];
             if (o >= s.Out || row < 0) continue;
             long at = row * s.Out + o;
             float v = SumSplits(basePart, at, (long)s.Rows * s.Out, s.Split);
