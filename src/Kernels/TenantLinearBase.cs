@@ -64,7 +64,15 @@ public static partial class TenantLinear
     /// form's (TenantLinearMma.cs class comment): step s takes x16 at 16c + 2t + {0, 1, 8, 9}[s].</summary>
     static void SplitXKernel(ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> xs, int inDim, int chunks)
     {
-        int gc = Grid.IdxX, gr = gc / chunks, c = gc % chunks, s = Group.IdxX / 32, lane = Group.IdxX % 32, g = lane >> 2, t = lane & 3;
+        int gc = Grid.IdxX;
+        SplitX(x16, groups, xs, gc / chunks, gc % chunks, Group.IdxX / 32, Group.IdxX % 32, inDim, chunks);
+    }
+
+    /// <summary>Group <paramref name="gr"/>, chunk <paramref name="c"/>, step <paramref name="s"/>, lane (g, t)'s
+    /// entry of the split x (<see cref="SplitXKernel"/>).</summary>
+    static void SplitX(ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> xs, int gr, int c, int s, int lane, int inDim, int chunks)
+    {
+        int g = lane >> 2, t = lane & 3;
         long row = groups[gr * TenantRows.MmaGroupInts + g];
         Vec16 r = default;
         if (row >= 0)
@@ -73,7 +81,7 @@ public static partial class TenantLinear
             (r.X, r.Z) = SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
             (r.Y, r.W) = SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
         }
-        xs.AsAligned(16)[((long)gc * 4 + s) * 32 + lane] = r;
+        xs.AsAligned(16)[(((long)gr * chunks + c) * 4 + s) * 32 + lane] = r;
     }
 
     /// <summary>The four groups' accumulators of one warp.</summary>
@@ -104,10 +112,32 @@ public static partial class TenantLinear
         long wStride = inDim / 8, oG = (long)tile * 16 + g;
         long xGroup = (long)chunks * 128;   // Vec16 per group in xs
         long xFirst = (long)first * xGroup;
-        var acc = default(BaseAcc);
 
-        // Every warp of the block runs the same steps (the emulated product synchronises the block); a warp past the
-        // last tile multiplies zeros.
+        var acc = BaseRange(w16a, xs, oG, wStride, xFirst, xGroup, nGroups, c0, c1, liveTile, sa, sb, lane, t);
+        if (!liveTile) return;
+        // mode: bit 0 accumulate into y; bit 1 write split ks's plane of the partial sums ([split, rows, out]).
+        long plane = (mode & 2) != 0 ? (long)ks * rows * outDim : 0;
+        int accumulate = mode & 1;
+        BaseStores(y, groups, first, nGroups, acc, oG, t, outDim, plane, accumulate);
+    }
+
+    /// <summary><see cref="BaseStore"/> for each of the warp's groups.</summary>
+    static void BaseStores(ArrayView<float> y, ArrayView<int> groups, int first, int nGroups, BaseAcc acc, long oG, int t, int outDim, long at, int accumulate)
+    {
+        BaseStore(y, groups, first, acc.G0, oG, t, outDim, at, accumulate);
+        if (nGroups > 1) BaseStore(y, groups, first + 1, acc.G1, oG, t, outDim, at, accumulate);
+        if (nGroups > 2) BaseStore(y, groups, first + 2, acc.G2, oG, t, outDim, at, accumulate);
+        if (nGroups > 3) BaseStore(y, groups, first + 3, acc.G3, oG, t, outDim, at, accumulate);
+    }
+
+    /// <summary>One warp's base products for 16 outputs (rows oG and oG + 8 of W by lane) over chunks c0 … c1 − 1 and up
+    /// to 4 groups of x from <paramref name="xFirst"/>: W one chunk ahead, each step's x loaded before the step before
+    /// it runs. Every warp of the block runs the same steps (the emulated product synchronises the block); a warp past
+    /// the last tile (<paramref name="liveTile"/> false) multiplies zeros.</summary>
+    static BaseAcc BaseRange(ArrayView<Vec16> w16a, ArrayView<Vec16> xs, long oG, long wStride, long xFirst, long xGroup, int nGroups, int c0, int c1,
+                             bool liveTile, ArrayView<float> sa, ArrayView<float> sb, int lane, int t)
+    {
+        var acc = default(BaseAcc);
         var next = LoadW(w16a, oG, wStride, c0, liveTile && c0 < c1, t);
         var xn = LoadBaseX(xs, xFirst + (long)c0 * 128 + lane, xGroup, nGroups, c0 < c1);
         for (int c = c0; c < c1; c++)
@@ -128,14 +158,7 @@ public static partial class TenantLinear
             xn = LoadBaseX(xs, at + 128, xGroup, nGroups, c + 1 < c1);
             acc = BaseStep(acc, cur.B.Z, cur.B8.Z, cur.B.W, cur.B8.W, xv, nGroups, sa, sb, lane);
         }
-        if (!liveTile) return;
-        // mode: bit 0 accumulate into y; bit 1 write split ks's plane of the partial sums ([split, rows, out]).
-        long plane = (mode & 2) != 0 ? (long)ks * rows * outDim : 0;
-        int accumulate = mode & 1;
-        BaseStore(y, groups, first, acc.G0, oG, t, outDim, plane, accumulate);
-        if (nGroups > 1) BaseStore(y, groups, first + 1, acc.G1, oG, t, outDim, plane, accumulate);
-        if (nGroups > 2) BaseStore(y, groups, first + 2, acc.G2, oG, t, outDim, plane, accumulate);
-        if (nGroups > 3) BaseStore(y, groups, first + 3, acc.G3, oG, t, outDim, plane, accumulate);
+        return acc;
     }
 
     static BaseX LoadBaseX(ArrayView<Vec16> xs, long at, long xGroup, int nGroups, bool live)
@@ -190,8 +213,24 @@ public static partial class TenantLinear
         int j = (int)(i / outDim), o = (int)(i % outDim), split = mode & 0xFFFF;
         long row = groups[j / 8 * TenantRows.MmaGroupInts + j % 8];
         if (row < 0) return;
+        Put(y, row * outDim + o, SumSplits(partial, row * outDim + o, (long)rows * outDim, split), mode >> 16);
+    }
+
+    /// <summary>Σ_k part[at + k·stride] for k &lt; n, added in k order; four loads issued before their sums (a sum's
+    /// time is latency, not bandwidth: the streamed form's finishing blocks run many in a row).</summary>
+    static float SumSplits(ArrayView<float> part, long at, long stride, int n)
+    {
         float sum = 0;
-        for (int k = 0; k < split; k++) sum += partial[((long)k * rows + row) * outDim + o];
-        Put(y, row * outDim + o, sum, mode >> 16);
+        int k = 0;
+        for (; k + 4 <= n; k += 4)
+        {
+            float a = part[at + k * stride], b = part[at + (k + 1) * stride], c = part[at + (k + 2) * stride], d = part[at + (k + 3) * stride];
+            sum += a;
+            sum += b;
+            sum += c;
+            sum += d;
+        }
+        for (; k < n; k++) sum += part[at + k * stride];
+        return sum;
     }
 }

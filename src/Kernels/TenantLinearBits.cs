@@ -72,16 +72,14 @@ public static partial class TenantLinear
     static void BitsMaxKernel(ArrayView<Vec16> x16, ArrayView<int> list, ArrayView<int> meta, int inDim)
     {
         int vecs = inDim / 4, per = (vecs + 255) / 256, e = Grid.IdxX / per, i = Grid.IdxX % per * 256 + Group.IdxX;
-        int m = 0;
-        if (i < vecs)
-        {
-            var v = x16.AsAligned(16)[list[2 * e] * (long)vecs + i];
-            m = IntrinsicMath.Max(IntrinsicMath.Max((int)(v.X & 0x7FFFFFFFu), (int)(v.Y & 0x7FFFFFFFu)),
-                                  IntrinsicMath.Max((int)(v.Z & 0x7FFFFFFFu), (int)(v.W & 0x7FFFFFFFu)));
-        }
+        int m = i < vecs ? AbsBits(x16.AsAligned(16)[list[2 * e] * (long)vecs + i]) : 0;
         for (int o = 16; o > 0; o /= 2) m = IntrinsicMath.Max(m, Warp.ShuffleXor(m, o));
         if (Warp.LaneIdx == 0) Atomic.Max(ref meta[4 * e], m);
     }
+
+    /// <summary>The largest |x| of four as f32 bits (non-negative floats order as their bits).</summary>
+    static int AbsBits(Vec16 v) => IntrinsicMath.Max(IntrinsicMath.Max((int)(v.X & 0x7FFFFFFFu), (int)(v.Y & 0x7FFFFFFFu)),
+                                                     IntrinsicMath.Max((int)(v.Z & 0x7FFFFFFFu), (int)(v.W & 0x7FFFFFFFu)));
 
     /// <summary>
     /// A warp per 32 inputs of a listed row: E from the row's max (a non-finite row is marked by its max and gets a NaN
@@ -94,18 +92,26 @@ public static partial class TenantLinear
         if (w >= words) return;
         int exp = BitsExponent(meta[4 * e]);
         float f = Interop.IntAsFloat((uint)(31 - exp + 127) << 23);
-        float s = x[list[2 * e] * (long)inDim + 32L * w + lane] * f;   // |s| < 2^31 and a multiple of 128 past 2^30: the int holds it
-        int v = meta[4 * e] >= 0x7F800000 ? 0 : (int)(s >= 0 ? s + 0.5f : s - 0.5f);
-        long q = v;
-        uint b = (uint)v;
+        long q = PlaneWord(planes, x[list[2 * e] * (long)inDim + 32L * w + lane], f, meta[4 * e] >= 0x7F800000,
+                           ((long)e * Planes + lane) * words + w, lane, true);
+        for (int o = 16; o > 0; o /= 2) q += Warp.ShuffleXor(q, o);
+        if (lane == 0) Atomic.Add(ref meta64[2 * e + 1], q);
+    }
+
+    /// <summary>Lane i's q = rint(v·f) (0 for a non-finite row), the warp's 32 q transposed so lane p holds plane p's word,
+    /// stored at planes[at] (when <paramref name="live"/>, the same for the whole warp); returns q.</summary>
+    static long PlaneWord(ArrayView<uint> planes, float v, float f, bool bad, long at, int lane, bool live)
+    {
+        float sv = v * f;   // |sv| < 2^31 and a multiple of 128 past 2^30: the int holds it
+        int qi = bad || !live ? 0 : (int)(sv >= 0 ? sv + 0.5f : sv - 0.5f);
+        uint b = (uint)qi;
         b = Transpose(b, lane, 16, 0x0000FFFFu);
         b = Transpose(b, lane, 8, 0x00FF00FFu);
         b = Transpose(b, lane, 4, 0x0F0F0F0Fu);
         b = Transpose(b, lane, 2, 0x33333333u);
         b = Transpose(b, lane, 1, 0x55555555u);
-        planes[((long)e * Planes + lane) * words + w] = b;
-        for (int o = 16; o > 0; o /= 2) q += Warp.ShuffleXor(q, o);
-        if (lane == 0) Atomic.Add(ref meta64[2 * e + 1], q);
+        if (live) planes[at] = b;
+        return qi;
     }
 
     /// <summary>E with 2^E above the max whose f32 bits are given: field − 126 for a normal one; tiny rows (under
@@ -138,19 +144,30 @@ public static partial class TenantLinear
         public Vec16 S0, S1, S2, S3;
     }
 
-    /// <summary>
-    /// A block of 4 warps: with <paramref name="split"/> 1, four groups of 32 outputs of one listed row, each warp all of
-    /// K (the warps share the row's planes through L1); with 4, one group of 32 outputs, each warp a quarter of K (for
-    /// batches too small to fill the GPU otherwise). The next chunk's loads are issued before this chunk's products.
-    /// </summary>
+    /// <summary>A block of 4 warps: its counts (<see cref="BitsSum"/>, whose layout the warps share the row's planes
+    /// through L1 in), each output's term added to y.</summary>
     static void BitsKernel(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, ArrayView<int> meta,
                            ArrayView<long> meta64, ArrayView<int> list, ArrayView<float> scales, ArrayView<float> y, int inDim, int outDim, int split)
     {
         var part = SharedMemory.Allocate<long>(4 * 32);
+        long sum = BitsSum(Grid.IdxX, signs16, signs, planes16, planes, list, part, inDim, outDim, split, out int e, out int o);
+        if (o < 0) return;
+        y[list[2 * e] * (long)outDim + o] += (float)BitsTerm(sum, meta64[2 * e + 1], meta[4 * e], scales[list[2 * e + 1]]);
+    }
+
+    /// <summary>Block <paramref name="b"/>'s work: Σ_p w_p·popc(b_p ∧ S_n) over all inputs for the thread's output
+    /// <paramref name="o"/> of listed row <paramref name="e"/> (o = −1 for a thread with none). The block takes four groups
+    /// of 32 outputs of one row, each warp all of K (<paramref name="split"/> 1), or one group with each warp a quarter
+    /// of K (4, for batches too small to fill the GPU otherwise); the next chunk's loads go out before this chunk's
+    /// products. Every thread of the block must call it (it synchronises the block).</summary>
+    static long BitsSum(int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes,
+                        ArrayView<int> list, ArrayView<long> part, int inDim, int outDim, int split, out int e, out int o)
+    {
         int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
         int groupsPerBlock = 4 / split, og = wi / split, piece = wi % split;
-        int perRow = (outDim / 32 + groupsPerBlock - 1) / groupsPerBlock, e = Grid.IdxX / perRow;
-        int o0 = (Grid.IdxX % perRow * groupsPerBlock + og) * 32;
+        int perRow = (outDim / 32 + groupsPerBlock - 1) / groupsPerBlock;
+        e = b / perRow;
+        int o0 = (b % perRow * groupsPerBlock + og) * 32;
         bool live = o0 < outDim;
         int slot = list[2 * e + 1];
         int chunks = (inDim + 511) / 512;
@@ -174,18 +191,24 @@ public static partial class TenantLinear
         Gather(part, wi, 3, lane, g, t, acc.P3, acc.H3);
         Group.Barrier();
         int tid = Group.IdxX, n = tid % 32, mine = tid / 32;
-        int o = (Grid.IdxX % perRow * groupsPerBlock + mine) * 32 + n;
-        if (mine < groupsPerBlock && o < outDim)
+        o = (b % perRow * groupsPerBlock + mine) * 32 + n;
+        if (mine >= groupsPerBlock || o >= outDim)
         {
-            long sum = 0;
-            for (int k = 0; k < split; k++) sum += part[(mine * split + k) * 32 + n];
-            int big = meta[4 * e];
-            // 2^(E−31) as an f64 built from its bits; (2·sum − Q) is an exact integer under 2^53.
-            double unit = Interop.IntAsFloat((ulong)(BitsExponent(big) - 31 + 1023) << 52);
-            double term = big >= 0x7F800000 ? double.NaN : (2 * sum - meta64[2 * e + 1]) * unit * scales[slot];
-            long at = list[2 * e] * (long)outDim + o;
-            y[at] += (float)term;
+            o = -1;
+            return 0;
         }
+        long sum = 0;
+        for (int k = 0; k < split; k++) sum += part[(mine * split + k) * 32 + n];
+        return sum;
+    }
+
+    /// <summary>A row's tenant term α·2^(E−31)·(2·sum − Q) from its exact integers (the row max's f32 bits give E; a
+    /// non-finite row gets NaN).</summary>
+    static double BitsTerm(long sum, long q, int big, float alpha)
+    {
+        // 2^(E−31) as an f64 built from its bits; (2·sum − Q) is an exact integer under 2^53.
+        double unit = Interop.IntAsFloat((ulong)(BitsExponent(big) - 31 + 1023) << 52);
+        return big >= 0x7F800000 ? double.NaN : (2 * sum - q) * unit * alpha;
     }
 
     /// <summary>Chunk c's loads (zeros when not <paramref name="live"/>); the last half chunk (in = 256 mod 512) takes

@@ -87,8 +87,9 @@ public static partial class TenantLinear
     /// <summary>
     /// Blocks [0, entries·segs): block (e, seg) finds row e's max |x| (every block of the row alike, from L2), then builds
     /// the planes of words seg·32 … seg·32 + 31 (a warp per 4 words, lane i taking input 32w + i, as BitPlanesKernel) and
-    /// writes that range's Σq to meta[entries + e·segs + seg]; seg 0 writes the max's bits to meta[e]. The blocks after: per group and pair of 64-input
-    /// chunks, x split as SplitXKernel does; the first of them zeroes the counters (a column's row group each).
+    /// writes that range's Σq to meta[entries + e·segs + seg]; seg 0 writes the max's bits to meta[e]. The blocks after:
+    /// per group and pair of 64-input chunks, x split as SplitXKernel does; the first of them zeroes the counters (a
+    /// column's row group each).
     /// </summary>
     static void StreamPrepKernel(ArrayView<Vec16> x16, ArrayView<float> x, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs,
                                  ArrayView<uint> planes, ArrayView<long> meta, ArrayView<int> counters, StreamShape s)
@@ -102,17 +103,8 @@ public static partial class TenantLinear
             int b = Grid.IdxX - bitsBlocks, pairs = (chunks + 1) / 2;
             if (b == 0)
                 for (int i = tid; i < s.TileBlocks * s.Groups; i += PrepThreads) counters[i] = 0;
-            int gr = b / pairs, c = b % pairs * 2 + tid / 128, st = tid % 128 / 32, gl = lane >> 2, t = lane & 3;
-            if (c >= chunks) return;
-            long row = groups[gr * TenantRows.MmaGroupInts + gl];
-            Vec16 r = default;
-            if (row >= 0)
-            {
-                var v = x16.AsAligned(16)[row * (s.In / 4) + c * 16L + 2 * t + (st & 1) + (st >> 1) * 8];
-                (r.X, r.Z) = SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
-                (r.Y, r.W) = SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
-            }
-            xs.AsAligned(16)[(((long)gr * chunks + c) * 4 + st) * 32 + lane] = r;
+            int c = b % pairs * 2 + tid / 128;
+            if (c < chunks) SplitX(x16, groups, xs, b / pairs, c, tid % 128 / 32, lane, s.In, chunks);
             return;
         }
 
@@ -159,25 +151,6 @@ public static partial class TenantLinear
         }
     }
 
-    static int AbsBits(Vec16 v) => IntrinsicMath.Max(IntrinsicMath.Max((int)(v.X & 0x7FFFFFFFu), (int)(v.Y & 0x7FFFFFFFu)),
-                                                     IntrinsicMath.Max((int)(v.Z & 0x7FFFFFFFu), (int)(v.W & 0x7FFFFFFFu)));
-
-    /// <summary>Lane i's q = rint(v·f) (0 for a non-finite row), the warp's 32 q transposed so lane p holds plane p's word,
-    /// stored at planes[at] (when <paramref name="live"/>, the same for the whole warp); returns q.</summary>
-    static long PlaneWord(ArrayView<uint> planes, float v, float f, bool bad, long at, int lane, bool live)
-    {
-        float sv = v * f;   // |sv| < 2^31 and a multiple of 128 past 2^30: the int holds it
-        int qi = bad || !live ? 0 : (int)(sv >= 0 ? sv + 0.5f : sv - 0.5f);
-        uint b = (uint)qi;
-        b = Transpose(b, lane, 16, 0x0000FFFFu);
-        b = Transpose(b, lane, 8, 0x00FF00FFu);
-        b = Transpose(b, lane, 4, 0x0F0F0F0Fu);
-        b = Transpose(b, lane, 2, 0x33333333u);
-        b = Transpose(b, lane, 1, 0x55555555u);
-        if (live) planes[at] = b;
-        return qi;
-    }
-
     static void StreamKernel(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<uint> planes,
                              ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales,
                              ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<int> counters, ArrayView<float> y, StreamShape s)
@@ -203,9 +176,12 @@ public static partial class TenantLinear
         // A tenant row's terms for 128 outputs (or 32, K in four pieces), as the bit-serial form's kernel; then its
         // arrival at its row group in the one or two columns of 64 outputs it touches.
         int b = Grid.IdxX - baseBlocks, perBlock = 4 / s.BitsSplit, o0 = b % s.BitsPerRow * perBlock * 32;
-        int ge = (s.FewBase + b / s.BitsPerRow) / 8;
-        StreamBits(b, signs16, signs, planes.Cast<Vec16>(), planes, list, meta, scales, termPart, part, s);   // 14 parameters at most: one view of the planes
+                // 14 parameters at most: one view of the planes
+        long sum = BitsSum(b, signs16, signs, planes.Cast<Vec16>(), planes, list, part, s.In, s.Out, s.BitsSplit, out int e, out int o);
+        if (o >= 0)
+            termPart[(long)e * s.Out + o] = (float)BitsTerm(sum, SumLongs(meta, s.Entries + (long)e * s.Segs, s.Segs), (int)meta[e], scales[list[2 * e + 1]]);
         int tb0 = o0 / 64, tb1 = IntrinsicMath.Min(s.TileBlocks - 1, (o0 + perBlock * 32 - 1) / 64);
+        int ge = (s.FewBase + b / s.BitsPerRow) / 8;
         Arrive(counters, last, 0, tb0, ge, s);
         if (tb1 != tb0) Arrive(counters, last, 1, tb1, ge, s);
         Group.Barrier();
@@ -256,96 +232,9 @@ public static partial class TenantLinear
         {
             int nG = IntrinsicMath.Min(BaseGroups, s.Groups - first);
             long xFirst = first * xGroup;
-            var acc = default(BaseAcc);
-            var n1 = LoadW(w16a, oG, wStride, c0, liveTile && c0 < c1, t);
-            var xn = LoadBaseX(xs, xFirst + (long)c0 * 128 + lane, xGroup, nG, c0 < c1);
-            for (int c = c0; c < c1; c++)
-            {
-                var cur = n1;
-                n1 = LoadW(w16a, oG, wStride, c + 1, liveTile && c + 1 < c1, t);
-                long at = xFirst + (long)c * 128 + lane;
-                var xv = xn;
-                xn = LoadBaseX(xs, at + 32, xGroup, nG, true);
-                acc = BaseStep(acc, cur.A.X, cur.A8.X, cur.A.Y, cur.A8.Y, xv, nG, sa, sb, lane);
-                xv = xn;
-                xn = LoadBaseX(xs, at + 64, xGroup, nG, true);
-                acc = BaseStep(acc, cur.A.Z, cur.A8.Z, cur.A.W, cur.A8.W, xv, nG, sa, sb, lane);
-                xv = xn;
-                xn = LoadBaseX(xs, at + 96, xGroup, nG, true);
-                acc = BaseStep(acc, cur.B.X, cur.B8.X, cur.B.Y, cur.B8.Y, xv, nG, sa, sb, lane);
-                xv = xn;
-                xn = LoadBaseX(xs, at + 128, xGroup, nG, c + 1 < c1);
-                acc = BaseStep(acc, cur.B.Z, cur.B8.Z, cur.B.W, cur.B8.W, xv, nG, sa, sb, lane);
-            }
-            if (liveTile)
-            {
-                BaseStore(basePart, groups, first, acc.G0, oG, t, s.Out, plane, 0);
-                if (nG > 1) BaseStore(basePart, groups, first + 1, acc.G1, oG, t, s.Out, plane, 0);
-                if (nG > 2) BaseStore(basePart, groups, first + 2, acc.G2, oG, t, s.Out, plane, 0);
-                if (nG > 3) BaseStore(basePart, groups, first + 3, acc.G3, oG, t, s.Out, plane, 0);
-            }
+            var acc = BaseRange(w16a, xs, oG, wStride, xFirst, xGroup, nG, c0, c1, liveTile, sa, sb, lane, t);
+            if (liveTile) BaseStores(basePart, groups, first, nG, acc, oG, t, s.Out, plane, 0);
         }
-    }
-
-    /// <summary>Tenant-row block <paramref name="b"/>: BitsKernel's work (TenantLinearBits.cs) for entry b / BitsPerRow,
-    /// with Σ_p w_p·D_p per output stored at countPart[entry, o] instead of the term added to y.</summary>
-    static void StreamBits(int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes,
-                           ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales, ArrayView<float> termPart, ArrayView<long> part, StreamShape s)
-    {
-        int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
-        int split = s.BitsSplit, groupsPerBlock = 4 / split, og = wi / split, piece = wi % split;
-        int e = b / s.BitsPerRow, oBlock = b % s.BitsPerRow * groupsPerBlock * 32, o0 = oBlock + og * 32;
-        bool live = o0 < s.Out;
-        int slot = list[2 * e + 1];
-        int chunks = (s.In + 511) / 512;
-        int per = (chunks + split - 1) / split, c0 = piece * per, c1 = live ? IntrinsicMath.Min(chunks, c0 + per) : c0;
-        long pRow = (long)e * Planes + g, sRow = (long)slot * s.Out + o0 + g;
-        var acc = default(BitsAcc);
-        var next = LoadBits(signs16, signs, planes16, planes, pRow, sRow, c0, c0 < c1, s.In, t);
-        for (int c = c0; c < c1; c++)
-        {
-            var cur = next;
-            next = LoadBits(signs16, signs, planes16, planes, pRow, sRow, c + 1, c + 1 < c1, s.In, t);
-            (acc.P0, acc.H0) = Count(cur.P, cur.S0, acc.P0, acc.H0, lane);
-            (acc.P1, acc.H1) = Count(cur.P, cur.S1, acc.P1, acc.H1, lane);
-            (acc.P2, acc.H2) = Count(cur.P, cur.S2, acc.P2, acc.H2, lane);
-            (acc.P3, acc.H3) = Count(cur.P, cur.S3, acc.P3, acc.H3, lane);
-        }
-        Gather(part, wi, 0, lane, g, t, acc.P0, acc.H0);
-        Gather(part, wi, 1, lane, g, t, acc.P1, acc.H1);
-        Gather(part, wi, 2, lane, g, t, acc.P2, acc.H2);
-        Gather(part, wi, 3, lane, g, t, acc.P3, acc.H3);
-        Group.Barrier();
-        int tid = Group.IdxX, n = tid % 32, mine = tid / 32, o = oBlock + mine * 32 + n;
-        if (mine < groupsPerBlock && o < s.Out)
-        {
-            long sum = 0;
-            for (int k = 0; k < split; k++) sum += part[(mine * split + k) * 32 + n];
-            long q = SumLongs(meta, s.Entries + (long)e * s.Segs, s.Segs);
-            int big = (int)meta[e];
-            // 2^(E−31) as an f64 built from its bits; (2·sum − Q) is an exact integer under 2^53.
-            double unitV = Interop.IntAsFloat((ulong)(BitsExponent(big) - 31 + 1023) << 52);
-            double term = big >= 0x7F800000 ? double.NaN : (2 * sum - q) * unitV * scales[slot];
-            termPart[(long)e * s.Out + o] = (float)term;
-        }
-    }
-
-    /// <summary>Σ_k part[at + k·stride] for k &lt; n, added in k order; four loads issued before their sums (the finishing
-    /// block's time is latency, not bandwidth).</summary>
-    static float SumSplits(ArrayView<float> part, long at, long stride, int n)
-    {
-        float sum = 0;
-        int k = 0;
-        for (; k + 4 <= n; k += 4)
-        {
-            float a = part[at + k * stride], b = part[at + (k + 1) * stride], c = part[at + (k + 2) * stride], d = part[at + (k + 3) * stride];
-            sum += a;
-            sum += b;
-            sum += c;
-            sum += d;
-        }
-        for (; k < n; k++) sum += part[at + k * stride];
-        return sum;
     }
 
     static long SumLongs(ArrayView<long> v, long at, int n)
