@@ -190,12 +190,12 @@ public static partial class Cli
         Console.WriteLine("  unstreamed: the same without the streamed form (bit-serial TenantLinearBits.cs after the base form TenantLinearBase.cs);");
         Console.WriteLine("  f16-mma: everything in the fused f16 tensor-core form (TenantLinearMma.cs); cuda-core: the fold-and-FMA form;");
         Console.WriteLine("  base-only: every row on the base, as Run picks");
-        Console.WriteLine($"{"out×in",-12} {"tenants",7} {"rows",5} {"µs",8} {"GB/s",6} {"/copy",6} {"bit rows",8} {"f16-mma µs",10} {"cuda-core µs",12} {"base-only µs",12} {"unstreamed µs",13} {"base unstr.",11} {"copy GB/s",9}");
+        Console.WriteLine($"{"out×in",-12} {"tenants",7} {"rows",5} {"µs",8} {"GB/s",6} {"/copy",6} {"bit rows",8} {"f16-mma µs",10} {"cuda-core µs",12} {"base-only µs",12} {"unstreamed µs",13} {"base unstr.",11} {"copy GB/s",9} {"read GB/s",9}");
         foreach (var (outDim, inDim) in shapes)
         {
             long wBytes = DType.F16.ByteCount([outDim, inDim]);
             var rng = new Random(outDim + inDim);
-            double copyGb = 0;
+            double copyGb = 0, readGb = 0;
             foreach (int T in ts.Distinct())
                 foreach (int rows in new[] { T, Math.Max(T, nReq) }.Distinct())
                 {
@@ -248,20 +248,83 @@ public static partial class Cli
                         var copy = dev.Kernel<Action<Index1D, ArrayView<MatMul.Vec16>, ArrayView<MatMul.Vec16>>>(Copy16Kernel);
                         double usCopy = Median(dev, warm, samples, perSample, () => copy((int)(wBytes / 16), ws[next++ % nBuf].View<MatMul.Vec16>(), dst.View<MatMul.Vec16>()));
                         copyGb = 2.0 * wBytes / usCopy / 1e3;
+                        var read = dev.Kernel<Action<Index1D, ArrayView<MatMul.Vec16>, ArrayView<MatMul.Vec16>>>(Read16Kernel);
+                        double usRead = Median(dev, warm, samples, perSample, () => read((int)(wBytes / 64), ws[next++ % nBuf].View<MatMul.Vec16>(), dst.View<MatMul.Vec16>()));
+                        readGb = wBytes / usRead / 1e3;
+                        ReadPatterns(dev, outDim, inDim, warm, samples, perSample, () => ws[next++ % nBuf], dst);
                     }
                     foreach (var t in ws) t.Dispose();
                     foreach (var t in ss) t.Dispose();
                     double bytes = wBytes + sBytes + 4.0 * rows * (inDim + outDim);
                     double gb = bytes / us / 1e3;
-                    Console.WriteLine($"{$"{outDim}×{inDim}",-12} {T,7} {rows,5} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {tenants.BitsCount,8} {usF16,10:F1} {usCore,12:F1} {usBase,12:F1} {usOld,13:F1} {usBaseOld,11:F1} {copyGb,9:F0}");
+                    Console.WriteLine($"{$"{outDim}×{inDim}",-12} {T,7} {rows,5} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {tenants.BitsCount,8} {usF16,10:F1} {usCore,12:F1} {usBase,12:F1} {usOld,13:F1} {usBaseOld,11:F1} {copyGb,9:F0} {readGb,9:F0}");
                 }
         }
         Console.WriteLine("GB/s: (W + every tenant's signs + x + y) / time. base-only: every row on the base (signs not read).");
+        Console.WriteLine("copy: a 16-byte copy kernel over W's bytes (read + written); read: W's bytes read alone, 4 loads of 16 bytes in flight a thread.");
     }
 }
 
 public static partial class Cli
 {
+    /// <summary>The ceiling of a kernel that only reads: thread i reads 16-byte units i, i + n, i + 2n and i + 3n (n
+    /// threads, four loads issued before any is used) and writes only if their XOR is a value random data never gives in
+    /// practice, so nothing is optimised away. A GEMV's floor is its bytes over this, not over the copy's rate.</summary>
+    static void Read16Kernel(Index1D i, ArrayView<MatMul.Vec16> src, ArrayView<MatMul.Vec16> sink)
+    {
+        var s = src.AsAligned(16);
+        long n = s.Length / 4;
+        var a = s[i];
+        var b = s[i + n];
+        var c = s[i + 2 * n];
+        var d = s[i + 3 * n];
+        uint x = a.X ^ a.Y ^ a.Z ^ a.W ^ b.X ^ b.Y ^ b.Z ^ b.W ^ c.X ^ c.Y ^ c.Z ^ c.W ^ d.X ^ d.Y ^ d.Z ^ d.W;
+        if (x == 0x9E3779B9u && a.X == 0x7F7F7F7Fu) sink[0] = a;
+    }
+
+    /// <summary>W's bytes read in the base form's order (a warp per 16 rows × a K range, 8 rows × 64 bytes per
+    /// instruction, 4 chunks of 64 inputs issued together) against the same bytes laid out so that each warp's chunk is
+    /// 2 KB in a row (32 lanes × 16 bytes per instruction): does the order, not the count, of the loads set the rate?</summary>
+    static void ReadPatterns(Device dev, int outDim, int inDim, int warm, int samples, int perSample, Func<Tensor> w, Tensor sink)
+    {
+        int tiles = outDim / 16, chunks = inDim / 64, split = Math.Max(1, 4 * 132 * 4 / tiles), per = (chunks + split - 1) / split;
+        split = (chunks + per - 1) / per;
+        int warps = tiles * split;
+        var k = dev.GroupedKernel<Action<KernelConfig, ArrayView<MatMul.Vec16>, ArrayView<MatMul.Vec16>, int, int, int, int>>(ReadTileKernel);
+        double Rate(int mode) => 2.0 * outDim * inDim / Median(dev, warm, samples, perSample,
+            () => k(new KernelConfig((warps + 3) / 4, 128), w().View<MatMul.Vec16>(), sink.View<MatMul.Vec16>(), inDim, tiles, per, mode)) / 1e3;
+        Console.WriteLine($"  read {outDim}×{inDim} as the base form walks it: row-major {Rate(0):F0} GB/s, chunk-contiguous {Rate(1):F0} GB/s ({warps} warps of {per} chunks)");
+    }
+
+    static void ReadTileKernel(ArrayView<MatMul.Vec16> w16, ArrayView<MatMul.Vec16> sink, int inDim, int tiles, int per, int mode)
+    {
+        var w = w16.AsAligned(16);
+        int warp = Grid.IdxX * 4 + Warp.WarpIdx, lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3, chunks = inDim / 64;
+        int tile = warp % tiles, ks = warp / tiles, c0 = ks * per, c1 = Math.Min(chunks, c0 + per);
+        if (c0 >= chunks) return;
+        long wStride = inDim / 8, oG = (long)tile * 16 + g;
+        long d1 = mode == 0 ? 4 : 32, d2 = mode == 0 ? 8 * wStride : 64, d3 = d2 + d1;
+        uint x = 0;
+        for (int c = c0; c < c1; c += 4)
+        {
+            // four chunks' loads (the last clamped to the range: re-reads hit the cache) before any is used
+            long a0 = At(mode, oG, wStride, tile, chunks, c, lane, t), a1 = At(mode, oG, wStride, tile, chunks, Math.Min(c + 1, c1 - 1), lane, t);
+            long a2 = At(mode, oG, wStride, tile, chunks, Math.Min(c + 2, c1 - 1), lane, t), a3 = At(mode, oG, wStride, tile, chunks, Math.Min(c + 3, c1 - 1), lane, t);
+            MatMul.Vec16 p0 = w[a0], q0 = w[a0 + d1], r0 = w[a0 + d2], u0 = w[a0 + d3];
+            MatMul.Vec16 p1 = w[a1], q1 = w[a1 + d1], r1 = w[a1 + d2], u1 = w[a1 + d3];
+            MatMul.Vec16 p2 = w[a2], q2 = w[a2 + d1], r2 = w[a2 + d2], u2 = w[a2 + d3];
+            MatMul.Vec16 p3 = w[a3], q3 = w[a3 + d1], r3 = w[a3 + d2], u3 = w[a3 + d3];
+            x ^= Xor(p0) ^ Xor(q0) ^ Xor(r0) ^ Xor(u0) ^ Xor(p1) ^ Xor(q1) ^ Xor(r1) ^ Xor(u1);
+            x ^= Xor(p2) ^ Xor(q2) ^ Xor(r2) ^ Xor(u2) ^ Xor(p3) ^ Xor(q3) ^ Xor(r3) ^ Xor(u3);
+        }
+        if (x == 0x9E3779B9u && lane == 31) sink[0] = new MatMul.Vec16 { X = x };
+    }
+
+    static long At(int mode, long oG, long wStride, int tile, int chunks, int c, int lane, int t) =>
+        mode == 0 ? oG * wStride + c * 8L + t : ((long)tile * chunks + c) * 128 + lane;
+
+    static uint Xor(MatMul.Vec16 v) => v.X ^ v.Y ^ v.Z ^ v.W;
+
     /// <summary>
     /// The tensor cores' rate on one product shape alone: every warp runs 4 independent chains of the product (so
     /// its latency is hidden), on registers only. Tells whether the bit-serial form's b1 products or the f16 ones can

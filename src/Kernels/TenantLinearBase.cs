@@ -49,7 +49,8 @@ public static partial class TenantLinear
             new KernelConfig(groupCount * chunks, 128), x.View<Vec16>(), groups.View<int>(), xs.View<Vec16>(), inDim, chunks);
         using var partial = split > 1 ? Tensor.Empty([split, rows, outDim], DType.F32, dev) : null;
         for (int first = 0; first < groupCount; first += BaseGroups)
-            dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(BaseKernel)(
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(
+                groupCount == 1 ? BaseOneKernel : BaseKernel)(
                 new KernelConfig(tileBlocks * split, BaseWarps * 32), w.View<Vec16>(), xs.View<Vec16>(), groups.View<int>(),
                 (partial ?? y).View<float>(), first, Math.Min(BaseGroups, groupCount - first), inDim, outDim, rows, per,
                 partial != null ? 2 : accumulate ? 1 : 0);
@@ -97,7 +98,18 @@ public static partial class TenantLinear
     }
 
     static void BaseKernel(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> y, int first, int nGroups,
-                           int inDim, int outDim, int rows, int per, int mode)
+                           int inDim, int outDim, int rows, int per, int mode) =>
+        BaseBody(w16, xs16, groups, y, first, nGroups, inDim, outDim, rows, per, mode, false);
+
+    /// <summary><see cref="BaseKernel"/> compiled for one group (<see cref="BaseRange1"/>).</summary>
+    static void BaseOneKernel(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> y, int first, int nGroups,
+                            int inDim, int outDim, int rows, int per, int mode) =>
+        BaseBody(w16, xs16, groups, y, first, nGroups, inDim, outDim, rows, per, mode, true);
+
+    /// <summary>The base kernels' body; <paramref name="one"/> is a constant at each kernel, so the other path is not
+    /// compiled into it (ILGPU inlines the body).</summary>
+    static void BaseBody(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> y, int first, int nGroups,
+                         int inDim, int outDim, int rows, int per, int mode, bool one)
     {
         var emu = SharedMemory.Allocate<float>(BaseWarps * 384);   // Mma's scratch where it is emulated
         var w16a = w16.AsAligned(16);
@@ -113,11 +125,18 @@ public static partial class TenantLinear
         long xGroup = (long)chunks * 128;   // Vec16 per group in xs
         long xFirst = (long)first * xGroup;
 
-        var acc = BaseRange(w16a, xs, oG, wStride, xFirst, xGroup, nGroups, c0, c1, liveTile, sa, sb, lane, t);
-        if (!liveTile) return;
         // mode: bit 0 accumulate into y; bit 1 write split ks's plane of the partial sums ([split, rows, out]).
         long plane = (mode & 2) != 0 ? (long)ks * rows * outDim : 0;
         int accumulate = mode & 1;
+        if (one)
+        {
+            bool xLive = groups[first * TenantRows.MmaGroupInts + g] >= 0;
+            var acc1 = BaseRange1(w16a, xs, oG, wStride, xFirst, xLive, c0, c1, liveTile, sa, sb, lane, t);
+            if (liveTile) BaseStore(y, groups, first, acc1, oG, t, outDim, plane, accumulate);
+            return;
+        }
+        var acc = BaseRange(w16a, xs, oG, wStride, xFirst, xGroup, nGroups, c0, c1, liveTile, sa, sb, lane, t);
+        if (!liveTile) return;
         BaseStores(y, groups, first, nGroups, acc, oG, t, outDim, plane, accumulate);
     }
 
@@ -159,6 +178,64 @@ public static partial class TenantLinear
             acc = BaseStep(acc, cur.B.Z, cur.B8.Z, cur.B.W, cur.B8.W, xv, nGroups, sa, sb, lane);
         }
         return acc;
+    }
+
+    /// <summary>The x of one group for a whole chunk: steps 0–3 of the lane.</summary>
+    struct ChunkX
+    {
+        public Vec16 S0, S1, S2, S3;
+    }
+
+    static ChunkX LoadChunkX(ArrayView<Vec16> xs, long at, bool live)
+    {
+        ChunkX r = default;
+        if (!live) return r;
+        r.S0 = xs[at];
+        r.S1 = xs[at + 32];
+        r.S2 = xs[at + 64];
+        r.S3 = xs[at + 96];
+        return r;
+    }
+
+    /// <summary><see cref="BaseRange"/> for one group of x (at most 8 rows), the common decode batch, in a kernel
+    /// compiled for it alone: with one group the registers <see cref="BaseRange"/> holds for four are free, so W is
+    /// read <see cref="BaseDepth1"/> chunks ahead and x a whole chunk ahead, and lanes whose row of the group is absent
+    /// (<paramref name="xLive"/> false) load no x: the products see zeros. At one row the four-group loop spent ~70% of
+    /// its warps' time waiting on its loads (bench/NOTES.md). x stays split by a launch before: splitting it in every
+    /// warp instead made the kernel 30–50% slower (f16 conversions, repeated by every tile). Same products in the same
+    /// order, so the same sums bit for bit.</summary>
+    static Mma.Float4 BaseRange1(ArrayView<Vec16> w16a, ArrayView<Vec16> xs, long oG, long wStride, long xFirst, bool xLive, int c0, int c1,
+                                 bool liveTile, ArrayView<float> sa, ArrayView<float> sb, int lane, int t)
+    {
+        Mma.Float4 acc = default;
+        var w0 = LoadW(w16a, oG, wStride, c0, liveTile && c0 < c1, t);
+        var w1 = LoadW(w16a, oG, wStride, c0 + 1, liveTile && c0 + 1 < c1, t);
+        var w2 = LoadW(w16a, oG, wStride, c0 + 2, liveTile && c0 + 2 < c1, t);
+        var xn = LoadChunkX(xs, xFirst + (long)c0 * 128 + lane, xLive && c0 < c1);
+        for (int c = c0; c < c1; c++)
+        {
+            var cur = w0;
+            w0 = w1;
+            w1 = w2;
+            w2 = LoadW(w16a, oG, wStride, c + BaseDepth1, liveTile && c + BaseDepth1 < c1, t);
+            var xv = xn;
+            xn = LoadChunkX(xs, xFirst + (long)(c + 1) * 128 + lane, xLive && c + 1 < c1);
+            acc = Step1(acc, cur.A.X, cur.A8.X, cur.A.Y, cur.A8.Y, xv.S0, sa, sb, lane);
+            acc = Step1(acc, cur.A.Z, cur.A8.Z, cur.A.W, cur.A8.W, xv.S1, sa, sb, lane);
+            acc = Step1(acc, cur.B.X, cur.B8.X, cur.B.Y, cur.B8.Y, xv.S2, sa, sb, lane);
+            acc = Step1(acc, cur.B.Z, cur.B8.Z, cur.B.W, cur.B8.W, xv.S3, sa, sb, lane);
+        }
+        return acc;
+    }
+
+    /// <summary>Chunks of W a warp of <see cref="BaseRange1"/> has in flight beyond the one it multiplies.</summary>
+    const int BaseDepth1 = 3;
+
+    /// <summary><see cref="BaseStep"/> for one group: the hi product, then the lo one.</summary>
+    static Mma.Float4 Step1(Mma.Float4 acc, uint a0, uint a1, uint a2, uint a3, Vec16 x, ArrayView<float> sa, ArrayView<float> sb, int lane)
+    {
+        acc = Mma.M16N8K16(a0, a1, a2, a3, x.X, x.Y, acc.X, acc.Y, acc.Z, acc.W, sa, sb, lane);
+        return Mma.M16N8K16(a0, a1, a2, a3, x.Z, x.W, acc.X, acc.Y, acc.Z, acc.W, sa, sb, lane);
     }
 
     static BaseX LoadBaseX(ArrayView<Vec16> xs, long at, long xGroup, int nGroups, bool live)

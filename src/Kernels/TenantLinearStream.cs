@@ -44,6 +44,23 @@ public static partial class TenantLinear
         UseStream && tenants.DecodeAllFew && tenants.FewBase + tenants.FewCount <= StreamMaxRows
         && (tenants.FewCount == 0 || (w.Dim(1) % 256 == 0 && w.Dim(0) % 32 == 0));
 
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Device, Tensor> counterPool = new();
+
+    /// <summary>The device's arrival counters, at least <paramref name="n"/>, all zero: zeroed once when made, and each
+    /// left zero by the block that finishes its column's row group (<see cref="StreamFinish"/>), so no launch or memset
+    /// clears them per call. Launches on the device's stream run in order, so one set serves every call.</summary>
+    static Tensor Counters(Device dev, int n)
+    {
+        lock (counterPool)
+        {
+            if (counterPool.TryGetValue(dev, out var c) && c.Dim(0) >= n) return c;
+            c?.Dispose();
+            var fresh = Tensor.From(new int[Math.Max(n, 4096)], [Math.Max(n, 4096)], dev);
+            counterPool.AddOrUpdate(dev, fresh);
+            return fresh;
+        }
+    }
+
     /// <summary>y (+)= x·Wᵀ for the decode rows, plus α_t·x·S_tᵀ for those with a tenant (<see cref="TenantRows.FewList"/>).</summary>
     static void DecodeStream(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate)
     {
@@ -63,22 +80,23 @@ public static partial class TenantLinear
             In = inDim, Out = outDim, Rows = rows, Per = per, Groups = groupCount, Entries = entries, Split = split, Segs = segs,
             TileBlocks = tileBlocks, Mode = accumulate ? 1 : 0, BitsSplit = bitsSplit, BitsPerRow = bitsPerRow, FewBase = tenants.FewBase,
         };
+        bool one = groupCount == 1;
         using var xs = Tensor.Empty([groupCount * chunks * 4 * 32 * 4], DType.I32, dev);
         using var planes = Tensor.Empty([Math.Max(1, entries * Planes * words)], DType.I32, dev);
         using var meta = Tensor.Empty([(entries + entries * segs + 1) * 2], DType.I32, dev);   // longs: the row maxima, then Σq per segment
         using var basePart = Tensor.Empty([split, rows, outDim], DType.F32, dev);
         using var termPart = Tensor.Empty([Math.Max(1, entries), outDim], DType.F32, dev);
-        using var counters = Tensor.Empty([tileBlocks * groupCount], DType.I32, dev);
+        var counters = Counters(dev, tileBlocks * groupCount);
         using var none = entries == 0 ? Tensor.Empty([2], DType.I32, dev) : null;
         var list = tenants.FewList ?? none!;
         int prepBlocks = entries * segs + groupCount * ((chunks + 1) / 2);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<Vec16>, ArrayView<uint>,
-                                 ArrayView<long>, ArrayView<int>, StreamShape>>(StreamPrepKernel)(
+                                 ArrayView<long>, StreamShape>>(StreamPrepKernel)(
             new KernelConfig(prepBlocks, PrepThreads), x.View<Vec16>(), x.View<float>(), tenants.MmaGroups!.View<int>(), list.View<int>(),
-            xs.View<Vec16>(), planes.View<uint>(), meta.View<long>(), counters.View<int>(), shape);
+            xs.View<Vec16>(), planes.View<uint>(), meta.View<long>(), shape);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<uint>, ArrayView<Vec16>,
                                  ArrayView<uint>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-                                 ArrayView<float>, StreamShape>>(StreamKernel)(
+                                 ArrayView<float>, StreamShape>>(one ? StreamOneKernel : StreamKernel)(
             new KernelConfig(tileBlocks * split + entries * bitsPerRow, StreamWarps * 32), w.View<Vec16>(), xs.View<Vec16>(),
             tenants.MmaGroups!.View<int>(), planes.View<uint>(), signs.View<Vec16>(), signs.View<uint>(), list.View<int>(),
             meta.View<long>(), scales.View<float>(), basePart.View<float>(), termPart.View<float>(), counters.View<int>(), y.View<float>(), shape);
@@ -88,11 +106,10 @@ public static partial class TenantLinear
     /// Blocks [0, entries·segs): block (e, seg) finds row e's max |x| (every block of the row alike, from L2), then builds
     /// the planes of words seg·32 … seg·32 + 31 (a warp per 4 words, lane i taking input 32w + i, as BitPlanesKernel) and
     /// writes that range's Σq to meta[entries + e·segs + seg]; seg 0 writes the max's bits to meta[e]. The blocks after:
-    /// per group and pair of 64-input chunks, x split as SplitXKernel does; the first of them zeroes the counters (a
-    /// column's row group each).
+    /// per group and pair of 64-input chunks, x split as SplitXKernel does.
     /// </summary>
     static void StreamPrepKernel(ArrayView<Vec16> x16, ArrayView<float> x, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs,
-                                 ArrayView<uint> planes, ArrayView<long> meta, ArrayView<int> counters, StreamShape s)
+                                 ArrayView<uint> planes, ArrayView<long> meta, StreamShape s)
     {
         var redMax = SharedMemory.Allocate<int>(PrepThreads / 32);
         var redQ = SharedMemory.Allocate<long>(PrepThreads / 32);
@@ -101,8 +118,6 @@ public static partial class TenantLinear
         if (Grid.IdxX >= bitsBlocks)
         {
             int b = Grid.IdxX - bitsBlocks, pairs = (chunks + 1) / 2;
-            if (b == 0)
-                for (int i = tid; i < s.TileBlocks * s.Groups; i += PrepThreads) counters[i] = 0;
             int c = b % pairs * 2 + tid / 128;
             if (c < chunks) SplitX(x16, groups, xs, b / pairs, c, tid % 128 / 32, lane, s.In, chunks);
             return;
@@ -153,7 +168,21 @@ public static partial class TenantLinear
 
     static void StreamKernel(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<uint> planes,
                              ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales,
-                             ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<int> counters, ArrayView<float> y, StreamShape s)
+                             ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<int> counters, ArrayView<float> y, StreamShape s) =>
+        StreamBody(w16, xs16, groups, planes, signs16, signs, list, meta, scales, basePart, termPart, counters, y, s, false);
+
+    /// <summary><see cref="StreamKernel"/> compiled for one row group (at most 8 decode rows): its base blocks run
+    /// <see cref="BaseRange1"/>.</summary>
+    static void StreamOneKernel(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<uint> planes,
+                              ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales,
+                              ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<int> counters, ArrayView<float> y, StreamShape s) =>
+        StreamBody(w16, xs16, groups, planes, signs16, signs, list, meta, scales, basePart, termPart, counters, y, s, true);
+
+    /// <summary>The streamed kernels' body; <paramref name="one"/> is a constant at each kernel (ILGPU inlines the
+    /// body), so the kernel for one group holds no registers for four.</summary>
+    static void StreamBody(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<uint> planes,
+                           ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales,
+                           ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<int> counters, ArrayView<float> y, StreamShape s, bool one)
     {
         var emu = SharedMemory.Allocate<float>(StreamWarps * 384);   // Mma's scratch where it is emulated
         var part = SharedMemory.Allocate<long>(4 * 32);
@@ -162,12 +191,12 @@ public static partial class TenantLinear
         if (Grid.IdxX < baseBlocks)
         {
             int tb = Grid.IdxX % s.TileBlocks;
-            StreamBase(w16, xs16, groups, basePart, emu, s);
-            for (int gr = 0; gr < s.Groups; gr++)
+            StreamBase(w16, xs16, groups, basePart, emu, s, one);
+            for (int gr = 0; gr < (one ? 1 : s.Groups); gr++)
             {
                 Arrive(counters, last, 0, tb, gr, s);
                 Group.Barrier();
-                if (last[0] != 0) StreamFinish(tb, gr, groups, basePart, termPart, y, s);
+                if (last[0] != 0) StreamFinish(tb, gr, groups, basePart, termPart, y, counters, s);
                 Group.Barrier();
             }
             return;
@@ -176,7 +205,7 @@ public static partial class TenantLinear
         // A tenant row's terms for 128 outputs (or 32, K in four pieces), as the bit-serial form's kernel; then its
         // arrival at its row group in the one or two columns of 64 outputs it touches.
         int b = Grid.IdxX - baseBlocks, perBlock = 4 / s.BitsSplit, o0 = b % s.BitsPerRow * perBlock * 32;
-                // 14 parameters at most: one view of the planes
+        // 14 parameters at most: one view of the planes
         long sum = BitsSum(b, signs16, signs, planes.Cast<Vec16>(), planes, list, part, s.In, s.Out, s.BitsSplit, out int e, out int o);
         if (o >= 0)
             termPart[(long)e * s.Out + o] = (float)BitsTerm(sum, SumLongs(meta, s.Entries + (long)e * s.Segs, s.Segs), (int)meta[e], scales[list[2 * e + 1]]);
@@ -185,11 +214,11 @@ public static partial class TenantLinear
         Arrive(counters, last, 0, tb0, ge, s);
         if (tb1 != tb0) Arrive(counters, last, 1, tb1, ge, s);
         Group.Barrier();
-        if (last[0] != 0) StreamFinish(tb0, ge, groups, basePart, termPart, y, s);
+        if (last[0] != 0) StreamFinish(tb0, ge, groups, basePart, termPart, y, counters, s);
         if (tb1 != tb0 && last[1] != 0)
         {
             Group.Barrier();
-            StreamFinish(tb1, ge, groups, basePart, termPart, y, s);
+            StreamFinish(tb1, ge, groups, basePart, termPart, y, counters, s);
         }
     }
 
@@ -215,7 +244,7 @@ public static partial class TenantLinear
     /// <summary>The base term of 4 tiles of 16 outputs over one K range into this split's plane of the partial sums,
     /// 32 rows (4 groups) at a time. Every warp runs the same products (the emulated product synchronises the block), a
     /// warp past the last tile on zeros.</summary>
-    static void StreamBase(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> emu, StreamShape s)
+    static void StreamBase(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> emu, StreamShape s, bool one)
     {
         var w16a = w16.AsAligned(16);
         var xs = xs16.AsAligned(16);
@@ -228,6 +257,12 @@ public static partial class TenantLinear
         long wStride = s.In / 8, oG = (long)tile * 16 + g;
         long xGroup = (long)chunks * 128;
         long plane = (long)ks * s.Rows * s.Out;
+        if (one)
+        {
+            var acc1 = BaseRange1(w16a, xs, oG, wStride, 0, groups[g] >= 0, c0, c1, liveTile, sa, sb, lane, t);
+            if (liveTile) BaseStore(basePart, groups, 0, acc1, oG, t, s.Out, plane, 0);
+            return;
+        }
         for (int first = 0; first < s.Groups; first += BaseGroups)
         {
             int nG = IntrinsicMath.Min(BaseGroups, s.Groups - first);
@@ -253,7 +288,8 @@ public static partial class TenantLinear
     /// <summary>Row group <paramref name="gr"/> of column <paramref name="tb"/> (8 rows × 64 outputs), by the block that
     /// arrived last: per row, every split's base partials added in split order into y, then the row's tenant term (group
     /// position FewBase + e is entry e), as the base-only and bit-serial forms add them.</summary>
-    static void StreamFinish(int tb, int gr, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<float> y, StreamShape s)
+    static void StreamFinish(int tb, int gr, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<float> y,
+                             ArrayView<int> counters, StreamShape s)
     {
         MemoryFence.DeviceLevel();
         int o0 = tb * StreamWarps * 16, cols = StreamWarps * 16, threads = StreamWarps * 32;
@@ -268,5 +304,7 @@ public static partial class TenantLinear
             if (slotJ >= s.FewBase) v += termPart[(long)(slotJ - s.FewBase) * s.Out + o];
             y[at] = v;
         }
+        // every arrival at this counter has happened: leave it zero for the next call (Counters)
+        if (Group.IdxX == 0) counters[tb * s.Groups + gr] = 0;
     }
 }

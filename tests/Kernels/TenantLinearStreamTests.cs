@@ -46,6 +46,11 @@ public class TenantLinearStreamTests
         Assert.Contains("ld.global.v4.b32", main);   // W, planes and signs in 16-byte loads
         Assert.Contains("membar.gl", main);
         Assert.Contains("atom.add.global.u32", main);
+        // the kernel for one row group: the same products, x read as f32 and split in the kernel (no split launch)
+        var one = Ptx.Compile(Kernel("StreamOneKernel"));
+        Assert.Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", one);
+        Assert.True(one.Split("ld.global.v4.b32").Length - 1 >= 16, "W's chunks (4 in flight × 4 loads) not in 16-byte loads");
+        Assert.Contains("atom.add.global.u32", one);
         var prep = Ptx.Compile(Kernel("StreamPrepKernel"));
         Assert.DoesNotMatch(@"\b(atom|red)\.", prep);
     }
