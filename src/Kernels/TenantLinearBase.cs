@@ -199,7 +199,7 @@ public static partial class TenantLinear
 
     /// <summary><see cref="BaseRange"/> for one group of x (at most 8 rows), the common decode batch, in a kernel
     /// compiled for it alone: with one group the registers <see cref="BaseRange"/> holds for four are free, so W is
-    /// read <see cref="BaseDepth1"/> chunks ahead and x a whole chunk ahead, and lanes whose row of the group is absent
+    /// read 3 chunks ahead (w0–w2) and x a whole chunk ahead, and lanes whose row of the group is absent
     /// (<paramref name="xLive"/> false) load no x: the products see zeros. At one row the four-group loop spent ~70% of
     /// its warps' time waiting on its loads (bench/NOTES.md). x stays split by a launch before: splitting it in every
     /// warp instead made the kernel 30–50% slower (f16 conversions, repeated by every tile). Same products in the same
@@ -217,7 +217,7 @@ public static partial class TenantLinear
             var cur = w0;
             w0 = w1;
             w1 = w2;
-            w2 = LoadW(w16a, oG, wStride, c + BaseDepth1, liveTile && c + BaseDepth1 < c1, t);
+            w2 = LoadW(w16a, oG, wStride, c + 3, liveTile && c + 3 < c1, t);
             var xv = xn;
             xn = LoadChunkX(xs, xFirst + (long)(c + 1) * 128 + lane, xLive && c + 1 < c1);
             acc = Step1(acc, cur.A.X, cur.A8.X, cur.A.Y, cur.A8.Y, xv.S0, sa, sb, lane);
@@ -227,9 +227,6 @@ public static partial class TenantLinear
         }
         return acc;
     }
-
-    /// <summary>Chunks of W a warp of <see cref="BaseRange1"/> has in flight beyond the one it multiplies.</summary>
-    const int BaseDepth1 = 3;
 
     /// <summary><see cref="BaseStep"/> for one group: the hi product, then the lo one.</summary>
     static Mma.Float4 Step1(Mma.Float4 acc, uint a0, uint a1, uint a2, uint a3, Vec16 x, ArrayView<float> sa, ArrayView<float> sb, int lane)
