@@ -287,9 +287,8 @@ public static partial class Cli
     /// 2 KB in a row (32 lanes × 16 bytes per instruction): does the order, not the count, of the loads set the rate?</summary>
     static void ReadPatterns(Device dev, int outDim, int inDim, int warm, int samples, int perSample, Func<Tensor> w, Tensor sink)
     {
-        int tiles = outDim / 16, chunks = inDim / 64, split = Math.Max(1, 4 * 132 * 4 / tiles), per = (chunks + split - 1) / split;
-        split = (chunks + per - 1) / per;
-        int warps = tiles * split;
+        var (split, per) = TenantLinear.BaseSplit(dev, outDim, inDim);
+        int tiles = outDim / 16, warps = tiles * split;
         var k = dev.GroupedKernel<Action<KernelConfig, ArrayView<MatMul.Vec16>, ArrayView<MatMul.Vec16>, int, int, int, int>>(ReadTileKernel);
         double Rate(int mode) => 2.0 * outDim * inDim / Median(dev, warm, samples, perSample,
             () => k(new KernelConfig((warps + 3) / 4, 128), w().View<MatMul.Vec16>(), sink.View<MatMul.Vec16>(), inDim, tiles, per, mode)) / 1e3;

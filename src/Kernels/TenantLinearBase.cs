@@ -28,12 +28,15 @@ public static partial class TenantLinear
 
     const int BaseWarps = 4, BaseGroups = 4;
 
-    /// <summary>The splits of K: enough blocks for about <see cref="BaseBlocksPerSm"/> per multiprocessor, each at least
-    /// 4 chunks of 64 inputs.</summary>
-    static int BaseSplitFor(Device dev, int tileBlocks, int chunks)
+    /// <summary>How the base form cuts K for W [<paramref name="outDim"/>, <paramref name="inDim"/>]: enough blocks of 4
+    /// tiles for about <see cref="BaseBlocksPerSm"/> per multiprocessor, each at least 4 chunks of 64 inputs; Per chunks
+    /// a split, and no split left without chunks. Public for the bench's read probe, which walks W the same way.</summary>
+    public static (int Split, int Per) BaseSplit(Device dev, int outDim, int inDim)
     {
-        int sms = dev.Accelerator?.NumMultiprocessors ?? 1;
-        return Math.Clamp(BaseBlocksPerSm * sms / tileBlocks, 1, Math.Max(1, chunks / 4));
+        int sms = dev.Accelerator?.NumMultiprocessors ?? 1, chunks = inDim / 64;
+        int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
+        int split = Math.Clamp(BaseBlocksPerSm * sms / tileBlocks, 1, Math.Max(1, chunks / 4)), per = (chunks + split - 1) / split;
+        return ((chunks + per - 1) / per, per);
     }
 
     /// <summary>y (+)= x·Wᵀ for the rows of the decode groups (<see cref="TenantRows.MmaGroups"/>), base term only.</summary>
@@ -42,8 +45,7 @@ public static partial class TenantLinear
         int outDim = w.Dim(0), inDim = w.Dim(1), chunks = inDim / 64, rows = x.Dim(0);
         var dev = y.Device;
         int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
-        int split = BaseSplitFor(dev, tileBlocks, chunks), per = (chunks + split - 1) / split;
-        split = (chunks + per - 1) / per;   // no split left without chunks
+        var (split, per) = BaseSplit(dev, outDim, inDim);
         using var xs = Tensor.Empty([groupCount * chunks * 4 * 32 * 4], DType.I32, dev);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<int>, ArrayView<Vec16>, int, int>>(SplitXKernel)(
             new KernelConfig(groupCount * chunks, 128), x.View<Vec16>(), groups.View<int>(), xs.View<Vec16>(), inDim, chunks);

@@ -68,8 +68,7 @@ public static partial class TenantLinear
         int entries = tenants.FewCount, groupCount = tenants.MmaGroupCount;
         var dev = y.Device;
         int tileBlocks = (outDim / 16 + StreamWarps - 1) / StreamWarps;
-        int split = BaseSplitFor(dev, tileBlocks, chunks), per = (chunks + split - 1) / split;
-        split = (chunks + per - 1) / per;   // no split left without chunks
+        var (split, per) = BaseSplit(dev, outDim, inDim);   // StreamWarps = BaseWarps: the base form's tiles
         int segs = (words + SegWords - 1) / SegWords;
         // The tenant rows' blocks as the bit-serial form's kernel lays them out: 4 groups of 32 outputs a block, or one
         // group with K in four pieces when that would leave the GPU short of warps.
