@@ -75,12 +75,21 @@ public static partial class TenantLinear
     /// entry of the split x (<see cref="SplitXKernel"/>).</summary>
     static void SplitX(ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> xs, int gr, int c, int s, int lane, int inDim, int chunks)
     {
-        int g = lane >> 2, t = lane & 3;
-        long row = groups[gr * TenantRows.MmaGroupInts + g];
+        long row = groups[gr * TenantRows.MmaGroupInts + (lane >> 2)];
+        SplitXStore(xs, SplitXLoad(x16, row, c, s, lane & 3, inDim), row, gr, c, s, lane, chunks);
+    }
+
+    /// <summary>The four f32 inputs that <see cref="SplitX"/> splits for step s, lane (·, t) of chunk c of x's row
+    /// <paramref name="row"/> (zeros for row −1).</summary>
+    static Vec16 SplitXLoad(ArrayView<Vec16> x16, long row, int c, int s, int t, int inDim) =>
+        row < 0 ? default : x16.AsAligned(16)[row * (inDim / 4) + c * 16L + 2 * t + (s & 1) + (s >> 1) * 8];
+
+    /// <summary>Those inputs as (hi pair 0, hi pair 1, lo pair 0, lo pair 1) at their place in xs.</summary>
+    static void SplitXStore(ArrayView<Vec16> xs, Vec16 v, long row, int gr, int c, int s, int lane, int chunks)
+    {
         Vec16 r = default;
         if (row >= 0)
         {
-            var v = x16.AsAligned(16)[row * (inDim / 4) + c * 16L + 2 * t + (s & 1) + (s >> 1) * 8];
             (r.X, r.Z) = SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
             (r.Y, r.W) = SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
         }
@@ -133,11 +142,11 @@ public static partial class TenantLinear
         if (one)
         {
             bool xLive = groups[first * TenantRows.MmaGroupInts + g] >= 0;
-            var acc1 = BaseRange1(w16a, xs, oG, wStride, xFirst, xLive, c0, c1, liveTile, sa, sb, lane, t);
+            var acc1 = BaseRange1(w16a, xs, oG, wStride, xFirst, xLive, c0, c1, liveTile, sa, sb, lane, t, groups, 0);
             if (liveTile) BaseStore(y, groups, first, acc1, oG, t, outDim, plane, accumulate);
             return;
         }
-        var acc = BaseRange(w16a, xs, oG, wStride, xFirst, xGroup, nGroups, c0, c1, liveTile, sa, sb, lane, t);
+        var acc = BaseRange(w16a, xs, oG, wStride, xFirst, xGroup, nGroups, c0, c1, liveTile, sa, sb, lane, t, groups, 0);
         if (!liveTile) return;
         BaseStores(y, groups, first, nGroups, acc, oG, t, outDim, plane, accumulate);
     }
@@ -154,12 +163,15 @@ public static partial class TenantLinear
     /// <summary>One warp's base products for 16 outputs (rows oG and oG + 8 of W by lane) over chunks c0 … c1 − 1 and up
     /// to 4 groups of x from <paramref name="xFirst"/>: W one chunk ahead, each step's x loaded before the step before
     /// it runs. Every warp of the block runs the same steps (the emulated product synchronises the block); a warp past
-    /// the last tile (<paramref name="liveTile"/> false) multiplies zeros.</summary>
+    /// the last tile (<paramref name="liveTile"/> false) multiplies zeros. With <paramref name="epoch"/> ≠ 0 (the
+    /// streamed form) x is made in the same grid: the warp waits for it (<see cref="WaitReady"/>) after its first W loads
+    /// are out.</summary>
     static BaseAcc BaseRange(ArrayView<Vec16> w16a, ArrayView<Vec16> xs, long oG, long wStride, long xFirst, long xGroup, int nGroups, int c0, int c1,
-                             bool liveTile, ArrayView<float> sa, ArrayView<float> sb, int lane, int t)
+                             bool liveTile, ArrayView<float> sa, ArrayView<float> sb, int lane, int t, ArrayView<int> ready, int epoch)
     {
         var acc = default(BaseAcc);
         var next = LoadW(w16a, oG, wStride, c0, liveTile && c0 < c1, t);
+        WaitReady(ready, epoch);
         var xn = LoadBaseX(xs, xFirst + (long)c0 * 128 + lane, xGroup, nGroups, c0 < c1);
         for (int c = c0; c < c1; c++)
         {
@@ -207,12 +219,13 @@ public static partial class TenantLinear
     /// warp instead made the kernel 30–50% slower (f16 conversions, repeated by every tile). Same products in the same
     /// order, so the same sums bit for bit.</summary>
     static Mma.Float4 BaseRange1(ArrayView<Vec16> w16a, ArrayView<Vec16> xs, long oG, long wStride, long xFirst, bool xLive, int c0, int c1,
-                                 bool liveTile, ArrayView<float> sa, ArrayView<float> sb, int lane, int t)
+                                 bool liveTile, ArrayView<float> sa, ArrayView<float> sb, int lane, int t, ArrayView<int> ready, int epoch)
     {
         Mma.Float4 acc = default;
         var w0 = LoadW(w16a, oG, wStride, c0, liveTile && c0 < c1, t);
         var w1 = LoadW(w16a, oG, wStride, c0 + 1, liveTile && c0 + 1 < c1, t);
         var w2 = LoadW(w16a, oG, wStride, c0 + 2, liveTile && c0 + 2 < c1, t);
+        WaitReady(ready, epoch);   // the streamed form's x is made in its grid: W's first chunks are on their way meanwhile
         var xn = LoadChunkX(xs, xFirst + (long)c0 * 128 + lane, xLive && c0 < c1);
         for (int c = c0; c < c1; c++)
         {

@@ -1,25 +1,35 @@
 using ILGPU;
 using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
 using static BitDeltaNative.Kernels.MatMul;
 
 namespace BitDeltaNative.Kernels;
 
 /// <summary>
-/// The whole decode batch in two launches, when every decode row is on the base or of a tenant with few rows
-/// (<see cref="TenantRows.DecodeAllFew"/>) and there are at most <see cref="StreamMaxRows"/> of them: the base term as the base-only form computes it (TenantLinearBase.cs) and each
-/// row's tenant term as the bit-serial form does (TenantLinearBits.cs), in one grid, and the last block to finish a
-/// column of outputs adds up that column. Those two forms took seven launches per linear (memset, row max, planes, x
-/// split, base, split sum, bit-serial) and each waited for the one before: at 4096² the chain cost more than reading W
+/// The whole decode batch in one launch, when every decode row is on the base or of a tenant with few rows
+/// (<see cref="TenantRows.DecodeAllFew"/>) and there are at most <see cref="StreamMaxRows"/> of them: the base term as the
+/// base-only form computes it (TenantLinearBase.cs) and each row's tenant term as the bit-serial form does
+/// (TenantLinearBits.cs), in one grid, and the last block to finish a column of outputs adds up that column. Those two
+/// forms took seven launches per linear (memset, row max, planes, x split, base, split sum, bit-serial) and each waited
+/// for the one before: at 4096² the chain cost more than reading W (bench/NOTES.md). The grid, in block order:
+/// - preparation blocks: per row group and 4 chunks of 64 inputs, x split into f16 hi + lo in the order the products
+///   read it; per row with a tenant and 1024 inputs, its max |x| (each block finds it itself, from L2: no atomics, no
+///   memset), bit planes and Σq. The last split block to finish publishes the call's number
+///   (<see cref="StreamShape.Epoch"/>) in one device word, the last planes block in another;
+/// - base blocks (4 tiles of 16 outputs over one K range): their first chunks of W go out, then they wait for the split's
+///   word (<see cref="WaitReady"/>), then run as the base form does, writing split partials;
+/// - tenant-row blocks (128 or 32 outputs of a row), which wait for the planes' word, then write each output's tenant
+///   term α·2^(E−31)·(2·Σ_p w_p·popc − Q).
+/// Each base and tenant block then makes its writes visible device-wide and counts itself in at the columns of 64 outputs
+/// and the row groups it wrote; the block that arrives last at a column's row group adds its base partials in split order
+/// and its tenant terms (the CUDA threadFenceReduction pattern). Which block finishes depends on timing; what it adds and
+/// in which order does not, so results are the two forms' own, bit for bit.
+///
+/// Waiting inside one grid is safe because blocks start in index order (on the GPU, as single-pass scans with decoupled
+/// look-back rely on; ILGPU's CPU accelerator runs a multiprocessor's blocks in index order): a waiting block's
+/// preparation blocks have all started before it, and they wait on nothing. The preparation had been a launch of its
+/// own (3–5 µs a linear, profiled); in the grid the base blocks wait for the split with their first W loads in flight
 /// (bench/NOTES.md).
-/// - <see cref="StreamPrepKernel"/>: per row with a tenant, its max |x|, bit planes and Σq in blocks of 1024 inputs
-///   (each block finds the row max itself, from L2, so no atomics and no memset); per row group, x split into f16 hi + lo
-///   in the order the products read it; and the counters zeroed.
-/// - <see cref="StreamKernel"/>: the first blocks are the base form's (4 tiles of 16 outputs over one K range, W a chunk
-///   ahead), writing split partials; the rest are the bit-serial form's (a tenant row, 128 or 32 outputs), writing
-///   each output's tenant term α·2^(E−31)·(2·Σ_p w_p·popc − Q). Each block then makes its writes visible device-wide
-///   and counts itself in at the columns of 64 outputs and the row groups it wrote; the block that arrives last at a
-///   column's row group adds its base partials in split order and its tenant terms (the CUDA threadFenceReduction pattern). Which block finishes depends on timing; what it adds and in
-///   which order does not, so results are the two forms' own, bit for bit.
 /// </summary>
 public static partial class TenantLinear
 {
@@ -32,32 +42,55 @@ public static partial class TenantLinear
     /// at 32 rows (bench/NOTES.md).</summary>
     public static int StreamMaxRows { get; set; } = 16;
 
-    const int StreamWarps = 4, PrepThreads = 256, SegWords = 32;
+    const int StreamWarps = 4, SegWords = 32, SplitChunks = 4;
 
-    /// <summary>The shape of one streamed call (a struct: ILGPU kernels take at most 15 parameters).</summary>
+    /// <summary>The device words' layout, each on a line of its own (128 bytes apart): the count of x's split blocks done
+    /// and of the planes' blocks done, the epoch whose split is complete (what base blocks wait for) and whose planes are
+    /// (what tenant-row blocks wait for); the arrival counters after.</summary>
+    const int SplitDone = 0, BitsDone = 32, SplitReady = 64, BitsReady = 96, FirstCounter = 128;
+
+    /// <summary>The shape of one streamed call (a struct: ILGPU kernels take at most 15 parameters). PrepSplit and PrepBits
+    /// count the preparation blocks; Epoch is this call's number, never 0.</summary>
     public struct StreamShape
     {
         public int In, Out, Rows, Per, Groups, Entries, Split, Segs, TileBlocks, Mode, BitsSplit, BitsPerRow, FewBase;
+        public int PrepSplit, PrepBits, Epoch;
+        public long XsVecs, BaseFloats;
     }
 
     static bool TakesStream(TenantRows tenants, Tensor w) =>
         UseStream && tenants.DecodeAllFew && tenants.FewBase + tenants.FewCount <= StreamMaxRows
         && (tenants.FewCount == 0 || (w.Dim(1) % 256 == 0 && w.Dim(0) % 32 == 0));
 
-    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Device, Tensor> counterPool = new();
-
-    /// <summary>The device's arrival counters, at least <paramref name="n"/>, all zero: zeroed once when made, and each
-    /// left zero by the block that finishes its column's row group (<see cref="StreamFinish"/>), so no launch or memset
-    /// clears them per call. Launches on the device's stream run in order, so one set serves every call.</summary>
-    static Tensor Counters(Device dev, int n)
+    /// <summary>A device's words for the streamed form: the count of preparation blocks done, the epoch whose preparation
+    /// is complete (<see cref="SplitDone"/> …), the arrival counters of columns and row groups (from
+    /// <see cref="FirstCounter"/>); and the number of the last call.</summary>
+    sealed class StreamState
     {
-        lock (counterPool)
+        public Tensor? Words;
+        public int Epoch;
+    }
+
+    static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Device, StreamState> streamStates = new();
+
+    /// <summary>The device's words, with at least <paramref name="n"/> arrival counters, all zero, and the next call's
+    /// epoch. Zeroed once when made: the done counts are left zero by the last preparation blocks, each counter by the block that
+    /// finishes its column's row group (<see cref="StreamFinish"/>), and the published epochs are only ever compared with a newer epoch, so
+    /// no launch or memset clears them per call. Launches on the device's stream run in order, so one set serves every
+    /// call.</summary>
+    static (Tensor Words, int Epoch) StreamWords(Device dev, int n)
+    {
+        var state = streamStates.GetValue(dev, _ => new StreamState());
+        lock (state)
         {
-            if (counterPool.TryGetValue(dev, out var c) && c.Dim(0) >= n) return c;
-            c?.Dispose();
-            var fresh = Tensor.From(new int[Math.Max(n, 4096)], [Math.Max(n, 4096)], dev);
-            counterPool.AddOrUpdate(dev, fresh);
-            return fresh;
+            if (state.Words == null || state.Words.Dim(0) < n + FirstCounter)
+            {
+                state.Words?.Dispose();
+                int size = Math.Max(n + FirstCounter, 4096);
+                state.Words = Tensor.From(new int[size], [size], dev);
+            }
+            state.Epoch = state.Epoch == int.MaxValue ? 1 : state.Epoch + 1;
+            return (state.Words, state.Epoch);
         }
     }
 
@@ -74,128 +107,192 @@ public static partial class TenantLinear
         // group with K in four pieces when that would leave the GPU short of warps.
         int bitGroups = outDim / 32, bitsSplit = (bitGroups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1;
         int bitsPerRow = (bitGroups + 4 / bitsSplit - 1) / (4 / bitsSplit);
+        int prepSplit = groupCount * ((chunks + SplitChunks - 1) / SplitChunks), prepBits = entries * segs;
+        // One row group: fewer K splits (down to half) when that puts the whole grid in one wave, since the tenant-row
+        // blocks left for a second wave set the end (4096², one tenant: 28.2 → 25.3 µs on the H100). Not for more groups,
+        // whose warps keep one chunk of W in flight: longer K ranges made them the long pole (base alone, 16 rows,
+        // 11008×4096: 63 → 74 µs; bench/NOTES.md).
+        int others = prepSplit + prepBits + entries * bitsPerRow, slots = BaseBlocksPerSm * (dev.Accelerator?.NumMultiprocessors ?? 1);
+        if (groupCount == 1 && others < slots && others + tileBlocks * split > slots)
+        {
+            int fit = Math.Clamp((slots - others) / tileBlocks, (split + 1) / 2, split);
+            per = (chunks + fit - 1) / fit;
+            split = (chunks + per - 1) / per;
+        }
+        long xsVecs = (long)groupCount * chunks * 4 * 32, planeInts = (long)entries * Planes * words;
+        var (counters, epoch) = StreamWords(dev, tileBlocks * groupCount);
         var shape = new StreamShape
         {
             In = inDim, Out = outDim, Rows = rows, Per = per, Groups = groupCount, Entries = entries, Split = split, Segs = segs,
             TileBlocks = tileBlocks, Mode = accumulate ? 1 : 0, BitsSplit = bitsSplit, BitsPerRow = bitsPerRow, FewBase = tenants.FewBase,
+            PrepSplit = prepSplit, PrepBits = prepBits, Epoch = epoch,
+            XsVecs = xsVecs, BaseFloats = (long)split * rows * outDim,
         };
         bool one = groupCount == 1;
-        using var xs = Tensor.Empty([groupCount * chunks * 4 * 32 * 4], DType.I32, dev);
-        using var planes = Tensor.Empty([Math.Max(1, entries * Planes * words)], DType.I32, dev);
+        // x split, then the planes (16-byte aligned: planeInts is a multiple of 4 words × 32)
+        using var work = Tensor.Empty([checked((int)(xsVecs * 4 + Math.Max(4, planeInts)))], DType.I32, dev);
         using var meta = Tensor.Empty([(entries + entries * segs + 1) * 2], DType.I32, dev);   // longs: the row maxima, then Σq per segment
-        using var basePart = Tensor.Empty([split, rows, outDim], DType.F32, dev);
-        using var termPart = Tensor.Empty([Math.Max(1, entries), outDim], DType.F32, dev);
-        var counters = Counters(dev, tileBlocks * groupCount);
+        using var parts = Tensor.Empty([checked((int)(shape.BaseFloats + Math.Max(1, entries) * (long)outDim))], DType.F32, dev);   // base partials, tenant terms
         using var none = entries == 0 ? Tensor.Empty([2], DType.I32, dev) : null;
         var list = tenants.FewList ?? none!;
-        int prepBlocks = entries * segs + groupCount * ((chunks + 1) / 2);
-        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<Vec16>, ArrayView<uint>,
-                                 ArrayView<long>, StreamShape>>(StreamPrepKernel)(
-            new KernelConfig(prepBlocks, PrepThreads), x.View<Vec16>(), x.View<float>(), tenants.MmaGroups!.View<int>(), list.View<int>(),
-            xs.View<Vec16>(), planes.View<uint>(), meta.View<long>(), shape);
-        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<uint>, ArrayView<Vec16>,
-                                 ArrayView<uint>, ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>,
-                                 ArrayView<float>, StreamShape>>(one ? StreamOneKernel : StreamKernel)(
-            new KernelConfig(tileBlocks * split + entries * bitsPerRow, StreamWarps * 32), w.View<Vec16>(), xs.View<Vec16>(),
-            tenants.MmaGroups!.View<int>(), planes.View<uint>(), signs.View<Vec16>(), signs.View<uint>(), list.View<int>(),
-            meta.View<long>(), scales.View<float>(), basePart.View<float>(), termPart.View<float>(), counters.View<int>(), y.View<float>(), shape);
+        int blocks = shape.PrepSplit + shape.PrepBits + tileBlocks * split + entries * bitsPerRow;
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<Vec16>, ArrayView<Vec16>,
+                                 ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, StreamShape>>(
+            one ? StreamOneKernel : StreamKernel)(
+            new KernelConfig(blocks, StreamWarps * 32), w.View<Vec16>(), x.View<Vec16>(), tenants.MmaGroups!.View<int>(), work.View<Vec16>(),
+            signs.View<Vec16>(), list.View<int>(), meta.View<long>(), scales.View<float>(), parts.View<float>(), counters.View<int>(),
+            y.View<float>(), shape);
     }
 
-    /// <summary>
-    /// Blocks [0, entries·segs): block (e, seg) finds row e's max |x| (every block of the row alike, from L2), then builds
-    /// the planes of words seg·32 … seg·32 + 31 (a warp per 4 words, lane i taking input 32w + i, as BitPlanesKernel) and
-    /// writes that range's Σq to meta[entries + e·segs + seg]; seg 0 writes the max's bits to meta[e]. The blocks after:
-    /// per group and pair of 64-input chunks, x split as SplitXKernel does.
-    /// </summary>
-    static void StreamPrepKernel(ArrayView<Vec16> x16, ArrayView<float> x, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs,
-                                 ArrayView<uint> planes, ArrayView<long> meta, StreamShape s)
+    /// <summary>Preparation block <paramref name="b"/>. Blocks [0, PrepSplit): row group b / q, chunks 4·(b % q) … + 3 of
+    /// x split as SplitXKernel does (warp = step), the four loads out before any store. Blocks after: (e, seg) finds row
+    /// e's max |x| (every block of the row alike, from L2), then builds the planes of words seg·32 … seg·32 + 31 (a warp per
+    /// 8 words, lane i taking input 32w + i, as BitPlanesKernel) and writes that range's Σq to meta[entries + e·segs + seg];
+    /// seg 0 writes the max's bits to meta[e]. Then the block counts itself done, and the last one publishes the epoch.</summary>
+    static void StreamPrep(int b, ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs, ArrayView<uint> planes,
+                           ArrayView<long> meta, ArrayView<int> counters, StreamShape s)
     {
-        var redMax = SharedMemory.Allocate<int>(PrepThreads / 32);
-        var redQ = SharedMemory.Allocate<long>(PrepThreads / 32);
+        var redMax = SharedMemory.Allocate<int>(StreamWarps);
+        var redQ = SharedMemory.Allocate<long>(StreamWarps);
         int tid = Group.IdxX, warp = tid / 32, lane = tid % 32, chunks = s.In / 64, words = s.In / 32;
-        int bitsBlocks = s.Entries * s.Segs;
-        if (Grid.IdxX >= bitsBlocks)
+        if (b < s.PrepSplit)
         {
-            int b = Grid.IdxX - bitsBlocks, pairs = (chunks + 1) / 2;
-            int c = b % pairs * 2 + tid / 128;
-            if (c < chunks) SplitX(x16, groups, xs, b / pairs, c, tid % 128 / 32, lane, s.In, chunks);
-            return;
+            int quads = (chunks + SplitChunks - 1) / SplitChunks, gr = b / quads, c = b % quads * SplitChunks, t = lane & 3;
+            long row = groups[gr * TenantRows.MmaGroupInts + (lane >> 2)];
+            var v0 = SplitXLoad(x16, c < chunks ? row : -1, c, warp, t, s.In);
+            var v1 = SplitXLoad(x16, c + 1 < chunks ? row : -1, c + 1, warp, t, s.In);
+            var v2 = SplitXLoad(x16, c + 2 < chunks ? row : -1, c + 2, warp, t, s.In);
+            var v3 = SplitXLoad(x16, c + 3 < chunks ? row : -1, c + 3, warp, t, s.In);
+            if (c < chunks) SplitXStore(xs, v0, row, gr, c, warp, lane, chunks);
+            if (c + 1 < chunks) SplitXStore(xs, v1, row, gr, c + 1, warp, lane, chunks);
+            if (c + 2 < chunks) SplitXStore(xs, v2, row, gr, c + 2, warp, lane, chunks);
+            if (c + 3 < chunks) SplitXStore(xs, v3, row, gr, c + 3, warp, lane, chunks);
+        }
+        else
+        {
+            const int threads = StreamWarps * 32;
+            int e = (b - s.PrepSplit) / s.Segs, seg = (b - s.PrepSplit) % s.Segs;
+            long xRow = list[2 * e];
+            int vecs = s.In / 4;
+            var xa = x16.AsAligned(16);
+            int m = 0;
+            for (int i = tid; i < vecs; i += 4 * threads)
+            {
+                // four independent loads a thread before their maxima
+                Vec16 u0 = xa[xRow * vecs + i], u1 = default, u2 = default, u3 = default;
+                if (i + threads < vecs) u1 = xa[xRow * vecs + i + threads];
+                if (i + 2 * threads < vecs) u2 = xa[xRow * vecs + i + 2 * threads];
+                if (i + 3 * threads < vecs) u3 = xa[xRow * vecs + i + 3 * threads];
+                m = IntrinsicMath.Max(m, IntrinsicMath.Max(AbsBits(u0), AbsBits(u1)));
+                m = IntrinsicMath.Max(m, IntrinsicMath.Max(AbsBits(u2), AbsBits(u3)));
+            }
+            for (int o = 16; o > 0; o /= 2) m = IntrinsicMath.Max(m, Warp.ShuffleXor(m, o));
+            if (lane == 0) redMax[warp] = m;
+            Group.Barrier();
+            m = redMax[0];
+            for (int k = 1; k < StreamWarps; k++) m = IntrinsicMath.Max(m, redMax[k]);
+
+            int exp = BitsExponent(m);
+            float f = Interop.IntAsFloat((uint)(31 - exp + 127) << 23);
+            bool bad = m >= 0x7F800000;
+            var x = x16.Cast<float>();
+            long q = 0;
+            for (int h = 0; h < 2; h++)   // a warp's 8 words, 4 at a time: four loads out before their planes
+            {
+                int w0 = seg * SegWords + warp * 8 + h * 4;
+                long at = xRow * s.In + 32L * w0 + lane;
+                float f0 = w0 < words ? x[at] : 0f, f1 = w0 + 1 < words ? x[at + 32] : 0f;
+                float f2 = w0 + 2 < words ? x[at + 64] : 0f, f3 = w0 + 3 < words ? x[at + 96] : 0f;
+                long pAt = ((long)e * Planes + lane) * words + w0;
+                q += PlaneWord(planes, f0, f, bad, pAt, lane, w0 < words) + PlaneWord(planes, f1, f, bad, pAt + 1, lane, w0 + 1 < words)
+                   + PlaneWord(planes, f2, f, bad, pAt + 2, lane, w0 + 2 < words) + PlaneWord(planes, f3, f, bad, pAt + 3, lane, w0 + 3 < words);
+            }
+            for (int o = 16; o > 0; o /= 2) q += Warp.ShuffleXor(q, o);
+            if (lane == 0) redQ[warp] = q;
+            Group.Barrier();
+            if (tid == 0)
+            {
+                long sum = 0;
+                for (int k = 0; k < StreamWarps; k++) sum += redQ[k];
+                meta[s.Entries + (long)e * s.Segs + seg] = sum;
+                if (seg == 0) meta[e] = m;
+            }
         }
 
-        int e = Grid.IdxX / s.Segs, seg = Grid.IdxX % s.Segs;
-        long xRow = list[2 * e];
-        int vecs = s.In / 4;
-        var xa = x16.AsAligned(16);
-        int m = 0;
-        for (int i = tid; i < vecs; i += 4 * PrepThreads)
-        {
-            // four independent loads a thread before their maxima
-            Vec16 v0 = xa[xRow * vecs + i], v1 = default, v2 = default, v3 = default;
-            if (i + PrepThreads < vecs) v1 = xa[xRow * vecs + i + PrepThreads];
-            if (i + 2 * PrepThreads < vecs) v2 = xa[xRow * vecs + i + 2 * PrepThreads];
-            if (i + 3 * PrepThreads < vecs) v3 = xa[xRow * vecs + i + 3 * PrepThreads];
-            m = IntrinsicMath.Max(m, IntrinsicMath.Max(AbsBits(v0), AbsBits(v1)));
-            m = IntrinsicMath.Max(m, IntrinsicMath.Max(AbsBits(v2), AbsBits(v3)));
-        }
-        for (int o = 16; o > 0; o /= 2) m = IntrinsicMath.Max(m, Warp.ShuffleXor(m, o));
-        if (lane == 0) redMax[warp] = m;
+        MemoryFence.DeviceLevel();
         Group.Barrier();
-        m = redMax[0];
-        for (int k = 1; k < PrepThreads / 32; k++) m = IntrinsicMath.Max(m, redMax[k]);
-
-        int exp = BitsExponent(m);
-        float f = Interop.IntAsFloat((uint)(31 - exp + 127) << 23);
-        bool bad = m >= 0x7F800000;
-        int w0 = seg * SegWords + warp * 4;
-        long at = xRow * s.In + 32L * w0 + lane;
-        float f0 = w0 < words ? x[at] : 0f, f1 = w0 + 1 < words ? x[at + 32] : 0f;
-        float f2 = w0 + 2 < words ? x[at + 64] : 0f, f3 = w0 + 3 < words ? x[at + 96] : 0f;
-        long pAt = ((long)e * Planes + lane) * words + w0;
-        long q = PlaneWord(planes, f0, f, bad, pAt, lane, w0 < words) + PlaneWord(planes, f1, f, bad, pAt + 1, lane, w0 + 1 < words)
-               + PlaneWord(planes, f2, f, bad, pAt + 2, lane, w0 + 2 < words) + PlaneWord(planes, f3, f, bad, pAt + 3, lane, w0 + 3 < words);
-        for (int o = 16; o > 0; o /= 2) q += Warp.ShuffleXor(q, o);
-        if (lane == 0) redQ[warp] = q;
-        Group.Barrier();
-        if (tid == 0)
+        bool split = b < s.PrepSplit;
+        int done = split ? SplitDone : BitsDone;
+        if (tid == 0 && Atomic.Add(ref counters[done], 1) == (split ? s.PrepSplit : s.PrepBits) - 1)
         {
-            long sum = 0;
-            for (int k = 0; k < PrepThreads / 32; k++) sum += redQ[k];
-            meta[s.Entries + (long)e * s.Segs + seg] = sum;
-            if (seg == 0) meta[e] = m;
+            // every block of this kind has counted itself: leave the count zero for the next call, then publish
+            counters[done] = 0;
+            MemoryFence.DeviceLevel();
+            Atomic.Exchange(ref counters[split ? SplitReady : BitsReady], s.Epoch);
         }
     }
 
-    static void StreamKernel(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<uint> planes,
-                             ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales,
-                             ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<int> counters, ArrayView<float> y, StreamShape s) =>
-        StreamBody(w16, xs16, groups, planes, signs16, signs, list, meta, scales, basePart, termPart, counters, y, s, false);
+    /// <summary>Wait until <paramref name="ready"/>[0] holds this call's <paramref name="epoch"/> (0: nothing to wait for). One
+    /// thread polls the word with atomic reads (at L2, never a stale L1 line), resting between polls so that hundreds of
+    /// waiting blocks do not crowd the L2 with them (the preparation's own atomics are on another line); the fence and
+    /// barrier after it order the block's later loads of x's split and the planes after that read. Every thread of the
+    /// block must call it.</summary>
+    static void WaitReady(ArrayView<int> ready, int epoch)
+    {
+        if (epoch == 0) return;
+        if (Group.IdxX == 0)
+        {
+            while (Atomic.Or(ref ready[0], 0) != epoch)
+                if (CudaAsm.IsSupported) CudaAsm.Emit("nanosleep.u32 64;");
+            MemoryFence.DeviceLevel();
+        }
+        Group.Barrier();
+    }
+
+    static void StreamKernel(ArrayView<Vec16> w16, ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> work, ArrayView<Vec16> signs16,
+                             ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales, ArrayView<float> parts, ArrayView<int> counters,
+                             ArrayView<float> y, StreamShape s) =>
+        StreamBody(w16, x16, groups, work, signs16, list, meta, scales, parts, counters, y, s, false);
 
     /// <summary><see cref="StreamKernel"/> compiled for one row group (at most 8 decode rows): its base blocks run
     /// <see cref="BaseRange1"/>.</summary>
-    static void StreamOneKernel(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<uint> planes,
-                              ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales,
-                              ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<int> counters, ArrayView<float> y, StreamShape s) =>
-        StreamBody(w16, xs16, groups, planes, signs16, signs, list, meta, scales, basePart, termPart, counters, y, s, true);
+    static void StreamOneKernel(ArrayView<Vec16> w16, ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> work, ArrayView<Vec16> signs16,
+                                ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales, ArrayView<float> parts, ArrayView<int> counters,
+                                ArrayView<float> y, StreamShape s) =>
+        StreamBody(w16, x16, groups, work, signs16, list, meta, scales, parts, counters, y, s, true);
 
     /// <summary>The streamed kernels' body; <paramref name="one"/> is a constant at each kernel (ILGPU inlines the
-    /// body), so the kernel for one group holds no registers for four.</summary>
-    static void StreamBody(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<uint> planes,
-                           ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales,
-                           ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<int> counters, ArrayView<float> y, StreamShape s, bool one)
+    /// body), so the kernel for one group holds no registers for four. <paramref name="work"/> holds x's split (XsVecs)
+    /// then the planes; <paramref name="parts"/> the base partials (BaseFloats) then the tenant terms; counters before FirstCounter are
+    /// the preparation's words, the arrival counters follow from FirstCounter.</summary>
+    static void StreamBody(ArrayView<Vec16> w16, ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> work, ArrayView<Vec16> signs16,
+                           ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales, ArrayView<float> parts, ArrayView<int> counters,
+                           ArrayView<float> y, StreamShape s, bool one)
     {
         var emu = SharedMemory.Allocate<float>(StreamWarps * 384);   // Mma's scratch where it is emulated
         var part = SharedMemory.Allocate<long>(4 * 32);
         var last = SharedMemory.Allocate<int>(2);
-        int baseBlocks = s.TileBlocks * s.Split;
-        if (Grid.IdxX < baseBlocks)
+        var xs16 = work.SubView(0, s.XsVecs);
+        var planes16 = work.SubView(s.XsVecs);
+        var planes = planes16.Cast<uint>();
+        var basePart = parts.SubView(0, s.BaseFloats);
+        var termPart = parts.SubView(s.BaseFloats);
+        var tiles = counters.SubView(FirstCounter);
+        int prep = s.PrepSplit + s.PrepBits, baseBlocks = s.TileBlocks * s.Split;
+        if (Grid.IdxX < prep)
         {
-            int tb = Grid.IdxX % s.TileBlocks;
-            StreamBase(w16, xs16, groups, basePart, emu, s, one);
+            StreamPrep(Grid.IdxX, x16, groups, list, xs16, planes, meta, counters, s);
+            return;
+        }
+        if (Grid.IdxX < prep + baseBlocks)
+        {
+            int bb = Grid.IdxX - prep, tb = bb % s.TileBlocks;
+            StreamBase(bb, w16, xs16, groups, basePart, emu, counters.SubView(SplitReady), s, one);
             for (int gr = 0; gr < (one ? 1 : s.Groups); gr++)
             {
-                Arrive(counters, last, 0, tb, gr, s);
+                Arrive(tiles, last, 0, tb, gr, s);
                 Group.Barrier();
-                if (last[0] != 0) StreamFinish(tb, gr, groups, basePart, termPart, y, counters, s);
+                if (last[0] != 0) StreamFinish(tb, gr, groups, basePart, termPart, y, tiles, s);
                 Group.Barrier();
             }
             return;
@@ -203,21 +300,21 @@ public static partial class TenantLinear
 
         // A tenant row's terms for 128 outputs (or 32, K in four pieces), as the bit-serial form's kernel; then its
         // arrival at its row group in the one or two columns of 64 outputs it touches.
-        int b = Grid.IdxX - baseBlocks, perBlock = 4 / s.BitsSplit, o0 = b % s.BitsPerRow * perBlock * 32;
-        // 14 parameters at most: one view of the planes
-        long sum = BitsSum(b, signs16, signs, planes.Cast<Vec16>(), planes, list, part, s.In, s.Out, s.BitsSplit, out int e, out int o);
+        WaitReady(counters.SubView(BitsReady), s.Epoch);
+        int b = Grid.IdxX - prep - baseBlocks, perBlock = 4 / s.BitsSplit, o0 = b % s.BitsPerRow * perBlock * 32;
+        long sum = BitsSum(b, signs16, signs16.Cast<uint>(), planes16, planes, list, part, s.In, s.Out, s.BitsSplit, out int e, out int o);
         if (o >= 0)
             termPart[(long)e * s.Out + o] = (float)BitsTerm(sum, SumLongs(meta, s.Entries + (long)e * s.Segs, s.Segs), (int)meta[e], scales[list[2 * e + 1]]);
         int tb0 = o0 / 64, tb1 = IntrinsicMath.Min(s.TileBlocks - 1, (o0 + perBlock * 32 - 1) / 64);
         int ge = (s.FewBase + b / s.BitsPerRow) / 8;
-        Arrive(counters, last, 0, tb0, ge, s);
-        if (tb1 != tb0) Arrive(counters, last, 1, tb1, ge, s);
+        Arrive(tiles, last, 0, tb0, ge, s);
+        if (tb1 != tb0) Arrive(tiles, last, 1, tb1, ge, s);
         Group.Barrier();
-        if (last[0] != 0) StreamFinish(tb0, ge, groups, basePart, termPart, y, counters, s);
+        if (last[0] != 0) StreamFinish(tb0, ge, groups, basePart, termPart, y, tiles, s);
         if (tb1 != tb0 && last[1] != 0)
         {
             Group.Barrier();
-            StreamFinish(tb1, ge, groups, basePart, termPart, y, counters, s);
+            StreamFinish(tb1, ge, groups, basePart, termPart, y, tiles, s);
         }
     }
 
@@ -243,14 +340,15 @@ public static partial class TenantLinear
     /// <summary>The base term of 4 tiles of 16 outputs over one K range into this split's plane of the partial sums,
     /// 32 rows (4 groups) at a time. Every warp runs the same products (the emulated product synchronises the block), a
     /// warp past the last tile on zeros.</summary>
-    static void StreamBase(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> emu, StreamShape s, bool one)
+    static void StreamBase(int bb, ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> emu,
+                           ArrayView<int> ready, StreamShape s, bool one)
     {
         var w16a = w16.AsAligned(16);
         var xs = xs16.AsAligned(16);
         int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
         var sa = emu.SubView(wi * 384, 256);
         var sb = emu.SubView(wi * 384 + 256, 128);
-        int chunks = s.In / 64, ks = Grid.IdxX / s.TileBlocks, tile = Grid.IdxX % s.TileBlocks * StreamWarps + wi;
+        int chunks = s.In / 64, ks = bb / s.TileBlocks, tile = bb % s.TileBlocks * StreamWarps + wi;
         bool liveTile = tile < s.Out / 16;
         int c0 = ks * s.Per, c1 = IntrinsicMath.Min(chunks, c0 + s.Per);
         long wStride = s.In / 8, oG = (long)tile * 16 + g;
@@ -258,7 +356,7 @@ public static partial class TenantLinear
         long plane = (long)ks * s.Rows * s.Out;
         if (one)
         {
-            var acc1 = BaseRange1(w16a, xs, oG, wStride, 0, groups[g] >= 0, c0, c1, liveTile, sa, sb, lane, t);
+            var acc1 = BaseRange1(w16a, xs, oG, wStride, 0, groups[g] >= 0, c0, c1, liveTile, sa, sb, lane, t, ready, s.Epoch);
             if (liveTile) BaseStore(basePart, groups, 0, acc1, oG, t, s.Out, plane, 0);
             return;
         }
@@ -266,7 +364,7 @@ public static partial class TenantLinear
         {
             int nG = IntrinsicMath.Min(BaseGroups, s.Groups - first);
             long xFirst = first * xGroup;
-            var acc = BaseRange(w16a, xs, oG, wStride, xFirst, xGroup, nG, c0, c1, liveTile, sa, sb, lane, t);
+            var acc = BaseRange(w16a, xs, oG, wStride, xFirst, xGroup, nG, c0, c1, liveTile, sa, sb, lane, t, ready, s.Epoch);
             if (liveTile) BaseStores(basePart, groups, first, nG, acc, oG, t, s.Out, plane, 0);
         }
     }
@@ -303,7 +401,7 @@ public static partial class TenantLinear
             if (slotJ >= s.FewBase) v += termPart[(long)(slotJ - s.FewBase) * s.Out + o];
             y[at] = v;
         }
-        // every arrival at this counter has happened: leave it zero for the next call (Counters)
+        // every arrival at this counter has happened: leave it zero for the next call (StreamWords)
         if (Group.IdxX == 0) counters[tb * s.Groups + gr] = 0;
     }
 }
