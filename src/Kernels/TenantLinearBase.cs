@@ -30,13 +30,25 @@ public static partial class TenantLinear
 
     /// <summary>How the base form cuts K for W [<paramref name="outDim"/>, <paramref name="inDim"/>]: enough blocks of 4
     /// tiles for about <see cref="BaseBlocksPerSm"/> per multiprocessor, each at least 4 chunks of 64 inputs; Per chunks
-    /// a split, and no split left without chunks. Public for the bench's read probe, which walks W the same way.</summary>
-    public static (int Split, int Per) BaseSplit(Device dev, int outDim, int inDim)
+    /// a split, and no split left without chunks. Public for the bench's read probe, which walks W the same way.
+    /// <paramref name="others"/>: blocks of another kind in the same grid (the streamed form's, for one row group); then
+    /// fewer splits, down to half, where that puts the whole grid in one wave, since the blocks left for a second wave
+    /// set the end (4096², one tenant: 28.2 → 25.3 µs on the H100). The streamed form passes none for more groups,
+    /// whose warps keep one chunk of W in flight: longer K ranges made them the long pole (base alone, 16 rows,
+    /// 11008×4096: 63 → 74 µs; bench/NOTES.md).</summary>
+    public static (int Split, int Per) BaseSplit(Device dev, int outDim, int inDim, int others = 0)
     {
-        int sms = dev.Accelerator?.NumMultiprocessors ?? 1, chunks = inDim / 64;
+        int slots = BaseBlocksPerSm * (dev.Accelerator?.NumMultiprocessors ?? 1), chunks = inDim / 64;
         int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
-        int split = Math.Clamp(BaseBlocksPerSm * sms / tileBlocks, 1, Math.Max(1, chunks / 4)), per = (chunks + split - 1) / split;
-        return ((chunks + per - 1) / per, per);
+        int split = Math.Clamp(slots / tileBlocks, 1, Math.Max(1, chunks / 4)), per = (chunks + split - 1) / split;
+        split = (chunks + per - 1) / per;
+        if (others < slots && others + tileBlocks * split > slots)
+        {
+            split = Math.Clamp((slots - others) / tileBlocks, (split + 1) / 2, split);
+            per = (chunks + split - 1) / split;
+            split = (chunks + per - 1) / per;
+        }
+        return (split, per);
     }
 
     /// <summary>y (+)= x·Wᵀ for the rows of the decode groups (<see cref="TenantRows.MmaGroups"/>), base term only.</summary>

@@ -62,9 +62,8 @@ public static partial class TenantLinear
         UseStream && tenants.DecodeAllFew && tenants.FewBase + tenants.FewCount <= StreamMaxRows
         && (tenants.FewCount == 0 || (w.Dim(1) % 256 == 0 && w.Dim(0) % 32 == 0));
 
-    /// <summary>A device's words for the streamed form: the count of preparation blocks done, the epoch whose preparation
-    /// is complete (<see cref="SplitDone"/> …), the arrival counters of columns and row groups (from
-    /// <see cref="FirstCounter"/>); and the number of the last call.</summary>
+    /// <summary>A device's words for the streamed form (<see cref="SplitDone"/> …: the preparation's done counts and
+    /// published epochs, then the arrival counters of columns and row groups), and the number of the last call.</summary>
     sealed class StreamState
     {
         public Tensor? Words;
@@ -74,10 +73,10 @@ public static partial class TenantLinear
     static readonly System.Runtime.CompilerServices.ConditionalWeakTable<Device, StreamState> streamStates = new();
 
     /// <summary>The device's words, with at least <paramref name="n"/> arrival counters, all zero, and the next call's
-    /// epoch. Zeroed once when made: the done counts are left zero by the last preparation blocks, each counter by the block that
-    /// finishes its column's row group (<see cref="StreamFinish"/>), and the published epochs are only ever compared with a newer epoch, so
-    /// no launch or memset clears them per call. Launches on the device's stream run in order, so one set serves every
-    /// call.</summary>
+    /// epoch. Zeroed once when made: the done counts are left zero by the last preparation blocks, each counter by the
+    /// block that finishes its column's row group (<see cref="StreamFinish"/>), and the published epochs are only ever
+    /// compared with a newer epoch, so no launch or memset clears them per call. Launches on the device's stream run in
+    /// order, so one set serves every call.</summary>
     static (Tensor Words, int Epoch) StreamWords(Device dev, int n)
     {
         var state = streamStates.GetValue(dev, _ => new StreamState());
@@ -101,24 +100,14 @@ public static partial class TenantLinear
         int entries = tenants.FewCount, groupCount = tenants.MmaGroupCount;
         var dev = y.Device;
         int tileBlocks = (outDim / 16 + StreamWarps - 1) / StreamWarps;
-        var (split, per) = BaseSplit(dev, outDim, inDim);   // StreamWarps = BaseWarps: the base form's tiles
         int segs = (words + SegWords - 1) / SegWords;
         // The tenant rows' blocks as the bit-serial form's kernel lays them out: 4 groups of 32 outputs a block, or one
         // group with K in four pieces when that would leave the GPU short of warps.
         int bitGroups = outDim / 32, bitsSplit = (bitGroups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1;
         int bitsPerRow = (bitGroups + 4 / bitsSplit - 1) / (4 / bitsSplit);
         int prepSplit = groupCount * ((chunks + SplitChunks - 1) / SplitChunks), prepBits = entries * segs;
-        // One row group: fewer K splits (down to half) when that puts the whole grid in one wave, since the tenant-row
-        // blocks left for a second wave set the end (4096², one tenant: 28.2 → 25.3 µs on the H100). Not for more groups,
-        // whose warps keep one chunk of W in flight: longer K ranges made them the long pole (base alone, 16 rows,
-        // 11008×4096: 63 → 74 µs; bench/NOTES.md).
-        int others = prepSplit + prepBits + entries * bitsPerRow, slots = BaseBlocksPerSm * (dev.Accelerator?.NumMultiprocessors ?? 1);
-        if (groupCount == 1 && others < slots && others + tileBlocks * split > slots)
-        {
-            int fit = Math.Clamp((slots - others) / tileBlocks, (split + 1) / 2, split);
-            per = (chunks + fit - 1) / fit;
-            split = (chunks + per - 1) / per;
-        }
+        // StreamWarps = BaseWarps: the base form's tiles, K cut to fit the grid in one wave for one row group (BaseSplit)
+        var (split, per) = BaseSplit(dev, outDim, inDim, groupCount == 1 ? prepSplit + prepBits + entries * bitsPerRow : 0);
         long xsVecs = (long)groupCount * chunks * 4 * 32, planeInts = (long)entries * Planes * words;
         var (counters, epoch) = StreamWords(dev, tileBlocks * groupCount);
         var shape = new StreamShape
