@@ -39,9 +39,13 @@ public static partial class Cli
         var noStream = new Option<bool>("--no-stream") { Description = "leave the streamed form out of the engine (to compare)" };
         var baseBlocks = new Option<int?>("--base-blocks") { Description = "blocks per multiprocessor the base form's split of K aims for (default: the engine's)" };
         var rate = new Option<bool>("--mma-rate") { Description = "also measure the tensor cores' rate on the f16 and b1 products alone" };
+        var noOwn = new Option<bool>("--no-own-split") { Description = "one-group batches: x split by the streamed grid's preparation blocks, not by each base block (to compare)" };
+        var scFence = new Option<bool>("--sc-fence") { Description = "the streamed form's handoffs fenced with membar.gl, not fence.acq_rel.gpu (to compare)" };
+        var streamBits = new Option<int?>("--stream-bits-split") { Description = "streamed form's tenant-row blocks: 1 (whole K a warp) or 4 (K in four pieces); default: the engine's" };
+        var timeline = new Option<bool>("--timeline") { Description = "instead of the kernel table: when each block of one streamed call ran (per kind, per µs), at each tenant count of one row" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, baseBlocks, rate, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, baseBlocks, rate, timeline, noOwn, scFence, streamBits, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -59,10 +63,23 @@ public static partial class Cli
             if (r.GetValue(bitsTenants) is int bt) TenantLinear.BitsMinTenants = bt;
             if (r.GetValue(streamRows) is int st) TenantLinear.StreamMaxRows = st;
             if (r.GetValue(noStream)) TenantLinear.UseStream = false;
+            if (r.GetValue(noOwn)) TenantLinear.StreamOwnSplitVecs = 0;
+            if (r.GetValue(scFence)) TenantLinear.StreamLightFence = false;
+            if (r.GetValue(streamBits) is int sbs)
+            {
+                if (sbs != 1 && sbs != 4) throw new BitDeltaException("--stream-bits-split: 1 or 4");
+                TenantLinear.StreamBitsSplit = sbs;
+            }
             if (r.GetValue(baseBlocks) is int bb) TenantLinear.BaseBlocksPerSm = bb;
             Console.WriteLine($"bit-serial form: tenants of at most {TenantLinear.BitsMaxRows} decode rows, when at least {TenantLinear.BitsMinTenants} tenants are");
             Console.WriteLine(TenantLinear.UseStream ? $"streamed form: batches whose tenants all have so few rows, up to {TenantLinear.StreamMaxRows} decode rows" : "streamed form: off");
             if (r.GetValue(rate) && dev.IsIlgpu) MmaRate(dev, cuda);
+            if (r.GetValue(timeline))
+            {
+                if (!dev.IsIlgpu) throw new BitDeltaException("--timeline: the streamed form runs on ILGPU devices only (cuda, ilgpu-cpu)");
+                Timeline(dev, ts, 9);
+                return 0;
+            }
 
             if (dev.IsIlgpu)
                 foreach (int p in splits)
@@ -86,6 +103,22 @@ public static partial class Cli
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary><paramref name="n"/> random W [out, in] (f16) and T tenants' signs, to take in turn: together over twice
+    /// the L2, so that every call reads them from DRAM as a decode step does.</summary>
+    static (Tensor[] Ws, Tensor[] Ss) RotatingWeights(Device dev, int outDim, int inDim, int T, int n)
+    {
+        var ws = new Tensor[n];
+        var ss = new Tensor[n];
+        for (int i = 0; i < n; i++)
+        {
+            ws[i] = Tensor.Empty([outDim, inDim], DType.F16, dev);
+            RandomFill.Run(ws[i], (ulong)(i + 1), 0.05f);
+            ss[i] = Tensor.Empty([T, outDim, inDim], DType.Sign1, dev);
+            RandomFill.Run(ss[i], (ulong)(i + 100));
+        }
+        return (ws, ss);
     }
 
     /// <summary>A comma-separated option of integers in [min, max]; anything else is a one-line error naming the option.</summary>
@@ -200,16 +233,8 @@ public static partial class Cli
                 foreach (int rows in new[] { T, Math.Max(T, nReq) }.Distinct())
                 {
                     long sBytes = DType.Sign1.ByteCount([T, outDim, inDim]);
-                    int nBuf = (int)Math.Clamp((2 * l2 + wBytes + sBytes - 1) / (wBytes + sBytes), 3, 64);
-                    var ws = new Tensor[nBuf];
-                    var ss = new Tensor[nBuf];
-                    for (int i = 0; i < nBuf; i++)
-                    {
-                        ws[i] = Tensor.Empty([outDim, inDim], DType.F16, dev);
-                        RandomFill.Run(ws[i], (ulong)(i + 1), 0.05f);
-                        ss[i] = Tensor.Empty([T, outDim, inDim], DType.Sign1, dev);
-                        RandomFill.Run(ss[i], (ulong)(i + 100));
-                    }
+                    var (ws, ss) = RotatingWeights(dev, outDim, inDim, T, (int)Math.Clamp((2 * l2 + wBytes + sBytes - 1) / (wBytes + sBytes), 3, 64));
+                    int nBuf = ws.Length;
                     using var scales = Tensor.From(Enumerable.Range(0, T).Select(i => 1e-3f * (i + 1)).ToArray(), [T], dev);
                     using var tenants = new TenantRows(Enumerable.Range(0, rows).Select(i => i % T).OrderBy(s => s).ToArray(), dev);
                     using var baseRows = TenantRows.All(rows, -1, dev);

@@ -99,13 +99,16 @@ public static partial class TenantLinear
     /// <summary>Those inputs as (hi pair 0, hi pair 1, lo pair 0, lo pair 1) at their place in xs.</summary>
     static void SplitXStore(ArrayView<Vec16> xs, Vec16 v, long row, int gr, int c, int s, int lane, int chunks)
     {
-        Vec16 r = default;
-        if (row >= 0)
-        {
-            (r.X, r.Z) = SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
-            (r.Y, r.W) = SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
-        }
-        xs.AsAligned(16)[(((long)gr * chunks + c) * 4 + s) * 32 + lane] = r;
+        xs.AsAligned(16)[(((long)gr * chunks + c) * 4 + s) * 32 + lane] = row >= 0 ? SplitVec(v) : default;
+    }
+
+    /// <summary>Four f32 inputs (as bits) as (hi pair 0, hi pair 1, lo pair 0, lo pair 1).</summary>
+    static Vec16 SplitVec(Vec16 v)
+    {
+        Vec16 r;
+        (r.X, r.Z) = SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
+        (r.Y, r.W) = SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
+        return r;
     }
 
     /// <summary>The four groups' accumulators of one warp.</summary>
@@ -154,7 +157,8 @@ public static partial class TenantLinear
         if (one)
         {
             bool xLive = groups[first * TenantRows.MmaGroupInts + g] >= 0;
-            var acc1 = BaseRange1(w16a, xs, oG, wStride, xFirst, xLive, c0, c1, liveTile, sa, sb, lane, t, groups, 0);
+            var place = new XPlace { At = xFirst + lane, Cs = 128, Ss = 32 };
+            var acc1 = BaseRange1(w16a, xs, place, oG, wStride, xLive, c0, c1, liveTile, sa, sb, lane, t, groups, 0, false, xs, groups, inDim);
             if (liveTile) BaseStore(y, groups, first, acc1, oG, t, outDim, plane, accumulate);
             return;
         }
@@ -212,33 +216,47 @@ public static partial class TenantLinear
         public Vec16 S0, S1, S2, S3;
     }
 
-    static ChunkX LoadChunkX(ArrayView<Vec16> xs, long at, bool live)
+    /// <summary>A group's x for one chunk: steps 0–3 of the lane at <paramref name="at"/>, + ss, + 2ss, + 3ss.</summary>
+    static ChunkX LoadChunkX(ArrayView<Vec16> xs, long at, int ss, bool live)
     {
         ChunkX r = default;
         if (!live) return r;
         r.S0 = xs[at];
-        r.S1 = xs[at + 32];
-        r.S2 = xs[at + 64];
-        r.S3 = xs[at + 96];
+        r.S1 = xs[at + ss];
+        r.S2 = xs[at + 2 * ss];
+        r.S3 = xs[at + 3 * ss];
         return r;
+    }
+
+    /// <summary>Where x comes from for <see cref="BaseRange1"/>: chunk c's step s of the lane at X[At + c·Cs + s·Ss]. The
+    /// split launch's xs: At = group start + lane, Cs = 128, Ss = 32. A block's own split in shared memory
+    /// (<see cref="SplitXShared"/>): only the group's Live rows, At = 4g + t − c0·Cs, Cs = 16·Live, Ss = 4·Live.</summary>
+    struct XPlace
+    {
+        public long At;
+        public int Cs, Ss;
     }
 
     /// <summary><see cref="BaseRange"/> for one group of x (at most 8 rows), the common decode batch, in a kernel
     /// compiled for it alone: with one group the registers <see cref="BaseRange"/> holds for four are free, so W is
     /// read 3 chunks ahead (w0–w2) and x a whole chunk ahead, and lanes whose row of the group is absent
     /// (<paramref name="xLive"/> false) load no x: the products see zeros. At one row the four-group loop spent ~70% of
-    /// its warps' time waiting on its loads (bench/NOTES.md). x stays split by a launch before: splitting it in every
-    /// warp instead made the kernel 30–50% slower (f16 conversions, repeated by every tile). Same products in the same
-    /// order, so the same sums bit for bit.</summary>
-    static Mma.Float4 BaseRange1(ArrayView<Vec16> w16a, ArrayView<Vec16> xs, long oG, long wStride, long xFirst, bool xLive, int c0, int c1,
-                                 bool liveTile, ArrayView<float> sa, ArrayView<float> sb, int lane, int t, ArrayView<int> ready, int epoch)
+    /// its warps' time waiting on its loads (bench/NOTES.md). x is split by a launch before, or in the same grid
+    /// (<paramref name="epoch"/> ≠ 0: wait for it, <see cref="WaitReady"/>), or by this block into shared memory
+    /// (<paramref name="own"/>: <see cref="SplitXShared"/>, with x16 and groups), each after W's first chunks are out.
+    /// Splitting it in every warp instead made the kernel 30–50% slower (f16 conversions, repeated by every tile and
+    /// every row slot). Same products in the same order, so the same sums bit for bit.</summary>
+    static Mma.Float4 BaseRange1(ArrayView<Vec16> w16a, ArrayView<Vec16> xs, XPlace xp, long oG, long wStride, bool xLive, int c0, int c1,
+                                 bool liveTile, ArrayView<float> sa, ArrayView<float> sb, int lane, int t, ArrayView<int> ready, int epoch,
+                                 bool own, ArrayView<Vec16> x16, ArrayView<int> groups, int inDim)
     {
         Mma.Float4 acc = default;
         var w0 = LoadW(w16a, oG, wStride, c0, liveTile && c0 < c1, t);
         var w1 = LoadW(w16a, oG, wStride, c0 + 1, liveTile && c0 + 1 < c1, t);
         var w2 = LoadW(w16a, oG, wStride, c0 + 2, liveTile && c0 + 2 < c1, t);
-        WaitReady(ready, epoch);   // the streamed form's x is made in its grid: W's first chunks are on their way meanwhile
-        var xn = LoadChunkX(xs, xFirst + (long)c0 * 128 + lane, xLive && c0 < c1);
+        if (own) SplitXShared(x16, groups, xs, xp.Ss / 4, c0, c1, inDim);
+        else WaitReady(ready, epoch);   // the streamed form's x is made in its grid: W's first chunks are on their way meanwhile
+        var xn = LoadChunkX(xs, xp.At + (long)c0 * xp.Cs, xp.Ss, xLive && c0 < c1);
         for (int c = c0; c < c1; c++)
         {
             var cur = w0;
@@ -246,13 +264,46 @@ public static partial class TenantLinear
             w1 = w2;
             w2 = LoadW(w16a, oG, wStride, c + 3, liveTile && c + 3 < c1, t);
             var xv = xn;
-            xn = LoadChunkX(xs, xFirst + (long)(c + 1) * 128 + lane, xLive && c + 1 < c1);
+            xn = LoadChunkX(xs, xp.At + (long)(c + 1) * xp.Cs, xp.Ss, xLive && c + 1 < c1);
             acc = Step1(acc, cur.A.X, cur.A8.X, cur.A.Y, cur.A8.Y, xv.S0, sa, sb, lane);
             acc = Step1(acc, cur.A.Z, cur.A8.Z, cur.A.W, cur.A8.W, xv.S1, sa, sb, lane);
             acc = Step1(acc, cur.B.X, cur.B8.X, cur.B.Y, cur.B8.Y, xv.S2, sa, sb, lane);
             acc = Step1(acc, cur.B.Z, cur.B8.Z, cur.B.W, cur.B8.W, xv.S3, sa, sb, lane);
         }
         return acc;
+    }
+
+    /// <summary>The block's K range (chunks c0 … c1 − 1) of the group's first <paramref name="live"/> rows, split into f16
+    /// hi + lo as <see cref="SplitXKernel"/> does, into shared memory at [c − c0][step][g][t] (the place
+    /// <see cref="XPlace"/> describes): one conversion per input and row for the block's four warps, no wait on
+    /// another block. Four loads a thread go out before their stores. Every thread of the block must call it.</summary>
+    static void SplitXShared(ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> sh, int live, int c0, int c1, int inDim)
+    {
+        int n = (c1 - c0) * 16 * live, per = 16 * live, step = 4 * live;
+        for (int i = Group.IdxX; i < n; i += 4 * Group.DimX)
+        {
+            var v0 = SharedSplitLoad(x16, groups, i, per, step, c0, n, inDim);
+            var v1 = SharedSplitLoad(x16, groups, i + Group.DimX, per, step, c0, n, inDim);
+            var v2 = SharedSplitLoad(x16, groups, i + 2 * Group.DimX, per, step, c0, n, inDim);
+            var v3 = SharedSplitLoad(x16, groups, i + 3 * Group.DimX, per, step, c0, n, inDim);
+            SharedSplitStore(sh, v0, i, n);
+            SharedSplitStore(sh, v1, i + Group.DimX, n);
+            SharedSplitStore(sh, v2, i + 2 * Group.DimX, n);
+            SharedSplitStore(sh, v3, i + 3 * Group.DimX, n);
+        }
+        Group.Barrier();
+    }
+
+    static Vec16 SharedSplitLoad(ArrayView<Vec16> x16, ArrayView<int> groups, int i, int per, int step, int c0, int n, int inDim)
+    {
+        if (i >= n) return default;
+        int c = c0 + i / per, s = i % per / step, gt = i % step;
+        return SplitXLoad(x16, groups[gt >> 2], c, s, gt & 3, inDim);
+    }
+
+    static void SharedSplitStore(ArrayView<Vec16> sh, Vec16 v, int i, int n)
+    {
+        if (i < n) sh[i] = SplitVec(v);
     }
 
     /// <summary><see cref="BaseStep"/> for one group: the hi product, then the lo one.</summary>

@@ -1,6 +1,5 @@
 using ILGPU;
 using ILGPU.Runtime;
-using ILGPU.Runtime.Cuda;
 using static BitDeltaNative.Kernels.MatMul;
 
 namespace BitDeltaNative.Kernels;
@@ -13,11 +12,13 @@ namespace BitDeltaNative.Kernels;
 /// forms took seven launches per linear (memset, row max, planes, x split, base, split sum, bit-serial) and each waited
 /// for the one before: at 4096² the chain cost more than reading W (bench/NOTES.md). The grid, in block order:
 /// - preparation blocks: per row group and 4 chunks of 64 inputs, x split into f16 hi + lo in the order the products
-///   read it; per row with a tenant and 1024 inputs, its max |x| (each block finds it itself, from L2: no atomics, no
-///   memset), bit planes and Σq. The last split block to finish publishes the call's number
-///   (<see cref="StreamShape.Epoch"/>) in one device word, the last planes block in another;
+///   read it (not for one row group: see the base blocks); per row with a tenant and 1024 inputs, its max |x| (each
+///   block finds it itself, from L2: no atomics, no memset), bit planes and Σq. The last split block to finish
+///   publishes the call's number (<see cref="StreamShape.Epoch"/>) in one device word, the last planes block in another;
 /// - base blocks (4 tiles of 16 outputs over one K range): their first chunks of W go out, then they wait for the split's
-///   word (<see cref="WaitReady"/>), then run as the base form does, writing split partials;
+///   word (<see cref="WaitReady"/>), or, for one row group (at most 8 rows), split their own K range of x into shared
+///   memory (<see cref="SplitXShared"/>: under W's traffic the split blocks' chain of loads, fence and atomics held W's
+///   reads back ~5 µs); then they run as the base form does, writing split partials;
 /// - tenant-row blocks (128 or 32 outputs of a row), which wait for the planes' word, then write each output's tenant
 ///   term α·2^(E−31)·(2·Σ_p w_p·popc − Q).
 /// Each base and tenant block then makes its writes visible device-wide and counts itself in at the columns of 64 outputs
@@ -44,6 +45,12 @@ public static partial class TenantLinear
 
     const int StreamWarps = 4, SegWords = 32, SplitChunks = 4;
 
+    /// <summary>Shared memory a base block may take for its own split of x (<see cref="SplitXShared"/>), in 16-byte
+    /// entries, 16 a row and chunk: 32 KB keeps the static 7 KB under the 48 KB a block gets without opting in, and four
+    /// blocks a multiprocessor within the H100's 228 KB. Batches that need more take the split blocks; 0 sends every
+    /// batch there (tests, the bench's --no-own-split).</summary>
+    public static int StreamOwnSplitVecs { get; set; } = 2048;
+
     /// <summary>The device words' layout, each on a line of its own (128 bytes apart): the count of x's split blocks done
     /// and of the planes' blocks done, the epoch whose split is complete (what base blocks wait for) and whose planes are
     /// (what tenant-row blocks wait for); the arrival counters after.</summary>
@@ -55,7 +62,14 @@ public static partial class TenantLinear
     {
         public int In, Out, Rows, Per, Groups, Entries, Split, Segs, TileBlocks, Mode, BitsSplit, BitsPerRow, FewBase;
         public int PrepSplit, PrepBits, Epoch;
+        /// <summary>One row group whose base blocks split their own K range of x (<see cref="TenantLinear.SplitXShared"/>)
+        /// for its Live rows; 0: x is split by the preparation blocks.</summary>
+        public int Live;
+        /// <summary>1: <see cref="Fence"/> is fence.acq_rel.gpu; 0: membar.gl.</summary>
+        public int LightFence;
         public long XsVecs, BaseFloats;
+        /// <summary>Where in meta each block's trace starts (<see cref="TraceStream"/>), or −1 for none.</summary>
+        public long TraceAt;
     }
 
     static bool TakesStream(TenantRows tenants, Tensor w) =>
@@ -101,37 +115,60 @@ public static partial class TenantLinear
         var dev = y.Device;
         int tileBlocks = (outDim / 16 + StreamWarps - 1) / StreamWarps;
         int segs = (words + SegWords - 1) / SegWords;
-        // The tenant rows' blocks as the bit-serial form's kernel lays them out: 4 groups of 32 outputs a block, or one
-        // group with K in four pieces when that would leave the GPU short of warps.
-        int bitGroups = outDim / 32, bitsSplit = (bitGroups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1;
+        // The tenant rows' blocks as the bit-serial form's kernel lays them out: one group of 32 outputs a block with K in
+        // four pieces (short blocks, done while the base blocks still read W) while those blocks would take at most half
+        // the grid's one-wave slots; else 4 groups of 32 outputs a block, each warp all of K, so that the base blocks keep
+        // the slots (H100, 7B shapes: 4096² at 8 tenants 40.9 → 36.1 µs, 11008×4096 at 4 tenants 68.0 → 60.2; at 1–2
+        // tenants of 4096² the longer blocks lost 15–28%; bench/NOTES.md).
+        int bitGroups = outDim / 32, slots = BaseBlocksPerSm * (dev.Accelerator?.NumMultiprocessors ?? 1);
+        int bitsSplit = StreamBitsSplit > 0 ? StreamBitsSplit : 2 * entries * bitGroups <= slots ? 4 : 1;
         int bitsPerRow = (bitGroups + 4 / bitsSplit - 1) / (4 / bitsSplit);
         int prepSplit = groupCount * ((chunks + SplitChunks - 1) / SplitChunks), prepBits = entries * segs;
         // StreamWarps = BaseWarps: the base form's tiles, K cut to fit the grid in one wave for one row group (BaseSplit)
-        var (split, per) = BaseSplit(dev, outDim, inDim, groupCount == 1 ? prepSplit + prepBits + entries * bitsPerRow : 0);
-        long xsVecs = (long)groupCount * chunks * 4 * 32, planeInts = (long)entries * Planes * words;
+        // One group whose K ranges fit in shared memory: each base block splits its own range (SplitXShared), so no
+        // block waits for x's split and there are no split blocks. Else the split blocks make it, base blocks wait.
+        int live = groupCount == 1 ? tenants.FewBase + entries : 0;
+        var (split, per) = BaseSplit(dev, outDim, inDim, groupCount == 1 ? prepBits + entries * bitsPerRow : 0);
+        if (live > 0 && live * per * 16 > StreamOwnSplitVecs) live = 0;
+        if (live == 0) (split, per) = BaseSplit(dev, outDim, inDim, groupCount == 1 ? prepSplit + prepBits + entries * bitsPerRow : 0);
+        else prepSplit = 0;
+        long xsVecs = live > 0 ? 0 : (long)groupCount * chunks * 4 * 32, planeInts = (long)entries * Planes * words;
         var (counters, epoch) = StreamWords(dev, tileBlocks * groupCount);
         var shape = new StreamShape
         {
             In = inDim, Out = outDim, Rows = rows, Per = per, Groups = groupCount, Entries = entries, Split = split, Segs = segs,
             TileBlocks = tileBlocks, Mode = accumulate ? 1 : 0, BitsSplit = bitsSplit, BitsPerRow = bitsPerRow, FewBase = tenants.FewBase,
-            PrepSplit = prepSplit, PrepBits = prepBits, Epoch = epoch,
+            PrepSplit = prepSplit, PrepBits = prepBits, Epoch = epoch, Live = live, LightFence = StreamLightFence ? 1 : 0,
             XsVecs = xsVecs, BaseFloats = (long)split * rows * outDim,
         };
         bool one = groupCount == 1;
         // x split, then the planes (16-byte aligned: planeInts is a multiple of 4 words × 32)
         using var work = Tensor.Empty([checked((int)(xsVecs * 4 + Math.Max(4, planeInts)))], DType.I32, dev);
-        using var meta = Tensor.Empty([(entries + entries * segs + 1) * 2], DType.I32, dev);   // longs: the row maxima, then Σq per segment
+        int blocks = prepSplit + prepBits + tileBlocks * split + entries * bitsPerRow;
+        long metaLongs = entries + entries * segs + 1;
+        shape.TraceAt = TraceStream ? metaLongs : -1;
+        // longs: the row maxima, then Σq per segment (then the trace, when asked)
+        using var meta = Tensor.Empty([checked((int)(2 * (metaLongs + (TraceStream ? (long)blocks * TraceLongs : 0))))], DType.I32, dev);
+        if (TraceStream) meta.Fill(0);   // fields a block does not stamp stay 0
         using var parts = Tensor.Empty([checked((int)(shape.BaseFloats + Math.Max(1, entries) * (long)outDim))], DType.F32, dev);   // base partials, tenant terms
         using var none = entries == 0 ? Tensor.Empty([2], DType.I32, dev) : null;
         var list = tenants.FewList ?? none!;
-        int blocks = shape.PrepSplit + shape.PrepBits + tileBlocks * split + entries * bitsPerRow;
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<Vec16>, ArrayView<Vec16>,
                                  ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, StreamShape>>(
             one ? StreamOneKernel : StreamKernel)(
-            new KernelConfig(blocks, StreamWarps * 32), w.View<Vec16>(), x.View<Vec16>(), tenants.MmaGroups!.View<int>(), work.View<Vec16>(),
+            live > 0 ? new KernelConfig(blocks, StreamWarps * 32, SharedMemoryConfig.RequestDynamic<Vec16>(live * per * 16)) : new KernelConfig(blocks, StreamWarps * 32), w.View<Vec16>(), x.View<Vec16>(), tenants.MmaGroups!.View<int>(), work.View<Vec16>(),
             signs.View<Vec16>(), list.View<int>(), meta.View<long>(), scales.View<float>(), parts.View<float>(), counters.View<int>(),
             y.View<float>(), shape);
+        if (TraceStream)
+        {
+            var all = meta.ToArray<long>();
+            LastStreamTrace = (all.AsSpan((int)metaLongs, blocks * TraceLongs).ToArray(), prepSplit, prepBits, tileBlocks * split, entries * bitsPerRow);
+        }
     }
+
+    /// <summary>Tenant-row blocks of the streamed form: 1 = four groups of 32 outputs a block, each warp all of K; 4 =
+    /// one group, K in four pieces; 0 = by how many slots the short blocks would take (<see cref="DecodeStream"/>).</summary>
+    public static int StreamBitsSplit { get; set; }
 
     /// <summary>Preparation block <paramref name="b"/>. Blocks [0, PrepSplit): row group b / q, chunks 4·(b % q) … + 3 of
     /// x split as SplitXKernel does (warp = step), the four loads out before any store. Blocks after: (e, seg) finds row
@@ -208,7 +245,7 @@ public static partial class TenantLinear
             }
         }
 
-        MemoryFence.DeviceLevel();
+        Fence(s);
         Group.Barrier();
         bool split = b < s.PrepSplit;
         int done = split ? SplitDone : BitsDone;
@@ -216,26 +253,9 @@ public static partial class TenantLinear
         {
             // every block of this kind has counted itself: leave the count zero for the next call, then publish
             counters[done] = 0;
-            MemoryFence.DeviceLevel();
+            Fence(s);
             Atomic.Exchange(ref counters[split ? SplitReady : BitsReady], s.Epoch);
         }
-    }
-
-    /// <summary>Wait until <paramref name="ready"/>[0] holds this call's <paramref name="epoch"/> (0: nothing to wait for). One
-    /// thread polls the word with atomic reads (at L2, never a stale L1 line), resting between polls so that hundreds of
-    /// waiting blocks do not crowd the L2 with them (the preparation's own atomics are on another line); the fence and
-    /// barrier after it order the block's later loads of x's split and the planes after that read. Every thread of the
-    /// block must call it.</summary>
-    static void WaitReady(ArrayView<int> ready, int epoch)
-    {
-        if (epoch == 0) return;
-        if (Group.IdxX == 0)
-        {
-            while (Atomic.Or(ref ready[0], 0) != epoch)
-                if (CudaAsm.IsSupported) CudaAsm.Emit("nanosleep.u32 64;");
-            MemoryFence.DeviceLevel();
-        }
-        Group.Barrier();
     }
 
     static void StreamKernel(ArrayView<Vec16> w16, ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> work, ArrayView<Vec16> signs16,
@@ -261,6 +281,11 @@ public static partial class TenantLinear
         var emu = SharedMemory.Allocate<float>(StreamWarps * 384);   // Mma's scratch where it is emulated
         var part = SharedMemory.Allocate<long>(4 * 32);
         var last = SharedMemory.Allocate<int>(2);
+        // the rows of the first two groups' positions, read now for a finishing block's use at the end (its partial
+        // sums are at the rows': read then, the row would be one more round trip on the grid's last path)
+        var rows = SharedMemory.Allocate<int>(FinishRows);
+        if (Group.IdxX < FinishRows)
+            rows[Group.IdxX] = Group.IdxX < s.Groups * 8 ? groups[Group.IdxX / 8 * TenantRows.MmaGroupInts + Group.IdxX % 8] : -1;
         var xs16 = work.SubView(0, s.XsVecs);
         var planes16 = work.SubView(s.XsVecs);
         var planes = planes16.Cast<uint>();
@@ -268,68 +293,75 @@ public static partial class TenantLinear
         var termPart = parts.SubView(s.BaseFloats);
         var tiles = counters.SubView(FirstCounter);
         int prep = s.PrepSplit + s.PrepBits, baseBlocks = s.TileBlocks * s.Split;
+        StampNow(meta, s, 0);
         if (Grid.IdxX < prep)
         {
             StreamPrep(Grid.IdxX, x16, groups, list, xs16, planes, meta, counters, s);
+            StampNow(meta, s, 2);
+            StampEnd(meta, s, Grid.IdxX < s.PrepSplit ? 0 : 1, 0);
             return;
         }
         if (Grid.IdxX < prep + baseBlocks)
         {
-            int bb = Grid.IdxX - prep, tb = bb % s.TileBlocks;
-            StreamBase(bb, w16, xs16, groups, basePart, emu, counters.SubView(SplitReady), s, one);
+            int bb = Grid.IdxX - prep, tb = bb % s.TileBlocks, finished = 0;
+            StreamBase(bb, w16, x16, xs16, groups, basePart, emu, counters.SubView(SplitReady), s, one);
+            StampNow(meta, s, 2);
             for (int gr = 0; gr < (one ? 1 : s.Groups); gr++)
             {
                 Arrive(tiles, last, 0, tb, gr, s);
                 Group.Barrier();
-                if (last[0] != 0) StreamFinish(tb, gr, groups, basePart, termPart, y, tiles, s);
+                if (gr == 0) StampNow(meta, s, 3);
+                if (last[0] != 0)
+                {
+                    StreamFinish(tb, gr, groups, rows, basePart, termPart, y, tiles, s);
+                    finished++;
+                }
                 Group.Barrier();
             }
+            StampEnd(meta, s, 2, finished);
             return;
         }
 
         // A tenant row's terms for 128 outputs (or 32, K in four pieces), as the bit-serial form's kernel; then its
         // arrival at its row group in the one or two columns of 64 outputs it touches.
         WaitReady(counters.SubView(BitsReady), s.Epoch);
+        StampNow(meta, s, 1);
         int b = Grid.IdxX - prep - baseBlocks, perBlock = 4 / s.BitsSplit, o0 = b % s.BitsPerRow * perBlock * 32;
+        // the row's Σq, max and scale read before the products, not after them: their loads (the scale's after the
+        // list's) would otherwise add their round trips to every block's time
+        int row = b / s.BitsPerRow;
+        long q = SumLongs(meta, s.Entries + (long)row * s.Segs, s.Segs);
+        int big = (int)meta[row];
+        float alpha = scales[list[2 * row + 1]];
         long sum = BitsSum(b, signs16, signs16.Cast<uint>(), planes16, planes, list, part, s.In, s.Out, s.BitsSplit, out int e, out int o);
         if (o >= 0)
-            termPart[(long)e * s.Out + o] = (float)BitsTerm(sum, SumLongs(meta, s.Entries + (long)e * s.Segs, s.Segs), (int)meta[e], scales[list[2 * e + 1]]);
+            termPart[(long)e * s.Out + o] = (float)BitsTerm(sum, q, big, alpha);
+        StampNow(meta, s, 2);
         int tb0 = o0 / 64, tb1 = IntrinsicMath.Min(s.TileBlocks - 1, (o0 + perBlock * 32 - 1) / 64);
         int ge = (s.FewBase + b / s.BitsPerRow) / 8;
         Arrive(tiles, last, 0, tb0, ge, s);
         if (tb1 != tb0) Arrive(tiles, last, 1, tb1, ge, s);
         Group.Barrier();
-        if (last[0] != 0) StreamFinish(tb0, ge, groups, basePart, termPart, y, tiles, s);
+        StampNow(meta, s, 3);
+        int done = 0;
+        if (last[0] != 0)
+        {
+            StreamFinish(tb0, ge, groups, rows, basePart, termPart, y, tiles, s);
+            done++;
+        }
         if (tb1 != tb0 && last[1] != 0)
         {
             Group.Barrier();
-            StreamFinish(tb1, ge, groups, basePart, termPart, y, tiles, s);
+            StreamFinish(tb1, ge, groups, rows, basePart, termPart, y, tiles, s);
+            done++;
         }
-    }
-
-    /// <summary>This block's writes made visible device-wide, then its arrival at the counter of row group
-    /// <paramref name="gr"/> in column <paramref name="tb"/>; last[k] = 1 when it was the last to arrive of the column's
-    /// base blocks (<see cref="StreamShape.Split"/>, each arriving at every group) and the blocks of the group's tenant
-    /// rows. A counter per group, not per column: at many rows the finishing is spread over as many blocks.</summary>
-    static void Arrive(ArrayView<int> counters, ArrayView<int> last, int k, int tb, int gr, StreamShape s)
-    {
-        MemoryFence.DeviceLevel();
-        Group.Barrier();
-        if (Group.IdxX == 0)
-        {
-            // tenant-row blocks per entry that touch the column: one of 128 outputs, or the one or two of 32
-            int touching = s.BitsSplit == 1 ? 1 : 1 + (tb * 64 + 32 < s.Out ? 1 : 0);
-            // the group's entries: group positions 8·gr … 8·gr + 7 past the FewBase base rows
-            int entries = IntrinsicMath.Max(0, IntrinsicMath.Min(8 * gr + 8, s.FewBase + s.Entries) - IntrinsicMath.Max(8 * gr, s.FewBase));
-            int target = s.Split + entries * touching;
-            last[k] = Atomic.Add(ref counters[tb * s.Groups + gr], 1) == target - 1 ? 1 : 0;
-        }
+        StampEnd(meta, s, 3, done);
     }
 
     /// <summary>The base term of 4 tiles of 16 outputs over one K range into this split's plane of the partial sums,
     /// 32 rows (4 groups) at a time. Every warp runs the same products (the emulated product synchronises the block), a
     /// warp past the last tile on zeros.</summary>
-    static void StreamBase(int bb, ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> emu,
+    static void StreamBase(int bb, ArrayView<Vec16> w16, ArrayView<Vec16> x16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> emu,
                            ArrayView<int> ready, StreamShape s, bool one)
     {
         var w16a = w16.AsAligned(16);
@@ -345,7 +377,18 @@ public static partial class TenantLinear
         long plane = (long)ks * s.Rows * s.Out;
         if (one)
         {
-            var acc1 = BaseRange1(w16a, xs, oG, wStride, 0, groups[g] >= 0, c0, c1, liveTile, sa, sb, lane, t, ready, s.Epoch);
+                Mma.Float4 acc1;
+            if (s.Live > 0)
+            {
+                // this block splits its own K range of x into shared memory: no wait on the preparation blocks
+                int cs = 16 * s.Live;
+                var place = new XPlace { At = g * 4 + t - (long)c0 * cs, Cs = cs, Ss = 4 * s.Live };
+                acc1 = BaseRange1(w16a, SharedMemory.GetDynamic<Vec16>().AsAligned(16), place, oG, wStride, g < s.Live, c0, c1, liveTile, sa, sb,
+                                  lane, t, ready, 0, true, x16, groups, s.In);
+            }
+            else
+                acc1 = BaseRange1(w16a, xs, new XPlace { At = lane, Cs = 128, Ss = 32 }, oG, wStride, groups[g] >= 0, c0, c1, liveTile, sa, sb,
+                                  lane, t, ready, s.Epoch, false, x16, groups, s.In);
             if (liveTile) BaseStore(basePart, groups, 0, acc1, oG, t, s.Out, plane, 0);
             return;
         }
@@ -371,26 +414,4 @@ public static partial class TenantLinear
         return a + b;
     }
 
-    /// <summary>Row group <paramref name="gr"/> of column <paramref name="tb"/> (8 rows × 64 outputs), by the block that
-    /// arrived last: per row, every split's base partials added in split order into y, then the row's tenant term (group
-    /// position FewBase + e is entry e), as the base-only and bit-serial forms add them.</summary>
-    static void StreamFinish(int tb, int gr, ArrayView<int> groups, ArrayView<float> basePart, ArrayView<float> termPart, ArrayView<float> y,
-                             ArrayView<int> counters, StreamShape s)
-    {
-        MemoryFence.DeviceLevel();
-        int o0 = tb * StreamWarps * 16, cols = StreamWarps * 16, threads = StreamWarps * 32;
-        for (int j = Group.IdxX; j < 8 * cols; j += threads)
-        {
-            int slotJ = 8 * gr + j / cols, o = o0 + j % cols;
-            long row = groups[gr * TenantRows.MmaGroupInts + j / cols];
-            if (o >= s.Out || row < 0) continue;
-            long at = row * s.Out + o;
-            float v = SumSplits(basePart, at, (long)s.Rows * s.Out, s.Split);
-            if ((s.Mode & 1) != 0) v = y[at] + v;
-            if (slotJ >= s.FewBase) v += termPart[(long)(slotJ - s.FewBase) * s.Out + o];
-            y[at] = v;
-        }
-        // every arrival at this counter has happened: leave it zero for the next call (StreamWords)
-        if (Group.IdxX == 0) counters[tb * s.Groups + gr] = 0;
-    }
 }

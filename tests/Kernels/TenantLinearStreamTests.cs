@@ -46,9 +46,12 @@ public class TenantLinearStreamTests
         Assert.Contains("ld.global.v4.b32", main);   // W, planes and signs in 16-byte loads
         Assert.Contains("membar.gl", main);
         Assert.Contains("atom.add.global.u32", main);
-        // the kernel for one row group: the same products, x read as f32 and split in the kernel (no split launch)
+        // the kernel for one row group: the same products; its base blocks split their own K range of x into shared
+        // memory (16-byte stores, then 16-byte loads a step)
         var one = Ptx.Compile(Kernel("StreamOneKernel"));
         Assert.Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", one);
+        Assert.Contains("st.shared.v4.b32", one);
+        Assert.Contains("ld.shared.v4.b32", one);
         Assert.True(one.Split("ld.global.v4.b32").Length - 1 >= 16, "W's chunks (4 in flight × 4 loads) not in 16-byte loads");
         Assert.Contains("atom.add.global.u32", one);
         // the preparation in the same grid: its last block publishes the epoch, the others poll it at L2, resting between polls
@@ -57,6 +60,7 @@ public class TenantLinearStreamTests
             Assert.Contains("atom.exch.global.b32", ptx);
             Assert.Contains("atom.or.global.b32", ptx);
             Assert.Contains("nanosleep.u32", ptx);
+            Assert.Contains("fence.acq_rel.gpu", ptx);   // the handoffs' release / acquire fences (membar.gl when asked)
         }
     }
 
@@ -94,10 +98,58 @@ public class TenantLinearStreamTests
         Assert.All(first, v => Assert.True(float.IsFinite(v)));
     }
 
+    /// <summary>A one-group batch whose base blocks split their own K range of x into shared memory gives the bits of the
+    /// same batch with x split by the preparation blocks: same conversions, same products in the same order. Shapes
+    /// with K cut unevenly and outputs not a multiple of 64; the base alone, base rows with tenants, 8 rows.</summary>
+    [Theory]
+    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
+    public void The_base_blocks_own_split_of_x_gives_the_split_blocks_bits(string device)
+    {
+        var dev = Device.Parse(device);
+        var r = new Random(11);
+        foreach (var (slots, outDim, inDim) in new (int[], int, int)[]
+                 { ([0], 96, 768), ([-1], 48, 1280), ([1, -1, 0], 160, 512), ([0, 1, 2, 3, -1, -1, 4, 5], 32, 1792), ([-1, -1], 112, 4864) })
+        {
+            int rows = slots.Length, cap = 6;
+            using var tenants = new TenantRows(slots, dev);
+            Assert.True(tenants.DecodeAllFew && tenants.MmaGroupCount == 1);
+            using var tx = Tensor.From(Check.Values(r, (long)rows * inDim, 2f), [rows, inDim], dev);
+            using var tw = Tensor.From(Check.Rounded(Check.Values(r, (long)outDim * inDim), DType.F16), [outDim, inDim], dev, DType.F16);
+            var signs = new uint[cap * outDim * (inDim / 32)];
+            for (int i = 0; i < signs.Length; i++) signs[i] = (uint)r.NextInt64(1L << 32);
+            using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
+            using var ta = Tensor.From(Enumerable.Range(1, cap).Select(i => 0.01f * i).ToArray(), [cap], dev);
+            float[] Run(int vecs)
+            {
+                // blocks enough that the grid never cuts the K split to fit one wave: both ways then split K alike
+                // (without the split blocks the fit can come out different, and so would the partial sums' rounding)
+                int was = TenantLinear.StreamOwnSplitVecs, perSm = TenantLinear.BaseBlocksPerSm;
+                TenantLinear.StreamOwnSplitVecs = vecs;
+                TenantLinear.BaseBlocksPerSm = 64;
+                try
+                {
+                    using var ty = Check.Poisoned([rows, outDim], DType.F32, dev);
+                    TenantLinear.Run(tx, tw, ts, ta, tenants, ty);
+                    return ty.ToFloatArray();
+                }
+                finally
+                {
+                    TenantLinear.StreamOwnSplitVecs = was;
+                    TenantLinear.BaseBlocksPerSm = perSm;
+                }
+            }
+            var own = Run(1 << 20);
+            var blocks = Run(0);
+            Assert.Equal(blocks, own);
+            Assert.All(own, v => Assert.True(float.IsFinite(v)));
+        }
+    }
+
     static MethodInfo Kernel(string name) => typeof(TenantLinear).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!;
 
     /// <summary>Seeds pick: outputs 16·k (k = 1 … 9, so blocks of 64 come out ragged), inputs 256·k (or 64·k for the base
-    /// alone), 0–6 tenants of one or two rows, 0–40 base rows, rows shuffled, accumulate on or off.</summary>
+    /// alone), 0–6 tenants of one or two rows, 0–40 base rows, rows shuffled, accumulate on or off; odd seeds take the
+    /// tenant-row blocks with K in four pieces.</summary>
     [Theory]
     [MemberData(nameof(Cases))]
     public void Random_batches_match_the_twin(string device, int seed)
@@ -126,10 +178,15 @@ public class TenantLinearStreamTests
         using var ta = Tensor.From(scales, [cap], dev);
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
         Assert.True(tenants.DecodeAllFew);
-        int max = TenantLinear.StreamMaxRows;
+        int max = TenantLinear.StreamMaxRows, bitsSplit = TenantLinear.StreamBitsSplit;
         TenantLinear.StreamMaxRows = int.MaxValue;   // the streamed form whatever the engine's threshold
+        TenantLinear.StreamBitsSplit = seed % 2 == 1 ? 4 : 0;   // both layouts of the tenant-row blocks (the CPU's few slots pick 1)
         try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty, accumulate); }
-        finally { TenantLinear.StreamMaxRows = max; }
+        finally
+        {
+            TenantLinear.StreamMaxRows = max;
+            TenantLinear.StreamBitsSplit = bitsSplit;
+        }
         TenantLinear.Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, accumulate);
         double err = Check.RelativeError(ty.ToFloatArray(), want);
         Assert.True(err <= Check.F32Bound, $"{device} seed {seed}: {rows} rows, {nTenants} tenants, [{outDim}, {inDim}]: relative error {err:E2}");
