@@ -145,6 +145,44 @@ public class TenantLinearStreamTests
         }
     }
 
+    /// <summary>The trace of a streamed call (the bench's --timeline) records each block's kind in grid order, and its
+    /// finishing count shows the handoff's invariant: every column's row group is added up exactly once, by one block,
+    /// however the arrivals fall. One and two row groups, the base alone and with tenants, columns ragged.</summary>
+    [Theory]
+    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
+    public void A_traced_call_finishes_every_column_once_and_lists_its_blocks_in_grid_order(string device)
+    {
+        var dev = Device.Parse(device);
+        var r = new Random(5);
+        foreach (var (slots, outDim, inDim) in new (int[], int, int)[]
+                 { ([0, -1, 1], 96, 512), ([-1, -1], 80, 768), ([0, 1, 2, 3, 4, 5, -1, -1, -1, 6, 7, -1], 160, 256) })
+        {
+            int rows = slots.Length, cap = 8;
+            using var tenants = new TenantRows(slots, dev);
+            using var tx = Tensor.From(Check.Values(r, (long)rows * inDim, 2f), [rows, inDim], dev);
+            using var tw = Tensor.From(Check.Rounded(Check.Values(r, (long)outDim * inDim), DType.F16), [outDim, inDim], dev, DType.F16);
+            var signs = new uint[cap * outDim * (inDim / 32)];
+            for (int i = 0; i < signs.Length; i++) signs[i] = (uint)r.NextInt64(1L << 32);
+            using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
+            using var ta = Tensor.From(Enumerable.Range(1, cap).Select(i => 0.01f * i).ToArray(), [cap], dev);
+            using var ty = Check.Poisoned([rows, outDim], DType.F32, dev);
+            TenantLinear.LastStreamTrace = null;
+            TenantLinear.TraceStream = true;
+            try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty); }
+            finally { TenantLinear.TraceStream = false; }
+            var (blocks, prepSplit, prepBits, baseBlocks, tenantBlocks) = TenantLinear.LastStreamTrace!.Value;
+            int n = prepSplit + prepBits + baseBlocks + tenantBlocks, L = TenantLinear.TraceLongs;
+            Assert.Equal(n * L, blocks.Length);
+            int[] kinds = [.. Enumerable.Range(0, n).Select(b => (int)(blocks[b * L + 6] % 4))];
+            int[] want = [.. Enumerable.Repeat(0, prepSplit), .. Enumerable.Repeat(1, prepBits), .. Enumerable.Repeat(2, baseBlocks), .. Enumerable.Repeat(3, tenantBlocks)];
+            Assert.Equal(want, kinds);
+            int columns = (outDim / 16 + 3) / 4, groups = (rows + 7) / 8;
+            long finished = Enumerable.Range(0, n).Sum(b => blocks[b * L + 6] / 4);
+            Assert.Equal(columns * groups, finished);
+            Assert.All(ty.ToFloatArray(), v => Assert.True(float.IsFinite(v)));
+        }
+    }
+
     static MethodInfo Kernel(string name) => typeof(TenantLinear).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!;
 
     /// <summary>Seeds pick: outputs 16·k (k = 1 … 9, so blocks of 64 come out ragged), inputs 256·k (or 64·k for the base
