@@ -153,10 +153,14 @@ public static partial class TenantLinear
         using var parts = Tensor.Empty([checked((int)(shape.BaseFloats + Math.Max(1, entries) * (long)outDim))], DType.F32, dev);   // base partials, tenant terms
         using var none = entries == 0 ? Tensor.Empty([2], DType.I32, dev) : null;
         var list = tenants.FewList ?? none!;
+        // the own split's shared memory is sized per call (dynamic); a kernel that does not take it must not be given any
+        var config = live > 0
+            ? new KernelConfig(blocks, StreamWarps * 32, SharedMemoryConfig.RequestDynamic<Vec16>(live * per * 16))
+            : new KernelConfig(blocks, StreamWarps * 32);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<Vec16>, ArrayView<Vec16>,
                                  ArrayView<int>, ArrayView<long>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<float>, StreamShape>>(
             one ? StreamOneKernel : StreamKernel)(
-            live > 0 ? new KernelConfig(blocks, StreamWarps * 32, SharedMemoryConfig.RequestDynamic<Vec16>(live * per * 16)) : new KernelConfig(blocks, StreamWarps * 32), w.View<Vec16>(), x.View<Vec16>(), tenants.MmaGroups!.View<int>(), work.View<Vec16>(),
+            config, w.View<Vec16>(), x.View<Vec16>(), tenants.MmaGroups!.View<int>(), work.View<Vec16>(),
             signs.View<Vec16>(), list.View<int>(), meta.View<long>(), scales.View<float>(), parts.View<float>(), counters.View<int>(),
             y.View<float>(), shape);
         if (TraceStream)
