@@ -57,7 +57,7 @@ public static partial class Cli
             }
     }
 
-    static string[] counts4((long[] Blocks, int PrepSplit, int PrepBits, int Base, int Rows) t) =>
+    static string[] KindCounts((long[] Blocks, int PrepSplit, int PrepBits, int Base, int Rows) t) =>
         [$"{t.PrepSplit} {TraceKinds[0]}", $"{t.PrepBits} {TraceKinds[1]}", $"{t.Base} {TraceKinds[2]}", $"{t.Rows} {TraceKinds[3]}"];
 
     static double Span((long[] Blocks, int, int, int, int) t)
@@ -84,7 +84,7 @@ public static partial class Cli
         int sms = t.Blocks.Where((v, i) => i % L == 5).Distinct().Count();
         if (step == 0)
         {
-            Console.WriteLine($"\ntimeline {what}: {n} blocks ({string.Join(", ", counts4(t))}); this device has no timer, so no times");
+            Console.WriteLine($"\ntimeline {what}: {n} blocks ({string.Join(", ", KindCounts(t))}); this device has no timer, so no times");
             return;
         }
         Console.WriteLine($"\ntimeline {what}: {n} blocks on {sms} multiprocessors; span {Span(t):F1} µs (of {spans.Length} calls: {spans[0]:F1}–{spans[^1]:F1}); timer step {step} ns");

@@ -127,11 +127,14 @@ public static partial class TenantLinear
         // StreamWarps = BaseWarps: the base form's tiles, K cut to fit the grid in one wave for one row group (BaseSplit)
         // One group whose K ranges fit in shared memory: each base block splits its own range (SplitXShared), so no
         // block waits for x's split and there are no split blocks. Else the split blocks make it, base blocks wait.
-        int live = groupCount == 1 ? tenants.FewBase + entries : 0;
-        var (split, per) = BaseSplit(dev, outDim, inDim, groupCount == 1 ? prepBits + entries * bitsPerRow : 0);
-        if (live > 0 && live * per * 16 > StreamOwnSplitVecs) live = 0;
-        if (live == 0) (split, per) = BaseSplit(dev, outDim, inDim, groupCount == 1 ? prepSplit + prepBits + entries * bitsPerRow : 0);
-        else prepSplit = 0;
+        int live = groupCount == 1 ? tenants.FewBase + entries : 0, others = groupCount == 1 ? prepBits + entries * bitsPerRow : 0;
+        var (split, per) = BaseSplit(dev, outDim, inDim, others);
+        if (live > 0 && live * per * 16 > StreamOwnSplitVecs)
+        {
+            live = 0;
+            (split, per) = BaseSplit(dev, outDim, inDim, others + prepSplit);
+        }
+        if (live > 0) prepSplit = 0;
         long xsVecs = live > 0 ? 0 : (long)groupCount * chunks * 4 * 32, planeInts = (long)entries * Planes * words;
         var (counters, epoch) = StreamWords(dev, tileBlocks * groupCount);
         var shape = new StreamShape

@@ -74,19 +74,9 @@ public class TenantLinearStreamTests
         var dev = Device.Parse(device);
         float[] Once(int[] slots, int outDim, int inDim, int seed)
         {
-            var r = new Random(seed);
-            int rows = slots.Length, cap = 4;
-            using var tenants = new TenantRows(slots, dev);
-            using var tx = Tensor.From(Check.Values(r, (long)rows * inDim, 2f), [rows, inDim], dev);
-            using var tw = Tensor.From(Check.Rounded(Check.Values(r, (long)outDim * inDim), DType.F16), [outDim, inDim], dev, DType.F16);
-            var signs = new uint[cap * outDim * (inDim / 32)];
-            for (int i = 0; i < signs.Length; i++) signs[i] = (uint)r.NextInt64(1L << 32);
-            using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
-            using var ta = Tensor.From(new[] { 0.01f, 0.02f, 0.03f, 0.04f }, [cap], dev);
-            using var ty = Check.Poisoned([rows, outDim], DType.F32, dev);
-            Assert.True(tenants.DecodeAllFew);
-            TenantLinear.Run(tx, tw, ts, ta, tenants, ty);
-            return ty.ToFloatArray();
+            using var b = new Batch(dev, new Random(seed), slots, outDim, inDim, 4);
+            Assert.True(b.Tenants.DecodeAllFew);
+            return b.Run();
         }
         int[] batch = [2, -1, 0, 3];
         var first = Once(batch, 96, 512, 1);
@@ -110,15 +100,8 @@ public class TenantLinearStreamTests
         foreach (var (slots, outDim, inDim) in new (int[], int, int)[]
                  { ([0], 96, 768), ([-1], 48, 1280), ([1, -1, 0], 160, 512), ([0, 1, 2, 3, -1, -1, 4, 5], 32, 1792), ([-1, -1], 112, 4864) })
         {
-            int rows = slots.Length, cap = 6;
-            using var tenants = new TenantRows(slots, dev);
-            Assert.True(tenants.DecodeAllFew && tenants.MmaGroupCount == 1);
-            using var tx = Tensor.From(Check.Values(r, (long)rows * inDim, 2f), [rows, inDim], dev);
-            using var tw = Tensor.From(Check.Rounded(Check.Values(r, (long)outDim * inDim), DType.F16), [outDim, inDim], dev, DType.F16);
-            var signs = new uint[cap * outDim * (inDim / 32)];
-            for (int i = 0; i < signs.Length; i++) signs[i] = (uint)r.NextInt64(1L << 32);
-            using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
-            using var ta = Tensor.From(Enumerable.Range(1, cap).Select(i => 0.01f * i).ToArray(), [cap], dev);
+            using var batch = new Batch(dev, r, slots, outDim, inDim, 6);
+            Assert.True(batch.Tenants.DecodeAllFew && batch.Tenants.MmaGroupCount == 1);
             float[] Run(int vecs)
             {
                 // blocks enough that the grid never cuts the K split to fit one wave: both ways then split K alike
@@ -126,12 +109,7 @@ public class TenantLinearStreamTests
                 int was = TenantLinear.StreamOwnSplitVecs, perSm = TenantLinear.BaseBlocksPerSm;
                 TenantLinear.StreamOwnSplitVecs = vecs;
                 TenantLinear.BaseBlocksPerSm = 64;
-                try
-                {
-                    using var ty = Check.Poisoned([rows, outDim], DType.F32, dev);
-                    TenantLinear.Run(tx, tw, ts, ta, tenants, ty);
-                    return ty.ToFloatArray();
-                }
+                try { return batch.Run(); }
                 finally
                 {
                     TenantLinear.StreamOwnSplitVecs = was;
@@ -157,18 +135,12 @@ public class TenantLinearStreamTests
         foreach (var (slots, outDim, inDim) in new (int[], int, int)[]
                  { ([0, -1, 1], 96, 512), ([-1, -1], 80, 768), ([0, 1, 2, 3, 4, 5, -1, -1, -1, 6, 7, -1], 160, 256) })
         {
-            int rows = slots.Length, cap = 8;
-            using var tenants = new TenantRows(slots, dev);
-            using var tx = Tensor.From(Check.Values(r, (long)rows * inDim, 2f), [rows, inDim], dev);
-            using var tw = Tensor.From(Check.Rounded(Check.Values(r, (long)outDim * inDim), DType.F16), [outDim, inDim], dev, DType.F16);
-            var signs = new uint[cap * outDim * (inDim / 32)];
-            for (int i = 0; i < signs.Length; i++) signs[i] = (uint)r.NextInt64(1L << 32);
-            using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
-            using var ta = Tensor.From(Enumerable.Range(1, cap).Select(i => 0.01f * i).ToArray(), [cap], dev);
-            using var ty = Check.Poisoned([rows, outDim], DType.F32, dev);
+            int rows = slots.Length;
+            using var batch = new Batch(dev, r, slots, outDim, inDim, 8);
             TenantLinear.LastStreamTrace = null;
             TenantLinear.TraceStream = true;
-            try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty); }
+            float[] y;
+            try { y = batch.Run(); }
             finally { TenantLinear.TraceStream = false; }
             var (blocks, prepSplit, prepBits, baseBlocks, tenantBlocks) = TenantLinear.LastStreamTrace!.Value;
             int n = prepSplit + prepBits + baseBlocks + tenantBlocks, L = TenantLinear.TraceLongs;
@@ -179,7 +151,46 @@ public class TenantLinearStreamTests
             int columns = (outDim / 16 + 3) / 4, groups = (rows + 7) / 8;
             long finished = Enumerable.Range(0, n).Sum(b => blocks[b * L + 6] / 4);
             Assert.Equal(columns * groups, finished);
-            Assert.All(ty.ToFloatArray(), v => Assert.True(float.IsFinite(v)));
+            Assert.All(y, v => Assert.True(float.IsFinite(v)));
+        }
+    }
+
+    /// <summary>A decode batch on the device: x in ±2, W exact in f16, <paramref name="cap"/> tenants of random signs and
+    /// scales 0.01·(t + 1), drawn from <paramref name="r"/> in that order; <see cref="Run"/> gives y from a poisoned
+    /// start.</summary>
+    sealed class Batch : IDisposable
+    {
+        public readonly TenantRows Tenants;
+        readonly Tensor x, w, signs, scales;
+        readonly int rows, outDim;
+
+        public Batch(Device dev, Random r, int[] slots, int outDim, int inDim, int cap)
+        {
+            rows = slots.Length;
+            this.outDim = outDim;
+            Tenants = new TenantRows(slots, dev);
+            x = Tensor.From(Check.Values(r, (long)rows * inDim, 2f), [rows, inDim], dev);
+            w = Tensor.From(Check.Rounded(Check.Values(r, (long)outDim * inDim), DType.F16), [outDim, inDim], dev, DType.F16);
+            var bits = new uint[cap * outDim * (inDim / 32)];
+            for (int i = 0; i < bits.Length; i++) bits[i] = (uint)r.NextInt64(1L << 32);
+            signs = Tensor.From(bits, [cap, outDim, inDim], dev);
+            scales = Tensor.From(Enumerable.Range(1, cap).Select(i => 0.01f * i).ToArray(), [cap], dev);
+        }
+
+        public float[] Run()
+        {
+            using var y = Check.Poisoned([rows, outDim], DType.F32, x.Device);
+            TenantLinear.Run(x, w, signs, scales, Tenants, y);
+            return y.ToFloatArray();
+        }
+
+        public void Dispose()
+        {
+            Tenants.Dispose();
+            x.Dispose();
+            w.Dispose();
+            signs.Dispose();
+            scales.Dispose();
         }
     }
 
