@@ -318,6 +318,10 @@ public static partial class Cli
         double Rate(int mode) => 2.0 * outDim * inDim / Median(dev, warm, samples, perSample,
             () => k(new KernelConfig((warps + 3) / 4, 128), w().View<MatMul.Vec16>(), sink.View<MatMul.Vec16>(), inDim, tiles, per, mode)) / 1e3;
         Console.WriteLine($"  read {outDim}×{inDim} as the base form walks it: row-major {Rate(0):F0} GB/s, chunk-contiguous {Rate(1):F0} GB/s ({warps} warps of {per} chunks)");
+        int sms = dev.Accelerator?.NumMultiprocessors ?? 1;
+        using var words = Tensor.Empty([8 * sms * 128], DType.I32, dev);
+        var bulk = string.Join(", ", new[] { 1, 2, 4, 6 }.Select(b => $"{b}/SM {2.0 * outDim * inDim / Median(dev, warm, samples, perSample, () => Bulk.ReadProbe(w(), words, b * sms)) / 1e3:F0}"));
+        Console.WriteLine($"  read {outDim}×{inDim} through the copy engine (Bulk.ReadProbe: a block streams its contiguous share through a ring of {Bulk.ProbeStages} × {Bulk.ProbeStageVecs * 16 / 1024} KB), blocks per SM: {bulk} GB/s");
     }
 
     static void ReadTileKernel(ArrayView<MatMul.Vec16> w16, ArrayView<MatMul.Vec16> sink, int inDim, int tiles, int per, int mode)

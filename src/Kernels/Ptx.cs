@@ -36,7 +36,9 @@ public static class Ptx
 
     public static string Compile(MethodInfo kernel)
     {
-        var backend = new PTXBackend(Device.IlgpuContext, CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null!);
+        var capabilities = new CudaCapabilityContext(CudaArchitecture.SM_90);
+        Device.TargetOwnArchitecture(capabilities, CudaArchitecture.SM_90);   // as on the GPU (Device.Cuda)
+        var backend = new PTXBackend(Device.IlgpuContext, capabilities, CudaArchitecture.SM_90, CudaInstructionSet.ISA_88, null);
         var entry = ImplicitlyGrouped(kernel)
             ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel)
             : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);

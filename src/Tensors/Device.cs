@@ -81,8 +81,22 @@ public sealed class Device
             catch (Exception e) { throw new BitDeltaException($"--device cuda: the CUDA driver could not be loaded ({e.Message.Split('\n')[0]})", e); }
             if (devices.Count == 0)
                 throw new BitDeltaException("--device cuda: no NVIDIA GPU found (is the NVIDIA driver installed and is a GPU visible?); use --device cpu");
+            TargetOwnArchitecture(devices[0].Capabilities, devices[0].Architecture);
             return cuda = new Device(DeviceKind.Cuda, devices[0].CreateCudaAccelerator(SharedContext.Value));
         }
+    }
+
+    /// <summary>
+    /// ILGPU 1.5.3 writes <c>.target</c> as the lowest architecture its own intrinsics need (sm_80), whatever the GPU, and
+    /// the driver's JIT then refuses Hopper's instructions in inline PTX (the copy engine's bulk copies and transaction
+    /// barriers, Bulk.cs: "a PTX JIT compilation failed" on the H200). The target is a settable property with an internal
+    /// setter: set it to the device's own architecture. The driver compiles for the GPU it runs on either way, so other
+    /// kernels are not changed by it.
+    /// </summary>
+    public static void TargetOwnArchitecture(CapabilityContext capabilities, CudaArchitecture? architecture)
+    {
+        if (capabilities is not CudaCapabilityContext cc || architecture is not { } arch || cc.TargetArchitecture >= arch) return;
+        typeof(CudaCapabilityContext).GetProperty(nameof(CudaCapabilityContext.TargetArchitecture))!.SetValue(cc, arch);
     }
 
     /// <summary>ILGPU's CPU accelerator with NVIDIA-like limits (warp 32, groups up to 1024 threads):

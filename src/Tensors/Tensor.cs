@@ -119,6 +119,18 @@ public sealed class Tensor : IDisposable
         return buffer.View.SubView(byteOffset, ByteLength).AsContiguous().Cast<T>();
     }
 
+    /// <summary>The device address of a device tensor's first byte (what inline PTX that addresses global memory itself,
+    /// such as the copy engine's bulk copies, takes as a kernel argument).</summary>
+    public long DeviceAddress
+    {
+        get
+        {
+            CheckAlive();
+            if (buffer == null) throw new InvalidOperationException($"{this}: device address of a host tensor");
+            return buffer.NativePtr.ToInt64() + byteOffset;
+        }
+    }
+
     ArrayView<byte> ByteView => buffer!.View.SubView(byteOffset, ByteLength).AsContiguous();
 
     void Upload(ReadOnlySpan<byte> src)
