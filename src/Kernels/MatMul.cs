@@ -124,6 +124,11 @@ public static partial class MatMul
         }
         else
         {
+            if (TakesMmaGemm(x, w, inDim))
+            {
+                GemmMma(x, w, y, accumulate, rows, inDim, outDim);
+                return;
+            }
             // No delta: slot −1, and y's storage stands in for the sign and scale views, which are then never read.
             GemmLaunch(x, w, y.View<uint>(), y.View<float>(), -1, y, accumulate, rows, inDim, outDim);
         }
@@ -473,7 +478,7 @@ public static partial class MatMul
 
     // ---- audit ----
 
-    public static IEnumerable<AuditCase> Cases => [Case("gemv"), Case("gemm"), Case("matmul chunked gemv")];
+    public static IEnumerable<AuditCase> Cases => [Case("gemv"), Case("gemm"), Case("gemm mma"), Case("matmul chunked gemv")];
 
     /// <summary>
     /// W is f16, bf16 or f32 and accumulate on or off, at random. GEMV: rows 1..8; in is a multiple of 8
@@ -489,7 +494,7 @@ public static partial class MatMul
     {
         var wt = Check.FloatType(rng);
         int rows, inDim, outDim;
-        bool gemv = name != "gemm", chunked = name.StartsWith("matmul", StringComparison.Ordinal);
+        bool gemv = !name.StartsWith("gemm", StringComparison.Ordinal), chunked = name.StartsWith("matmul", StringComparison.Ordinal);
         if (chunked)
         {
             // Run's chunked-GEMV range: 9..32 rows, views of 8-row slices.
@@ -502,6 +507,14 @@ public static partial class MatMul
             rows = Check.Size(rng, GemvMaxRows);
             inDim = rng.Next(2) == 0 ? 8 * Check.Size(rng, 160) : Check.Size(rng, 1200);
             outDim = Check.Size(rng, 64);
+        }
+        else if (name == "gemm mma")
+        {
+            // the tensor-core GEMM: f16 W, in a multiple of 8 but not of its 32-wide step; 1–3 tiles of 64 rows and of 128 outputs
+            wt = DType.F16;
+            rows = Check.Size(rng, 130);
+            inDim = 8 * Check.Size(rng, 20);
+            outDim = Check.Size(rng, 260);
         }
         else
         {
@@ -520,7 +533,7 @@ public static partial class MatMul
         else if (gemv) Gemv(tx, tw, ty, accumulate);
         else Gemm(tx, tw, ty, accumulate);
         Twin(x, w, want, rows, inDim, outDim, accumulate);
-        string path = gemv ? (dev.IsIlgpu && VectorPath(tx, tw, inDim) ? " 16-byte" : " plain") : "";
+        string path = gemv ? (dev.IsIlgpu && VectorPath(tx, tw, inDim) ? " 16-byte" : " plain") : TakesMmaGemm(tx, tw, inDim) ? " tensor cores" : "";
         return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ w {wt}{(accumulate ? " +=" : "")}{path}");
     });
 }

@@ -1,6 +1,7 @@
 using ILGPU;
 using ILGPU.Runtime;
 using ILGPU.Runtime.Cuda;
+using Half = ILGPU.Half;
 
 namespace BitDeltaNative.Kernels;
 
@@ -95,6 +96,16 @@ public static class Mma
         r.W = c3 + Dot16(sa, g + 8, sb, 2 * t + 1);
         Group.Barrier();
         return r;
+    }
+
+    /// <summary>Two f32 inputs as f16 pairs for two products that together carry them to f32 accuracy: hi = f16(x),
+    /// lo = f16(x − hi), so x = hi + lo to 2⁻²² relative (for |x| within f16's range), and an f16 weight times each, summed
+    /// in f32, gives the f32 product (the tensor-core linears' x operand).</summary>
+    public static (uint Hi, uint Lo) SplitPair(float a, float b)
+    {
+        Half ha = (Half)a, hb = (Half)b;
+        Half la = (Half)(a - (float)ha), lb = (Half)(b - (float)hb);
+        return (Interop.FloatAsInt(ha) | (uint)Interop.FloatAsInt(hb) << 16, Interop.FloatAsInt(la) | (uint)Interop.FloatAsInt(lb) << 16);
     }
 
     static void PutPair(ArrayView<float> s, int at, uint pair)

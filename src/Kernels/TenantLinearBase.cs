@@ -106,8 +106,8 @@ public static partial class TenantLinear
     static Vec16 SplitVec(Vec16 v)
     {
         Vec16 r;
-        (r.X, r.Z) = SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
-        (r.Y, r.W) = SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
+        (r.X, r.Z) = Mma.SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
+        (r.Y, r.W) = Mma.SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
         return r;
     }
 

@@ -237,17 +237,11 @@ public static partial class TenantLinear
     static XPairs Split(Vec16 v)
     {
         XPairs p;
-        (p.H0, p.L0) = SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
-        (p.H1, p.L1) = SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
+        (p.H0, p.L0) = Mma.SplitPair(Interop.IntAsFloat(v.X), Interop.IntAsFloat(v.Y));
+        (p.H1, p.L1) = Mma.SplitPair(Interop.IntAsFloat(v.Z), Interop.IntAsFloat(v.W));
         return p;
     }
 
-    static (uint Hi, uint Lo) SplitPair(float a, float b)
-    {
-        Half ha = (Half)a, hb = (Half)b;
-        Half la = (Half)(a - (float)ha), lb = (Half)(b - (float)hb);
-        return (Interop.FloatAsInt(ha) | (uint)Interop.FloatAsInt(hb) << 16, Interop.FloatAsInt(la) | (uint)Interop.FloatAsInt(lb) << 16);
-    }
 
     /// <summary>Signs for weights (p, p+1) of the lane's 16 as an f16 pair of ±1: <paramref name="m"/> holds the 16 sign
     /// bits in its low half and the same shifted down by one in its high half, so bit p and bit 16+p (= sign p+1) move

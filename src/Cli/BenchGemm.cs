@@ -1,0 +1,63 @@
+using System.CommandLine;
+using BitDeltaNative.Kernels;
+
+namespace BitDeltaNative;
+
+public static partial class Cli
+{
+    /// <summary>
+    /// The prefill GEMM (y = x·Wᵀ, many rows, f16 W, f32 x and y) at Llama-2-7B's shapes: the tensor-core form
+    /// (MatMulMma.cs) against the FMA GEMM it replaces, in TFLOP/s (2·rows·out·in over the time), with each one's relative
+    /// error against the f64 twin on the first rows. cuBLAS's figures for the same shapes come from
+    /// tools/oracle/bench_torch_gemm.py in the same GPU call (speed issue: at least 60% of cuBLAS).
+    /// </summary>
+    static Command BenchGemmCommand()
+    {
+        var rows = new Option<string>("--rows") { Description = "rows of x (prefill tokens), comma-separated", DefaultValueFactory = _ => "512,2048" };
+        var shapes = new Option<string?>("--shapes") { Description = "shapes out×in, comma-separated (default: Llama-2-7B's 4096x4096,11008x4096,4096x11008)" };
+        var iters = new Option<int?>("--iters") { Description = "timed samples per case (default 20 on CUDA, 1 elsewhere)" };
+        var cmd = new Command("gemm", "Time the prefill GEMM on tensor cores against the FMA GEMM at Llama-2-7B shapes (f16 weights).");
+        foreach (var o in new Option[] { rows, shapes, iters, DeviceOption }) cmd.Options.Add(o);
+        cmd.SetAction(r => Guard(() =>
+        {
+            var name = r.GetValue(DeviceOption)!;
+            var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
+            if (!dev.IsIlgpu) throw new BitDeltaException("--device cpu: the benchmark times GPU kernels; use cuda, or ilgpu-cpu to run them on ILGPU's CPU accelerator");
+            bool cuda = dev.Kind == DeviceKind.Cuda;
+            var ms = IntList("--rows", r.GetValue(rows), 1, 1 << 20, "positive integers");
+            var list = ParseShapes(r.GetValue(shapes)) ?? (cuda ? GemvShapes : [(256, 256)]);
+            int samples = r.GetValue(iters) ?? (cuda ? 20 : 1);
+            if (samples < 1) throw new BitDeltaException("--iters must be at least 1");
+            Console.WriteLine($"bench gemm on {dev}, {DateTime.UtcNow:yyyy-MM-dd}: f16 W, f32 x and y; median of {samples} samples");
+            if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
+            Console.WriteLine($"{"rows",6} {"out×in",-12} {"mma µs",10} {"mma TFLOP/s",11} {"fma µs",10} {"fma TFLOP/s",11} {"speedup",7} {"mma err",9} {"fma err",9}");
+            var rng = new Random(3);
+            foreach (int m in ms)
+                foreach (var (outDim, inDim) in list)
+                {
+                    using var x = Tensor.From(Check.Values(rng, (long)m * inDim), [m, inDim], dev);
+                    using var w = Tensor.From(Check.Values(rng, (long)outDim * inDim, 0.05f), [outDim, inDim], dev, DType.F16);
+                    using var yMma = Tensor.Empty([m, outDim], DType.F32, dev);
+                    using var yFma = Tensor.Empty([m, outDim], DType.F32, dev);
+                    if (!MatMul.TakesMmaGemm(x, w, inDim)) throw new BitDeltaException($"{outDim}×{inDim}: not a tensor-core shape (in a multiple of 8)");
+                    double Time(bool mma, Tensor y)
+                    {
+                        MatMul.UseMmaGemm = mma;
+                        try { return Median(dev, 1, samples, 1, () => MatMul.Gemm(x, w, y)); }
+                        finally { MatMul.UseMmaGemm = true; }
+                    }
+                    double usMma = Time(true, yMma), usFma = Time(false, yFma);
+                    double flop = 2.0 * m * outDim * inDim;
+                    // both against the f64 twin on the first rows (the twin over all of them would take minutes on the host)
+                    int check = Math.Min(m, 4);
+                    var want = new float[check * outDim];
+                    MatMul.Twin(x.ToFloatArray().AsSpan(0, check * inDim), w.ToFloatArray(), want, check, inDim, outDim);
+                    double ErrOf(Tensor y) => Check.RelativeError(y.ToFloatArray().AsSpan(0, check * outDim), want);
+                    Console.WriteLine($"{m,6} {$"{outDim}×{inDim}",-12} {usMma,10:F1} {flop / usMma / 1e6,11:F1} {usFma,10:F1} {flop / usFma / 1e6,11:F1} {usFma / usMma,7:F1} {ErrOf(yMma),9:E1} {ErrOf(yFma),9:E1}");
+                }
+            Console.WriteLine("err: ‖y − y_f64‖ / ‖y_f64‖ over the first 4 rows, against the f64 twin (x split into f16 hi + lo for the tensor cores).");
+            return 0;
+        }));
+        return cmd;
+    }
+}
