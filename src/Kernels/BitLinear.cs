@@ -48,6 +48,11 @@ public static class BitLinear
             Host(x.Host<float>(), signs.Host<uint>(), scale, y.Host<float>(), (int)rows, inDim, outDim);
             return;
         }
+        if (MatMul.TakesMmaSigns(x, (int)rows, inDim))
+        {
+            MatMul.GemmSigns(x, signs.View<uint>(), 0, y.View<float>(), -1, scale, y, (int)rows, inDim, outDim);   // slot −1: the scales view is not read
+            return;
+        }
         long outputs = rows * outDim;
         y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, float, ArrayView<float>, int, int, int>>(Kernel)(
             new KernelConfig((int)((outputs + Threads - 1) / Threads), Threads), x.View<float>(), signs.View<uint>(), scale, y.View<float>(),
@@ -142,14 +147,22 @@ public static class BitLinear
     }
 
     /// <summary>
-    /// y (+)= x·(W_base + α·S)ᵀ, a compressed linear's forward, the way each device runs it best: on a GPU the f32
-    /// weight is formed (<see cref="Materialize"/>) and taken by one <see cref="MatMul"/>; on the CPU the base matmul
+    /// y (+)= x·(W_base + α·S)ᵀ, a compressed linear's forward, the way each device runs it best: on a GPU, for many rows
+    /// over an f16 base, the base GEMM and then the delta term, both on tensor cores (MatMulMma.cs); otherwise on a GPU the
+    /// f32 weight is formed (<see cref="Materialize"/>) and taken by one <see cref="MatMul"/>; on the CPU the base matmul
     /// runs on the checkpoint's weight and the delta term follows (<see cref="Run"/>), with no [out, in] f32 copy.
     /// (Forming the weight on the CPU too was tried for the demo's 512-row distillation steps: 0.55 → 0.54 s a step,
     /// noise, so not kept.)
     /// </summary>
     public static void Apply(Tensor x, Tensor wBase, Tensor signs, float scale, Tensor y, bool accumulate = false)
     {
+        int inDim = wBase.Dim(1);
+        if (y.Device.IsIlgpu && MatMul.TakesMmaGemm(x, wBase, inDim) && MatMul.TakesMmaSigns(x, (int)(x.ElementCount / Math.Max(1, inDim)), inDim))
+        {
+            MatMul.Run(x, wBase, y, accumulate);
+            Run(x, signs, scale, y);
+            return;
+        }
         if (y.Device.IsIlgpu)
         {
             using var wEff = Tensor.Empty(wBase.Shape, DType.F32, y.Device);
@@ -288,8 +301,11 @@ public static class BitLinear
 
     public static AuditCase Case => new("bitlinear", Check.F32Bound, (dev, rng) =>
     {
-        // in: ragged around whole words (1, 31, 33, 65…) and up to a few hundred; rows as in decode and prefill.
-        int rows = Check.Size(rng, 20), inDim = Check.Size(rng, 300), outDim = Check.Size(rng, 70);
+        // in: ragged around whole words (1, 31, 33, 65…) and up to a few hundred; rows as in decode and prefill. A third
+        // of the cases have the GEMM's rows and, half of those, in a multiple of 8: the tensor-core form (MatMul.GemmSigns).
+        bool many = rng.Next(3) == 0;
+        int rows = many ? MatMul.ChunkedGemvMaxRows + Check.Size(rng, 70) : Check.Size(rng, 20);
+        int inDim = many && rng.Next(2) == 0 ? 8 * Check.Size(rng, 30) : Check.Size(rng, 300), outDim = Check.Size(rng, many ? 140 : 70);
         var x = Check.Values(rng, (long)rows * inDim, 2f);
         var signs = new uint[outDim * DTypes.SignWordsPerRow(inDim)];
         for (int i = 0; i < signs.Length; i++) signs[i] = (uint)rng.NextInt64(0, 1L << 32);
@@ -305,6 +321,7 @@ public static class BitLinear
         using var ty = Tensor.From(want, [rows, outDim], dev);
         Run(tx, ts, scale, ty);
         Twin(x, signs, scale, want, rows, inDim, outDim);
-        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ·{scale:G3} +=");
+        string form = dev.IsIlgpu && MatMul.TakesMmaSigns(tx, rows, inDim) ? " tensor cores" : "";
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ·{scale:G3} +={form}");
     });
 }

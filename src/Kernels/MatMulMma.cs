@@ -35,11 +35,33 @@ public static partial class MatMul
     public static bool TakesMmaGemm(Tensor x, Tensor w, int inDim) =>
         UseMmaGemm && x.Device.IsIlgpu && w.DType == DType.F16 && inDim % 8 == 0 && Aligned16(x) && Aligned16(w);
 
-    static void GemmMma(Tensor x, Tensor w, Tensor y, bool accumulate, int rows, int inDim, int outDim)
+    static void GemmMma(Tensor x, Tensor w, Tensor y, bool accumulate, int rows, int inDim, int outDim) =>
+        GemmMmaLaunch(x, w.View<Vec16>(), y.View<uint>(), y.View<float>(), -1, 1f, 0, y, accumulate ? 1 : 0, rows, inDim, outDim);
+
+    /// <summary>Whether <see cref="GemmSigns"/> takes x: many rows (the GEMM's range), in a multiple of 8, 16-byte rows.</summary>
+    public static bool TakesMmaSigns(Tensor x, int rows, int inDim) =>
+        UseMmaGemm && x.Device.IsIlgpu && rows > ChunkedGemvMaxRows && inDim % 8 == 0 && Aligned16(x);
+
+    /// <summary>
+    /// y += α·x·Sᵀ on tensor cores, the BitDelta term of a compressed linear for many rows (BitLinear.cs; TenantLinear's
+    /// prefill form): the same kernel as the GEMM, with W's tile made from the signs as it is staged (±1 is exact in f16),
+    /// and the sums scaled by α as they are added to y. <paramref name="signs"/> holds Sign1 rows [out, in] from word
+    /// <paramref name="slotWords"/> on; α is <paramref name="scales"/>[<paramref name="slot"/>], or
+    /// <paramref name="alpha"/> for slot −1. Callers check <see cref="TakesMmaSigns"/>.
+    /// </summary>
+    internal static void GemmSigns(Tensor x, ArrayView<uint> signs, long slotWords, ArrayView<float> scales, int slot, float alpha, Tensor y,
+                                   int rows, int inDim, int outDim) =>
+        GemmMmaLaunch(x, x.View<Vec16>(), signs, scales, slot, alpha, slotWords, y, 1 | 2, rows, inDim, outDim);
+
+    static void GemmMmaLaunch(Tensor x, ArrayView<Vec16> w, ArrayView<uint> signs, ArrayView<float> scales, int slot, float alpha, long slotWords,
+                              Tensor y, int flags, int rows, int inDim, int outDim)
     {
+        if (rows == 0 || outDim == 0) return;
         int mTiles = (rows + MmaBm - 1) / MmaBm, nTiles = (outDim + MmaBn - 1) / MmaBn;
-        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<float>, int, int, int, int>>(GemmMmaKernel)(
-            new KernelConfig(mTiles * nTiles, MmaWarps * 32), x.View<Vec16>(), w.View<Vec16>(), y.View<float>(), rows, outDim, inDim, accumulate ? 1 : 0);
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, int, int, int, int,
+                                      int, float, long>>(GemmMmaKernel)(
+            new KernelConfig(mTiles * nTiles, MmaWarps * 32), x.View<Vec16>(), w, signs, scales, y.View<float>(), rows, outDim, inDim, flags,
+            slot, alpha, slotWords);
     }
 
     /// <summary>One warp's accumulators for one 16-row tile: its 8 tiles of 8 outputs.</summary>
@@ -66,7 +88,9 @@ public static partial class MatMul
         public Vec16 X0, X1, X2, X3, W0, W1, W2, W3;
     }
 
-    static void GemmMmaKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, ArrayView<float> y, int m, int n, int k, int accumulate)
+    /// <summary>flags: bit 0 accumulate into y; bit 1 W's tile from the signs (<see cref="GemmSigns"/>; then w16 is not read).</summary>
+    static void GemmMmaKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, ArrayView<uint> signs, ArrayView<float> scales, ArrayView<float> y,
+                              int m, int n, int k, int flags, int slot, float alpha, long slotWords)
     {
         var sh = SharedMemory.Allocate<uint>(2 * Stage);
         var emu = SharedMemory.Allocate<float>(MmaWarps * 384);   // Mma's scratch where it is emulated
@@ -79,15 +103,18 @@ public static partial class MatMul
         int m0 = Grid.IdxX % mTiles * MmaBm, n0 = Grid.IdxX / mTiles * MmaBn;
         int wm = (wi & 1) * 32, wn = (wi >> 1) * 64;
         int steps = (k + MmaBk - 1) / MmaBk;
+        bool fromSigns = (flags & 2) != 0;
+        var src = new MmaSource { Signs = signs, SlotWords = slotWords, Words = (k + 31) / 32, FromSigns = fromSigns };
+        float scale = fromSigns ? (slot >= 0 ? scales[slot] : alpha) : 1f;
 
-        var loads = MmaLoad(xv, wv, m0, n0, 0, m, n, k);
-        MmaStore(sh, 0, loads);
+        var loads = MmaLoad(xv, wv, src, m0, n0, 0, m, n, k);
+        MmaStore(sh, 0, loads, fromSigns);
         Group.Barrier();
         MmaRow r0 = default, r1 = default;
         for (int s = 0; s < steps; s++)
         {
             bool next = s + 1 < steps;
-            if (next) loads = MmaLoad(xv, wv, m0, n0, (s + 1) * MmaBk, m, n, k);
+            if (next) loads = MmaLoad(xv, wv, src, m0, n0, (s + 1) * MmaBk, m, n, k);
             int st = (s & 1) * Stage;
             for (int h = 0; h < 2; h++)
             {
@@ -103,23 +130,39 @@ public static partial class MatMul
                 r0 = MmaTile(r0, lo0, b, sa, sb, lane);
                 r1 = MmaTile(r1, lo1, b, sa, sb, lane);
             }
-            if (next) MmaStore(sh, ((s + 1) & 1) * Stage, loads);
+            if (next) MmaStore(sh, ((s + 1) & 1) * Stage, loads, fromSigns);
             Group.Barrier();
         }
-        MmaPut(y, r0, m0 + wm + g, n0 + wn + 2 * t, m, n, accumulate);
-        MmaPut(y, r1, m0 + wm + 16 + g, n0 + wn + 2 * t, m, n, accumulate);
+        int accumulate = flags & 1;
+        MmaPut(y, r0, m0 + wm + g, n0 + wn + 2 * t, m, n, scale, accumulate);
+        MmaPut(y, r1, m0 + wm + 16 + g, n0 + wn + 2 * t, m, n, scale, accumulate);
+    }
+
+    /// <summary>Where W's tile comes from: W itself, or the signs of one slot (rows of <see cref="Words"/> words).</summary>
+    struct MmaSource
+    {
+        public ArrayView<uint> Signs;
+        public long SlotWords;
+        public int Words;
+        public bool FromSigns;
     }
 
     /// <summary>Thread i's share of a step's tiles: x units i + 128j (row v / 8, inputs 4·(v mod 8)) and W units i + 128j
-    /// (row v / 4, inputs 8·(v mod 4)), j = 0 … 3; zeros past the ends.</summary>
-    static MmaLoads MmaLoad(ArrayView<Vec16> x, ArrayView<Vec16> w, int m0, int n0, int k0, int m, int n, int k)
+    /// (row v / 4, inputs 8·(v mod 4)), j = 0 … 3, or from signs the step's word of row i (in W0.X); zeros past the ends.</summary>
+    static MmaLoads MmaLoad(ArrayView<Vec16> x, ArrayView<Vec16> w, MmaSource src, int m0, int n0, int k0, int m, int n, int k)
     {
         int i = Group.IdxX;
-        MmaLoads l;
+        MmaLoads l = default;
         l.X0 = MmaX(x, m0, k0, i, m, k);
         l.X1 = MmaX(x, m0, k0, i + 128, m, k);
         l.X2 = MmaX(x, m0, k0, i + 256, m, k);
         l.X3 = MmaX(x, m0, k0, i + 384, m, k);
+        if (src.FromSigns)
+        {
+            // a step of 32 inputs is one sign word a row; bits past in are multiplied by x's zeros
+            if (n0 + i < n) l.W0.X = src.Signs[src.SlotWords + (long)(n0 + i) * src.Words + k0 / 32];
+            return l;
+        }
         l.W0 = MmaW(w, n0, k0, i, n, k);
         l.W1 = MmaW(w, n0, k0, i + 128, n, k);
         l.W2 = MmaW(w, n0, k0, i + 256, n, k);
@@ -139,14 +182,21 @@ public static partial class MatMul
         return row < n && col < k ? w[(long)row * (k / 8) + col / 8] : default;
     }
 
-    /// <summary>A thread's loads into stage <paramref name="st"/>: x split into hi and lo pairs, W as it is.</summary>
-    static void MmaStore(ArrayView<uint> sh, int st, MmaLoads l)
+    /// <summary>A thread's loads into stage <paramref name="st"/>: x split into hi and lo pairs, W as it is, or row i's sign
+    /// word as 16 pairs of ±1.</summary>
+    static void MmaStore(ArrayView<uint> sh, int st, MmaLoads l, bool fromSigns)
     {
         int i = Group.IdxX;
         MmaStoreX(sh, st, i, l.X0);
         MmaStoreX(sh, st, i + 128, l.X1);
         MmaStoreX(sh, st, i + 256, l.X2);
         MmaStoreX(sh, st, i + 384, l.X3);
+        if (fromSigns)
+        {
+            int at = st + 2 * XStage + i * MmaPitch;
+            for (int q = 0; q < 16; q++) sh[at + q] = SignPair(l.W0.X >> (2 * q));
+            return;
+        }
         MmaStoreW(sh, st, i, l.W0);
         MmaStoreW(sh, st, i + 128, l.W1);
         MmaStoreW(sh, st, i + 256, l.W2);
@@ -163,6 +213,9 @@ public static partial class MatMul
         sh[at + XStage] = l0;
         sh[at + XStage + 1] = l1;
     }
+
+    /// <summary>Bits 0 and 1 of <paramref name="bits"/> as an f16 pair: 0x3C00 (+1) for a set bit, 0xBC00 (−1) otherwise.</summary>
+    static uint SignPair(uint bits) => 0xBC00BC00u ^ (bits & 1u) << 15 ^ (bits & 2u) << 30;
 
     static void MmaStoreW(ArrayView<uint> sh, int st, int v, Vec16 q)
     {
@@ -211,29 +264,30 @@ public static partial class MatMul
 
     /// <summary>A 16-row tile's sums: D[g, 2t], D[g, 2t+1], D[g+8, 2t], D[g+8, 2t+1] of each output tile, at row
     /// <paramref name="row"/> (= first row + g) and output <paramref name="col"/> (= first output + 2t) + 8j.</summary>
-    static void MmaPut(ArrayView<float> y, MmaRow r, int row, int col, int m, int n, int accumulate)
+    static void MmaPut(ArrayView<float> y, MmaRow r, int row, int col, int m, int n, float scale, int accumulate)
     {
-        MmaPut4(y, r.N0, row, col, m, n, accumulate);
-        MmaPut4(y, r.N1, row, col + 8, m, n, accumulate);
-        MmaPut4(y, r.N2, row, col + 16, m, n, accumulate);
-        MmaPut4(y, r.N3, row, col + 24, m, n, accumulate);
-        MmaPut4(y, r.N4, row, col + 32, m, n, accumulate);
-        MmaPut4(y, r.N5, row, col + 40, m, n, accumulate);
-        MmaPut4(y, r.N6, row, col + 48, m, n, accumulate);
-        MmaPut4(y, r.N7, row, col + 56, m, n, accumulate);
+        MmaPut4(y, r.N0, row, col, m, n, scale, accumulate);
+        MmaPut4(y, r.N1, row, col + 8, m, n, scale, accumulate);
+        MmaPut4(y, r.N2, row, col + 16, m, n, scale, accumulate);
+        MmaPut4(y, r.N3, row, col + 24, m, n, scale, accumulate);
+        MmaPut4(y, r.N4, row, col + 32, m, n, scale, accumulate);
+        MmaPut4(y, r.N5, row, col + 40, m, n, scale, accumulate);
+        MmaPut4(y, r.N6, row, col + 48, m, n, scale, accumulate);
+        MmaPut4(y, r.N7, row, col + 56, m, n, scale, accumulate);
     }
 
-    static void MmaPut4(ArrayView<float> y, Float4 d, int row, int col, int m, int n, int accumulate)
+    /// <summary>The four sums of one tile, times <paramref name="scale"/> (1 for W, α for the signs).</summary>
+    static void MmaPut4(ArrayView<float> y, Float4 d, int row, int col, int m, int n, float scale, int accumulate)
     {
         if (row < m)
         {
-            if (col < n) Put(y, (long)row * n + col, d.X, accumulate);
-            if (col + 1 < n) Put(y, (long)row * n + col + 1, d.Y, accumulate);
+            if (col < n) Put(y, (long)row * n + col, scale * d.X, accumulate);
+            if (col + 1 < n) Put(y, (long)row * n + col + 1, scale * d.Y, accumulate);
         }
         if (row + 8 < m)
         {
-            if (col < n) Put(y, (long)(row + 8) * n + col, d.Z, accumulate);
-            if (col + 1 < n) Put(y, (long)(row + 8) * n + col + 1, d.W, accumulate);
+            if (col < n) Put(y, (long)(row + 8) * n + col, scale * d.Z, accumulate);
+            if (col + 1 < n) Put(y, (long)(row + 8) * n + col + 1, scale * d.W, accumulate);
         }
     }
 }

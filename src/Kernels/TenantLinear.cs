@@ -95,7 +95,15 @@ public static partial class TenantLinear
             if (count < PrefillMinRows) continue;
             using var xs = x2.Slice(start, count);
             using var ys = y2.Slice(start, count);
-            MatMul.GemmFolded(xs, w, signs, scales, slot, ys, accumulate);
+            if (slot >= 0 && !(MatMul.TakesMmaGemm(xs, w, inDim) && MatMul.TakesMmaSigns(xs, count, inDim)))
+                MatMul.GemmFolded(xs, w, signs, scales, slot, ys, accumulate);
+            else
+            {
+                // as BitLinear.Apply runs one tenant: the base GEMM, then α·x·Sᵀ of the slot, both on tensor cores
+                MatMul.Run(xs, w, ys, accumulate);
+                if (slot >= 0)
+                    MatMul.GemmSigns(xs, signs.View<uint>(), (long)slot * outDim * DTypes.SignWordsPerRow(inDim), scales.View<float>(), slot, 0f, ys, count, inDim, outDim);
+            }
         }
         if (TakesMma(tenants, x2, w) && TakesStream(tenants, w))
             DecodeStream(x2, w, signs, scales, tenants, y2, accumulate);
