@@ -57,7 +57,7 @@ public static partial class Cli
                 dev.Pool?.Trim();
                 var stats = Enumerable.Range(0, 3).Select(_ => { gen.Generate(prompts, steps, new SamplingOptions(), []); return gen.LastStats!; }).ToList();
                 var best = stats.OrderBy(s => s.MsPerDecodeStep).ElementAt(1);
-                Console.WriteLine($"decode batch {b}: {best.DecodeTokensPerSecond:F1} tokens/s, {best.MsPerDecodeStep:F2} ms/step (median of 3 runs of {steps} tokens)");
+                Console.WriteLine($"decode batch {b}: {best.DecodeTokensPerSecond:F1} tokens/s, {best.MsPerDecodeStep:F2} ms/step, {best.LaunchesPerDecodeStep:F0} kernel launches a step (median of 3 runs of {steps} tokens)");
             }
             if (dev.Pool != null)
                 Console.WriteLine($"peak device memory through the pool: {dev.Pool.PeakBytesInUse / (double)(1L << 30):F2} GiB");

@@ -139,7 +139,7 @@ public static partial class Cli
 
         var rng = new Random(11);
         int vocab = model.Config.VocabSize;
-        (double MsPerStep, double TokensPerSecond, long Kv) Run(int requests, Func<int, string?> tenantOf)
+        (double MsPerStep, double TokensPerSecond, long Kv, double Launches) Run(int requests, Func<int, string?> tenantOf)
         {
             var reqs = Enumerable.Range(0, requests).Select(i => (tenantOf(i), Enumerable.Range(0, nPrompt).Select(_ => rng.Next(3, vocab)).ToArray())).ToList();
             var options = new SamplingOptions();
@@ -150,7 +150,7 @@ public static partial class Cli
                 engine.Generate(reqs, nNew, options, []);
                 if (engine.LastStats!.MsPerDecodeStep < best) { best = engine.LastStats.MsPerDecodeStep; stats = engine.LastStats; }
             }
-            return (best, stats!.DecodeTokensPerSecond, engine.LastKvCacheBytes);
+            return (best, stats!.DecodeTokensPerSecond, engine.LastKvCacheBytes, stats.LaunchesPerDecodeStep);
         }
 
         // The naive alternative's pieces: a full fp16 model's decode step at the rows one tenant has (= the base alone
@@ -166,11 +166,11 @@ public static partial class Cli
         Console.WriteLine($"host → device copy: {model.Weights.ByteLength / 1e9 / swapSeconds:F1} GB/s, so one full model swaps in in {swapSeconds:F2} s");
 
         Console.WriteLine($"\n{nPrompt}-token prompts, {nNew} new tokens each, greedy; ms/step is the better of 2 runs; request i goes to tenant i mod T");
-        Console.WriteLine($"{"tenants",7} {"requests",8} {"ms/step",8} {"tokens/s",9} {"base ms/step",12} {"/base",6} {"GB resident",11} {"naive fit",9} {"naive tok/s",11} {"speedup",8}");
+        Console.WriteLine($"{"tenants",7} {"requests",8} {"ms/step",8} {"tokens/s",9} {"launches",8} {"base ms/step",12} {"/base",6} {"GB resident",11} {"naive fit",9} {"naive tok/s",11} {"speedup",8}");
         foreach (int T in ts)
             foreach (int B in new[] { T, Math.Max(nReq, T) }.Distinct())
             {
-                var (ms, tps, kv) = Run(B, i => $"t{i % T}");
+                var (ms, tps, kv, launches) = Run(B, i => $"t{i % T}");
                 long resident = model.Weights.ByteLength + T * perDelta + kv;
                 // Naive: one full fp16 model per tenant. As many as fit stay resident (beside one KV cache); the others are
                 // swapped in once each and serve their requests to the end. Each model runs its own rows, one after another.
@@ -179,9 +179,9 @@ public static partial class Cli
                 double naiveSeconds = T * nNew * BaseStep(rowsEach) / 1e3 + Math.Max(0, T - fit) * swapSeconds;
                 double naiveTps = (double)B * nNew / naiveSeconds;
                 double msBase = BaseStep(B);
-                Console.WriteLine($"{T,7} {B,8} {ms,8:F2} {tps,9:F0} {msBase,12:F2} {ms / msBase,6:F2} {resident / 1e9,11:F2} {fit,9} {naiveTps,11:F0} {tps / naiveTps,8:F1}");
+                Console.WriteLine($"{T,7} {B,8} {ms,8:F2} {tps,9:F0} {launches,8:F0} {msBase,12:F2} {ms / msBase,6:F2} {resident / 1e9,11:F2} {fit,9} {naiveTps,11:F0} {tps / naiveTps,8:F1}");
             }
-        Console.WriteLine("base ms/step: the same batch on the base alone. GB resident: base + the tenants' deltas + KV cache. Naive: a full fp16 model per tenant " +
+        Console.WriteLine("launches: kernel launches per decode step. base ms/step: the same batch on the base alone. GB resident: base + the tenants' deltas + KV cache. Naive: a full fp16 model per tenant " +
                           "(its step = the base's at its rows), swapping counted once per non-resident tenant (optimistic for it).");
         Console.WriteLine($"device pool: peak {dev.Pool?.PeakBytesInUse / 1e9:F2} GB in use");
     }

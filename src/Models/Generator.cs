@@ -17,8 +17,12 @@ public sealed record SamplingOptions(float Temperature = 0f, int TopK = 0, float
 
 /// <summary>Timings of one <see cref="Generator.Generate"/> call. The first token of each sequence comes out
 /// of the prefill step; <see cref="DecodeTokens"/> counts those the decode steps produced.</summary>
-public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, int DecodeTokens, int DecodeSteps, TimeSpan Prefill, TimeSpan Decode)
+public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, int DecodeTokens, int DecodeSteps, TimeSpan Prefill, TimeSpan Decode,
+                                     long DecodeLaunches = 0)
 {
+    /// <summary>Kernel launches per decode step (0 on the managed CPU device, which launches none).</summary>
+    public double LaunchesPerDecodeStep => DecodeSteps > 0 ? (double)DecodeLaunches / DecodeSteps : 0;
+
     public double PrefillTokensPerSecond => Prefill.TotalSeconds > 0 ? PromptTokens / Prefill.TotalSeconds : 0;
     public double DecodeTokensPerSecond => Decode.TotalSeconds > 0 ? DecodeTokens / Decode.TotalSeconds : 0;
     public double MsPerDecodeStep => DecodeSteps > 0 ? Decode.TotalMilliseconds / DecodeSteps : 0;
@@ -83,6 +87,7 @@ public sealed class Generator(LlamaModel model, DeltaWeights? delta = null, Delt
             next = Choose(logits, options, step: 0, active);
         }
         var prefill = sw.Elapsed;
+        long launches = dev.IsIlgpu ? dev.Launches : 0;
         sw.Restart();
         int generated = 0, decodeTokens = 0, steps = 0;
         for (int step = 0; ; step++)
@@ -111,7 +116,7 @@ public sealed class Generator(LlamaModel model, DeltaWeights? delta = null, Delt
             next = Choose(logits, options, step + 1, active);
             steps++;
         }
-        LastStats = new GenerationStats(ids.Length, generated, decodeTokens, steps, prefill, sw.Elapsed);
+        LastStats = new GenerationStats(ids.Length, generated, decodeTokens, steps, prefill, sw.Elapsed, dev.IsIlgpu ? dev.Launches - launches : 0);
         return outputs.Select(o => o.ToArray()).ToArray();
     }
 

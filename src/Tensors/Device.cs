@@ -5,6 +5,7 @@ using ILGPU.Algorithms;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
+using Expr = System.Linq.Expressions.Expression;
 
 namespace BitDeltaNative;
 
@@ -135,8 +136,25 @@ public sealed class Device
         var method = typeof(KernelLoaders).GetMethods(BindingFlags.Public | BindingFlags.Static)
             .Single(m => m.Name == loader && m.GetParameters().Length == 2 && m.GetGenericArguments().Length == args.Length)
             .MakeGenericMethod(args);
-        try { return (Delegate)method.Invoke(null, [Accelerator, kernel])!; }
+        Delegate launch;
+        try { launch = (Delegate)method.Invoke(null, [Accelerator, kernel])!; }
         catch (TargetInvocationException e) when (e.InnerException != null) { throw e.InnerException; }
+        return Counted(launch);
+    }
+
+    long launches;
+
+    /// <summary>Kernel launches on this device so far (speed issue: launches per decode step are a cost of their own).</summary>
+    public long Launches => Interlocked.Read(ref launches);
+
+    void CountLaunch() => Interlocked.Increment(ref launches);
+
+    /// <summary>The launcher with the same signature that counts itself in <see cref="Launches"/> first.</summary>
+    Delegate Counted(Delegate launch)
+    {
+        var ps = launch.GetType().GetMethod("Invoke")!.GetParameters().Select(p => Expr.Parameter(p.ParameterType, p.Name)).ToArray();
+        var count = Expr.Call(Expr.Constant(this), typeof(Device).GetMethod(nameof(CountLaunch), BindingFlags.Instance | BindingFlags.NonPublic)!);
+        return Expr.Lambda(launch.GetType(), Expr.Block(count, Expr.Invoke(Expr.Constant(launch), ps)), ps).Compile();
     }
 
     /// <summary>Number of kernels compiled so far (for tests of the cache and for start-up reports).</summary>

@@ -26,6 +26,22 @@ public class TensorTests
 
     [Theory]
     [MemberData(nameof(Devices))]
+    public void Every_kernel_launch_is_counted_once(string device)
+    {
+        // the speed issue's launches per decode step (bench model, bench multitenant) come from this count
+        var dev = Device.Parse(device);
+        using var t = Tensor.Empty([1000], DType.F32, dev);
+        using var u = Tensor.Empty([1000], DType.F32, dev);
+        BitDeltaNative.Kernels.RandomFill.Run(t, 1);   // compiles the kernel: counted from its first launch
+        long before = dev.Launches;
+        BitDeltaNative.Kernels.RandomFill.Run(t, 2);
+        BitDeltaNative.Kernels.RandomFill.Run(u, 3);
+        BitDeltaNative.Kernels.Add.Run(t, u, t);
+        Assert.Equal(before + 3, dev.Launches);
+    }
+
+    [Theory]
+    [MemberData(nameof(Devices))]
     public void Slice_is_a_view_that_shares_storage(string device)
     {
         var dev = Device.Parse(device);
