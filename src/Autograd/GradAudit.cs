@@ -64,10 +64,7 @@ public static class GradAudit
         bool withDx = rng.Next(4) != 0, accumulate = rng.Next(2) == 0;
         var x = Check.Values(rng, (long)rows * inDim, 2f);
         var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim, 0.1f), wt);
-        var signs = new uint[outDim * words];
-        for (int i = 0; i < signs.Length; i++) signs[i] = (uint)rng.NextInt64(0, 1L << 32);
-        if (inDim % 32 != 0)
-            for (int o = 0; o < outDim; o++) signs[o * words + words - 1] |= ~0u << (inDim % 32);
+        var signs = Check.Signs(rng, outDim, inDim);
         float scale = Check.Value(rng, 0.05f);
         var dy = Check.Values(rng, (long)rows * outDim);
         var dScale0 = Check.Values(rng, slots);

@@ -268,12 +268,8 @@ public static class BitLinear
     public static AuditCase SignsTCase => new("bitlinear signs-t", 0, (dev, rng) =>
     {
         int outDim = Check.Size(rng, 70), inDim = Check.Size(rng, 300);
-        int words = DTypes.SignWordsPerRow(inDim);
-        var signs = new uint[outDim * words];
-        for (int i = 0; i < signs.Length; i++) signs[i] = (uint)rng.NextInt64(0, 1L << 32);
-        // Padding bits past in set, so a kernel that writes them (out of st's rows) or reads them is caught.
-        if (inDim % 32 != 0)
-            for (int o = 0; o < outDim; o++) signs[o * words + words - 1] |= ~0u << (inDim % 32);
+        // padding bits past in set, so a kernel that writes them (out of st's rows) or reads them is caught
+        var signs = Check.Signs(rng, outDim, inDim);
         using var ts = Tensor.From(signs, [outDim, inDim], dev);
         using var tt = Check.Poisoned([inDim, outDim], DType.F32, dev);
         SignsT(ts, inDim, tt);
@@ -307,12 +303,7 @@ public static class BitLinear
         int rows = many ? MatMul.ChunkedGemvMaxRows + Check.Size(rng, 70) : Check.Size(rng, 20);
         int inDim = many && rng.Next(2) == 0 ? 8 * Check.Size(rng, 30) : Check.Size(rng, 300), outDim = Check.Size(rng, many ? 140 : 70);
         var x = Check.Values(rng, (long)rows * inDim, 2f);
-        var signs = new uint[outDim * DTypes.SignWordsPerRow(inDim)];
-        for (int i = 0; i < signs.Length; i++) signs[i] = (uint)rng.NextInt64(0, 1L << 32);
-        // Padding bits past in must not count: set them all, so a kernel that reads them is caught.
-        int words = DTypes.SignWordsPerRow(inDim);
-        if (inDim % 32 != 0)
-            for (int o = 0; o < outDim; o++) signs[o * words + words - 1] |= ~0u << (inDim % 32);
+        var signs = Check.Signs(rng, outDim, inDim);   // padding bits past in must not count
         float scale = Check.Value(rng, 0.05f);
         // y starts from a base matmul's output: random, so a forgotten add shows.
         var want = Check.Values(rng, (long)rows * outDim, 3f);

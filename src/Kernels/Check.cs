@@ -54,6 +54,18 @@ public static class Check
         return r;
     }
 
+    /// <summary>Random sign words for <paramref name="rows"/> rows of <paramref name="inDim"/> signs (Sign1's layout), the
+    /// padding bits past in all set, so a kernel that reads them (or a twin that counts them) is caught.</summary>
+    public static uint[] Signs(Random rng, int rows, int inDim)
+    {
+        int words = DTypes.SignWordsPerRow(inDim);
+        var s = new uint[rows * words];
+        for (int i = 0; i < s.Length; i++) s[i] = (uint)rng.NextInt64(0, 1L << 32);
+        if (inDim % 32 != 0)
+            for (int o = 0; o < rows; o++) s[o * words + words - 1] |= ~0u << (inDim % 32);
+        return s;
+    }
+
     public static DType FloatType(Random rng) => rng.Next(3) switch { 0 => DType.F16, 1 => DType.BF16, _ => DType.F32 };
 
     public static double RelativeError(ReadOnlySpan<float> got, ReadOnlySpan<float> want)

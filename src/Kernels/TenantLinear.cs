@@ -341,13 +341,10 @@ public static partial class TenantLinear
             slots = [.. list];
         }
         else slots = Enumerable.Range(0, Check.Size(rng, 40)).Select(_ => rng.Next(-1, capacity)).ToArray();   // past 32: two tiled launches
-        int rows = slots.Length, words = DTypes.SignWordsPerRow(inDim);
+        int rows = slots.Length;
         var x = Check.Values(rng, (long)rows * inDim, 2f);
         var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), wt);
-        var signs = new uint[capacity * outDim * words];
-        for (int i = 0; i < signs.Length; i++) signs[i] = (uint)rng.NextInt64(0, 1L << 32);
-        if (inDim % 32 != 0)
-            for (int r = 0; r < capacity * outDim; r++) signs[r * words + words - 1] |= ~0u << (inDim % 32);
+        var signs = Check.Signs(rng, capacity * outDim, inDim);
         var scales = Enumerable.Range(0, capacity).Select(_ => Check.Value(rng, 0.05f)).ToArray();
         bool accumulate = rng.Next(2) == 0;
         var want = accumulate ? Check.Values(rng, (long)rows * outDim, 3f) : new float[rows * outDim];

@@ -139,16 +139,8 @@ public class GradTests
         return o;
     }
 
-    static uint[] RandomSigns(Random rng, int outDim, int inDim)
-    {
-        int words = DTypes.SignWordsPerRow(inDim);
-        var s = new uint[outDim * words];
-        for (int i = 0; i < s.Length; i++) s[i] = (uint)rng.NextInt64(0, 1L << 32);
-        // Padding bits past inDim set, so a rule that reads them is caught.
-        if (inDim % 32 != 0)
-            for (int o = 0; o < outDim; o++) s[o * words + words - 1] |= ~0u << (inDim % 32);
-        return s;
-    }
+    /// <summary>Padding bits past inDim set, so a rule that reads them is caught.</summary>
+    static uint[] RandomSigns(Random rng, int outDim, int inDim) => Check.Signs(rng, outDim, inDim);
 
     // ---- properties ----
 

@@ -22,16 +22,6 @@ public class MatMulMmaTests
         Assert.Contains("ld.global.v4.b32", ptx);
     }
 
-    static uint[] Signs(Random rng, int rows, int inDim)
-    {
-        int words = DTypes.SignWordsPerRow(inDim);
-        var s = new uint[rows * words];
-        for (int i = 0; i < s.Length; i++) s[i] = (uint)rng.NextInt64(0, 1L << 32);
-        if (inDim % 32 != 0)
-            for (int o = 0; o < rows; o++) s[o * words + words - 1] |= ~0u << (inDim % 32);
-        return s;
-    }
-
     [Theory]
     [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
     public void Signs_form_adds_the_bitdelta_term_of_many_rows(string device)
@@ -40,7 +30,7 @@ public class MatMulMmaTests
         var rng = new Random(21);
         int rows = 70, inDim = 72, outDim = 130;
         var x = Check.Values(rng, rows * inDim, 2f);
-        var signs = Signs(rng, outDim, inDim);
+        var signs = Check.Signs(rng, outDim, inDim);
         var want = Check.Values(rng, rows * outDim, 3f);
         using var tx = Tensor.From(x, [rows, inDim], dev);
         using var ts = Tensor.From(signs, [outDim, inDim], dev);
@@ -63,7 +53,7 @@ public class MatMulMmaTests
         int rows = slots.Length;
         var x = Check.Values(rng, rows * inDim, 2f);
         var w = Check.Rounded(Check.Values(rng, outDim * inDim), DType.F16);
-        var signs = Signs(rng, capacity * outDim, inDim);
+        var signs = Check.Signs(rng, capacity * outDim, inDim);
         float[] scales = [0.02f, -0.03f, 0.045f];
         using var tx = Tensor.From(x, [rows, inDim], dev);
         using var tw = Tensor.From(w, [outDim, inDim], dev, DType.F16);

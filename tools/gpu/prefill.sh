@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One GPU call for the tensor-core prefill (issue 9): the audit of the GEMM and BitDelta forms it serves, the model,
 # distillation and engine tests with CUDA as the device, the demo end to end (its eval and distillation now run their
-# many-row linears on tensor cores), then `bench gemm` with each form's error against the f64 twin.
+# many-row linears on tensor cores), then `bench gemm` with each form's error against the f64 twin, and the 7B decode step with its kernel launches.
 # Usage (device tool, carry [".gpu"]): bash tools/gpu/prefill.sh. Logs under $OUT.
 set -uo pipefail
 A=/tmp/a
@@ -23,3 +23,5 @@ echo "== demo"
 ( time timeout 120 $A/bitdelta demo --device cuda --out /tmp/demo ) > $OUT/demo.txt 2>&1; tail -40 $OUT/demo.txt | grep -vE "^\s*$" | tail -28
 echo "== bench gemm"
 timeout 100 $A/bitdelta bench gemm --device cuda --rows 512,2048 2>&1 | tee $OUT/gemm.txt | tail -9
+echo "== 7B decode step: launches per step"
+timeout 200 $A/bitdelta bench multitenant --device cuda --random-7b --tenants 1,8,16,32 --requests 1 --new-tokens 32 2>&1 | tee $OUT/step.txt | sed -n '/tokens each/,$p'
