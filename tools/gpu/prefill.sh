@@ -14,14 +14,14 @@ timeout 90 $A/bitdelta audit --device cuda --kernel bitlinear --cases 200 2>&1 |
 timeout 90 $A/bitdelta audit --device cuda --kernel "tenant linear" --cases 100 2>&1 | grep -E "│ [a-z]"
 echo "== tests, CUDA as the device under test"
 export BITDELTA_DEMO="$PWD/demo"
-BITDELTA_TEST_DEVICES=cuda timeout 200 $A/BitDeltaNative.Tests -class "BitDeltaNative.Tests.Kernels.MatMulMmaTests" \
+BITDELTA_TEST_DEVICES=cuda timeout 100 $A/BitDeltaNative.Tests -class "BitDeltaNative.Tests.Kernels.MatMulMmaTests" \
   -class "BitDeltaNative.Tests.Models.DistillationTests" -class "BitDeltaNative.Tests.Models.BitDeltaGoldenTests" \
   -class "BitDeltaNative.Tests.Models.ForwardGoldenTests" -class "BitDeltaNative.Tests.Models.DemoOracleTests" \
   -class "BitDeltaNative.Tests.Serving.EngineTests" > $OUT/tests-cuda.log 2>&1
 echo "tests exit $?"; grep -E "\[FAIL\]|Total:" $OUT/tests-cuda.log | head -20
 echo "== demo"
-( time timeout 120 $A/bitdelta demo --device cuda --out /tmp/demo ) > $OUT/demo.txt 2>&1; tail -40 $OUT/demo.txt | grep -vE "^\s*$" | tail -28
+( time timeout 60 $A/bitdelta demo --device cuda --out /tmp/demo ) > $OUT/demo.txt 2>&1; tail -40 $OUT/demo.txt | grep -vE "^\s*$" | tail -28
 echo "== bench gemm"
-timeout 100 $A/bitdelta bench gemm --device cuda --rows 512,2048 2>&1 | tee $OUT/gemm.txt | tail -9
+timeout 60 $A/bitdelta bench gemm --device cuda --rows 512,2048 2>&1 | tee $OUT/gemm.txt | tail -9
 echo "== 7B decode step: launches per step"
-timeout 200 $A/bitdelta bench multitenant --device cuda --random-7b --tenants 1,8,16,32 --requests 1 --new-tokens 32 2>&1 | tee $OUT/step.txt | sed -n '/tokens each/,$p'
+timeout 100 $A/bitdelta bench multitenant --device cuda --random-7b --tenants 1,16 --requests 1 --new-tokens 32 2>&1 | tee $OUT/step.txt | sed -n '/tokens each/,$p'
