@@ -57,6 +57,7 @@ public static partial class Cli
         Console.WriteLine($"{file}: {d.Codec} delta, {d.ByteLength / 1e6:F2} MB");
         Console.WriteLine($"  base config hash {d.BaseConfigHash}");
         Console.WriteLine($"  base weights fingerprint {d.BaseWeightsFingerprint}");
+        if (d.Codec != Models.BitDelta.Codec) return InspectCodec(d, file, png);
         Console.WriteLine($"  scales {d.ScalesOrigin()}");
         long dense = 0, signBytes = 0, kept = 0;
         foreach (var (name, shape) in d.Compressed.OrderBy(k => k.Key, StringComparer.Ordinal))
@@ -82,6 +83,48 @@ public static partial class Cli
             long bytes = Png.Write(png, canvas);
             Console.WriteLine($"wrote {png}: {canvas.Width}x{canvas.Height} PNG of the scales, {bytes / 1024.0:F1} KiB");
         }
+        return 0;
+    }
+
+    /// <summary>A lowrank-mp or sparse-lowbit delta: the codec's settings, each matrix's ranks and bits (or sparsity and
+    /// bits) and bytes, and the bits a weight they come to.</summary>
+    static int InspectCodec(Models.DeltaFile d, string file, string? png)
+    {
+        if (png != null) throw new BitDeltaException($"--plot draws a bitdelta delta's scales; {file} is a {d.Codec} delta");
+        var ps = d.Params!;
+        bool lowRank = d.Codec == Models.Codecs.LowRankMp.Codec;
+        Console.WriteLine($"  quantizer {ps.Quantizer}{(ps.Calibration != null ? $" (calibration {ps.Calibration})" : " (round to nearest: no calibration)")}, " +
+                          $"group {ps.Group}{(lowRank ? "" : $", 2:4 sparse at {ps.Bits} bits, zstd")}");
+        long weights = 0, factorBytes = 0, kept = 0;
+        foreach (var (name, shape) in d.Compressed.OrderBy(k => k.Key, StringComparer.Ordinal))
+        {
+            weights += (long)shape[0] * shape[1];
+            string what;
+            long bytes;
+            if (lowRank)
+            {
+                using var f = d.LowRankLinear(name);
+                bytes = f.ByteLength;
+                what = $"rank {f.Rank} of {Math.Min(shape[0], shape[1])}: {string.Join(" + ", f.Ranks.Select((r, s) => $"{r} at {f.Bits[s]} bits"))}";
+            }
+            else
+            {
+                using var f = d.SparseLinear(name);
+                bytes = f.ByteLength;
+                what = $"2:4 sparse ({shape[0] * (shape[1] / 2):N0} of {(long)shape[0] * shape[1]:N0} kept), {f.Bits}-bit values";
+            }
+            factorBytes += bytes;
+            Console.WriteLine($"  {name,-50} [{shape[0]}, {shape[1]}]  {what}  {bytes,12:N0} B ({8.0 * bytes / ((long)shape[0] * shape[1]):F2} bits a weight)");
+        }
+        foreach (var name in d.Replaced)
+        {
+            using var t = d.ReplacedTensor(name);
+            kept += t.ByteLength;
+            Console.WriteLine($"  {name,-50} kept as in the fine-tune ({t.DType} {t.ShapeString}, {t.ByteLength,12:N0} B)");
+        }
+        Console.WriteLine($"{d.Compressed.Count} matrices compressed: {factorBytes / 1e6:F2} MB of codes and scales for {2 * weights / 1e6:F2} MB of 16-bit weights " +
+                          $"({(factorBytes > 0 ? 8.0 * factorBytes / weights : 0):F2} bits a weight{(lowRank ? "" : ", before zstd")}); {d.Replaced.Count} tensors kept whole, " +
+                          $"{kept / 1e6:F2} MB; file {d.ByteLength / 1e6:F2} MB against {(2 * weights + kept) / 1e6:F2} MB uncompressed ({(double)(2 * weights + kept) / d.ByteLength:F1}x)");
         return 0;
     }
 

@@ -26,6 +26,8 @@ public static class Audit
         Mma.Case,
         Mma.CaseB1,
         BitLinear.SignsTCase,
+        LowRankCases.Case,
+        SparseCases.Case,
         Axpy.Case,
         Dot.Case,
     ];

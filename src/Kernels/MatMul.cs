@@ -201,7 +201,7 @@ public static partial class MatMul
         }
         // Transposing reduction: 9 shuffles for 8 sums instead of 8 × 5, and 8 lanes store at once.
         float t = WarpTotal8(acc, lane);
-        int r = (lane >> 4 & 1) * 4 + (lane >> 3 & 1) * 2 + (lane >> 2 & 1);
+        int r = RowOfLane(lane);
         if ((lane & 3) == 0 && r < rows) Put(y, (long)r * outDim + o, t, accumulate);
     }
 
@@ -222,6 +222,23 @@ public static partial class MatMul
     /// lanes that share those bits; two more steps finish it. Lanes l..l+3 (l a multiple of 4) all
     /// end with the total of that row.
     /// </summary>
+    /// <summary>Which row's total <see cref="WarpTotal8"/> leaves in a lane whose index is a multiple of 4.</summary>
+    internal static int RowOfLane(int lane) => (lane >> 4 & 1) * 4 + (lane >> 3 & 1) * 2 + (lane >> 2 & 1);
+
+    /// <summary>acc.R_k += v·x[at + k·stride] for the first <paramref name="n"/> of 8 rows.</summary>
+    internal static Acc8 Fma8(Acc8 acc, float v, ArrayView<float> x, long at, long stride, int n)
+    {
+        acc.R0 += v * x[at];
+        if (n > 1) acc.R1 += v * x[at + stride];
+        if (n > 2) acc.R2 += v * x[at + 2 * stride];
+        if (n > 3) acc.R3 += v * x[at + 3 * stride];
+        if (n > 4) acc.R4 += v * x[at + 4 * stride];
+        if (n > 5) acc.R5 += v * x[at + 5 * stride];
+        if (n > 6) acc.R6 += v * x[at + 6 * stride];
+        if (n > 7) acc.R7 += v * x[at + 7 * stride];
+        return acc;
+    }
+
     internal static float WarpTotal8(Acc8 a, int lane)
     {
         bool hi = (lane & 16) != 0;

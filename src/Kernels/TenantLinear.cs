@@ -181,7 +181,7 @@ public static partial class TenantLinear
             return;
         }
         float t = WarpTotal8(acc, lane);
-        int j = (lane >> 4 & 1) * 4 + (lane >> 3 & 1) * 2 + (lane >> 2 & 1);
+        int j = RowOfLane(lane);
         if ((lane & 3) == 0 && j < n) Put(y, RowOf(rs, j) * outDim + o, t, accumulate);
     }
 

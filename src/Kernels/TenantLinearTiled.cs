@@ -153,7 +153,7 @@ public static partial class TenantLinear
     static void StoreGroup(ArrayView<float> y, Acc8 acc, int jb, int n, int lane, int outDim, int o, ArrayView<int> rowX, int accumulate)
     {
         float s = WarpTotal8(acc, lane);
-        int j = jb + (lane >> 4 & 1) * 4 + (lane >> 3 & 1) * 2 + (lane >> 2 & 1);
+        int j = jb + RowOfLane(lane);
         if ((lane & 3) == 0 && j < n) Put(y, (long)rowX[j] * outDim + o, s, accumulate);
     }
 }

@@ -1,3 +1,5 @@
+using BitDeltaNative.Kernels;
+
 namespace BitDeltaNative.Models;
 
 /// <summary>One compressed linear on a device: packed signs [out, in] (<see cref="DType.Sign1"/>) and its scale α.</summary>
@@ -12,6 +14,10 @@ public sealed class LayerDelta
     public BitLinearWeight?[] Bits { get; } = new BitLinearWeight?[LayerWeights.LinearNames.Length];
     /// <summary>Per linear: a whole replacement weight (a delta may store a linear uncompressed).</summary>
     public Tensor?[] Whole { get; } = new Tensor?[LayerWeights.LinearNames.Length];
+    /// <summary>Per linear, a lowrank-mp delta's factors.</summary>
+    public LowRankFactors?[] LowRank { get; } = new LowRankFactors?[LayerWeights.LinearNames.Length];
+    /// <summary>Per linear, a sparse-lowbit delta's factors.</summary>
+    public SparseFactors?[] Sparse { get; } = new SparseFactors?[LayerWeights.LinearNames.Length];
 }
 
 /// <summary>
@@ -29,7 +35,10 @@ public sealed class DeltaWeights : IDisposable
     public Tensor? LmHead { get; init; }
     /// <summary>Device bytes this delta holds (signs, scales, whole tensors).</summary>
     public long ByteLength { get; init; }
+    /// <summary>The delta file's codec.</summary>
+    public string Codec { get; init; } = BitDelta.Codec;
     readonly List<Tensor> owned = [];
+    readonly List<IDisposable> ownedFactors = [];
 
     /// <summary>Opens <paramref name="deltaPath"/>, refuses it unless it was made from the base in
     /// <paramref name="baseDir"/>, and copies it onto <paramref name="device"/>.</summary>
@@ -44,7 +53,6 @@ public sealed class DeltaWeights : IDisposable
     /// <summary>Copies a delta file (already checked against its base) onto <paramref name="device"/>.</summary>
     public static DeltaWeights Load(DeltaFile file, LlamaConfig config, Device device)
     {
-        if (file.Codec != BitDelta.Codec) throw new BitDeltaException($"{file.Path}: codec '{file.Codec}' cannot be run yet");
         var expected = LlamaWeights.ExpectedTensors(config).ToDictionary(e => e.Name, e => e.Shape);
         var layers = Enumerable.Range(0, config.NumLayers).Select(_ => new LayerDelta()).ToArray();
         var owned = new List<Tensor>();
@@ -60,13 +68,39 @@ public sealed class DeltaWeights : IDisposable
                 bytes += t.ByteLength;
                 return t;
             }
+            var codecOwned = new List<IDisposable>();
             foreach (var (name, shape) in file.Compressed)
             {
                 var (layer, linear) = CompressedLinear(file.Path, name, shape, expected, layers.Length);
-                var (signs, scale) = file.BitDeltaLinear(name);
-                using (signs)
-                    layers[layer].Bits[linear] = new BitLinearWeight(Copy(signs), scale);
-                bytes += 4;
+                switch (file.Codec)
+                {
+                    case BitDelta.Codec:
+                        var (signs, scale) = file.BitDeltaLinear(name);
+                        using (signs)
+                            layers[layer].Bits[linear] = new BitLinearWeight(Copy(signs), scale);
+                        bytes += 4;
+                        break;
+                    case Codecs.LowRankMp.Codec:
+                    {
+                        var host = file.LowRankLinear(name);
+                        var lr = host.To(device);
+                        if (!ReferenceEquals(lr, host)) host.Dispose();
+                        codecOwned.Add(lr);
+                        layers[layer].LowRank[linear] = lr;
+                        bytes += lr.ByteLength;
+                        break;
+                    }
+                    default:
+                    {
+                        var host = file.SparseLinear(name);
+                        var sp = host.To(device);
+                        if (!ReferenceEquals(sp, host)) host.Dispose();
+                        codecOwned.Add(sp);
+                        layers[layer].Sparse[linear] = sp;
+                        bytes += sp.ByteLength;
+                        break;
+                    }
+                }
             }
             foreach (var name in file.Replaced)
             {
@@ -76,7 +110,7 @@ public sealed class DeltaWeights : IDisposable
                 if (!src.Shape.SequenceEqual(want) || !src.DType.IsFloat())
                     throw new BitDeltaException($"{file.Path}: tensor '{name}' is {src.DType}{src.ShapeString}, expected a float tensor of shape [{string.Join(", ", want)}]");
                 var (part, layer, linear) = WholePart(file.Path, name);
-                if (part == Part.Linear && layers[layer].Bits[linear] != null) throw BothWholeAndCompressed(file.Path, name);
+                if (part == Part.Linear && file.Compressed.ContainsKey(name)) throw BothWholeAndCompressed(file.Path, name);
                 var t = Copy(src);
                 switch (part)
                 {
@@ -88,13 +122,19 @@ public sealed class DeltaWeights : IDisposable
                     case Part.PostNorm: layers[layer].PostAttentionNorm = t; break;
                 }
             }
-            var d = new DeltaWeights { Path = file.Path, Layers = layers, Embedding = embedding, FinalNorm = norm, LmHead = head, ByteLength = bytes };
+            var d = new DeltaWeights { Path = file.Path, Codec = file.Codec, Layers = layers, Embedding = embedding, FinalNorm = norm, LmHead = head, ByteLength = bytes };
             d.owned.AddRange(owned);
+            d.ownedFactors.AddRange(codecOwned);
             return d;
         }
         catch
         {
             foreach (var t in owned) t.Dispose();
+            foreach (var l in layers)
+            {
+                foreach (var f in l.LowRank) f?.Dispose();
+                foreach (var f in l.Sparse) f?.Dispose();
+            }
             throw;
         }
     }
@@ -145,5 +185,7 @@ public sealed class DeltaWeights : IDisposable
     {
         foreach (var t in owned) t.Dispose();
         owned.Clear();
+        foreach (var f in ownedFactors) f.Dispose();
+        ownedFactors.Clear();
     }
 }

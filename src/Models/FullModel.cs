@@ -62,14 +62,11 @@ public static class FullModel
                     using (t) return t.Cast(dtype);
                 }
                 using var b = baseCk.Get(name);
-                var (signs, scale) = delta.BitDeltaLinear(name);
-                using (signs)
-                {
-                    int rows = b.Dim(0), cols = b.Dim(1);
-                    var w = new float[(long)rows * cols];
-                    BitLinear.MaterializeTwin(b.ToFloatArray(), signs.Host<uint>(), scale, w, rows, cols);
-                    return Tensor.From(w, [rows, cols], Device.Cpu, dtype);
-                }
+                int rows = b.Dim(0), cols = b.Dim(1);
+                var w = b.ToFloatArray();
+                var d = delta.DenseDelta(name);
+                for (long i = 0; i < w.Length; i++) w[i] += d[i];
+                return Tensor.From(w, [rows, cols], Device.Cpu, dtype);
             }
             var meta = new Dictionary<string, string> { ["format"] = "pt" };
             var files = new List<string>();

@@ -33,6 +33,11 @@ public sealed class LlamaModel : IDisposable
 
     public int MaxPositions => rope.MaxPositions;
 
+    /// <summary>Called with (layer, linear index in <see cref="LayerWeights.LinearNames"/>, input [tokens, in]) before
+    /// every decoder linear of a <see cref="Forward"/>: how the codecs' calibration sees each linear's inputs
+    /// (Codecs/Hessians.cs).</summary>
+    public Action<int, int, Tensor>? LinearInputs { get; set; }
+
     public KvCacheMemory NewCache(int slots, int maxSeq, DType? dtype = null) =>
         new(Config, slots, Math.Min(maxSeq, MaxPositions), dtype ?? DType.F32, Device);
 
@@ -130,9 +135,15 @@ public sealed class LlamaModel : IDisposable
             // y (+)= x·Wᵀ for linear k (LayerWeights.LinearNames order), with the delta's term when there is one.
             void Linear(Tensor input, int k, Tensor baseWeight, Tensor output, bool accumulate = false)
             {
+                LinearInputs?.Invoke(l, k, input);
                 if (rowsT != null) TenantLinear.Run(input, baseWeight, pool!.Signs[l][k], pool.Scales[l][k], rowsT, output, accumulate);
                 else if (d?.Bits[k] is { } b) BitLinear.Apply(input, baseWeight, b.Signs, b.Scale, output, accumulate);
-                else MatMul.Run(input, d?.Whole[k] ?? baseWeight, output, accumulate);
+                else
+                {
+                    MatMul.Run(input, d?.Whole[k] ?? baseWeight, output, accumulate);
+                    if (d?.LowRank[k] is { } lr) LowRankLinear.Run(input, lr, output);
+                    if (d?.Sparse[k] is { } sp) SparseLinear.Run(input, sp, output);
+                }
             }
             void Norm(Tensor? own, Tensor baseWeight, Tensor? table)
             {

@@ -9,7 +9,7 @@ namespace BitDeltaNative.Tests.Models;
 public class CompressTests
 {
     /// <summary>A "fine-tune" of the tiny Llama fixture: every linear and layer 0's input norm moved a little.</summary>
-    static string MakeFineTune(TempDir dir)
+    internal static string MakeFineTune(TempDir dir)
     {
         string baseDir = Fixtures.Model("llama-f16");
         string ft = Path.Combine(dir.Path, "ft");

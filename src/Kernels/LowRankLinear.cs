@@ -1,0 +1,309 @@
+using ILGPU;
+using ILGPU.Runtime;
+
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// One low-rank mixed-precision delta (Delta-CoMe, arXiv 2406.08903) on a device: Δ ≈ Σ_s U_s·diag(σ_s)·V_sᵀ over slices s
+/// of singular triplets, slice s holding r_s triplets with U_s and V_s quantized to b_s bits (8, 3, 2… for triplets of
+/// larger to smaller σ). V codes: the slices' rows one after another, each row (in codes) packed at its slice's bits
+/// (<see cref="PackedCodes"/>); V scales (f16) and zeros (u8): [R, ceil(in / group)] for all R = Σ r_s rows. U codes:
+/// per slice [out, r_s] packed at its bits, slice after slice; U scales and zeros per slice [out, ceil(r_s / group)],
+/// slice after slice. σ: f32 [R]. <see cref="Table"/> (i32 [slices, 6]) gives each slice's first row, rank, bits, and
+/// where its V codes, U codes and U parameters start.
+/// </summary>
+public sealed class LowRankFactors(Tensor vCodes, Tensor vScales, Tensor vZeros, Tensor uCodes, Tensor uScales, Tensor uZeros, Tensor sigma, Tensor table,
+                                   int[] ranks, int[] bits, int group, int outDim, int inDim) : IDisposable
+{
+    public Tensor VCodes { get; } = vCodes;
+    public Tensor VScales { get; } = vScales;
+    public Tensor VZeros { get; } = vZeros;
+    public Tensor UCodes { get; } = uCodes;
+    public Tensor UScales { get; } = uScales;
+    public Tensor UZeros { get; } = uZeros;
+    public Tensor Sigma { get; } = sigma;
+    public Tensor Table { get; } = table;
+    public int[] Ranks { get; } = ranks;
+    public int[] Bits { get; } = bits;
+    public int Group { get; } = group;
+    public int Out { get; } = outDim;
+    public int In { get; } = inDim;
+    public int Rank => Ranks.Sum();
+    public int Slices => Ranks.Length;
+    public Device Device => VCodes.Device;
+
+    /// <summary>Bytes of the packed factors (what a decode step reads).</summary>
+    public long ByteLength => new[] { VCodes, VScales, VZeros, UCodes, UScales, UZeros, Sigma }.Sum(t => t.ByteLength);
+
+    public const int TableCols = 6;
+
+    /// <summary>The slice table for these ranks and bits: first row, rank, bits, V-code word offset, U-code word offset,
+    /// U-parameter offset.</summary>
+    public static int[] MakeTable(int[] ranks, int[] bits, int outDim, int inDim, int group)
+    {
+        var t = new int[ranks.Length * TableCols];
+        int row = 0, vw = 0, uw = 0, up = 0;
+        for (int s = 0; s < ranks.Length; s++)
+        {
+            t[s * TableCols] = row;
+            t[s * TableCols + 1] = ranks[s];
+            t[s * TableCols + 2] = bits[s];
+            t[s * TableCols + 3] = vw;
+            t[s * TableCols + 4] = uw;
+            t[s * TableCols + 5] = up;
+            row += ranks[s];
+            vw += ranks[s] * PackedCodes.RowWords(inDim, bits[s]);
+            uw += outDim * PackedCodes.RowWords(ranks[s], bits[s]);
+            up += outDim * ((ranks[s] + group - 1) / group);
+        }
+        return t;
+    }
+
+    /// <summary>A copy on <paramref name="device"/>, or these factors where they are there already.</summary>
+    public LowRankFactors To(Device device) => device == Device ? this : new(VCodes.To(device), VScales.To(device), VZeros.To(device), UCodes.To(device), UScales.To(device),
+        UZeros.To(device), Sigma.To(device), Table.To(device), Ranks, Bits, Group, Out, In);
+
+    public void Dispose()
+    {
+        foreach (var t in new[] { VCodes, VScales, VZeros, UCodes, UScales, UZeros, Sigma, Table }) t.Dispose();
+    }
+}
+
+/// <summary>
+/// y += Σ_s ((x·V_sᵀ) ⊙ σ_s)·U_sᵀ for x f32 [rows, in] and y f32 [rows, out]: the low-rank codec's delta term, as LoRA
+/// serving computes its adapters (shrink to the rank, scale, expand; Punica's SGMV, arXiv 2310.18547), with every factor
+/// decoded from its packed codes where it is read. Two launches: <see cref="ShrinkKernel"/> (a warp per factor row j,
+/// t[r, j] = σ_j·Σ_i x[r, i]·V[j, i]) and <see cref="ExpandKernel"/> (a warp per output o, y[r, o] += Σ_j t[r, j]·U[o, j]),
+/// both over up to 8 rows of x per pass. On the managed CPU device the factors are decoded to f32 and the host matmul
+/// runs both products.
+/// </summary>
+public static class LowRankLinear
+{
+    /// <summary>V[j, i] dequantized: row j of the stacked V rows (the spec of every reader).</summary>
+    public static double V(LowRankHost f, int j, int i)
+    {
+        int s = f.SliceOfRow(j);
+        int bits = f.Table[s * LowRankFactors.TableCols + 2], groups = (f.In + f.Group - 1) / f.Group;
+        long rowStart = f.Table[s * LowRankFactors.TableCols + 3] + (long)(j - f.Table[s * LowRankFactors.TableCols]) * PackedCodes.RowWords(f.In, bits);
+        int code = PackedCodes.Get(f.VCodes, rowStart, i, bits);
+        long p = (long)j * groups + i / f.Group;
+        return (double)PackedCodes.Half(f.VScales[(int)p]) * (code - f.VZeros[(int)p]);
+    }
+
+    /// <summary>U[o, j] dequantized (j over the stacked ranks).</summary>
+    public static double U(LowRankHost f, int o, int j)
+    {
+        int s = f.SliceOfRow(j), c = s * LowRankFactors.TableCols;
+        int first = f.Table[c], rank = f.Table[c + 1], bits = f.Table[c + 2];
+        int k = j - first, groups = (rank + f.Group - 1) / f.Group;
+        int code = PackedCodes.Get(f.UCodes, f.Table[c + 4] + (long)o * PackedCodes.RowWords(rank, bits), k, bits);
+        long p = f.Table[c + 5] + (long)o * groups + k / f.Group;
+        return (double)PackedCodes.Half(f.UScales[(int)p]) * (code - f.UZeros[(int)p]);
+    }
+
+    /// <summary>The spec: f64 sums of the dequantized factors, y rounded to f32 once.</summary>
+    public static void Twin(ReadOnlySpan<float> x, LowRankHost f, Span<float> y, int rows)
+    {
+        int rank = f.Rank;
+        var t = new double[rank];
+        for (int r = 0; r < rows; r++)
+        {
+            for (int j = 0; j < rank; j++)
+            {
+                double s = 0;
+                for (int i = 0; i < f.In; i++) s += x[r * f.In + i] * V(f, j, i);
+                t[j] = s * f.Sigma[j];
+            }
+            for (int o = 0; o < f.Out; o++)
+            {
+                double s = y[r * f.Out + o];
+                for (int j = 0; j < rank; j++) s += t[j] * U(f, o, j);
+                y[r * f.Out + o] = (float)s;
+            }
+        }
+    }
+
+    /// <summary>The factors decoded to f32 V [R, in] (σ folded in) and U [out, R]: the managed CPU device's path.</summary>
+    public static (float[] V, float[] U) Decode(LowRankHost f)
+    {
+        int rank = f.Rank;
+        var v = new float[(long)rank * f.In];
+        var u = new float[(long)f.Out * rank];
+        Parallel.For(0, rank, j =>
+        {
+            for (int i = 0; i < f.In; i++) v[(long)j * f.In + i] = (float)(V(f, j, i) * f.Sigma[j]);
+        });
+        Parallel.For(0, f.Out, o =>
+        {
+            for (int j = 0; j < rank; j++) u[(long)o * rank + j] = (float)U(f, o, j);
+        });
+        return (v, u);
+    }
+
+    /// <summary>y += the delta term of <paramref name="f"/> for x [rows, in], y [rows, out].</summary>
+    public static void Run(Tensor x, LowRankFactors f, Tensor y)
+    {
+        Need.SameDevice(x, f.VCodes, y);
+        Need.F32("low-rank x", x);
+        Need.F32("low-rank y", y);
+        if (x.Rank == 0 || x.Dim(-1) != f.In) throw new ArgumentException($"low-rank x: expected last dimension {f.In}, got {x}");
+        long rows = x.ElementCount / Math.Max(1, f.In);
+        Need.Count("low-rank y", y, rows * f.Out);
+        if (rows == 0 || f.Out == 0 || f.Rank == 0) return;
+        var dev = y.Device;
+        if (!dev.IsIlgpu)
+        {
+            var (v, u) = Decode(LowRankHost.Of(f));
+            using var tv = Tensor.From(v, [f.Rank, f.In], dev);
+            using var tu = Tensor.From(u, [f.Out, f.Rank], dev);
+            using var t = Tensor.Empty([(int)rows, f.Rank], DType.F32, dev);
+            MatMul.Run(x, tv, t);
+            MatMul.Run(t, tu, y, accumulate: true);
+            return;
+        }
+        using var tt = Tensor.Empty([(int)rows, f.Rank], DType.F32, dev);
+        int passes = (int)((rows + MatMul.GemvMaxRows - 1) / MatMul.GemvMaxRows);
+        long shrinkWarps = (long)f.Rank * passes, expandWarps = (long)f.Out * passes;
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>,
+                                ArrayView<float>, int, int, int, int, int>>(ShrinkKernel)(
+            new KernelConfig((int)((shrinkWarps + 3) / 4), 128), x.View<float>(), f.VCodes.View<uint>(), f.VScales.View<ushort>(), f.VZeros.View<byte>(),
+            f.Sigma.View<float>(), f.Table.View<int>(), tt.View<float>(), (int)rows, f.In, f.Rank, f.Slices, f.Group);
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<int>,
+                                ArrayView<float>, int, int, int, int, int>>(ExpandKernel)(
+            new KernelConfig((int)((expandWarps + 3) / 4), 128), tt.View<float>(), f.UCodes.View<uint>(), f.UScales.View<ushort>(), f.UZeros.View<byte>(),
+            f.Table.View<int>(), y.View<float>(), (int)rows, f.Out, f.Rank, f.Slices, f.Group);
+    }
+
+    /// <summary>The slice that holds stacked row j (the table has a handful of slices).</summary>
+    static int SliceOf(ArrayView<int> table, int slices, int j)
+    {
+        int s = 0;
+        while (s + 1 < slices && j >= table[(s + 1) * LowRankFactors.TableCols]) s++;
+        return s;
+    }
+
+    /// <summary>Warp g: factor row j = g mod R and rows 8·(g div R) … +8 of x; lanes stride over the inputs, decoding
+    /// V[j, i] once for the rows; t[r, j] = σ_j·Σ_i x[r, i]·V[j, i].</summary>
+    static void ShrinkKernel(ArrayView<float> x, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<float> sigma,
+                             ArrayView<int> table, ArrayView<float> t, int rows, int inDim, int rank, int slices, int group)
+    {
+        long g = (long)Grid.IdxX * 4 + Warp.WarpIdx;
+        int passes = (rows + 7) / 8;
+        if (g >= (long)rank * passes) return;
+        int j = (int)(g % rank), r0 = (int)(g / rank) * 8, n = IntrinsicMath.Min(8, rows - r0), lane = Warp.LaneIdx;
+        int s = SliceOf(table, slices, j), c = s * LowRankFactors.TableCols, bits = table[c + 2];
+        long rowStart = table[c + 3] + (long)(j - table[c]) * PackedCodes.RowWords(inDim, bits);
+        int groups = (inDim + group - 1) / group;
+        var acc = default(MatMul.Acc8);
+        for (int i = lane; i < inDim; i += 32)
+        {
+            long p = (long)j * groups + i / group;
+            float v = PackedCodes.Half(scales[p]) * (PackedCodes.Get(codes, rowStart, i, bits) - zeros[p]);
+            acc = MatMul.Fma8(acc, v, x, (long)r0 * inDim + i, inDim, n);
+        }
+        float sum = MatMul.WarpTotal8(acc, lane);
+        int k8 = MatMul.RowOfLane(lane);
+        if ((lane & 3) == 0 && k8 < n) t[(long)(r0 + k8) * rank + j] = sigma[j] * sum;
+    }
+
+    /// <summary>Warp g: output o = g mod out and rows 8·(g div out) … +8; lanes stride over the stacked ranks, decoding
+    /// U[o, j] once for the rows; y[r, o] += Σ_j t[r, j]·U[o, j].</summary>
+    static void ExpandKernel(ArrayView<float> t, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<int> table,
+                             ArrayView<float> y, int rows, int outDim, int rank, int slices, int group)
+    {
+        long g = (long)Grid.IdxX * 4 + Warp.WarpIdx;
+        int passes = (rows + 7) / 8;
+        if (g >= (long)outDim * passes) return;
+        int o = (int)(g % outDim), r0 = (int)(g / outDim) * 8, n = IntrinsicMath.Min(8, rows - r0), lane = Warp.LaneIdx;
+        var acc = default(MatMul.Acc8);
+        for (int s = 0; s < slices; s++)
+        {
+            int c = s * LowRankFactors.TableCols, first = table[c], r = table[c + 1], bits = table[c + 2];
+            long rowStart = table[c + 4] + (long)o * PackedCodes.RowWords(r, bits);
+            int groups = (r + group - 1) / group;
+            long p0 = table[c + 5] + (long)o * groups;
+            for (int k = lane; k < r; k += 32)
+            {
+                long p = p0 + k / group;
+                float u = PackedCodes.Half(scales[p]) * (PackedCodes.Get(codes, rowStart, k, bits) - zeros[p]);
+                acc = MatMul.Fma8(acc, u, t, (long)r0 * rank + first + k, rank, n);
+            }
+        }
+        float sum = MatMul.WarpTotal8(acc, lane);
+        int k8 = MatMul.RowOfLane(lane);
+        if ((lane & 3) == 0 && k8 < n) y[(long)(r0 + k8) * outDim + o] += sum;
+    }
+}
+
+/// <summary>A <see cref="LowRankFactors"/>' arrays on the host, for the twin and the CPU path.</summary>
+public sealed class LowRankHost
+{
+    public required uint[] VCodes, UCodes;
+    public required ushort[] VScales, UScales;
+    public required byte[] VZeros, UZeros;
+    public required float[] Sigma;
+    public required int[] Table;
+    public required int Group, Out, In;
+    public int Rank => Sigma.Length;
+
+    public int SliceOfRow(int j)
+    {
+        int s = 0;
+        while ((s + 1) * LowRankFactors.TableCols < Table.Length && j >= Table[(s + 1) * LowRankFactors.TableCols]) s++;
+        return s;
+    }
+
+    public static LowRankHost Of(LowRankFactors f) => new()
+    {
+        VCodes = f.VCodes.ToArray<uint>(), UCodes = f.UCodes.ToArray<uint>(), VScales = f.VScales.ToArray<ushort>(), UScales = f.UScales.ToArray<ushort>(),
+        VZeros = f.VZeros.ToArray<byte>(), UZeros = f.UZeros.ToArray<byte>(), Sigma = f.Sigma.ToArray<float>(), Table = f.Table.ToArray<int>(),
+        Group = f.Group, Out = f.Out, In = f.In,
+    };
+}
+
+public static class LowRankCases
+{
+    /// <summary>
+    /// Random packed factors: 1–3 slices of ragged ranks at bits drawn from 8, 4, 3, 2 (3-bit codes straddle words), a
+    /// group size that does not divide in or the ranks, random codes, f16 scales and zeros; rows across one or more
+    /// passes of 8; y starts from random values, so a forgotten add shows.
+    /// </summary>
+    public static AuditCase Case => new("low-rank linear", Check.F32Bound, (dev, rng) =>
+    {
+        int slices = 1 + rng.Next(3), outDim = Check.Size(rng, 70), inDim = Check.Size(rng, 200), rows = Check.Size(rng, 20);
+        int group = 4 + rng.Next(60);
+        int[] choices = [8, 4, 3, 2];
+        var ranks = Enumerable.Range(0, slices).Select(_ => Check.Size(rng, 40)).ToArray();
+        var bits = Enumerable.Range(0, slices).Select(_ => choices[rng.Next(4)]).ToArray();
+        int rank = ranks.Sum(), vGroups = (inDim + group - 1) / group;
+        uint[] Codes(int count, int rowsOf, int b)
+        {
+            int rw = PackedCodes.RowWords(count, b);
+            var w = new uint[rowsOf * rw];
+            for (int i = 0; i < w.Length; i++) w[i] = (uint)rng.NextInt64(0, 1L << 32);
+            return w;
+        }
+        var vCodes = bits.Select((b, s) => Codes(inDim, ranks[s], b)).SelectMany(a => a).ToArray();
+        var uCodes = bits.Select((b, s) => Codes(ranks[s], outDim, b)).SelectMany(a => a).ToArray();
+        int uParams = ranks.Sum(r => outDim * ((r + group - 1) / group));
+        float[] Scales(int n) => Enumerable.Range(0, n).Select(_ => Math.Abs(Check.Value(rng, 0.05f))).ToArray();
+        byte[] Zeros(int n, Func<int, int> maxq) => Enumerable.Range(0, n).Select(i => (byte)rng.Next(maxq(i) + 1)).ToArray();
+        var vScales = Scales(rank * vGroups);
+        var vZeros = Zeros(rank * vGroups, _ => 3);
+        var uScales = Scales(uParams);
+        var uZeros = Zeros(uParams, _ => 3);
+        var sigma = Enumerable.Range(0, rank).Select(_ => Math.Abs(Check.Value(rng, 2f))).ToArray();
+        var table = LowRankFactors.MakeTable(ranks, bits, outDim, inDim, group);
+        using var f = new LowRankFactors(
+            Tensor.From(vCodes, [vCodes.Length], dev, DType.U32), Tensor.From(vScales, [vScales.Length], dev, DType.F16), Tensor.From(vZeros, [vZeros.Length], dev),
+            Tensor.From(uCodes, [uCodes.Length], dev, DType.U32), Tensor.From(uScales, [uScales.Length], dev, DType.F16), Tensor.From(uZeros, [uZeros.Length], dev),
+            Tensor.From(sigma, [rank], dev), Tensor.From(table, [table.Length], dev), ranks, bits, group, outDim, inDim);
+        var x = Check.Values(rng, (long)rows * inDim, 2f);
+        var want = Check.Values(rng, (long)rows * outDim, 3f);
+        using var tx = Tensor.From(x, [rows, inDim], dev);
+        using var ty = Tensor.From(want, [rows, outDim], dev);
+        LowRankLinear.Run(tx, f, ty);
+        LowRankLinear.Twin(x, LowRankHost.Of(f), want, rows);
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}] → ranks {string.Join("+", ranks)} at {string.Join("/", bits)} bits, group {group} → {outDim}");
+    });
+}
