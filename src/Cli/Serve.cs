@@ -53,7 +53,7 @@ public static partial class Cli
             long kvBytes = KvCacheMemory.ByteCount(config, Math.Max(batch, 1), ctx, kvType);
             long? budget = r.GetValue(gpuMemory) is { } gb ? (long)(gb * 1e9) : dev.IsIlgpu && dev.Kind == DeviceKind.Cuda ? (long)(dev.Accelerator.MemorySize * 0.9) : null;
             long slotBytes = DeltaPool.SlotBytes(m.Weights);
-            var whole = all.Select(t => { using var f = DeltaFile.Open(t.Item2); return f.ReplacedBytes; }).ToList();
+            var whole = all.Select(t => { using var f = DeltaFile.Open(t.Item2); return f.ResidentBytes; }).ToList();
             var (capacity, poolBudget) = TenantCache.Plan(budget, m.Weights.ByteLength, kvBytes, slotBytes, whole, r.GetValue(slots));
 
             using var engine = new Engine(m, capacity, dir);

@@ -125,6 +125,11 @@ public sealed class DeltaFile : IDisposable
     /// (norms go into rows the pool already holds; embedding and lm_head are copied).</summary>
     public long ReplacedBytes => Replaced.Sum(n => { var (dt, shape) = Logical(n); return dt.ByteCount(shape); });
 
+    /// <summary>What loading this delta into a pool slot adds beyond the slot's signs: the tensors it stores whole and, for
+    /// lowrank-mp and sparse-lowbit, their factors (which live beside the pool).</summary>
+    public long ResidentBytes => ReplacedBytes + (Codec == BitDelta.Codec ? 0
+        : Compressed.Keys.SelectMany(n => Suffixes(Codec).Select(x => Stem(n) + x)).Sum(t => { var (dt, shape) = Logical(t); return dt.ByteCount(shape); }));
+
     /// <summary>One compressed linear of a lowrank-mp file, on the host.</summary>
     public LowRankFactors LowRankLinear(string weightName)
     {

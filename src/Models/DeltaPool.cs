@@ -11,6 +11,9 @@ namespace BitDeltaNative.Models;
 /// delta may store whole (BitDelta compresses only the decoder's linears), are kept per slot.
 /// The signs of every slot are allocated up front: <see cref="Capacity"/> is the number of fine-tunes that can be
 /// resident at once; <see cref="Load"/> fills a free slot and <see cref="Unload"/> frees it.
+/// A slot may instead hold a lowrank-mp or sparse-lowbit delta (DeltaFile.cs): its factors per linear sit beside the
+/// pool (<see cref="LowRank"/>, <see cref="Sparse"/>), its scales stay 0, and the forward adds their terms per run of its
+/// rows after the multi-tenant launch (LlamaModel.cs), so tenants of every codec share one batch.
 /// </summary>
 public sealed class DeltaPool : IDisposable
 {
@@ -34,6 +37,21 @@ public sealed class DeltaPool : IDisposable
     readonly Tensor?[] embeddings, heads;
     readonly bool[] ownNorms;
     readonly long[] wholeBytes;
+    readonly string?[] codecs;
+    readonly LowRankFactors?[][][] lowRank;
+    readonly SparseFactors?[][][] sparse;
+
+    /// <summary>Slot <paramref name="slot"/>'s codec (bitdelta for random and sign tenants; null when free).</summary>
+    public string? CodecOf(int slot) => codecs[slot];
+
+    /// <summary>The lowrank-mp factors of a slot's linear, if that slot holds such a delta.</summary>
+    public LowRankFactors? LowRank(int slot, int layer, int linear) => lowRank[slot][layer][linear];
+
+    /// <summary>The sparse-lowbit factors of a slot's linear, if that slot holds such a delta.</summary>
+    public SparseFactors? Sparse(int slot, int layer, int linear) => sparse[slot][layer][linear];
+
+    /// <summary>Whether the slot's linears are the pool's signs (bitdelta), not factors beside it.</summary>
+    public bool UsesSigns(int slot) => codecs[slot] is null or BitDelta.Codec;
 
     public DeltaPool(LlamaWeights baseWeights, int capacity, Device device)
     {
@@ -49,6 +67,10 @@ public sealed class DeltaPool : IDisposable
         heads = new Tensor?[capacity];
         ownNorms = new bool[capacity];
         wholeBytes = new long[capacity];
+        codecs = new string?[capacity];
+        int linears = LayerWeights.LinearNames.Length;
+        lowRank = Enumerable.Range(0, capacity).Select(_ => Enumerable.Range(0, c.NumLayers).Select(_ => new LowRankFactors?[linears]).ToArray()).ToArray();
+        sparse = Enumerable.Range(0, capacity).Select(_ => Enumerable.Range(0, c.NumLayers).Select(_ => new SparseFactors?[linears]).ToArray()).ToArray();
         var made = new List<Tensor>();
         try
         {
@@ -110,7 +132,8 @@ public sealed class DeltaPool : IDisposable
         baseWeights.Layers.Sum(l => l.Linears.Sum(p => DType.Sign1.ByteCount([1, p.Weight.Dim(0), p.Weight.Dim(1)]) + 4L))
         + 4L * baseWeights.Config.HiddenSize * (2 * baseWeights.Config.NumLayers + 1);
 
-    /// <summary>Device bytes slot <paramref name="slot"/> holds beyond <see cref="BytesPerSlot"/> (embedding, lm_head).</summary>
+    /// <summary>Device bytes slot <paramref name="slot"/> holds beyond <see cref="BytesPerSlot"/> (embedding, lm_head, and
+    /// a lowrank-mp or sparse-lowbit delta's factors).</summary>
     public long WholeBytes(int slot) => wholeBytes[slot];
 
     /// <summary>Device bytes of the pool: every slot's signs (allocated up front), scales and norm tables, plus the
@@ -135,7 +158,6 @@ public sealed class DeltaPool : IDisposable
     public int Load(DeltaFile file, string name)
     {
         if (SlotOf(name) != null) throw new BitDeltaException($"a tenant named '{name}' is already loaded");
-        if (file.Codec != BitDelta.Codec) throw new BitDeltaException($"{file.Path}: codec '{file.Codec}' cannot be served yet");
         int slot = FreeSlot ?? throw new BitDeltaException($"all {Capacity} delta slots are in use; unload a tenant first");
         var c = Config;
         var expected = LlamaWeights.ExpectedTensors(c).ToDictionary(e => e.Name, e => e.Shape);
@@ -159,10 +181,27 @@ public sealed class DeltaPool : IDisposable
 
         names[slot] = name;
         paths[slot] = file.Path;
+        codecs[slot] = file.Codec;
         try
         {
             foreach (var (tname, (layer, linear)) in linears)
             {
+                if (file.Codec == Codecs.LowRankMp.Codec)
+                {
+                    var host = file.LowRankLinear(tname);
+                    var f = lowRank[slot][layer][linear] = host.To(Device);
+                    if (!ReferenceEquals(f, host)) host.Dispose();
+                    wholeBytes[slot] += f.ByteLength;
+                    continue;
+                }
+                if (file.Codec == Codecs.SparseLowBit.Codec)
+                {
+                    var host = file.SparseLinear(tname);
+                    var f = sparse[slot][layer][linear] = host.To(Device);
+                    if (!ReferenceEquals(f, host)) host.Dispose();
+                    wholeBytes[slot] += f.ByteLength;
+                    continue;
+                }
                 var (signs, scale) = file.BitDeltaLinear(tname);
                 using (signs)
                 {
@@ -209,6 +248,7 @@ public sealed class DeltaPool : IDisposable
         int slot = FreeSlot ?? throw new BitDeltaException($"all {Capacity} delta slots are in use; unload a tenant first");
         names[slot] = name;
         paths[slot] = "(random)";
+        codecs[slot] = BitDelta.Codec;
         for (int l = 0; l < Config.NumLayers; l++)
             for (int k = 0; k < Signs[l].Length; k++)
             {
@@ -235,6 +275,11 @@ public sealed class DeltaPool : IDisposable
         if (names[slot] == null && paths[slot] == null) return;
         names[slot] = null;
         paths[slot] = null;
+        codecs[slot] = null;
+        foreach (var layer in lowRank[slot])
+            for (int k = 0; k < layer.Length; k++) { layer[k]?.Dispose(); layer[k] = null; }
+        foreach (var layer in sparse[slot])
+            for (int k = 0; k < layer.Length; k++) { layer[k]?.Dispose(); layer[k] = null; }
         foreach (var layer in Scales)
             foreach (var s in layer)
             {
@@ -263,6 +308,8 @@ public sealed class DeltaPool : IDisposable
         {
             embeddings[s]?.Dispose();
             heads[s]?.Dispose();
+            foreach (var f in lowRank[s].SelectMany(l => l)) f?.Dispose();
+            foreach (var f in sparse[s].SelectMany(l => l)) f?.Dispose();
         }
         foreach (var t in owned) t.Dispose();
         owned.Clear();

@@ -114,14 +114,18 @@ public sealed class LlamaModel : IDisposable
         float scale = 1f / MathF.Sqrt(c.HeadDim);
         int window = c.SlidingWindow ?? 0;
 
-        using var rowsT = tenants != null ? new TenantRows(tenants, dev) : null;
+        // Rows of tenants whose deltas are factors (lowrank-mp, sparse-lowbit) take the base in the multi-tenant launch; their
+        // terms follow per run of rows.
+        using var rowsT = tenants != null ? new TenantRows(tenants.Select(t => t >= 0 && !pool!.UsesSigns(t) ? -1 : t).ToArray(), dev) : null;
+        var runs = tenants == null ? [] : Runs(tenants);
+        var factorRuns = runs.Where(r => r.Slot >= 0 && !pool!.UsesSigns(r.Slot)).ToList();
         // Norm weights per token: row 1 + slot of the pool's tables (row 0 the base's), when some tenant has its own.
         using var pick = pool != null && pool.AnyOwnNorms ? Tensor.From(tenants!.Select(t => t + 1).ToArray(), [T], dev) : null;
 
         var embedding = delta?.Embedding ?? Weights.Embedding;
         Embedding.Run(tIds, embedding, x);
         if (rowsT != null)
-            foreach (var (start, count, slot) in rowsT.Segments)
+            foreach (var (start, count, slot) in runs)
                 if (slot >= 0 && pool!.Embedding(slot) is { } own)
                 {
                     using var si = tIds.Slice(start, count);
@@ -136,7 +140,17 @@ public sealed class LlamaModel : IDisposable
             void Linear(Tensor input, int k, Tensor baseWeight, Tensor output, bool accumulate = false)
             {
                 LinearInputs?.Invoke(l, k, input);
-                if (rowsT != null) TenantLinear.Run(input, baseWeight, pool!.Signs[l][k], pool.Scales[l][k], rowsT, output, accumulate);
+                if (rowsT != null)
+                {
+                    TenantLinear.Run(input, baseWeight, pool!.Signs[l][k], pool.Scales[l][k], rowsT, output, accumulate);
+                    foreach (var (start, count, slot) in factorRuns)
+                    {
+                        using var xs = input.Slice(start, count);
+                        using var ys = output.Slice(start, count);
+                        if (pool.LowRank(slot, l, k) is { } lrf) LowRankLinear.Run(xs, lrf, ys);
+                        else if (pool.Sparse(slot, l, k) is { } spf) SparseLinear.Run(xs, spf, ys);
+                    }
+                }
                 else if (d?.Bits[k] is { } b) BitLinear.Apply(input, baseWeight, b.Signs, b.Scale, output, accumulate);
                 else
                 {
@@ -200,6 +214,20 @@ public sealed class LlamaModel : IDisposable
             MatMul.Run(hs, hd, ls);
             a = e;
         }
+    }
+
+    /// <summary>Maximal runs of rows of one tenant (slot −1: the base).</summary>
+    static List<(int Start, int Count, int Slot)> Runs(int[] tenants)
+    {
+        var runs = new List<(int, int, int)>();
+        for (int i = 0; i < tenants.Length;)
+        {
+            int j = i + 1;
+            while (j < tenants.Length && tenants[j] == tenants[i]) j++;
+            runs.Add((i, j - i, tenants[i]));
+            i = j;
+        }
+        return runs;
     }
 
     static void Need(Tensor t, int[] shape)

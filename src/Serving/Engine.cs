@@ -63,12 +63,11 @@ public sealed partial class Engine : IDisposable
     }
 
     /// <summary>Checks that a delta file was made from this base (its header and metadata only, nothing is loaded);
-    /// returns the bytes it stores whole (<see cref="DeltaFile.ReplacedBytes"/>).</summary>
+    /// returns the bytes it adds beyond a pool slot (<see cref="DeltaFile.ResidentBytes"/>).</summary>
     public long CheckDelta(string path)
     {
         using var file = OpenChecked(path);
-        if (file.Codec != BitDelta.Codec) throw new BitDeltaException($"{path}: codec '{file.Codec}' cannot be served yet");
-        return file.ReplacedBytes;
+        return file.ResidentBytes;
     }
 
     DeltaFile OpenChecked(string path)

@@ -33,6 +33,18 @@ public sealed class EngineDeltas : IDisposable
         }
     }
 
+    /// <summary>The fixture's fine-tune as a lowrank-mp or sparse-lowbit delta (round to nearest, groups of 32).</summary>
+    public string Codec(string model, string codec)
+    {
+        lock (gate)
+        {
+            string path = dir.File($"{model}.{codec}.safetensors");
+            if (!File.Exists(path))
+                CodecCompressor.Compress(Fixtures.Model(model), Fixtures.Dir("bitdelta", model), path, new CodecOptions { Codec = codec, Group = 32 }, null, null);
+            return path;
+        }
+    }
+
     public void Dispose() => dir.Dispose();
 }
 
@@ -133,6 +145,51 @@ public class EngineTests(EngineDeltas deltas) : IClassFixture<EngineDeltas>
         var la = LastLogits(r, da, p0);
         Assert.True(Check.RelativeError(la, LastLogits(r, db, p0)) > 1e-2, $"{model}: tenants a and b give nearly the same logits");
         Assert.True(Check.RelativeError(la, LastLogits(r, null, p0)) > 1e-2, $"{model}: tenant a gives nearly the base's logits");
+    }
+
+    /// <summary>Tenants of all three codecs and the base in one batch (codecs issue): each request gets what its tenant
+    /// gives alone through the single-delta path, on the managed CPU device and on CUDA when present.</summary>
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void A_batch_mixing_codecs_generates_for_each_request_what_its_tenant_gives_alone(string model)
+    {
+        var (pathA, _) = deltas.For(model);
+        string pathL = deltas.Codec(model, "lowrank-mp"), pathS = deltas.Codec(model, "sparse-lowbit");
+        string baseDir = Fixtures.Model(model);
+        foreach (var dev in new[] { Device.Cpu }.Concat(TestDevices.All.Where(d => !Slow(d))))
+        {
+            using var m = LlamaModel.Load(baseDir, dev);
+            var c = m.Config;
+            using var engine = new Engine(m, 3, baseDir);
+            engine.AddDelta("lr", pathL);
+            engine.AddDelta("a", pathA);
+            engine.AddDelta("sp", pathS);
+            (string? Tenant, int[] Prompt)[] requests =
+            [
+                ("sp", Prompt(c, 17, 250, 33)),
+                ("lr", Prompt(c, 5, 99)),
+                ("a", Prompt(c, 300, 42, 7, 128, 64)),
+                ("base", Prompt(c, 77)),
+                ("lr", Prompt(c, 17, 250, 33)),
+                ("sp", Prompt(c, 200, 11, 90, 3)),
+            ];
+            var got = engine.Generate(requests, 5, new SamplingOptions(), []);
+            using var da = DeltaWeights.Load(pathA, baseDir, c, dev);
+            using var dl = DeltaWeights.Load(pathL, baseDir, c, dev);
+            using var ds = DeltaWeights.Load(pathS, baseDir, c, dev);
+            DeltaWeights? Of(string? t) => t switch { "a" => da, "lr" => dl, "sp" => ds, _ => null };
+            for (int i = 0; i < requests.Length; i++)
+            {
+                var want = Alone(m, Of(requests[i].Tenant), [requests[i].Prompt], 5)[0];
+                Assert.True(want.SequenceEqual(got[i]), $"{model} on {dev}, request {i} ({requests[i].Tenant}): batch [{string.Join(", ", got[i])}], alone [{string.Join(", ", want)}]");
+            }
+            // not vacuous: the codecs' tenants are not the base, nor each other
+            var p0 = requests[0].Prompt;
+            var ls = LastLogits(m, ds, p0);
+            Assert.True(Check.RelativeError(ls, LastLogits(m, null, p0)) > 1e-2, $"{model}: the sparse tenant gives nearly the base's logits");
+            Assert.True(Check.RelativeError(ls, LastLogits(m, dl, p0)) > 1e-3, $"{model}: the sparse and low-rank tenants give nearly the same logits");
+            Assert.True(engine.Pool.WholeBytes(0) > 0 && engine.Pool.CodecOf(0) == "lowrank-mp");
+        }
     }
 
     static float[] LastLogits(LlamaModel m, DeltaWeights? delta, int[] ids)
