@@ -12,6 +12,7 @@ public static partial class Cli
         cmd.Subcommands.Add(BenchModelCommand());
         cmd.Subcommands.Add(BenchGemvCommand());
         cmd.Subcommands.Add(BenchGemmCommand());
+        cmd.Subcommands.Add(BenchCodecsCommand());
         cmd.Subcommands.Add(BenchDistillCommand());
         cmd.Subcommands.Add(BenchMultitenantCommand());
         cmd.Subcommands.Add(BenchServeCommand());

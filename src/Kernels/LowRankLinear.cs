@@ -60,6 +60,31 @@ public sealed class LowRankFactors(Tensor vCodes, Tensor vScales, Tensor vZeros,
     }
 
     /// <summary>A copy on <paramref name="device"/>, or these factors where they are there already.</summary>
+    /// <summary>Random packed factors (codes, f16 scales, zeros, σ never zero) on <paramref name="dev"/>: the audit's
+    /// inputs and the benchmark's tenants at real shapes.</summary>
+    public static LowRankFactors Random(Random rng, Device dev, int[] ranks, int[] bits, int group, int outDim, int inDim)
+    {
+        int rank = ranks.Sum(), vGroups = (inDim + group - 1) / group;
+        uint[] Codes(int count, int rowsOf, int b)
+        {
+            var w = new uint[(long)rowsOf * PackedCodes.RowWords(count, b)];
+            for (long i = 0; i < w.Length; i++) w[i] = (uint)rng.NextInt64(0, 1L << 32);
+            return w;
+        }
+        var vCodes = bits.Select((b, s) => Codes(inDim, ranks[s], b)).SelectMany(a => a).ToArray();
+        var uCodes = bits.Select((b, s) => Codes(ranks[s], outDim, b)).SelectMany(a => a).ToArray();
+        int uParams = ranks.Sum(r => outDim * ((r + group - 1) / group));
+        float[] Scales(int n) => Enumerable.Range(0, n).Select(_ => Math.Abs(Check.Value(rng, 0.05f))).ToArray();
+        byte[] Zeros(int n) => Enumerable.Range(0, n).Select(_ => (byte)rng.Next(4)).ToArray();
+        var sigma = Enumerable.Range(0, rank).Select(_ => Math.Abs(Check.Value(rng, 2f))).ToArray();
+        var table = MakeTable(ranks, bits, outDim, inDim, group);
+        return new LowRankFactors(
+            Tensor.From(vCodes, [vCodes.Length], dev, DType.U32), Tensor.From(Scales(rank * vGroups), [rank * vGroups], dev, DType.F16),
+            Tensor.From(Zeros(rank * vGroups), [rank * vGroups], dev), Tensor.From(uCodes, [uCodes.Length], dev, DType.U32),
+            Tensor.From(Scales(uParams), [uParams], dev, DType.F16), Tensor.From(Zeros(uParams), [uParams], dev),
+            Tensor.From(sigma, [rank], dev), Tensor.From(table, [table.Length], dev), ranks, bits, group, outDim, inDim);
+    }
+
     public LowRankFactors To(Device device) => device == Device ? this : new(VCodes.To(device), VScales.To(device), VZeros.To(device), UCodes.To(device), UScales.To(device),
         UZeros.To(device), Sigma.To(device), Table.To(device), Ranks, Bits, Group, Out, In);
 
@@ -275,29 +300,7 @@ public static class LowRankCases
         int[] choices = [8, 4, 3, 2];
         var ranks = Enumerable.Range(0, slices).Select(_ => Check.Size(rng, 40)).ToArray();
         var bits = Enumerable.Range(0, slices).Select(_ => choices[rng.Next(4)]).ToArray();
-        int rank = ranks.Sum(), vGroups = (inDim + group - 1) / group;
-        uint[] Codes(int count, int rowsOf, int b)
-        {
-            int rw = PackedCodes.RowWords(count, b);
-            var w = new uint[rowsOf * rw];
-            for (int i = 0; i < w.Length; i++) w[i] = (uint)rng.NextInt64(0, 1L << 32);
-            return w;
-        }
-        var vCodes = bits.Select((b, s) => Codes(inDim, ranks[s], b)).SelectMany(a => a).ToArray();
-        var uCodes = bits.Select((b, s) => Codes(ranks[s], outDim, b)).SelectMany(a => a).ToArray();
-        int uParams = ranks.Sum(r => outDim * ((r + group - 1) / group));
-        float[] Scales(int n) => Enumerable.Range(0, n).Select(_ => Math.Abs(Check.Value(rng, 0.05f))).ToArray();
-        byte[] Zeros(int n, Func<int, int> maxq) => Enumerable.Range(0, n).Select(i => (byte)rng.Next(maxq(i) + 1)).ToArray();
-        var vScales = Scales(rank * vGroups);
-        var vZeros = Zeros(rank * vGroups, _ => 3);
-        var uScales = Scales(uParams);
-        var uZeros = Zeros(uParams, _ => 3);
-        var sigma = Enumerable.Range(0, rank).Select(_ => Math.Abs(Check.Value(rng, 2f))).ToArray();
-        var table = LowRankFactors.MakeTable(ranks, bits, outDim, inDim, group);
-        using var f = new LowRankFactors(
-            Tensor.From(vCodes, [vCodes.Length], dev, DType.U32), Tensor.From(vScales, [vScales.Length], dev, DType.F16), Tensor.From(vZeros, [vZeros.Length], dev),
-            Tensor.From(uCodes, [uCodes.Length], dev, DType.U32), Tensor.From(uScales, [uScales.Length], dev, DType.F16), Tensor.From(uZeros, [uZeros.Length], dev),
-            Tensor.From(sigma, [rank], dev), Tensor.From(table, [table.Length], dev), ranks, bits, group, outDim, inDim);
+        using var f = LowRankFactors.Random(rng, dev, ranks, bits, group, outDim, inDim);
         var x = Check.Values(rng, (long)rows * inDim, 2f);
         var want = Check.Values(rng, (long)rows * outDim, 3f);
         using var tx = Tensor.From(x, [rows, inDim], dev);

@@ -25,6 +25,26 @@ public sealed class SparseFactors(Tensor meta, Tensor codes, Tensor scales, int 
 
     public static int MetaWords(int inDim) => (inDim + 31) / 32;
 
+    /// <summary>Random 2:4 factors on <paramref name="dev"/> (every pair of kept positions a &lt; b drawn at random, random
+    /// codes, f16 scales never zero): the audit's inputs and the benchmark's tenants at real shapes.</summary>
+    public static SparseFactors Random(Random rng, Device dev, int bits, int group, int outDim, int inDim)
+    {
+        int groups = (inDim + group - 1) / group, mw = MetaWords(inDim);
+        (int, int)[] pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)];
+        var meta = new uint[(long)outDim * mw];
+        for (int o = 0; o < outDim; o++)
+            for (int q = 0; q < inDim / 4; q++)
+            {
+                var (a, b) = pairs[rng.Next(6)];
+                meta[(long)o * mw + q / 8] |= (uint)(a | b << 2) << (q % 8 * 4);
+            }
+        var codes = new uint[(long)outDim * PackedCodes.RowWords(inDim / 2, bits)];
+        for (long i = 0; i < codes.Length; i++) codes[i] = (uint)rng.NextInt64(0, 1L << 32);
+        var scales = Enumerable.Range(0, outDim * groups).Select(_ => Math.Abs(Check.Value(rng, 0.05f))).ToArray();
+        return new SparseFactors(Tensor.From(meta, [outDim, mw], dev, DType.U32), Tensor.From(codes, [outDim, codes.Length / Math.Max(1, outDim)], dev, DType.U32),
+            Tensor.From(scales, [outDim, groups], dev, DType.F16), bits, group, outDim, inDim);
+    }
+
     /// <summary>A copy on <paramref name="device"/>, or these factors where they are there already.</summary>
     public SparseFactors To(Device device) => device == Device ? this : new(Meta.To(device), Codes.To(device), Scales.To(device), Bits, Group, Out, In);
 
@@ -142,27 +162,14 @@ public static class SparseCases
     public static AuditCase Case => new("sparse low-bit linear", Check.F32Bound, (dev, rng) =>
     {
         int inDim = 4 * Check.Size(rng, 60), outDim = Check.Size(rng, 70), rows = Check.Size(rng, 20), bits = rng.Next(2) == 0 ? 2 : 4;
-        int group = 4 * (1 + rng.Next(40)), groups = (inDim + group - 1) / group, mw = SparseFactors.MetaWords(inDim);
-        (int, int)[] pairs = [(0, 1), (0, 2), (0, 3), (1, 2), (1, 3), (2, 3)];
-        var meta = new uint[outDim * mw];
-        for (int o = 0; o < outDim; o++)
-            for (int q = 0; q < inDim / 4; q++)
-            {
-                var (a, b) = pairs[rng.Next(6)];
-                meta[o * mw + q / 8] |= (uint)(a | b << 2) << (q % 8 * 4);
-            }
-        var codes = new uint[outDim * PackedCodes.RowWords(inDim / 2, bits)];
-        for (int i = 0; i < codes.Length; i++) codes[i] = (uint)rng.NextInt64(0, 1L << 32);
-        var scales = Enumerable.Range(0, outDim * groups).Select(_ => Math.Abs(Check.Value(rng, 0.05f))).ToArray();
-        using var f = new SparseFactors(Tensor.From(meta, [meta.Length], dev, DType.U32), Tensor.From(codes, [codes.Length], dev, DType.U32),
-            Tensor.From(scales, [scales.Length], dev, DType.F16), bits, group, outDim, inDim);
+        int group = 4 * (1 + rng.Next(40));
+        using var f = SparseFactors.Random(rng, dev, bits, group, outDim, inDim);
         var x = Check.Values(rng, (long)rows * inDim, 2f);
         var want = Check.Values(rng, (long)rows * outDim, 3f);
         using var tx = Tensor.From(x, [rows, inDim], dev);
         using var ty = Tensor.From(want, [rows, outDim], dev);
         SparseLinear.Run(tx, f, ty);
-        var sh = f.Scales.ToArray<ushort>();
-        SparseLinear.Twin(x, meta, codes, sh, bits, group, want, rows, inDim, outDim);
+        SparseLinear.Twin(x, f.Meta.ToArray<uint>(), f.Codes.ToArray<uint>(), f.Scales.ToArray<ushort>(), bits, group, want, rows, inDim, outDim);
         return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}] → {outDim}, 2:4 at {bits} bits, group {group}");
     });
 }
