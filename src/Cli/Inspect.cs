@@ -68,12 +68,7 @@ public static partial class Cli
             signBytes += signs.ByteLength;
             Console.WriteLine($"  {name,-50} [{shape[0]}, {shape[1]}]  scale {scale:E4}  {signs.ByteLength,12:N0} B of signs");
         }
-        foreach (var name in d.Replaced)
-        {
-            using var t = d.ReplacedTensor(name);
-            kept += t.ByteLength;
-            Console.WriteLine($"  {name,-50} kept as in the fine-tune ({t.DType} {t.ShapeString}, {t.ByteLength,12:N0} B)");
-        }
+        kept = PrintKept(d);
         Console.WriteLine($"{d.Compressed.Count} matrices binarized: {signBytes / 1e6:F2} MB of signs for {dense / 1e6:F2} MB of 16-bit weights " +
                           $"({(signBytes > 0 ? (double)dense / signBytes : 0):F1}x); {d.Replaced.Count} tensors kept whole, {kept / 1e6:F2} MB; " +
                           $"file {d.ByteLength / 1e6:F2} MB against {(dense + kept) / 1e6:F2} MB for the same tensors uncompressed ({(double)(dense + kept) / d.ByteLength:F1}x)");
@@ -84,6 +79,19 @@ public static partial class Cli
             Console.WriteLine($"wrote {png}: {canvas.Width}x{canvas.Height} PNG of the scales, {bytes / 1024.0:F1} KiB");
         }
         return 0;
+    }
+
+    /// <summary>The tensors a delta keeps as the fine-tune has them, a line each; their bytes.</summary>
+    static long PrintKept(Models.DeltaFile d)
+    {
+        long kept = 0;
+        foreach (var name in d.Replaced)
+        {
+            using var t = d.ReplacedTensor(name);
+            kept += t.ByteLength;
+            Console.WriteLine($"  {name,-50} kept as in the fine-tune ({t.DType} {t.ShapeString}, {t.ByteLength,12:N0} B)");
+        }
+        return kept;
     }
 
     /// <summary>A lowrank-mp or sparse-lowbit delta: the codec's settings, each matrix's ranks and bits (or sparsity and
@@ -116,12 +124,7 @@ public static partial class Cli
             factorBytes += bytes;
             Console.WriteLine($"  {name,-50} [{shape[0]}, {shape[1]}]  {what}  {bytes,12:N0} B ({8.0 * bytes / ((long)shape[0] * shape[1]):F2} bits a weight)");
         }
-        foreach (var name in d.Replaced)
-        {
-            using var t = d.ReplacedTensor(name);
-            kept += t.ByteLength;
-            Console.WriteLine($"  {name,-50} kept as in the fine-tune ({t.DType} {t.ShapeString}, {t.ByteLength,12:N0} B)");
-        }
+        kept = PrintKept(d);
         Console.WriteLine($"{d.Compressed.Count} matrices compressed: {factorBytes / 1e6:F2} MB of codes and scales for {2 * weights / 1e6:F2} MB of 16-bit weights " +
                           $"({(factorBytes > 0 ? 8.0 * factorBytes / weights : 0):F2} bits a weight{(lowRank ? "" : ", before zstd")}); {d.Replaced.Count} tensors kept whole, " +
                           $"{kept / 1e6:F2} MB; file {d.ByteLength / 1e6:F2} MB against {(2 * weights + kept) / 1e6:F2} MB uncompressed ({(double)(2 * weights + kept) / d.ByteLength:F1}x)");

@@ -34,14 +34,9 @@ public static class BitLinear
     public static void Run(Tensor x, Tensor signs, float scale, Tensor y)
     {
         Need.SameDevice(x, signs, y);
-        Need.F32("bitlinear x", x);
-        Need.F32("bitlinear y", y);
         if (signs.DType != DType.Sign1 || signs.Rank != 2) throw new ArgumentException($"bitlinear signs: expected Sign1 [out, in], got {signs}");
         int outDim = signs.Dim(0), inDim = signs.Dim(1);
-        if (x.Rank == 0 || x.Dim(-1) != inDim) throw new ArgumentException($"bitlinear x: expected last dimension {inDim} (signs {signs}), got {x}");
-        long rows = 1;   // the leading dimensions
-        for (int i = 0; i < x.Rank - 1; i++) rows *= x.Dim(i);
-        Need.Count("bitlinear y", y, rows * outDim);
+        long rows = Need.DeltaRows("bitlinear", x, y, inDim, outDim);
         if (rows == 0 || outDim == 0) return;
         if (!y.Device.IsIlgpu)
         {

@@ -169,11 +169,7 @@ public static class LowRankLinear
     public static void Run(Tensor x, LowRankFactors f, Tensor y)
     {
         Need.SameDevice(x, f.VCodes, y);
-        Need.F32("low-rank x", x);
-        Need.F32("low-rank y", y);
-        if (x.Rank == 0 || x.Dim(-1) != f.In) throw new ArgumentException($"low-rank x: expected last dimension {f.In}, got {x}");
-        long rows = x.ElementCount / Math.Max(1, f.In);
-        Need.Count("low-rank y", y, rows * f.Out);
+        long rows = Need.DeltaRows("low-rank", x, y, f.In, f.Out);
         if (rows == 0 || f.Out == 0 || f.Rank == 0) return;
         var dev = y.Device;
         if (!dev.IsIlgpu)

@@ -55,6 +55,19 @@ internal static class Need
         return (start, start + t.ByteLength);
     }
 
+    /// <summary>The rows of a delta term y += x·Δᵀ (BitLinear, LowRankLinear, SparseLinear): x f32 [.., in], y f32 with
+    /// rows·out elements, rows the product of x's leading dimensions.</summary>
+    public static long DeltaRows(string what, Tensor x, Tensor y, int inDim, int outDim)
+    {
+        F32(what + " x", x);
+        F32(what + " y", y);
+        if (x.Rank == 0 || x.Dim(-1) != inDim) throw new ArgumentException($"{what} x: expected last dimension {inDim}, got {x}");
+        long rows = 1;   // the leading dimensions (this way in = 0 still has rows)
+        for (int i = 0; i < x.Rank - 1; i++) rows *= x.Dim(i);
+        Count(what + " y", y, rows * outDim);
+        return rows;
+    }
+
     /// <summary>Host f32 values of any float tensor on the managed CPU device (a copy for f16/bf16).</summary>
     public static float[] HostF32(Tensor t) => t.DType == DType.F32 ? t.Host<float>().ToArray() : t.ToFloatArray();
 }

@@ -109,11 +109,7 @@ public static class SparseLinear
     public static void Run(Tensor x, SparseFactors f, Tensor y)
     {
         Need.SameDevice(x, f.Codes, y);
-        Need.F32("sparse x", x);
-        Need.F32("sparse y", y);
-        if (x.Rank == 0 || x.Dim(-1) != f.In) throw new ArgumentException($"sparse x: expected last dimension {f.In}, got {x}");
-        long rows = x.ElementCount / Math.Max(1, f.In);
-        Need.Count("sparse y", y, rows * f.Out);
+        long rows = Need.DeltaRows("sparse", x, y, f.In, f.Out);
         if (rows == 0 || f.Out == 0) return;
         var dev = y.Device;
         if (!dev.IsIlgpu)

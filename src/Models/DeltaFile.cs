@@ -249,20 +249,22 @@ public sealed class DeltaFile : IDisposable
         }
     }
 
+    /// <summary>The metadata every delta file starts with: what it is, its codec, its base, its compressed shapes.</summary>
+    static Dictionary<string, string> Header(string codec, LlamaConfig baseConfig, string baseFingerprint, Dictionary<string, int[]> shapes) => new()
+    {
+        ["format"] = FormatName,
+        ["format_version"] = FormatVersion.ToString(),
+        ["codec"] = codec,
+        ["base_config_hash"] = baseConfig.ConfigHash,
+        ["base_weights_fingerprint"] = baseFingerprint,
+        ["compressed"] = JsonSerializer.Serialize(shapes),
+    };
+
     public static void Write(string path, string codec, LlamaConfig baseConfig, string baseFingerprint,
                              IReadOnlyList<(string WeightName, Tensor Signs, float Scale)> compressed,
                              IReadOnlyList<(string Name, Tensor Tensor)> replaced)
     {
-        var shapes = compressed.ToDictionary(c => c.WeightName, c => c.Signs.Shape.ToArray());
-        var meta = new Dictionary<string, string>
-        {
-            ["format"] = FormatName,
-            ["format_version"] = FormatVersion.ToString(),
-            ["codec"] = codec,
-            ["base_config_hash"] = baseConfig.ConfigHash,
-            ["base_weights_fingerprint"] = baseFingerprint,
-            ["compressed"] = JsonSerializer.Serialize(shapes),
-        };
+        var meta = Header(codec, baseConfig, baseFingerprint, compressed.ToDictionary(c => c.WeightName, c => c.Signs.Shape.ToArray()));
         var tensors = new List<(string, Tensor)>();
         var scales = new List<Tensor>();
         try
@@ -294,16 +296,8 @@ public sealed class DeltaFile : IDisposable
                                   IReadOnlyList<(string Name, Tensor Tensor)> replaced, CodecParams ps, bool zstd)
     {
         var suffixes = Suffixes(codec);
-        var meta = new Dictionary<string, string>
-        {
-            ["format"] = FormatName,
-            ["format_version"] = FormatVersion.ToString(),
-            ["codec"] = codec,
-            ["base_config_hash"] = baseConfig.ConfigHash,
-            ["base_weights_fingerprint"] = baseFingerprint,
-            ["compressed"] = JsonSerializer.Serialize(compressed.ToDictionary(c => c.WeightName, c => c.Shape)),
-            ["codec_params"] = JsonSerializer.Serialize(ps, CodecParams.Json),
-        };
+        var meta = Header(codec, baseConfig, baseFingerprint, compressed.ToDictionary(c => c.WeightName, c => c.Shape));
+        meta["codec_params"] = JsonSerializer.Serialize(ps, CodecParams.Json);
         var tensors = new List<(string Name, Tensor Tensor)>();
         foreach (var (name, _, ts) in compressed)
         {
