@@ -66,19 +66,25 @@ public sealed class TenantRows : IDisposable
     /// position FewBase + e is <see cref="FewList"/>'s entry e.</summary>
     public int FewBase { get; }
 
-    public TenantRows(int[] slots, Device device)
+    /// <summary>Maximal runs of rows of one slot (−1: the base), in order.</summary>
+    public static (int Start, int Count, int Slot)[] Runs(int[] slots)
     {
-        Slots = slots;
-        Device = device;
-        var segs = new List<(int, int, int)>();
+        var runs = new List<(int, int, int)>();
         for (int r = 0; r < slots.Length;)
         {
             int e = r + 1;
             while (e < slots.Length && slots[e] == slots[r]) e++;
-            segs.Add((r, e - r, slots[r]));
+            runs.Add((r, e - r, slots[r]));
             r = e;
         }
-        Segments = [.. segs];
+        return [.. runs];
+    }
+
+    public TenantRows(int[] slots, Device device)
+    {
+        Slots = slots;
+        Device = device;
+        Segments = Runs(slots);
         decodeRows = Segments.Where(s => s.Count < TenantLinear.PrefillMinRows).SelectMany(s => Enumerable.Range(s.Start, s.Count)).ToArray();
         var few = decodeRows.Where(r => slots[r] >= 0).GroupBy(r => slots[r]).Where(g => g.Count() <= TenantLinear.BitsMaxRows).ToArray();
         bool bits = few.Length > 0 && few.Length >= TenantLinear.BitsMinTenants;

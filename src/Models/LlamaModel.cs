@@ -117,7 +117,7 @@ public sealed class LlamaModel : IDisposable
         // Rows of tenants whose deltas are factors (lowrank-mp, sparse-lowbit) take the base in the multi-tenant launch; their
         // terms follow per run of rows.
         using var rowsT = tenants != null ? new TenantRows(tenants.Select(t => t >= 0 && !pool!.UsesSigns(t) ? -1 : t).ToArray(), dev) : null;
-        var runs = tenants == null ? [] : Runs(tenants);
+        var runs = tenants == null ? [] : TenantRows.Runs(tenants);
         var factorRuns = runs.Where(r => r.Slot >= 0 && !pool!.UsesSigns(r.Slot)).ToList();
         // Norm weights per token: row 1 + slot of the pool's tables (row 0 the base's), when some tenant has its own.
         using var pick = pool != null && pool.AnyOwnNorms ? Tensor.From(tenants!.Select(t => t + 1).ToArray(), [T], dev) : null;
@@ -214,20 +214,6 @@ public sealed class LlamaModel : IDisposable
             MatMul.Run(hs, hd, ls);
             a = e;
         }
-    }
-
-    /// <summary>Maximal runs of rows of one tenant (slot −1: the base).</summary>
-    static List<(int Start, int Count, int Slot)> Runs(int[] tenants)
-    {
-        var runs = new List<(int, int, int)>();
-        for (int i = 0; i < tenants.Length;)
-        {
-            int j = i + 1;
-            while (j < tenants.Length && tenants[j] == tenants[i]) j++;
-            runs.Add((i, j - i, tenants[i]));
-            i = j;
-        }
-        return runs;
     }
 
     static void Need(Tensor t, int[] shape)
