@@ -88,6 +88,16 @@ public sealed class LowRankFactors(Tensor vCodes, Tensor vScales, Tensor vZeros,
     public LowRankFactors To(Device device) => device == Device ? this : new(VCodes.To(device), VScales.To(device), VZeros.To(device), UCodes.To(device), UScales.To(device),
         UZeros.To(device), Sigma.To(device), Table.To(device), Ranks, Bits, Group, Out, In);
 
+    /// <summary>These factors on <paramref name="device"/>: themselves where they are already, else a copy there, and
+    /// these are disposed (loading a file's host copy onto the device).</summary>
+    public LowRankFactors MoveTo(Device device)
+    {
+        if (device == Device) return this;
+        var moved = To(device);
+        Dispose();
+        return moved;
+    }
+
     public void Dispose()
     {
         foreach (var t in new[] { VCodes, VScales, VZeros, UCodes, UScales, UZeros, Sigma, Table }) t.Dispose();

@@ -48,6 +48,16 @@ public sealed class SparseFactors(Tensor meta, Tensor codes, Tensor scales, int 
     /// <summary>A copy on <paramref name="device"/>, or these factors where they are there already.</summary>
     public SparseFactors To(Device device) => device == Device ? this : new(Meta.To(device), Codes.To(device), Scales.To(device), Bits, Group, Out, In);
 
+    /// <summary>These factors on <paramref name="device"/>: themselves where they are already, else a copy there, and
+    /// these are disposed (loading a file's host copy onto the device).</summary>
+    public SparseFactors MoveTo(Device device)
+    {
+        if (device == Device) return this;
+        var moved = To(device);
+        Dispose();
+        return moved;
+    }
+
     public void Dispose()
     {
         Meta.Dispose();

@@ -188,18 +188,12 @@ public sealed class DeltaPool : IDisposable
             {
                 if (file.Codec == Codecs.LowRankMp.Codec)
                 {
-                    var host = file.LowRankLinear(tname);
-                    var f = lowRank[slot][layer][linear] = host.To(Device);
-                    if (!ReferenceEquals(f, host)) host.Dispose();
-                    wholeBytes[slot] += f.ByteLength;
+                    wholeBytes[slot] += (lowRank[slot][layer][linear] = file.LowRankLinear(tname).MoveTo(Device)).ByteLength;
                     continue;
                 }
                 if (file.Codec == Codecs.SparseLowBit.Codec)
                 {
-                    var host = file.SparseLinear(tname);
-                    var f = sparse[slot][layer][linear] = host.To(Device);
-                    if (!ReferenceEquals(f, host)) host.Dispose();
-                    wholeBytes[slot] += f.ByteLength;
+                    wholeBytes[slot] += (sparse[slot][layer][linear] = file.SparseLinear(tname).MoveTo(Device)).ByteLength;
                     continue;
                 }
                 var (signs, scale) = file.BitDeltaLinear(tname);

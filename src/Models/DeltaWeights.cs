@@ -81,25 +81,15 @@ public sealed class DeltaWeights : IDisposable
                         bytes += 4;
                         break;
                     case Codecs.LowRankMp.Codec:
-                    {
-                        var host = file.LowRankLinear(name);
-                        var lr = host.To(device);
-                        if (!ReferenceEquals(lr, host)) host.Dispose();
+                        var lr = layers[layer].LowRank[linear] = file.LowRankLinear(name).MoveTo(device);
                         codecOwned.Add(lr);
-                        layers[layer].LowRank[linear] = lr;
                         bytes += lr.ByteLength;
                         break;
-                    }
                     default:
-                    {
-                        var host = file.SparseLinear(name);
-                        var sp = host.To(device);
-                        if (!ReferenceEquals(sp, host)) host.Dispose();
+                        var sp = layers[layer].Sparse[linear] = file.SparseLinear(name).MoveTo(device);
                         codecOwned.Add(sp);
-                        layers[layer].Sparse[linear] = sp;
                         bytes += sp.ByteLength;
                         break;
-                    }
                 }
             }
             foreach (var name in file.Replaced)
