@@ -16,6 +16,7 @@ public static partial class Cli
         cmd.Subcommands.Add(BenchDistillCommand());
         cmd.Subcommands.Add(BenchMultitenantCommand());
         cmd.Subcommands.Add(BenchServeCommand());
+        cmd.Subcommands.Add(BenchStartupCommand());
         return cmd;
     }
 

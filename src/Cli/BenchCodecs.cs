@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.CommandLine;
 using BitDeltaNative.Kernels;
 using ILGPU;
@@ -32,7 +33,7 @@ public static partial class Cli
             var shapes = cuda ? GemvShapes : [(256, 256)];
             Console.WriteLine($"bench codecs on {dev}, {DateTime.UtcNow:yyyy-MM-dd}; median of {samples} samples of {perSample} launches");
             if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
-            Console.WriteLine($"{"out×in",-12} {"codec",-22} {"rows",4} {"MB",6} {"µs",8} {"GB/s",6} {"/copy",6}");
+            Console.WriteLine($"{"out×in",-12} {"codec",-22} {"rows",4} {"MB",6} {"µs",8} {"GB/s",6} {"/copy",6} {"host µs",8}");
             var rng = new Random(1);
             foreach (var (outDim, inDim) in shapes)
             {
@@ -60,17 +61,37 @@ public static partial class Cli
                         using var y = Tensor.From(Check.Values(rng, (long)n * outDim), [n, outDim], dev);
                         int next = 0;
                         double us = Median(dev, warm, samples, perSample, () => run(x, bufs[next++ % nBuf], y));
+                        double host = HostMedian(dev, samples, perSample, () => run(x, bufs[next++ % nBuf], y));
                         double gb = (bytes + 4.0 * n * (inDim + 2 * outDim)) / us / 1e3;
-                        Console.WriteLine($"{$"{outDim}×{inDim}",-12} {kind,-22} {n,4} {bytes / 1e6,6:F2} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2}");
+                        Console.WriteLine($"{$"{outDim}×{inDim}",-12} {kind,-22} {n,4} {bytes / 1e6,6:F2} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {host,8:F1}");
                     }
                     foreach (var b in bufs) b.Dispose();
                 }
                 Console.WriteLine($"  copy of W's size: {copyGb:F0} GB/s");
             }
-            Console.WriteLine("GB/s: (factors + x + y read + y written) / time; /copy: against a 16-byte copy kernel over W's bytes in the same run.");
+            Console.WriteLine("GB/s: (factors + x + y read + y written) / time; /copy: against a 16-byte copy kernel over W's bytes in the same run;");
+            Console.WriteLine("host µs: the host's own time to issue one call (timed without waiting for the GPU); where it is near µs, the host sets the pace.");
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>Median host time to issue one call, each sample's calls timed up to their last issue (the GPU queue emptied
+    /// between samples, and deep enough for 10 calls).</summary>
+    static double HostMedian(Device dev, int samples, int perSample, Action launch)
+    {
+        var times = new double[samples];
+        var sw = new Stopwatch();
+        for (int s = 0; s < samples; s++)
+        {
+            dev.Synchronize();
+            sw.Restart();
+            for (int l = 0; l < perSample; l++) launch();
+            times[s] = sw.Elapsed.TotalMicroseconds / perSample;
+        }
+        dev.Synchronize();
+        Array.Sort(times);
+        return times[samples / 2];
     }
 
     /// <summary>A 16-byte copy kernel's GB/s (bytes read + written) over buffers of an f16 [out, in] matrix's size.</summary>

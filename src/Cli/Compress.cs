@@ -89,6 +89,8 @@ public static partial class Cli
         bool lowRank = codecName == Models.Codecs.LowRankMp.Codec;
         var o = new CodecOptions { Codec = codecName, Group = r.GetValue(group), Budget = r.GetValue(budget) };
         if (o.Group < 1) throw new BitDeltaException($"--group must be positive, got {o.Group}");
+        if (o.Codec == Models.Codecs.SparseLowBit.Codec && o.Group % 4 != 0)
+            throw new BitDeltaException($"--group {o.Group}: sparse-lowbit needs a multiple of 4 (its groups of inputs hold whole groups of four)");
         if (!(o.Budget > 0) || o.Budget > 16) throw new BitDeltaException($"--budget must be in (0, 16] bits a weight, got {o.Budget}");
         if (!lowRank && r.GetResult(budget) is { Implicit: false }) throw new BitDeltaException("--budget is for --codec lowrank-mp (sparse-lowbit's size follows from 2:4 and --bits)");
         if (r.GetValue(bits) is { } bt)

@@ -107,8 +107,8 @@ public sealed class LowRankFactors(Tensor vCodes, Tensor vScales, Tensor vZeros,
 /// <summary>
 /// y += Σ_s ((x·V_sᵀ) ⊙ σ_s)·U_sᵀ for x f32 [rows, in] and y f32 [rows, out]: the low-rank codec's delta term, as LoRA
 /// serving computes its adapters (shrink to the rank, scale, expand; Punica's SGMV, arXiv 2310.18547), with every factor
-/// decoded from its packed codes where it is read. Two launches: <see cref="ShrinkKernel"/> (a warp per factor row j,
-/// t[r, j] = σ_j·Σ_i x[r, i]·V[j, i]) and <see cref="ExpandKernel"/> (a warp per output o, y[r, o] += Σ_j t[r, j]·U[o, j]),
+/// decoded from its packed codes where it is read. Two launches: <see cref="ShrinkKernel"/> (a block per factor row j,
+/// t[r, j] = σ_j·Σ_i x[r, i]·V[j, i]) and <see cref="ExpandKernel"/> (a block per output o, y[r, o] += Σ_j t[r, j]·U[o, j]),
 /// both over up to 8 rows of x per pass. On the managed CPU device the factors are decoded to f32 and the host matmul
 /// runs both products.
 /// </summary>
@@ -192,18 +192,26 @@ public static class LowRankLinear
             MatMul.Run(t, tu, y, accumulate: true);
             return;
         }
+        if (f.In >= PackedCodes.MaxGroupedIndex || f.Rank >= PackedCodes.MaxGroupedIndex)
+            throw new ArgumentException($"low-rank factors of {f.In} inputs and rank {f.Rank}: the kernels take fewer than {PackedCodes.MaxGroupedIndex}");
         using var tt = Tensor.Empty([(int)rows, f.Rank], DType.F32, dev);
         int passes = (int)((rows + MatMul.GemvMaxRows - 1) / MatMul.GemvMaxRows);
-        long shrinkWarps = (long)f.Rank * passes, expandWarps = (long)f.Out * passes;
         dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>,
-                                ArrayView<float>, int, int, int, int, int>>(ShrinkKernel)(
-            new KernelConfig((int)((shrinkWarps + 3) / 4), 128), x.View<float>(), f.VCodes.View<uint>(), f.VScales.View<ushort>(), f.VZeros.View<byte>(),
-            f.Sigma.View<float>(), f.Table.View<int>(), tt.View<float>(), (int)rows, f.In, f.Rank, f.Slices, f.Group);
+                                ArrayView<float>, int, int, int, int, int, float>>(ShrinkKernel)(
+            new KernelConfig(f.Rank * passes, ShrinkThreads), x.View<float>(), f.VCodes.View<uint>(), f.VScales.View<ushort>(), f.VZeros.View<byte>(),
+            f.Sigma.View<float>(), f.Table.View<int>(), tt.View<float>(), (int)rows, f.In, f.Rank, f.Slices, (f.In + f.Group - 1) / f.Group, 1f / f.Group);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<int>,
-                                ArrayView<float>, int, int, int, int, int>>(ExpandKernel)(
-            new KernelConfig((int)((expandWarps + 3) / 4), 128), tt.View<float>(), f.UCodes.View<uint>(), f.UScales.View<ushort>(), f.UZeros.View<byte>(),
-            f.Table.View<int>(), y.View<float>(), (int)rows, f.Out, f.Rank, f.Slices, f.Group);
+                                ArrayView<float>, int, int, int, int, float>>(ExpandKernel)(
+            new KernelConfig(f.Out * passes, ExpandThreads), tt.View<float>(), f.UCodes.View<uint>(), f.UScales.View<ushort>(), f.UZeros.View<byte>(),
+            f.Table.View<int>(), y.View<float>(), (int)rows, f.Out, f.Rank, f.Slices, 1f / f.Group);
     }
+
+    /// <summary>Threads a block: 8 warps per factor row for the shrink, 4 per output for the expand. The first form (a warp
+    /// per row or output, a code a lane at a time) ran 16–26 GB/s on the H200; with these blocks but the same arithmetic,
+    /// 32–38 GB/s, and Nsight Compute showed the SMs issuing on 72–80% of cycles: ~245 instructions a code (64-bit index
+    /// math, an integer division and a straddle test per code, 8 row guards per product). Hence the walk
+    /// (<see cref="CodeWalk"/>), the reciprocal group index and the one-row path below (bench/NOTES.md).</summary>
+    const int ShrinkThreads = 256, ExpandThreads = 128;
 
     /// <summary>The slice that holds stacked row j (the table has a handful of slices).</summary>
     static int SliceOf(ArrayView<int> table, int slices, int j)
@@ -213,56 +221,98 @@ public static class LowRankLinear
         return s;
     }
 
-    /// <summary>Warp g: factor row j = g mod R and rows 8·(g div R) … +8 of x; lanes stride over the inputs, decoding
-    /// V[j, i] once for the rows; t[r, j] = σ_j·Σ_i x[r, i]·V[j, i].</summary>
-    static void ShrinkKernel(ArrayView<float> x, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<float> sigma,
-                             ArrayView<int> table, ArrayView<float> t, int rows, int inDim, int rank, int slices, int group)
+    static float Dequant(int code, ArrayView<ushort> scales, ArrayView<byte> zeros, int p) => PackedCodes.Half(scales[p]) * (code - zeros[p]);
+
+    /// <summary>acc.R_k += v·x[at + k·stride] for the first n rows, with one row (decode's usual case) unguarded.</summary>
+    internal static MatMul.Acc8 Fma(MatMul.Acc8 acc, float v, ArrayView<float> x, int at, int stride, int n)
     {
-        long g = (long)Grid.IdxX * 4 + Warp.WarpIdx;
-        int passes = (rows + 7) / 8;
-        if (g >= (long)rank * passes) return;
-        int j = (int)(g % rank), r0 = (int)(g / rank) * 8, n = IntrinsicMath.Min(8, rows - r0), lane = Warp.LaneIdx;
-        int s = SliceOf(table, slices, j), c = s * LowRankFactors.TableCols, bits = table[c + 2];
-        long rowStart = table[c + 3] + (long)(j - table[c]) * PackedCodes.RowWords(inDim, bits);
-        int groups = (inDim + group - 1) / group;
-        var acc = default(MatMul.Acc8);
-        for (int i = lane; i < inDim; i += 32)
+        if (n == 1)
         {
-            long p = (long)j * groups + i / group;
-            float v = PackedCodes.Half(scales[p]) * (PackedCodes.Get(codes, rowStart, i, bits) - zeros[p]);
-            acc = MatMul.Fma8(acc, v, x, (long)r0 * inDim + i, inDim, n);
+            acc.R0 += v * x[at];
+            return acc;
         }
-        float sum = MatMul.WarpTotal8(acc, lane);
-        int k8 = MatMul.RowOfLane(lane);
-        if ((lane & 3) == 0 && k8 < n) t[(long)(r0 + k8) * rank + j] = sigma[j] * sum;
+        return MatMul.Fma8(acc, v, x, at, stride, n);
     }
 
-    /// <summary>Warp g: output o = g mod out and rows 8·(g div out) … +8; lanes stride over the stacked ranks, decoding
-    /// U[o, j] once for the rows; y[r, o] += Σ_j t[r, j]·U[o, j].</summary>
-    static void ExpandKernel(ArrayView<float> t, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<int> table,
-                             ArrayView<float> y, int rows, int outDim, int rank, int slices, int group)
+    /// <summary>Block b: factor row j = b mod R and rows 8·(b div R) … +8 of x. Thread t walks inputs t, t + 256, …, four at
+    /// a time with their loads issued before their products, decoding V[j, i] once for the rows;
+    /// t[r, j] = σ_j·Σ_i x[r, i]·V[j, i].</summary>
+    static void ShrinkKernel(ArrayView<float> x, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<float> sigma,
+                             ArrayView<int> table, ArrayView<float> t, int rows, int inDim, int rank, int slices, int groups, float inv)
     {
-        long g = (long)Grid.IdxX * 4 + Warp.WarpIdx;
-        int passes = (rows + 7) / 8;
-        if (g >= (long)outDim * passes) return;
-        int o = (int)(g % outDim), r0 = (int)(g / outDim) * 8, n = IntrinsicMath.Min(8, rows - r0), lane = Warp.LaneIdx;
+        int j = Grid.IdxX % rank, r0 = Grid.IdxX / rank * 8, n = IntrinsicMath.Min(8, rows - r0), tid = Group.IdxX;
+        int s = SliceOf(table, slices, j), c = s * LowRankFactors.TableCols, bits = table[c + 2];
+        const int S = ShrinkThreads;
+        // Views that start at this row's codes, parameters and inputs, so the loop's indices are small 32-bit ones.
+        long wordStart = table[c + 3] + (long)(j - table[c]) * PackedCodes.RowWords(inDim, bits), p0 = (long)j * groups, xAt = (long)r0 * inDim;
+        var row = codes.SubView(wordStart, codes.Length - wordStart);
+        var sc = scales.SubView(p0, groups);
+        var zr = zeros.SubView(p0, groups);
+        var xs = x.SubView(xAt, x.Length - xAt);
+        var walk = new CodeWalk(tid, bits, S);
+        var acc = default(MatMul.Acc8);
+        int m = 0;
+        for (int i = tid; i < inDim; i += 4 * S, m += 4)
+        {
+            float v0 = Dequant(walk.At(row, m), sc, zr, PackedCodes.GroupOf(i, inv));
+            float v1 = i + S < inDim ? Dequant(walk.At(row, m + 1), sc, zr, PackedCodes.GroupOf(i + S, inv)) : 0f;
+            float v2 = i + 2 * S < inDim ? Dequant(walk.At(row, m + 2), sc, zr, PackedCodes.GroupOf(i + 2 * S, inv)) : 0f;
+            float v3 = i + 3 * S < inDim ? Dequant(walk.At(row, m + 3), sc, zr, PackedCodes.GroupOf(i + 3 * S, inv)) : 0f;
+            acc = Fma(acc, v0, xs, i, inDim, n);
+            if (i + S < inDim) acc = Fma(acc, v1, xs, i + S, inDim, n);
+            if (i + 2 * S < inDim) acc = Fma(acc, v2, xs, i + 2 * S, inDim, n);
+            if (i + 3 * S < inDim) acc = Fma(acc, v3, xs, i + 3 * S, inDim, n);
+        }
+        float total = BlockTotal8(acc, SharedMemory.Allocate<float>(ShrinkThreads / 32 * 8), ShrinkThreads / 32);
+        if (tid < n) t[(long)(r0 + tid) * rank + j] = sigma[j] * total;
+    }
+
+    /// <summary>Block b: output o = b mod out and rows 8·(b div out) … +8. Thread t walks each slice's ranks t, t + 128, …,
+    /// four at a time, decoding U[o, j] once for the rows; y[r, o] += Σ_j t[r, j]·U[o, j].</summary>
+    static void ExpandKernel(ArrayView<float> t, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<int> table,
+                             ArrayView<float> y, int rows, int outDim, int rank, int slices, float inv)
+    {
+        int o = Grid.IdxX % outDim, r0 = Grid.IdxX / outDim * 8, n = IntrinsicMath.Min(8, rows - r0), tid = Group.IdxX;
+        const int S = ExpandThreads;
         var acc = default(MatMul.Acc8);
         for (int s = 0; s < slices; s++)
         {
-            int c = s * LowRankFactors.TableCols, first = table[c], r = table[c + 1], bits = table[c + 2];
-            long rowStart = table[c + 4] + (long)o * PackedCodes.RowWords(r, bits);
-            int groups = (r + group - 1) / group;
-            long p0 = table[c + 5] + (long)o * groups;
-            for (int k = lane; k < r; k += 32)
+            int c = s * LowRankFactors.TableCols, first = table[c], r = table[c + 1], bits = table[c + 2], groups = PackedCodes.GroupOf(r - 1, inv) + 1;
+            long wordStart = table[c + 4] + (long)o * PackedCodes.RowWords(r, bits), p0 = table[c + 5] + (long)o * groups, tAt = (long)r0 * rank + first;
+            var row = codes.SubView(wordStart, codes.Length - wordStart);
+            var sc = scales.SubView(p0, groups);
+            var zr = zeros.SubView(p0, groups);
+            var ts = t.SubView(tAt, t.Length - tAt);
+            var walk = new CodeWalk(tid, bits, S);
+            int m = 0;
+            for (int k = tid; k < r; k += 4 * S, m += 4)
             {
-                long p = p0 + k / group;
-                float u = PackedCodes.Half(scales[p]) * (PackedCodes.Get(codes, rowStart, k, bits) - zeros[p]);
-                acc = MatMul.Fma8(acc, u, t, (long)r0 * rank + first + k, rank, n);
+                float u0 = Dequant(walk.At(row, m), sc, zr, PackedCodes.GroupOf(k, inv));
+                float u1 = k + S < r ? Dequant(walk.At(row, m + 1), sc, zr, PackedCodes.GroupOf(k + S, inv)) : 0f;
+                float u2 = k + 2 * S < r ? Dequant(walk.At(row, m + 2), sc, zr, PackedCodes.GroupOf(k + 2 * S, inv)) : 0f;
+                float u3 = k + 3 * S < r ? Dequant(walk.At(row, m + 3), sc, zr, PackedCodes.GroupOf(k + 3 * S, inv)) : 0f;
+                acc = Fma(acc, u0, ts, k, rank, n);
+                if (k + S < r) acc = Fma(acc, u1, ts, k + S, rank, n);
+                if (k + 2 * S < r) acc = Fma(acc, u2, ts, k + 2 * S, rank, n);
+                if (k + 3 * S < r) acc = Fma(acc, u3, ts, k + 3 * S, rank, n);
             }
         }
+        float total = BlockTotal8(acc, SharedMemory.Allocate<float>(ExpandThreads / 32 * 8), ExpandThreads / 32);
+        if (tid < n) y[(long)(r0 + tid) * outDim + o] += total;
+    }
+
+    /// <summary>The block's 8 row sums: each warp's (<see cref="MatMul.WarpTotal8"/>) through shared memory, added in warp
+    /// order by threads 0–7, which return row k = thread's; the others return 0.</summary>
+    internal static float BlockTotal8(MatMul.Acc8 acc, ArrayView<float> shared, int warps)
+    {
+        int lane = Warp.LaneIdx;
         float sum = MatMul.WarpTotal8(acc, lane);
-        int k8 = MatMul.RowOfLane(lane);
-        if ((lane & 3) == 0 && k8 < n) y[(long)(r0 + k8) * outDim + o] += sum;
+        if ((lane & 3) == 0) shared[Warp.WarpIdx * 8 + MatMul.RowOfLane(lane)] = sum;
+        Group.Barrier();
+        float total = 0f;
+        if (Group.IdxX < 8)
+            for (int w = 0; w < warps; w++) total += shared[w * 8 + Group.IdxX];
+        return total;
     }
 }
 
@@ -296,15 +346,24 @@ public static class LowRankCases
 {
     /// <summary>
     /// Random packed factors: 1–3 slices of ragged ranks at bits drawn from 8, 4, 3, 2 (3-bit codes straddle words), a
-    /// group size that does not divide in or the ranks, random codes, f16 scales and zeros; rows across one or more
+    /// group size that does not divide in or the ranks (or a multiple of 32), rows long enough, in one case of four, for
+    /// the kernels' strided walks to take several steps, random codes, f16 scales and zeros; rows across one or more
     /// passes of 8; y starts from random values, so a forgotten add shows.
     /// </summary>
     public static AuditCase Case => new("low-rank linear", Check.F32Bound, (dev, rng) =>
     {
         int slices = 1 + rng.Next(3), outDim = Check.Size(rng, 70), inDim = Check.Size(rng, 200), rows = Check.Size(rng, 20);
-        int group = 4 + rng.Next(60);
+        int group = rng.Next(3) == 0 ? 32 * (1 + rng.Next(4)) : 4 + rng.Next(60);
         int[] choices = [8, 4, 3, 2];
         var ranks = Enumerable.Range(0, slices).Select(_ => Check.Size(rng, 40)).ToArray();
+        // One case in four walks past the kernels' first four strides (256 inputs, 128 ranks): long rows, few outputs.
+        if (rng.Next(4) == 0)
+        {
+            inDim = 1100 + rng.Next(1500);
+            ranks[0] = 140 + rng.Next(450);
+            outDim = Check.Size(rng, 12);
+            rows = Check.Size(rng, 3);
+        }
         var bits = Enumerable.Range(0, slices).Select(_ => choices[rng.Next(4)]).ToArray();
         using var f = LowRankFactors.Random(rng, dev, ranks, bits, group, outDim, inDim);
         var x = Check.Values(rng, (long)rows * inDim, 2f);

@@ -67,9 +67,9 @@ public sealed class SparseFactors(Tensor meta, Tensor codes, Tensor scales, int 
 }
 
 /// <summary>
-/// y += x·Δᵀ for a <see cref="SparseFactors"/> delta, x f32 [rows, in], y f32 [rows, out]: a warp per output and pass of
-/// up to 8 rows, lanes over the groups of four inputs, each decoding its group's two kept values once for the rows and
-/// reading only the two inputs they weigh. On the managed CPU device Δ is decoded to f32 and the host matmul runs it.
+/// y += x·Δᵀ for a <see cref="SparseFactors"/> delta, x f32 [rows, in], y f32 [rows, out]: a block per output and pass of
+/// up to 8 rows, threads over the groups of four inputs, decoding each kept value once for the rows and reading
+/// only the inputs they weigh. On the managed CPU device Δ is decoded to f32 and the host matmul runs it.
 /// </summary>
 public static class SparseLinear
 {
@@ -129,45 +129,90 @@ public static class SparseLinear
             MatMul.Run(x, td, y, accumulate: true);
             return;
         }
-        long warps = (long)f.Out * ((rows + 7) / 8);
-        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<ushort>, ArrayView<float>, int, int, int, int, int>>(Kernel)(
-            new KernelConfig((int)((warps + 3) / 4), 128), x.View<float>(), f.Meta.View<uint>(), f.Codes.View<uint>(), f.Scales.View<ushort>(), y.View<float>(),
-            (int)rows, f.In, f.Out, f.Bits, f.Group);
+        if (f.Bits != 2 && f.Bits != 4) throw new ArgumentException($"sparse codes at {f.Bits} bits; the kernel reads 2 or 4");
+        if (f.Group % 4 != 0 || f.In >= PackedCodes.MaxGroupedIndex)
+            throw new ArgumentException($"sparse factors of {f.In} inputs in groups of {f.Group}: the kernel takes groups of a multiple of 4 and fewer than {PackedCodes.MaxGroupedIndex} inputs");
+        int passes = (int)((rows + 7) / 8);
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<ushort>, ArrayView<float>, int, int, int, int, int, float>>(Kernel)(
+            new KernelConfig(f.Out * passes, Threads), x.View<float>(), f.Meta.View<uint>(), f.Codes.View<uint>(), f.Scales.View<ushort>(), y.View<float>(),
+            (int)rows, f.In, f.Out, f.Bits, (f.In + f.Group - 1) / f.Group, 1f / f.Group);
     }
 
-    static void Kernel(ArrayView<float> x, ArrayView<uint> meta, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<float> y,
-                       int rows, int inDim, int outDim, int bits, int group)
+    /// <summary>4 warps an output. The first form (a warp an output, a group of four a lane at a time) ran 42–71 GB/s on the
+    /// H200; a lane per word of meta read x 128 bytes apart across a warp (32 cache lines a load); a lane per group of four
+    /// in blocks of 4 warps ran 89–141 GB/s with the SMs issuing on 80% of cycles (bench/NOTES.md). Here a thread's meta
+    /// nibble and code pair sit at the same place in their words at every step, and the scale index is one multiply.</summary>
+    const int Threads = 128;
+
+    /// <summary>One group of four: its two kept values (a code pair, 2b bits in one word) times the two inputs they weigh.</summary>
+    static MatMul.Acc8 Four(MatMul.Acc8 acc, int nib, int pair, int at, float scale, int bits, int mask, int zero, ArrayView<float> x, int inDim, int n)
     {
-        long g = (long)Grid.IdxX * 4 + Warp.WarpIdx;
-        int passes = (rows + 7) / 8;
-        if (g >= (long)outDim * passes) return;
-        int o = (int)(g % outDim), r0 = (int)(g / outDim) * 8, n = IntrinsicMath.Min(8, rows - r0), lane = Warp.LaneIdx;
-        long metaRow = (long)o * SparseFactors.MetaWords(inDim), codeRow = (long)o * PackedCodes.RowWords(inDim / 2, bits);
-        int zero = 1 << (bits - 1), groups = (inDim + group - 1) / group;
-        long scaleRow = (long)o * groups, xAt = (long)r0 * inDim;
+        float va = scale * ((pair & mask) - zero), vb = scale * (((pair >> bits) & mask) - zero);
+        acc = LowRankLinear.Fma(acc, va, x, at + (nib & 3), inDim, n);
+        return LowRankLinear.Fma(acc, vb, x, at + (nib >> 2), inDim, n);
+    }
+
+    /// <summary>Block b: output o = b mod out and rows 8·(b div out) … +8. Thread t takes groups of four q = t, t + 128, …,
+    /// four at a time with their meta, code and scale loads first. With a stride of 128 groups, group q's nibble is always
+    /// nibble t mod 8 of its meta word and its code pair (codes 2q, 2q + 1: 2b bits, never split as 2b divides 32) always at
+    /// bit 2tb mod 32 of its word; the group of inputs of a kept value is that of 4q (the group size is a multiple of 4).</summary>
+    static void Kernel(ArrayView<float> x, ArrayView<uint> meta, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<float> y,
+                       int rows, int inDim, int outDim, int bits, int groups, float inv)
+    {
+        int o = Grid.IdxX % outDim, r0 = Grid.IdxX / outDim * 8, n = IntrinsicMath.Min(8, rows - r0), tid = Group.IdxX;
+        const int S = Threads;
+        int fours = inDim / 4, zero = 1 << (bits - 1), mask = (1 << bits) - 1, nibShift = tid % 8 * 4, pairShift = 2 * tid * bits % 32;
+        int metaWords = SparseFactors.MetaWords(inDim), rowWords = PackedCodes.RowWords(inDim / 2, bits);
+        // Views that start at this output's meta, codes and scales and at the rows' inputs: the loop's indices are small.
+        var mr = meta.SubView((long)o * metaWords, metaWords);
+        var cr = codes.SubView((long)o * rowWords, rowWords);
+        var sr = scales.SubView((long)o * groups, groups);
+        var xs = x.SubView((long)r0 * inDim, x.Length - (long)r0 * inDim);
+        int metaAt = tid / 8, codeAt = 2 * tid * bits / 32, codeStep = 2 * S * bits / 32;
         var acc = default(MatMul.Acc8);
-        for (int q = lane; q < inDim / 4; q += 32)
+        for (int q = tid, m = 0; q < fours; q += 4 * S, m += 4)
         {
-            uint nib = (meta[metaRow + q / 8] >> (q % 8 * 4)) & 15u;
-            int a = (int)(nib & 3), b = (int)(nib >> 2);
-            float va = PackedCodes.Half(scales[scaleRow + (4 * q + a) / group]) * (PackedCodes.Get(codes, codeRow, 2 * q, bits) - zero);
-            float vb = PackedCodes.Half(scales[scaleRow + (4 * q + b) / group]) * (PackedCodes.Get(codes, codeRow, 2 * q + 1, bits) - zero);
-            acc = MatMul.Fma8(acc, va, x, xAt + 4 * q + a, inDim, n);
-            acc = MatMul.Fma8(acc, vb, x, xAt + 4 * q + b, inDim, n);
+            int n0 = (int)(mr[metaAt + m * (S / 8)] >> nibShift) & 15, c0 = (int)(cr[codeAt + m * codeStep] >> pairShift);
+            float s0 = PackedCodes.Half(sr[PackedCodes.GroupOf(4 * q, inv)]);
+            int n1 = 0, c1 = 0, n2 = 0, c2 = 0, n3 = 0, c3 = 0;
+            float s1 = 0f, s2 = 0f, s3 = 0f;
+            if (q + S < fours)
+            {
+                n1 = (int)(mr[metaAt + (m + 1) * (S / 8)] >> nibShift) & 15;
+                c1 = (int)(cr[codeAt + (m + 1) * codeStep] >> pairShift);
+                s1 = PackedCodes.Half(sr[PackedCodes.GroupOf(4 * (q + S), inv)]);
+            }
+            if (q + 2 * S < fours)
+            {
+                n2 = (int)(mr[metaAt + (m + 2) * (S / 8)] >> nibShift) & 15;
+                c2 = (int)(cr[codeAt + (m + 2) * codeStep] >> pairShift);
+                s2 = PackedCodes.Half(sr[PackedCodes.GroupOf(4 * (q + 2 * S), inv)]);
+            }
+            if (q + 3 * S < fours)
+            {
+                n3 = (int)(mr[metaAt + (m + 3) * (S / 8)] >> nibShift) & 15;
+                c3 = (int)(cr[codeAt + (m + 3) * codeStep] >> pairShift);
+                s3 = PackedCodes.Half(sr[PackedCodes.GroupOf(4 * (q + 3 * S), inv)]);
+            }
+            acc = Four(acc, n0, c0, 4 * q, s0, bits, mask, zero, xs, inDim, n);
+            if (q + S < fours) acc = Four(acc, n1, c1, 4 * (q + S), s1, bits, mask, zero, xs, inDim, n);
+            if (q + 2 * S < fours) acc = Four(acc, n2, c2, 4 * (q + 2 * S), s2, bits, mask, zero, xs, inDim, n);
+            if (q + 3 * S < fours) acc = Four(acc, n3, c3, 4 * (q + 3 * S), s3, bits, mask, zero, xs, inDim, n);
         }
-        float sum = MatMul.WarpTotal8(acc, lane);
-        int k = MatMul.RowOfLane(lane);
-        if ((lane & 3) == 0 && k < n) y[(long)(r0 + k) * outDim + o] += sum;
+        float total = LowRankLinear.BlockTotal8(acc, SharedMemory.Allocate<float>(Threads / 32 * 8), Threads / 32);
+        if (tid < n) y[(long)(r0 + tid) * outDim + o] += total;
     }
 }
 
 public static class SparseCases
 {
-    /// <summary>Random 2:4 factors: in a multiple of 4 but ragged against 32 and the group, 2- or 4-bit codes, every
+    /// <summary>Random 2:4 factors: in a multiple of 4 but ragged against 32 and the group (long, in one case of four), 2- or 4-bit codes, every
     /// pair of kept positions (a &lt; b) drawn at random, f16 scales; rows across passes of 8; y starts random.</summary>
     public static AuditCase Case => new("sparse low-bit linear", Check.F32Bound, (dev, rng) =>
     {
         int inDim = 4 * Check.Size(rng, 60), outDim = Check.Size(rng, 70), rows = Check.Size(rng, 20), bits = rng.Next(2) == 0 ? 2 : 4;
+        // One case in four walks past the kernel's first four strides of 128 groups of four: long rows, few outputs.
+        if (rng.Next(4) == 0) (inDim, outDim, rows) = (4 * (520 + rng.Next(700)), Check.Size(rng, 12), Check.Size(rng, 3));
         int group = 4 * (1 + rng.Next(40));
         using var f = SparseFactors.Random(rng, dev, bits, group, outDim, inDim);
         var x = Check.Values(rng, (long)rows * inDim, 2f);

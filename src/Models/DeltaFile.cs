@@ -355,6 +355,8 @@ public sealed class DeltaFile : IDisposable
                 if (ps == null || ps.Group < 1) throw new BitDeltaException($"{path}: metadata 'codec_params' has no positive group size");
                 if (codec == Codecs.SparseLowBit.Codec && ps.Bits != 2 && ps.Bits != 4)
                     throw new BitDeltaException($"{path}: codec_params bits is {ps.Bits}, expected 2 or 4 for {codec}");
+                if (codec == Codecs.SparseLowBit.Codec && ps.Group % 4 != 0)
+                    throw new BitDeltaException($"{path}: codec_params group is {ps.Group}, expected a multiple of 4 for {codec} (its groups of inputs hold whole groups of four)");
             }
             var zstd = new Dictionary<string, PackedEntry>();
             if (f.Metadata.TryGetValue("zstd", out var z))

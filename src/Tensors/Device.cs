@@ -137,8 +137,10 @@ public sealed class Device
             .Single(m => m.Name == loader && m.GetParameters().Length == 2 && m.GetGenericArguments().Length == args.Length)
             .MakeGenericMethod(args);
         Delegate launch;
+        long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         try { launch = (Delegate)method.Invoke(null, [Accelerator, kernel])!; }
         catch (TargetInvocationException e) when (e.InnerException != null) { throw e.InnerException; }
+        finally { Interlocked.Add(ref compileTicks, System.Diagnostics.Stopwatch.GetTimestamp() - t0); }
         return Counted(launch);
     }
 
@@ -159,6 +161,12 @@ public sealed class Device
 
     /// <summary>Number of kernels compiled so far (for tests of the cache and for start-up reports).</summary>
     public int CompiledKernels => kernels.Count;
+
+    long compileTicks;
+
+    /// <summary>Wall time spent compiling and loading kernels so far (ILGPU's IL → PTX and the driver's module load), for
+    /// start-up reports (<c>bench startup</c>).</summary>
+    public TimeSpan CompileTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, Interlocked.Read(ref compileTicks));
 
     public void Synchronize() => accelerator?.Synchronize();
 

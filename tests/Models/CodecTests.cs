@@ -181,6 +181,17 @@ public class CodecTests
         e = Assert.Throws<BitDeltaException>(() => DeltaFile.Open(bits3));
         Assert.Contains("bits is 3", e.Message);
 
+        // The sparse kernel takes a group of inputs as whole groups of four (one scale a group of four).
+        string group6 = dir.File("f.safetensors");
+        WithMetadata(sp, group6, "codec_params", v =>
+        {
+            var p = JsonSerializer.Deserialize<CodecParams>(v, CodecParams.Json)!;
+            return JsonSerializer.Serialize(p with { Group = 6 }, CodecParams.Json);
+        });
+        e = Assert.Throws<BitDeltaException>(() => DeltaFile.Open(group6));
+        Assert.Contains(group6, e.Message);
+        Assert.Contains("group is 6, expected a multiple of 4", e.Message);
+
         string badZstd = dir.File("d.safetensors");
         WithMetadata(sp, badZstd, "zstd", v => v.Replace("\"U32\"", "\"Q7\"", StringComparison.Ordinal));
         e = Assert.Throws<BitDeltaException>(() => DeltaFile.Open(badZstd));
@@ -220,6 +231,7 @@ public class CodecTests
             (["--codec", "sparse-lowbit", "--bits", "3"], "--bits 3: sparse-lowbit takes 2 or 4"),
             (["--codec", "sparse-lowbit", "--ranks", "2"], "--ranks is for --codec lowrank-mp"),
             (["--codec", "sparse-lowbit", "--budget", "2"], "--budget is for --codec lowrank-mp"),
+            (["--codec", "sparse-lowbit", "--group", "30"], "--group 30: sparse-lowbit needs a multiple of 4"),
             (["--codec", "lowrank-mp", "--steps", "10"], "--steps: scale distillation is for --codec bitdelta"),
             (["--codec", "lowrank-mp", "--ranks", "2,32,64"], "give one fewer"),
             (["--codec", "lowrank-mp", "--budget", "0"], "--budget must be in (0, 16]"),

@@ -1,0 +1,96 @@
+using System.CommandLine;
+using System.Diagnostics;
+using System.Globalization;
+using BitDeltaNative.Models;
+
+namespace BitDeltaNative;
+
+public static partial class Cli
+{
+    /// <summary>
+    /// Start-up (speed issue): time from the command to the first token of a checkpoint, in fresh processes, as a user
+    /// meets it. Each run starts this executable twice: once as <c>generate --max-tokens 1</c>, timed from spawn to exit,
+    /// and once in a traced mode that walks generate's own steps (device, config and tokenizer, weights, first token)
+    /// and stamps each against its process's start, with the kernels compiled on the way and the time that took; it
+    /// then makes the same token again in the same process, which shows what a warm process pays.
+    /// </summary>
+    static Command BenchStartupCommand()
+    {
+        var model = new Option<string>("--model") { Description = "Hugging Face model folder (config.json, *.safetensors, tokenizer.model)", Required = true };
+        var runs = new Option<int>("--runs") { Description = "fresh processes of each kind", DefaultValueFactory = _ => 3 };
+        var prompt = new Option<string>("--prompt") { Description = "prompt text", DefaultValueFactory = _ => "Once upon a time" };
+        var child = new Option<bool>("--traced-child") { Hidden = true };
+        var cmd = new Command("startup", "Time from command to first token in fresh processes: device, weights, kernel compilation, first token.");
+        foreach (var o in new Option[] { model, runs, prompt, child, DeviceOption }) cmd.Options.Add(o);
+        cmd.SetAction(r => Guard(() =>
+        {
+            string dir = r.GetValue(model)!, text = r.GetValue(prompt)!, device = r.GetValue(DeviceOption)!;
+            if (r.GetValue(child)) return StartupTrace(dir, text, device);
+            int n = r.GetValue(runs);
+            if (n < 1) throw new BitDeltaException($"--runs must be at least 1, got {n}");
+            LlamaConfig.Load(dir);   // a bad folder fails here, once, not in every child
+            Console.WriteLine($"start-up of {dir} on --device {device}; {n} run(s), each two fresh processes");
+            Console.WriteLine("run | generate, spawn to exit | traced: runtime | device | config+tokenizer | weights (GB/s) | first token (kernels compiled, compile s) | at | same token again");
+            for (int i = 1; i <= n; i++)
+            {
+                var sw = Stopwatch.StartNew();
+                var (rc, _, err) = RunSelf(["generate", "--base", dir, "--prompt", text, "--max-tokens", "1", "--device", device]);
+                double wall = sw.Elapsed.TotalSeconds;
+                if (rc != 0) throw new BitDeltaException($"generate exited with {rc}: {err.Trim().Split('\n').LastOrDefault()}");
+                var (rc2, outText, err2) = RunSelf(["bench", "startup", "--model", dir, "--prompt", text, "--device", device, "--traced-child"]);
+                if (rc2 != 0) throw new BitDeltaException($"the traced run exited with {rc2}: {err2.Trim().Split('\n').LastOrDefault()}");
+                var kv = outText.Split('\n').First(l => l.StartsWith("startup ")).Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1)
+                    .Select(p => p.Split('=')).ToDictionary(p => p[0], p => double.Parse(p[1], CultureInfo.InvariantCulture));
+                Console.WriteLine($"{i} | {wall:F2} s | {kv["runtime"]:F2} s | {kv["device"]:F2} s | {kv["tokenizer"]:F2} s | {kv["weights"]:F2} s ({kv["gb"] / kv["weights"]:F1}) | " +
+                                  $"{kv["first"]:F2} s ({kv["kernels"]:F0}, {kv["compile"]:F2} s) | {kv["at"]:F2} s | {kv["again"]:F3} s");
+            }
+            return 0;
+        }));
+        return cmd;
+    }
+
+    /// <summary>The traced child: generate's steps with stamps, one line "startup key=value …" on stdout.</summary>
+    static int StartupTrace(string dir, string text, string device)
+    {
+        double SinceStart() => (DateTime.Now - Process.GetCurrentProcess().StartTime).TotalSeconds;
+        double runtime = SinceStart();
+        var sw = Stopwatch.StartNew();
+        double Lap() { double s = sw.Elapsed.TotalSeconds; sw.Restart(); return s; }
+        var dev = Device.Parse(device);
+        dev.Synchronize();
+        double tDevice = Lap();
+        var config = LlamaConfig.Load(dir);
+        var tokenizer = Tokenizer.Load(dir, config);
+        var ids = tokenizer.Encode(text);
+        double tTokenizer = Lap();
+        using var m = LlamaModel.Load(dir, dev);
+        dev.Synchronize();
+        double tWeights = Lap();
+        var gen = new Generator(m);
+        int first = gen.Generate([ids], 1, new SamplingOptions(), tokenizer.EosIds)[0].FirstOrDefault(-1);
+        double tFirst = Lap(), at = SinceStart();
+        int kernels = dev.CompiledKernels;
+        double compile = dev.CompileTime.TotalSeconds;
+        int again = gen.Generate([ids], 1, new SamplingOptions(), tokenizer.EosIds)[0].FirstOrDefault(-1);
+        double tAgain = Lap();
+        if (again != first) throw new BitDeltaException($"the second run made token {again}, the first {first}");
+        Console.WriteLine(FormattableString.Invariant(
+            $"startup runtime={runtime:F3} device={tDevice:F3} tokenizer={tTokenizer:F3} weights={tWeights:F3} gb={m.Weights.ByteLength / 1e9:F3} first={tFirst:F3} at={at:F3} kernels={kernels} compile={compile:F3} again={tAgain:F4}"));
+        return 0;
+    }
+
+    /// <summary>This executable again with <paramref name="args"/> (through <c>dotnet</c> when it runs as a dll):
+    /// exit code, stdout, stderr.</summary>
+    static (int Code, string Out, string Err) RunSelf(string[] args)
+    {
+        string exe = Environment.ProcessPath!;
+        var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
+        if (Path.GetFileNameWithoutExtension(exe) == "dotnet") psi.ArgumentList.Add(typeof(Cli).Assembly.Location);
+        foreach (var a in args) psi.ArgumentList.Add(a);
+        using var p = Process.Start(psi)!;
+        var err = p.StandardError.ReadToEndAsync();
+        string output = p.StandardOutput.ReadToEnd();
+        p.WaitForExit();
+        return (p.ExitCode, output, err.Result);
+    }
+}
