@@ -195,6 +195,11 @@ public static class LowRankLinear
         if (f.In >= PackedCodes.MaxGroupedIndex || f.Rank >= PackedCodes.MaxGroupedIndex)
             throw new ArgumentException($"low-rank factors of {f.In} inputs and rank {f.Rank}: the kernels take fewer than {PackedCodes.MaxGroupedIndex}");
         using var tt = Tensor.Empty([(int)rows, f.Rank], DType.F32, dev);
+        if (rows == 1 && Staged(f.In) + OneRowWarps <= MaxStaged && StagedSlices(f.Ranks) <= MaxStaged)
+        {
+            OneRow(x, f, tt, y);
+            return;
+        }
         int passes = (int)((rows + MatMul.GemvMaxRows - 1) / MatMul.GemvMaxRows);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>,
                                 ArrayView<float>, int, int, int, int, int, float>>(ShrinkKernel)(
@@ -299,6 +304,182 @@ public static class LowRankLinear
         }
         float total = BlockTotal8(acc, SharedMemory.Allocate<float>(ExpandThreads / 32 * 8), ExpandThreads / 32);
         if (tid < n) y[(long)(r0 + tid) * outDim + o] += total;
+    }
+
+    /// <summary>Floats of shared memory for a staged vector of n: 33 for every 32, so that lanes reading 32 consecutive
+    /// entries each, from chunks 32 apart, hit 32 different banks.</summary>
+    static int Staged(int n) => n + (n + 31) / 32;
+
+    /// <summary>ILGPU 1.5.3 leaves a kernel's dynamic shared memory at the default limit of 48 KB.</summary>
+    const int MaxStaged = 48 * 1024 / 4;
+
+    /// <summary>One row of x, the usual decode case of a tenant: the shrink and the expand read their vector (x, then t)
+    /// from shared memory and decode a whole chunk of 32 codes a thread (b words: 32·b bits start on a word), so a code
+    /// costs a shift, a mask, a shared load and two adds. The second form's per-code loads, index math and guards made its
+    /// kernels instruction-bound at 1–2% of copy (bench/NOTES.md).</summary>
+    static void OneRow(Tensor x, LowRankFactors f, Tensor t, Tensor y)
+    {
+        var dev = y.Device;
+        int vGroups = (f.In + f.Group - 1) / f.Group;
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>,
+                                ArrayView<float>, int, int, int, int, int, float>>(ShrinkOneKernel)(
+            new KernelConfig((f.Rank + ShrinkRowsABlock - 1) / ShrinkRowsABlock, OneRowWarps * 32, SharedMemoryConfig.RequestDynamic<float>(Staged(f.In) + OneRowWarps)),
+            x.View<float>(), f.VCodes.View<uint>(), f.VScales.View<ushort>(), f.VZeros.View<byte>(), f.Sigma.View<float>(), f.Table.View<int>(),
+            t.View<float>(), f.In, f.Rank, f.Slices, vGroups, f.Group, 1f / f.Group);
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<int>,
+                                ArrayView<float>, int, int, int, int, float>>(ExpandOneKernel)(
+            new KernelConfig((f.Out + OneRowWarps - 1) / OneRowWarps, OneRowWarps * 32, SharedMemoryConfig.RequestDynamic<float>(StagedSlices(f.Ranks))),
+            t.View<float>(), f.UCodes.View<uint>(), f.UScales.View<ushort>(), f.UZeros.View<byte>(), f.Table.View<int>(), y.View<float>(),
+            f.Out, f.Rank, f.Slices, f.Group, 1f / f.Group);
+    }
+
+    /// <summary>8 warps a block; the shrink gives each factor row 4 of them (a row of 4096 inputs is 128 chunks: one a
+    /// thread), so its 898 rows at 4096² make 3592 warps, not 898.</summary>
+    const int OneRowWarps = 8, ShrinkWarpsARow = 4, ShrinkRowsABlock = OneRowWarps / ShrinkWarpsARow;
+
+    /// <summary>Floats for t staged slice by slice, each slice from a fresh 33-float line (<see cref="StageSlices"/>).</summary>
+    static int StagedSlices(int[] ranks) => ranks.Sum(Staged);
+
+    /// <summary>v[0 … n) into shared memory at i + i / 32 (<see cref="Staged"/>), by the whole block.</summary>
+    static ArrayView<float> Stage(ArrayView<float> v, int n)
+    {
+        var sh = SharedMemory.GetDynamic<float>();
+        for (int i = Group.IdxX; i < n; i += Group.DimX) sh[i + i / 32] = v[i];
+        Group.Barrier();
+        return sh;
+    }
+
+    /// <summary>t into shared memory slice by slice: entry k of slice s (t[first_s + k]) at off_s + k + k / 32, off_s the
+    /// staged sizes of the slices before, so chunk c of a slice starts at off_s + 33·c.</summary>
+    static ArrayView<float> StageSlices(ArrayView<float> t, ArrayView<int> table, int slices)
+    {
+        var sh = SharedMemory.GetDynamic<float>();
+        int off = 0;
+        for (int s = 0; s < slices; s++)
+        {
+            int first = table[s * LowRankFactors.TableCols], r = table[s * LowRankFactors.TableCols + 1];
+            for (int k = Group.IdxX; k < r; k += Group.DimX) sh[off + k + k / 32] = t[first + k];
+            off += r + (r + 31) / 32;
+        }
+        Group.Barrier();
+        return sh;
+    }
+
+    /// <summary>
+    /// Σ_k v_k·dequant(code k) over chunks c = lane0, lane0 + stride, … of one packed row of <paramref name="count"/> codes,
+    /// chunk c's v at sh[at + 33·c …]. Codes of a width that divides 32 (8, 4, 2 bits) never straddle and are read word by
+    /// word; others (3 bits) through a 64-bit window. With a group a multiple of 32 a chunk has one scale and zero:
+    /// s·(Σ v·code − z·Σ v). The thread's part; the caller adds the parts.
+    /// </summary>
+    static float RowDot(ArrayView<float> sh, int at, ArrayView<uint> row, ArrayView<ushort> scales, ArrayView<byte> zeros, int count, int bits,
+                        int group, float inv, int lane0, int stride)
+    {
+        int chunks = (count + 31) / 32, mask = (1 << bits) - 1, perWord = 32 / bits;
+        bool whole = perWord * bits == 32, oneGroup = group % 32 == 0;
+        float acc = 0f;
+        for (int c = lane0; c < chunks; c += stride)
+        {
+            int first = 32 * c, valid = IntrinsicMath.Min(32, count - first), si = at + 33 * c;
+            float dot = 0f, sum = 0f;
+            if (whole && oneGroup)
+            {
+                for (int w = 0; w * perWord < valid; w++)
+                {
+                    uint word = row[c * bits + w];
+                    int n = IntrinsicMath.Min(perWord, valid - w * perWord);
+                    for (int k = 0; k < n; k++)
+                    {
+                        float v = sh[si + w * perWord + k];
+                        dot += v * (int)((word >> (k * bits)) & (uint)mask);
+                        sum += v;
+                    }
+                }
+                int p = first / group;
+                acc += PackedCodes.Half(scales[p]) * (dot - zeros[p] * sum);
+                continue;
+            }
+            int next = c * bits + 1, have = 32;
+            ulong win = row[c * bits];
+            for (int k = 0; k < valid; k++)
+            {
+                // A code's last bit is within the row's words, so a refill never reads past them.
+                if (have < bits) { win |= (ulong)row[next++] << have; have += 32; }
+                int code = (int)(win & (ulong)mask);
+                win >>= bits;
+                have -= bits;
+                float v = sh[si + k];
+                if (oneGroup)
+                {
+                    dot += v * code;
+                    sum += v;
+                }
+                else
+                {
+                    int p = PackedCodes.GroupOf(first + k, inv);
+                    acc += v * PackedCodes.Half(scales[p]) * (code - zeros[p]);
+                }
+            }
+            if (oneGroup)
+            {
+                int p = first / group;
+                acc += PackedCodes.Half(scales[p]) * (dot - zeros[p] * sum);
+            }
+        }
+        return acc;
+    }
+
+    static float WarpSum(float v)
+    {
+        for (int d = 16; d > 0; d /= 2) v += Warp.ShuffleXor(v, d);
+        return v;
+    }
+
+    /// <summary>One row of x: block b takes factor rows 2b, 2b + 1, four warps each (chunks split across their 128
+    /// threads, the four warp sums added through shared memory); t[j] = σ_j·Σ_i x[i]·V[j, i].</summary>
+    static void ShrinkOneKernel(ArrayView<float> x, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<float> sigma,
+                                ArrayView<int> table, ArrayView<float> t, int inDim, int rank, int slices, int groups, int group, float inv)
+    {
+        var sh = Stage(x, inDim);
+        int warp = Warp.WarpIdx, j = Grid.IdxX * ShrinkRowsABlock + warp / ShrinkWarpsARow, part = warp % ShrinkWarpsARow;
+        float sum = 0f;
+        if (j < rank)
+        {
+            int c = SliceOf(table, slices, j) * LowRankFactors.TableCols, bits = table[c + 2], rowWords = PackedCodes.RowWords(inDim, bits);
+            long wordStart = table[c + 3] + (long)(j - table[c]) * rowWords, p0 = (long)j * groups;
+            sum = WarpSum(RowDot(sh, 0, codes.SubView(wordStart, rowWords), scales.SubView(p0, groups), zeros.SubView(p0, groups), inDim, bits, group, inv,
+                                 part * 32 + Warp.LaneIdx, ShrinkWarpsARow * 32));
+        }
+        int partsAt = Staged(inDim);
+        if (Warp.LaneIdx == 0) sh[partsAt + warp] = sum;
+        Group.Barrier();
+        if (part == 0 && Warp.LaneIdx == 0 && j < rank)
+        {
+            float total = 0f;
+            for (int w = 0; w < ShrinkWarpsARow; w++) total += sh[partsAt + warp + w];
+            t[j] = sigma[j] * total;
+        }
+    }
+
+    /// <summary>One row of x: warp w of block b takes output o = 8b + w; y[o] += Σ_j t[j]·U[o, j], slice by slice.</summary>
+    static void ExpandOneKernel(ArrayView<float> t, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<int> table,
+                                ArrayView<float> y, int outDim, int rank, int slices, int group, float inv)
+    {
+        var sh = StageSlices(t, table, slices);
+        int o = Grid.IdxX * OneRowWarps + Warp.WarpIdx;
+        if (o >= outDim) return;
+        float acc = 0f;
+        int off = 0;
+        for (int s = 0; s < slices; s++)
+        {
+            int c = s * LowRankFactors.TableCols, r = table[c + 1], bits = table[c + 2];
+            int rowWords = PackedCodes.RowWords(r, bits), groups = (r + group - 1) / group;
+            long wordStart = table[c + 4] + (long)o * rowWords, p0 = table[c + 5] + (long)o * groups;
+            acc += RowDot(sh, off, codes.SubView(wordStart, rowWords), scales.SubView(p0, groups), zeros.SubView(p0, groups), r, bits, group, inv,
+                          Warp.LaneIdx, 32);
+            off += r + (r + 31) / 32;
+        }
+        float sum = WarpSum(acc);
+        if (Warp.LaneIdx == 0) y[o] += sum;
     }
 
     /// <summary>The block's 8 row sums: each warp's (<see cref="MatMul.WarpTotal8"/>) through shared memory, added in warp
