@@ -315,8 +315,8 @@ public static class LowRankLinear
 
     /// <summary>One row of x, the usual decode case of a tenant: the shrink and the expand read their vector (x, then t)
     /// from shared memory and decode a whole chunk of 32 codes a thread (b words: 32·b bits start on a word), so a code
-    /// costs a shift, a mask, a shared load and two adds. The second form's per-code loads, index math and guards made its
-    /// kernels instruction-bound at 1–2% of copy (bench/NOTES.md).</summary>
+    /// needs a shift, a mask, a shared load and two adds in the source. The earlier forms' per-code loads, index math and
+    /// guards made their kernels instruction-bound at 1–2% of copy; what this form measured is in bench/NOTES.md.</summary>
     static void OneRow(Tensor x, LowRankFactors f, Tensor t, Tensor y)
     {
         var dev = y.Device;
