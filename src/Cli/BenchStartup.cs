@@ -79,13 +79,21 @@ public static partial class Cli
         return 0;
     }
 
-    /// <summary>This executable again with <paramref name="args"/> (through <c>dotnet</c> when it runs as a dll):
-    /// exit code, stdout, stderr.</summary>
+    /// <summary>The bitdelta CLI again with <paramref name="args"/>: this process's executable when it is the CLI; from a
+    /// host that loaded the CLI's assembly (the tests), the dotnet host that runs it (DOTNET_HOST_PATH) with the CLI's dll,
+    /// or the CLI's own executable beside that dll. Exit code, stdout, stderr.</summary>
     static (int Code, string Out, string Err) RunSelf(string[] args)
     {
-        string exe = Environment.ProcessPath!;
+        string exe = Environment.ProcessPath!, dll = typeof(Cli).Assembly.Location;
+        string apphost = Path.Combine(Path.GetDirectoryName(dll)!, OperatingSystem.IsWindows() ? "bitdelta.exe" : "bitdelta");
+        bool viaDll = Path.GetFileNameWithoutExtension(exe) == "dotnet";
+        if (System.Reflection.Assembly.GetEntryAssembly() != typeof(Cli).Assembly)
+        {
+            viaDll = Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") is { } host && File.Exists(host) || !File.Exists(apphost);
+            exe = viaDll ? Environment.GetEnvironmentVariable("DOTNET_HOST_PATH") ?? "dotnet" : apphost;
+        }
         var psi = new ProcessStartInfo(exe) { RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false };
-        if (Path.GetFileNameWithoutExtension(exe) == "dotnet") psi.ArgumentList.Add(typeof(Cli).Assembly.Location);
+        if (viaDll) psi.ArgumentList.Add(dll);
         foreach (var a in args) psi.ArgumentList.Add(a);
         using var p = Process.Start(psi)!;
         var err = p.StandardError.ReadToEndAsync();
