@@ -140,7 +140,7 @@ public static class SparseLinear
 
     /// <summary>4 warps an output. The first form (a warp an output, a group of four a lane at a time) ran 42–71 GB/s on the
     /// H200; a lane per word of meta read x 128 bytes apart across a warp (32 cache lines a load); a lane per group of four
-    /// in blocks of 4 warps ran 89–141 GB/s with the SMs issuing on 80% of cycles (bench/NOTES.md). Here a thread's meta
+    /// in blocks of 4 warps ran 89–149 GB/s, bound by instructions (bench/NOTES.md). Here a thread's meta
     /// nibble and code pair sit at the same place in their words at every step, and the scale index is one multiply.</summary>
     const int Threads = 128;
 
