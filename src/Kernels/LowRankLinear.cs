@@ -109,8 +109,9 @@ public sealed class LowRankFactors(Tensor vCodes, Tensor vScales, Tensor vZeros,
 /// serving computes its adapters (shrink to the rank, scale, expand; Punica's SGMV, arXiv 2310.18547), with every factor
 /// decoded from its packed codes where it is read. Two launches: <see cref="ShrinkKernel"/> (a block per factor row j,
 /// t[r, j] = σ_j·Σ_i x[r, i]·V[j, i]) and <see cref="ExpandKernel"/> (a block per output o, y[r, o] += Σ_j t[r, j]·U[o, j]),
-/// both over up to 8 rows of x per pass. On the managed CPU device the factors are decoded to f32 and the host matmul
-/// runs both products.
+/// both over up to 8 rows of x per pass; for one row of x (a decode step's tenant) <see cref="ShrinkOneKernel"/> and
+/// <see cref="ExpandOneKernel"/>, which read x and t from shared memory. On the managed CPU device the factors are decoded
+/// to f32 and the host matmul runs both products.
 /// </summary>
 public static class LowRankLinear
 {
