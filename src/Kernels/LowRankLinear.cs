@@ -240,6 +240,28 @@ public static class LowRankLinear
         return MatMul.Fma8(acc, v, x, at, stride, n);
     }
 
+    /// <summary>acc.R_k += Σ_i dequant(code i)·v[k·vStride + i] over codes i = first, first + stride, … &lt; count of one packed
+    /// row at <paramref name="bits"/> (scales and zeros from views at the row's groups) for the first n of 8 rows, four
+    /// codes' loads issued before their products: the walk of both the shrink (v = x) and the expand (v = t).</summary>
+    static MatMul.Acc8 WalkRow(MatMul.Acc8 acc, ArrayView<uint> row, ArrayView<ushort> sc, ArrayView<byte> zr, float inv, ArrayView<float> v, int vStride,
+                               int count, int bits, int first, int stride, int n)
+    {
+        var walk = new CodeWalk(first, bits, stride);
+        int S = stride, m = 0;
+        for (int i = first; i < count; i += 4 * S, m += 4)
+        {
+            float v0 = Dequant(walk.At(row, m), sc, zr, PackedCodes.GroupOf(i, inv));
+            float v1 = i + S < count ? Dequant(walk.At(row, m + 1), sc, zr, PackedCodes.GroupOf(i + S, inv)) : 0f;
+            float v2 = i + 2 * S < count ? Dequant(walk.At(row, m + 2), sc, zr, PackedCodes.GroupOf(i + 2 * S, inv)) : 0f;
+            float v3 = i + 3 * S < count ? Dequant(walk.At(row, m + 3), sc, zr, PackedCodes.GroupOf(i + 3 * S, inv)) : 0f;
+            acc = Fma(acc, v0, v, i, vStride, n);
+            if (i + S < count) acc = Fma(acc, v1, v, i + S, vStride, n);
+            if (i + 2 * S < count) acc = Fma(acc, v2, v, i + 2 * S, vStride, n);
+            if (i + 3 * S < count) acc = Fma(acc, v3, v, i + 3 * S, vStride, n);
+        }
+        return acc;
+    }
+
     /// <summary>Block b: factor row j = b mod R and rows 8·(b div R) … +8 of x. Thread t walks inputs t, t + 256, …, four at
     /// a time with their loads issued before their products, decoding V[j, i] once for the rows;
     /// t[r, j] = σ_j·Σ_i x[r, i]·V[j, i].</summary>
@@ -255,20 +277,7 @@ public static class LowRankLinear
         var sc = scales.SubView(p0, groups);
         var zr = zeros.SubView(p0, groups);
         var xs = x.SubView(xAt, x.Length - xAt);
-        var walk = new CodeWalk(tid, bits, S);
-        var acc = default(MatMul.Acc8);
-        int m = 0;
-        for (int i = tid; i < inDim; i += 4 * S, m += 4)
-        {
-            float v0 = Dequant(walk.At(row, m), sc, zr, PackedCodes.GroupOf(i, inv));
-            float v1 = i + S < inDim ? Dequant(walk.At(row, m + 1), sc, zr, PackedCodes.GroupOf(i + S, inv)) : 0f;
-            float v2 = i + 2 * S < inDim ? Dequant(walk.At(row, m + 2), sc, zr, PackedCodes.GroupOf(i + 2 * S, inv)) : 0f;
-            float v3 = i + 3 * S < inDim ? Dequant(walk.At(row, m + 3), sc, zr, PackedCodes.GroupOf(i + 3 * S, inv)) : 0f;
-            acc = Fma(acc, v0, xs, i, inDim, n);
-            if (i + S < inDim) acc = Fma(acc, v1, xs, i + S, inDim, n);
-            if (i + 2 * S < inDim) acc = Fma(acc, v2, xs, i + 2 * S, inDim, n);
-            if (i + 3 * S < inDim) acc = Fma(acc, v3, xs, i + 3 * S, inDim, n);
-        }
+        var acc = WalkRow(default, row, sc, zr, inv, xs, inDim, inDim, bits, tid, S, n);
         float total = BlockTotal8(acc, SharedMemory.Allocate<float>(ShrinkThreads / 32 * 8), ShrinkThreads / 32);
         if (tid < n) t[(long)(r0 + tid) * rank + j] = sigma[j] * total;
     }
@@ -289,19 +298,7 @@ public static class LowRankLinear
             var sc = scales.SubView(p0, groups);
             var zr = zeros.SubView(p0, groups);
             var ts = t.SubView(tAt, t.Length - tAt);
-            var walk = new CodeWalk(tid, bits, S);
-            int m = 0;
-            for (int k = tid; k < r; k += 4 * S, m += 4)
-            {
-                float u0 = Dequant(walk.At(row, m), sc, zr, PackedCodes.GroupOf(k, inv));
-                float u1 = k + S < r ? Dequant(walk.At(row, m + 1), sc, zr, PackedCodes.GroupOf(k + S, inv)) : 0f;
-                float u2 = k + 2 * S < r ? Dequant(walk.At(row, m + 2), sc, zr, PackedCodes.GroupOf(k + 2 * S, inv)) : 0f;
-                float u3 = k + 3 * S < r ? Dequant(walk.At(row, m + 3), sc, zr, PackedCodes.GroupOf(k + 3 * S, inv)) : 0f;
-                acc = Fma(acc, u0, ts, k, rank, n);
-                if (k + S < r) acc = Fma(acc, u1, ts, k + S, rank, n);
-                if (k + 2 * S < r) acc = Fma(acc, u2, ts, k + 2 * S, rank, n);
-                if (k + 3 * S < r) acc = Fma(acc, u3, ts, k + 3 * S, rank, n);
-            }
+            acc = WalkRow(acc, row, sc, zr, inv, ts, rank, r, bits, tid, S, n);
         }
         float total = BlockTotal8(acc, SharedMemory.Allocate<float>(ExpandThreads / 32 * 8), ExpandThreads / 32);
         if (tid < n) y[(long)(r0 + tid) * outDim + o] += total;
