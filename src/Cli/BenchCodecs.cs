@@ -18,9 +18,14 @@ public static partial class Cli
     static Command BenchCodecsCommand()
     {
         var rows = new Option<string>("--rows") { Description = "rows of x, comma-separated", DefaultValueFactory = _ => "1,8" };
+        var tenants = new Option<string>("--tenants")
+        {
+            Description = "tenants of one row each for the many-tenant lines (one launch for up to 8 of them, against a launch per tenant), comma-separated",
+            DefaultValueFactory = _ => "1,8,32",
+        };
         var iters = new Option<int?>("--iters") { Description = "timed samples per case (default 30 on CUDA, 1 elsewhere)" };
         var cmd = new Command("codecs", "Time the lowrank-mp and sparse-lowbit delta kernels at Llama-2-7B shapes against the bytes they read.");
-        foreach (var o in new Option[] { rows, iters, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { rows, tenants, iters, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -28,6 +33,8 @@ public static partial class Cli
             if (!dev.IsIlgpu) throw new BitDeltaException("--device cpu: the benchmark times GPU kernels; use cuda, or ilgpu-cpu to run them on ILGPU's CPU accelerator");
             bool cuda = dev.Kind == DeviceKind.Cuda;
             var rs = IntList("--rows", r.GetValue(rows), 1, 64, "1 to 64");
+            var ts = IntList("--tenants", r.GetValue(tenants), 1, 64, "1 to 64");
+            var many = new List<string>();
             int samples = r.GetValue(iters) ?? (cuda ? 30 : 1), warm = cuda ? 3 : 1, perSample = cuda ? 10 : 1;
             long l2 = dev.Accelerator is CudaAccelerator ca ? ca.L2CacheSize : 50L << 20;
             var shapes = cuda ? GemvShapes : [(256, 256)];
@@ -39,20 +46,23 @@ public static partial class Cli
             {
                 double copyGb = CopyRate(dev, outDim, inDim, warm, samples, perSample, l2);
                 var ranks = Models.Codecs.LowRankMp.Ranks(outDim, inDim, Models.Codecs.LowRankMp.DefaultBits, Models.Codecs.LowRankMp.DefaultFixedRanks, 128);
-                var kinds = new (string Name, Func<IDisposable> Make, Action<Tensor, IDisposable, Tensor> Run, Func<IDisposable, long> Bytes)[]
+                // Many: tenant i's factors on row i of x, all in one call (the many-tenant form).
+                var kinds = new (string Name, Func<IDisposable> Make, Action<Tensor, IDisposable, Tensor> Run, Action<Tensor, IDisposable[], Tensor> Many,
+                                 Func<IDisposable, long> Bytes)[]
                 {
                     ($"lowrank-mp r{ranks.Sum()}", () => LowRankFactors.Random(rng, dev, ranks, Models.Codecs.LowRankMp.DefaultBits, 128, outDim, inDim),
-                        (x, f, y) => LowRankLinear.Run(x, (LowRankFactors)f, y), f => ((LowRankFactors)f).ByteLength),
+                        (x, f, y) => LowRankLinear.Run(x, (LowRankFactors)f, y),
+                        (x, fs, y) => LowRankLinear.Run(x, fs.Select((f, i) => (i, 1, (LowRankFactors)f)).ToList(), y), f => ((LowRankFactors)f).ByteLength),
                     ("sparse-lowbit 2-bit", () => SparseFactors.Random(rng, dev, 2, 128, outDim, inDim), (x, f, y) => SparseLinear.Run(x, (SparseFactors)f, y),
-                        f => ((SparseFactors)f).ByteLength),
+                        (x, fs, y) => SparseLinear.Run(x, fs.Select((f, i) => (i, 1, (SparseFactors)f)).ToList(), y), f => ((SparseFactors)f).ByteLength),
                     ("sparse-lowbit 4-bit", () => SparseFactors.Random(rng, dev, 4, 128, outDim, inDim), (x, f, y) => SparseLinear.Run(x, (SparseFactors)f, y),
-                        f => ((SparseFactors)f).ByteLength),
+                        (x, fs, y) => SparseLinear.Run(x, fs.Select((f, i) => (i, 1, (SparseFactors)f)).ToList(), y), f => ((SparseFactors)f).ByteLength),
                 };
-                foreach (var (kind, make, run, bytesOf) in kinds)
+                foreach (var (kind, make, run, runMany, bytesOf) in kinds)
                 {
                     var first = make();
                     long bytes = bytesOf(first);
-                    int nBuf = (int)Math.Clamp((2 * l2 + bytes - 1) / Math.Max(1, bytes), 2, cuda ? 256 : 2);
+                    int nBuf = (int)Math.Clamp((2 * l2 + bytes - 1) / Math.Max(1, bytes), Math.Max(2, ts.Max()), cuda ? 256 : Math.Max(2, ts.Max()));
                     var bufs = new List<IDisposable> { first };
                     for (int i = 1; i < nBuf; i++) bufs.Add(make());
                     foreach (int n in rs)
@@ -65,9 +75,35 @@ public static partial class Cli
                         double gb = (bytes + 4.0 * n * (inDim + 2 * outDim)) / us / 1e3;
                         Console.WriteLine($"{$"{outDim}×{inDim}",-12} {kind,-22} {n,4} {bytes / 1e6,6:F2} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {host,8:F1}");
                     }
+                    foreach (int t in ts)
+                    {
+                        // T tenants of one row each: the factor sets rotate over the buffers, T at a time.
+                        using var x = Tensor.From(Check.Values(rng, (long)t * inDim), [t, inDim], dev);
+                        using var y = Tensor.From(Check.Values(rng, (long)t * outDim), [t, outDim], dev);
+                        var rowsX = Enumerable.Range(0, t).Select(i => x.Slice(i, 1)).ToArray();
+                        var rowsY = Enumerable.Range(0, t).Select(i => y.Slice(i, 1)).ToArray();
+                        int next = 0;
+                        IDisposable[] Take() => Enumerable.Range(0, t).Select(_ => bufs[next++ % nBuf]).ToArray();
+                        double together = Median(dev, warm, samples, perSample, () => runMany(x, Take(), y));
+                        double apart = Median(dev, warm, samples, perSample, () =>
+                        {
+                            var fs = Take();
+                            for (int i = 0; i < t; i++) run(rowsX[i], fs[i], rowsY[i]);
+                        });
+                        foreach (var v in rowsX.Concat(rowsY)) v.Dispose();
+                        double gb = t * (bytes + 4.0 * (inDim + 2 * outDim)) / together / 1e3;
+                        many.Add($"{$"{outDim}×{inDim}",-12} {kind,-22} {t,7} {t * bytes / 1e6,7:F1} {together,9:F1} {apart,9:F1} {gb,6:F0} {gb / copyGb,6:F2}");
+                    }
                     foreach (var b in bufs) b.Dispose();
                 }
                 Console.WriteLine($"  copy of W's size: {copyGb:F0} GB/s");
+            }
+            if (many.Count > 0)
+            {
+                Console.WriteLine();
+                Console.WriteLine("Many tenants, one row each: one call of the many-tenant form (a launch, or a shrink and expand pair, per 8 tenants) against a call per tenant");
+                Console.WriteLine($"{"out×in",-12} {"codec",-22} {"tenants",7} {"MB",7} {"µs",9} {"µs apart",9} {"GB/s",6} {"/copy",6}");
+                foreach (var line in many) Console.WriteLine(line);
             }
             Console.WriteLine("GB/s: (factors + x + y read + y written) / time; /copy: against a 16-byte copy kernel over W's bytes in the same run;");
             Console.WriteLine("host µs: the host's own time to issue one call (timed without waiting for the GPU); where it is near µs, the host sets the pace.");

@@ -22,14 +22,16 @@ public static partial class Cli
         var ranks = new Option<string?>("--ranks") { Description = "lowrank-mp: ranks of every slice but the last, which fills the budget of 1 bit a weight (default 2,32)" };
         var group = new Option<int>("--group") { Description = "lowrank-mp, sparse-lowbit: quantization group along each row", DefaultValueFactory = _ => 128 };
         var budget = new Option<double>("--budget") { Description = "lowrank-mp: bits a weight for codes, scales, zeros and singular values together (1: the size of a bitdelta file)", DefaultValueFactory = _ => 1.0 };
+        var noZstd = new Option<bool>("--no-zstd") { Description = "sparse-lowbit: store the packed tensors as they are, without the zstd stage (larger; for readers without zstd)" };
         var calibSamples = new Option<int>("--calib-samples") { Description = "lowrank-mp, sparse-lowbit: calibration windows of --seq-len tokens for GPTQ's Hessians", DefaultValueFactory = _ => 128 };
         var cmd = new Command("compress", "Compress a fine-tune into a delta over its base. bitdelta (default, arXiv 2402.10193): packed signs of W_ft − W_base and one scale per linear, mean(|Δ|) (§3.1), then with --calib the scales distilled against the fine-tune's logits (§3.2). lowrank-mp and sparse-lowbit: the codecs of Delta-CoMe and DeltaZip, with --calib quantized by GPTQ / SparseGPT against the fine-tune's activations. Other tensors kept where they differ.");
-        foreach (var o in new Option[] { baseDir, ft, output, codec, calib, steps, batch, seqLen, lr, bits, ranks, budget, group, calibSamples, saveFull, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, ft, output, codec, calib, steps, batch, seqLen, lr, bits, ranks, budget, group, calibSamples, noZstd, saveFull, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             string codecName = r.GetValue(codec)!;
             if (!DeltaFile.KnownCodecs.Contains(codecName)) throw new BitDeltaException($"--codec {codecName}: expected one of {string.Join(", ", DeltaFile.KnownCodecs)}");
-            if (codecName != BitDelta.Codec) return CompressCodec(r, codecName, baseDir, ft, output, calib, steps, seqLen, bits, ranks, budget, group, calibSamples, saveFull);
+            if (codecName != BitDelta.Codec) return CompressCodec(r, codecName, baseDir, ft, output, calib, steps, seqLen, bits, ranks, budget, group, calibSamples, noZstd, saveFull);
+            if (r.GetValue(noZstd)) throw new BitDeltaException("--no-zstd is for --codec sparse-lowbit (bitdelta has no zstd stage)");
             if (r.GetValue(bits) != null || r.GetValue(ranks) != null) throw new BitDeltaException("--bits and --ranks are for --codec lowrank-mp and sparse-lowbit; bitdelta is 1 bit a weight");
             string? calibFile = r.GetValue(calib);
             int nSteps = r.GetValue(steps) ?? (calibFile != null ? 200 : 0);
@@ -83,7 +85,7 @@ public static partial class Cli
     /// then every linear through the codec.</summary>
     static int CompressCodec(ParseResult r, string codecName, Option<string> baseDir, Option<string> ft, Option<string> output, Option<string> calib,
                              Option<int?> steps, Option<int> seqLen, Option<string?> bits, Option<string?> ranks, Option<double> budget, Option<int> group,
-                             Option<int> calibSamples, Option<bool> saveFull)
+                             Option<int> calibSamples, Option<bool> noZstd, Option<bool> saveFull)
     {
         if (r.GetValue(steps) is int st && st != 0) throw new BitDeltaException($"--steps: scale distillation is for --codec bitdelta; {codecName} is training-free");
         bool lowRank = codecName == Models.Codecs.LowRankMp.Codec;
@@ -93,6 +95,11 @@ public static partial class Cli
             throw new BitDeltaException($"--group {o.Group}: sparse-lowbit needs a multiple of 4 (its groups of inputs hold whole groups of four)");
         if (!(o.Budget > 0) || o.Budget > 16) throw new BitDeltaException($"--budget must be in (0, 16] bits a weight, got {o.Budget}");
         if (!lowRank && r.GetResult(budget) is { Implicit: false }) throw new BitDeltaException("--budget is for --codec lowrank-mp (sparse-lowbit's size follows from 2:4 and --bits)");
+        if (r.GetValue(noZstd))
+        {
+            if (codecName != Models.Codecs.SparseLowBit.Codec) throw new BitDeltaException($"--no-zstd is for --codec sparse-lowbit ({codecName} has no zstd stage)");
+            o = o with { Zstd = false };
+        }
         if (r.GetValue(bits) is { } bt)
         {
             var list = IntList("--bits", bt, 1, 8, "bit widths 1 to 8");
@@ -136,7 +143,7 @@ public static partial class Cli
         Directory.CreateDirectory(outDir);
         sw.Restart();
         var report = CodecCompressor.Compress(b, f, path, o, hessians, calibDesc, ProgressLine($"compressing ({codecName})"));
-        Console.WriteLine($"wrote {report.DeltaPath}: {report.Compressed} linears ({codecName}{(lowRank ? $", bits {string.Join("/", o.SliceBits)} within {o.Budget:G3} bits a weight" : $", 2:4 at {o.Bits} bits, zstd")}, group {o.Group}, " +
+        Console.WriteLine($"wrote {report.DeltaPath}: {report.Compressed} linears ({codecName}{(lowRank ? $", bits {string.Join("/", o.SliceBits)} within {o.Budget:G3} bits a weight" : $", 2:4 at {o.Bits} bits{(o.Zstd ? ", zstd" : ", no zstd stage")}")}, group {o.Group}, " +
                           $"{(hessians != null ? "GPTQ" : "round to nearest")}), {report.Replaced} other tensors kept, {report.DeltaBytes / 1e6:F2} MB against the fine-tune's " +
                           $"{report.FineTuneBytes / 1e6:F2} MB: {report.Ratio:F1}x smaller ({sw.Elapsed.TotalSeconds:F1} s)");
         if (full)

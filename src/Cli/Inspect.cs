@@ -102,7 +102,7 @@ public static partial class Cli
         var ps = d.Params!;
         bool lowRank = d.Codec == Models.Codecs.LowRankMp.Codec;
         Console.WriteLine($"  quantizer {ps.Quantizer}{(ps.Calibration != null ? $" (calibration {ps.Calibration})" : " (round to nearest: no calibration)")}, " +
-                          $"group {ps.Group}{(lowRank ? "" : $", 2:4 sparse at {ps.Bits} bits, zstd")}");
+                          $"group {ps.Group}{(lowRank ? "" : $", 2:4 sparse at {ps.Bits} bits{(d.Zstd ? ", zstd" : ", no zstd stage")}")}");
         long weights = 0, factorBytes = 0, kept = 0;
         foreach (var (name, shape) in d.Compressed.OrderBy(k => k.Key, StringComparer.Ordinal))
         {

@@ -27,7 +27,9 @@ public static class Audit
         Mma.CaseB1,
         BitLinear.SignsTCase,
         LowRankCases.Case,
+        LowRankCases.ManyCase,
         SparseCases.Case,
+        SparseCases.ManyCase,
         Axpy.Case,
         Dot.Case,
     ];

@@ -195,12 +195,12 @@ public static class LowRankLinear
         }
         if (f.In >= PackedCodes.MaxGroupedIndex || f.Rank >= PackedCodes.MaxGroupedIndex)
             throw new ArgumentException($"low-rank factors of {f.In} inputs and rank {f.Rank}: the kernels take fewer than {PackedCodes.MaxGroupedIndex}");
-        using var tt = Tensor.Empty([(int)rows, f.Rank], DType.F32, dev);
-        if (rows == 1 && Staged(f.In) + OneRowWarps <= MaxStaged && StagedSlices(f.Ranks) <= MaxStaged)
+        if (rows == 1 && OneRowFits(f))
         {
-            OneRow(x, f, tt, y);
+            OneRows(x, [(0, f)], y, f.In, f.Out);
             return;
         }
+        using var tt = Tensor.Empty([(int)rows, f.Rank], DType.F32, dev);
         int passes = (int)((rows + MatMul.GemvMaxRows - 1) / MatMul.GemvMaxRows);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>,
                                 ArrayView<float>, int, int, int, int, int, float>>(ShrinkKernel)(
@@ -211,6 +211,51 @@ public static class LowRankLinear
             new KernelConfig(f.Out * passes, ExpandThreads), tt.View<float>(), f.UCodes.View<uint>(), f.UScales.View<ushort>(), f.UZeros.View<byte>(),
             f.Table.View<int>(), y.View<float>(), (int)rows, f.Out, f.Rank, f.Slices, 1f / f.Group);
     }
+
+    /// <summary>
+    /// y[rows of run k] += the delta term of run k's factors, for runs of rows of x [rows, in] (a decode batch's low-rank
+    /// tenants, all of one linear's shape): the rows of short runs (decode's few rows a tenant) go to the one-row kernels
+    /// eight at a time, one shrink and one expand launch for all their tenants (Punica's SGMV, arXiv 2310.18547); a longer
+    /// run (a prompt's rows) takes the multi-row kernels on its own.
+    /// </summary>
+    public static void Run(Tensor x, IReadOnlyList<(int Start, int Count, LowRankFactors F)> runs, Tensor y)
+    {
+        if (runs.Count == 0) return;
+        int inDim = runs[0].F.In, outDim = runs[0].F.Out;
+        foreach (var (start, count, f) in runs)
+        {
+            Need.SameDevice(x, f.VCodes, y);
+            if (f.In != inDim || f.Out != outDim)
+                throw new ArgumentException($"low-rank runs of one launch share a shape: [{outDim}, {inDim}] and [{f.Out}, {f.In}]");
+        }
+        long rows = Need.DeltaRows("low-rank", x, y, inDim, outDim);
+        var items = new List<(int Row, LowRankFactors F)>();
+        foreach (var (start, count, f) in runs)
+        {
+            if (start < 0 || count < 0 || start + (long)count > rows)
+                throw new ArgumentException($"low-rank run of rows {start}…{start + count} outside x's {rows} rows");
+            if (count == 0 || f.Rank == 0) continue;
+            if (y.Device.IsIlgpu && count <= OneRowRunMax && OneRowFits(f))
+            {
+                for (int r = start; r < start + count; r++) items.Add((r, f));
+                continue;
+            }
+            using var x2 = x.Reshape((int)rows, inDim);
+            using var y2 = y.Reshape((int)rows, outDim);
+            using var xs = x2.Slice(start, count);
+            using var ys = y2.Slice(start, count);
+            Run(xs, f, ys);
+        }
+        if (items.Count > 0) OneRows(x, items, y, inDim, outDim);
+    }
+
+    /// <summary>The longest run of one tenant's rows that goes to the one-row kernels row by row: each row reads the factors
+    /// again (from L2 after the first), where the multi-row kernels read them once for 8 rows but run ~2.3× a one-row call
+    /// (bench/RESULTS.md: 67 against 29 µs at 4096²).</summary>
+    public const int OneRowRunMax = 2;
+
+    /// <summary>Whether x and t of these factors fit the one-row kernels' shared memory.</summary>
+    static bool OneRowFits(LowRankFactors f) => Staged(f.In) + OneRowWarps <= MaxStaged && StagedSlices(f.Ranks) <= MaxStaged;
 
     /// <summary>Threads a block: 8 warps per factor row for the shrink, 4 per output for the expand. The first form (a warp
     /// per row or output, a code a lane at a time) ran 16–26 GB/s on the H200; with these blocks but the same arithmetic,
@@ -293,6 +338,7 @@ public static class LowRankLinear
         for (int s = 0; s < slices; s++)
         {
             int c = s * LowRankFactors.TableCols, first = table[c], r = table[c + 1], bits = table[c + 2], groups = PackedCodes.GroupOf(r - 1, inv) + 1;
+            if (r == 0) continue;   // a slice the budget left empty: its views would start at the arrays' ends
             long wordStart = table[c + 4] + (long)o * PackedCodes.RowWords(r, bits), p0 = table[c + 5] + (long)o * groups, tAt = (long)r0 * rank + first;
             var row = codes.SubView(wordStart, codes.Length - wordStart);
             var sc = scales.SubView(p0, groups);
@@ -314,21 +360,40 @@ public static class LowRankLinear
     /// <summary>One row of x, the usual decode case of a tenant: the shrink and the expand read their vector (x, then t)
     /// from shared memory and decode a whole chunk of 32 codes a thread (b words: 32·b bits start on a word), so a code
     /// needs a shift, a mask, a shared load and two adds in the source. The earlier forms' per-code loads, index math and
-    /// guards made their kernels instruction-bound at 1–2% of copy; what this form measured is in bench/NOTES.md.</summary>
-    static void OneRow(Tensor x, LowRankFactors f, Tensor t, Tensor y)
+    /// guards made their kernels instruction-bound at 1–2% of copy; what this form measured is in bench/NOTES.md. Items
+    /// (a row and a tenant's factors) go eight to a launch pair, each launch's blocks split among them.</summary>
+    static void OneRows(Tensor x, IReadOnlyList<(int Row, LowRankFactors F)> items, Tensor y, int inDim, int outDim)
     {
         var dev = y.Device;
-        int vGroups = (f.In + f.Group - 1) / f.Group;
-        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<float>, ArrayView<int>,
-                                ArrayView<float>, int, int, int, int, int, float>>(ShrinkOneKernel)(
-            new KernelConfig((f.Rank + ShrinkRowsABlock - 1) / ShrinkRowsABlock, OneRowWarps * 32, SharedMemoryConfig.RequestDynamic<float>(Staged(f.In) + OneRowWarps)),
-            x.View<float>(), f.VCodes.View<uint>(), f.VScales.View<ushort>(), f.VZeros.View<byte>(), f.Sigma.View<float>(), f.Table.View<int>(),
-            t.View<float>(), f.In, f.Rank, f.Slices, vGroups, f.Group, 1f / f.Group);
-        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<ushort>, ArrayView<byte>, ArrayView<int>,
-                                ArrayView<float>, int, int, int, int, float>>(ExpandOneKernel)(
-            new KernelConfig((f.Out + OneRowWarps - 1) / OneRowWarps, OneRowWarps * 32, SharedMemoryConfig.RequestDynamic<float>(StagedSlices(f.Ranks))),
-            t.View<float>(), f.UCodes.View<uint>(), f.UScales.View<ushort>(), f.UZeros.View<byte>(), f.Table.View<int>(), y.View<float>(),
-            f.Out, f.Rank, f.Slices, f.Group, 1f / f.Group);
+        int outBlocks = (outDim + OneRowWarps - 1) / OneRowWarps;
+        for (int at = 0; at < items.Count; at += Eight<int>.Count)
+        {
+            int n = Math.Min(Eight<int>.Count, items.Count - at), tLength = 0, shrinkBlocks = 0, expandShared = 0;
+            var batch = new Eight<LowRankItem>();
+            var firsts = new Eight<int>();
+            for (int k = 0; k < Eight<int>.Count; k++) firsts[k] = int.MaxValue;
+            for (int k = 0; k < n; k++)
+            {
+                var (row, f) = items[at + k];
+                batch[k] = new LowRankItem
+                {
+                    VCodes = f.VCodes.View<uint>(), VScales = f.VScales.View<ushort>(), VZeros = f.VZeros.View<byte>(), Sigma = f.Sigma.View<float>(),
+                    UCodes = f.UCodes.View<uint>(), UScales = f.UScales.View<ushort>(), UZeros = f.UZeros.View<byte>(), Table = f.Table.View<int>(),
+                    Row = row, Rank = f.Rank, Slices = f.Slices, TAt = tLength, Group = f.Group, Inv = 1f / f.Group,
+                };
+                firsts[k] = shrinkBlocks;
+                shrinkBlocks += (f.Rank + ShrinkRowsABlock - 1) / ShrinkRowsABlock;
+                tLength += f.Rank;
+                expandShared = Math.Max(expandShared, StagedSlices(f.Ranks));
+            }
+            using var t = Tensor.Empty([tLength], DType.F32, dev);
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, Eight<LowRankItem>, Eight<int>, ArrayView<float>, int>>(ShrinkOneKernel)(
+                new KernelConfig(shrinkBlocks, OneRowWarps * 32, SharedMemoryConfig.RequestDynamic<float>(Staged(inDim) + OneRowWarps)),
+                x.View<float>(), batch, firsts, t.View<float>(), inDim);
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, Eight<LowRankItem>, ArrayView<float>, int, int>>(ExpandOneKernel)(
+                new KernelConfig(n * outBlocks, OneRowWarps * 32, SharedMemoryConfig.RequestDynamic<float>(expandShared)),
+                t.View<float>(), batch, y.View<float>(), outDim, outBlocks);
+        }
     }
 
     /// <summary>8 warps a block; the shrink gives each factor row 4 of them (a row of 4096 inputs is 128 chunks: one a
@@ -338,17 +403,33 @@ public static class LowRankLinear
     /// <summary>Floats for t staged slice by slice, each slice from a fresh 33-float line (<see cref="StageSlices"/>).</summary>
     static int StagedSlices(int[] ranks) => ranks.Sum(Staged);
 
-    /// <summary>v[0 … n) into shared memory at i + i / 32 (<see cref="Staged"/>), by the whole block.</summary>
+    /// <summary>v[0 … n) into shared memory at i + i / 32 (<see cref="Staged"/>), by the whole block, and each whole
+    /// chunk's sum in its line's 33rd float (<see cref="ChunkSums"/>).</summary>
     static ArrayView<float> Stage(ArrayView<float> v, int n)
     {
         var sh = SharedMemory.GetDynamic<float>();
         for (int i = Group.IdxX; i < n; i += Group.DimX) sh[i + i / 32] = v[i];
         Group.Barrier();
+        ChunkSums(sh, 0, n);
+        Group.Barrier();
         return sh;
     }
 
+    /// <summary>Σ v of every whole chunk of 32 staged at sh[at …], into the chunk's pad float (at + 33·c + 32): the
+    /// zero-point term s·z·Σ v of a chunk is the same for every row of codes that reads it, so it is added once here and
+    /// not once a code in each row (bench/NOTES.md: the expand's loop was 12 instructions a code).</summary>
+    static void ChunkSums(ArrayView<float> sh, int at, int n)
+    {
+        for (int c = Group.IdxX; c < n / 32; c += Group.DimX)
+        {
+            float sum = 0f;
+            for (int k = 0; k < 32; k++) sum += sh[at + 33 * c + k];
+            sh[at + 33 * c + 32] = sum;
+        }
+    }
+
     /// <summary>t into shared memory slice by slice: entry k of slice s (t[first_s + k]) at off_s + k + k / 32, off_s the
-    /// staged sizes of the slices before, so chunk c of a slice starts at off_s + 33·c.</summary>
+    /// staged sizes of the slices before, so chunk c of a slice starts at off_s + 33·c; then the chunk sums.</summary>
     static ArrayView<float> StageSlices(ArrayView<float> t, ArrayView<int> table, int slices)
     {
         var sh = SharedMemory.GetDynamic<float>();
@@ -360,14 +441,26 @@ public static class LowRankLinear
             off += r + (r + 31) / 32;
         }
         Group.Barrier();
+        off = 0;
+        for (int s = 0; s < slices; s++)
+        {
+            int r = table[s * LowRankFactors.TableCols + 1];
+            ChunkSums(sh, off, r);
+            off += r + (r + 31) / 32;
+        }
+        Group.Barrier();
         return sh;
     }
 
     /// <summary>
-    /// Σ_k v_k·dequant(code k) over chunks c = lane0, lane0 + stride, … of one packed row of <paramref name="count"/> codes,
-    /// chunk c's v at sh[at + 33·c …]. Codes of a width that divides 32 (8, 4, 2 bits) never straddle and are read word by
-    /// word; others (3 bits) through a 64-bit window. With a group a multiple of 32 a chunk has one scale and zero:
-    /// s·(Σ v·code − z·Σ v). The thread's part; the caller adds the parts.
+    /// Σ_k v_k·dequant(code k) over one packed row of <paramref name="count"/> codes, v_k at sh[at + k + k / 32], the
+    /// thread's part (the caller adds the parts) of lanes lane0, lane0 + stride, …:
+    /// - a row of few chunks for the lanes (the expand's 8- and 3-bit slices: 2 and 32 codes a row at 4096²) goes a code a
+    ///   lane, where a chunk a lane left one lane decoding a whole 3-bit chunk while 31 waited;
+    /// - else chunks c = lane0, lane0 + stride, … of 32 codes. A whole chunk at 2, 4 or 8 bits with one scale and zero
+    ///   (group a multiple of 32) is s·(Σ v·code − z·Σ v), Σ v from the staging (<see cref="ChunkSums"/>), its words
+    ///   decoded at a constant width (<see cref="Chunk"/>); other chunks (3 bits through a 64-bit window, the row's last
+    ///   partial chunk, groups inside a chunk) code by code.
     /// </summary>
     static float RowDot(ArrayView<float> sh, int at, ArrayView<uint> row, ArrayView<ushort> scales, ArrayView<byte> zeros, int count, int bits,
                         int group, float inv, int lane0, int stride)
@@ -375,27 +468,28 @@ public static class LowRankLinear
         int chunks = (count + 31) / 32, mask = (1 << bits) - 1, perWord = 32 / bits;
         bool whole = perWord * bits == 32, oneGroup = group % 32 == 0;
         float acc = 0f;
+        if (4 * chunks <= stride)
+        {
+            for (int k = lane0; k < count; k += stride)
+            {
+                int bit = k * bits, w = bit >> 5, sh0 = bit & 31;
+                uint word = row[w] >> sh0;
+                if (sh0 + bits > 32) word |= row[w + 1] << (32 - sh0);
+                int p = PackedCodes.GroupOf(k, inv);
+                acc += sh[at + k + k / 32] * PackedCodes.Half(scales[p]) * ((int)(word & (uint)mask) - zeros[p]);
+            }
+            return acc;
+        }
         for (int c = lane0; c < chunks; c += stride)
         {
             int first = 32 * c, valid = IntrinsicMath.Min(32, count - first), si = at + 33 * c;
-            float dot = 0f, sum = 0f;
-            if (whole && oneGroup)
+            if (whole && oneGroup && valid == 32)
             {
-                for (int w = 0; w * perWord < valid; w++)
-                {
-                    uint word = row[c * bits + w];
-                    int n = IntrinsicMath.Min(perWord, valid - w * perWord);
-                    for (int k = 0; k < n; k++)
-                    {
-                        float v = sh[si + w * perWord + k];
-                        dot += v * (int)((word >> (k * bits)) & (uint)mask);
-                        sum += v;
-                    }
-                }
                 int p = first / group;
-                acc += PackedCodes.Half(scales[p]) * (dot - zeros[p] * sum);
+                acc += PackedCodes.Half(scales[p]) * (Chunk(sh, si, row, c * bits, bits) - zeros[p] * sh[si + 32]);
                 continue;
             }
+            float dot = 0f, sum = 0f;
             int next = c * bits + 1, have = 32;
             ulong win = row[c * bits];
             for (int k = 0; k < valid; k++)
@@ -426,58 +520,98 @@ public static class LowRankLinear
         return acc;
     }
 
+    /// <summary>Σ v·code over a whole chunk of 32 codes at 2, 4 or 8 bits (b words from <paramref name="w0"/>), each width
+    /// with constant trip counts and shifts so the loops unroll: a code is a bit-field extract, a convert, a shared load
+    /// at a constant offset and an FMA.</summary>
+    static float Chunk(ArrayView<float> sh, int si, ArrayView<uint> row, int w0, int bits)
+    {
+        float dot = 0f;
+        if (bits == 2)
+        {
+            for (int w = 0; w < 2; w++)
+            {
+                uint word = row[w0 + w];
+                for (int k = 0; k < 16; k++) dot += sh[si + 16 * w + k] * (int)((word >> (2 * k)) & 3u);
+            }
+        }
+        else if (bits == 4)
+        {
+            for (int w = 0; w < 4; w++)
+            {
+                uint word = row[w0 + w];
+                for (int k = 0; k < 8; k++) dot += sh[si + 8 * w + k] * (int)((word >> (4 * k)) & 15u);
+            }
+        }
+        else
+        {
+            for (int w = 0; w < 8; w++)
+            {
+                uint word = row[w0 + w];
+                for (int k = 0; k < 4; k++) dot += sh[si + 4 * w + k] * (int)((word >> (8 * k)) & 255u);
+            }
+        }
+        return dot;
+    }
+
     static float WarpSum(float v)
     {
         for (int d = 16; d > 0; d /= 2) v += Warp.ShuffleXor(v, d);
         return v;
     }
 
-    /// <summary>One row of x: block b takes factor rows 2b, 2b + 1, four warps each (chunks split across their 128
-    /// threads, the four warp sums added through shared memory); t[j] = σ_j·Σ_i x[i]·V[j, i].</summary>
-    static void ShrinkOneKernel(ArrayView<float> x, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<float> sigma,
-                                ArrayView<int> table, ArrayView<float> t, int inDim, int rank, int slices, int groups, int group, float inv)
+    /// <summary>One row of x for each of up to 8 items: the blocks from firsts[k] on are item k's, and its block b takes
+    /// factor rows 2b, 2b + 1, four warps each (chunks split across their 128 threads, the four warp sums added through
+    /// shared memory); t[TAt + j] = σ_j·Σ_i x[Row, i]·V[j, i].</summary>
+    static void ShrinkOneKernel(ArrayView<float> x, Eight<LowRankItem> items, Eight<int> firsts, ArrayView<float> t, int inDim)
     {
-        var sh = Stage(x, inDim);
-        int warp = Warp.WarpIdx, j = Grid.IdxX * ShrinkRowsABlock + warp / ShrinkWarpsARow, part = warp % ShrinkWarpsARow;
+        int k = 0;
+        while (k + 1 < Eight<int>.Count && Grid.IdxX >= firsts[k + 1]) k++;
+        var it = items[k];
+        var sh = Stage(x.SubView((long)it.Row * inDim, inDim), inDim);
+        int warp = Warp.WarpIdx, j = (Grid.IdxX - firsts[k]) * ShrinkRowsABlock + warp / ShrinkWarpsARow, part = warp % ShrinkWarpsARow;
+        int groups = (inDim + it.Group - 1) / it.Group;
         float sum = 0f;
-        if (j < rank)
+        if (j < it.Rank)
         {
-            int c = SliceOf(table, slices, j) * LowRankFactors.TableCols, bits = table[c + 2], rowWords = PackedCodes.RowWords(inDim, bits);
-            long wordStart = table[c + 3] + (long)(j - table[c]) * rowWords, p0 = (long)j * groups;
-            sum = WarpSum(RowDot(sh, 0, codes.SubView(wordStart, rowWords), scales.SubView(p0, groups), zeros.SubView(p0, groups), inDim, bits, group, inv,
-                                 part * 32 + Warp.LaneIdx, ShrinkWarpsARow * 32));
+            int c = SliceOf(it.Table, it.Slices, j) * LowRankFactors.TableCols, bits = it.Table[c + 2], rowWords = PackedCodes.RowWords(inDim, bits);
+            long wordStart = it.Table[c + 3] + (long)(j - it.Table[c]) * rowWords, p0 = (long)j * groups;
+            sum = WarpSum(RowDot(sh, 0, it.VCodes.SubView(wordStart, rowWords), it.VScales.SubView(p0, groups), it.VZeros.SubView(p0, groups), inDim,
+                                 bits, it.Group, it.Inv, part * 32 + Warp.LaneIdx, ShrinkWarpsARow * 32));
         }
         int partsAt = Staged(inDim);
         if (Warp.LaneIdx == 0) sh[partsAt + warp] = sum;
         Group.Barrier();
-        if (part == 0 && Warp.LaneIdx == 0 && j < rank)
+        if (part == 0 && Warp.LaneIdx == 0 && j < it.Rank)
         {
             float total = 0f;
             for (int w = 0; w < ShrinkWarpsARow; w++) total += sh[partsAt + warp + w];
-            t[j] = sigma[j] * total;
+            t[it.TAt + j] = it.Sigma[j] * total;
         }
     }
 
-    /// <summary>One row of x: warp w of block b takes output o = 8b + w; y[o] += Σ_j t[j]·U[o, j], slice by slice.</summary>
-    static void ExpandOneKernel(ArrayView<float> t, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<byte> zeros, ArrayView<int> table,
-                                ArrayView<float> y, int outDim, int rank, int slices, int group, float inv)
+    /// <summary>One row of x for each of up to 8 items: blocks k·outBlocks … are item k's, and warp w of its block b takes
+    /// output o = 8b + w; y[Row, o] += Σ_j t[TAt + j]·U[o, j], slice by slice.</summary>
+    static void ExpandOneKernel(ArrayView<float> t, Eight<LowRankItem> items, ArrayView<float> y, int outDim, int outBlocks)
     {
-        var sh = StageSlices(t, table, slices);
-        int o = Grid.IdxX * OneRowWarps + Warp.WarpIdx;
+        int k = Grid.IdxX / outBlocks;
+        var it = items[k];
+        var sh = StageSlices(t.SubView(it.TAt, it.Rank), it.Table, it.Slices);
+        int o = (Grid.IdxX - k * outBlocks) * OneRowWarps + Warp.WarpIdx;
         if (o >= outDim) return;
         float acc = 0f;
         int off = 0;
-        for (int s = 0; s < slices; s++)
+        for (int s = 0; s < it.Slices; s++)
         {
-            int c = s * LowRankFactors.TableCols, r = table[c + 1], bits = table[c + 2];
-            int rowWords = PackedCodes.RowWords(r, bits), groups = (r + group - 1) / group;
-            long wordStart = table[c + 4] + (long)o * rowWords, p0 = table[c + 5] + (long)o * groups;
-            acc += RowDot(sh, off, codes.SubView(wordStart, rowWords), scales.SubView(p0, groups), zeros.SubView(p0, groups), r, bits, group, inv,
-                          Warp.LaneIdx, 32);
+            int c = s * LowRankFactors.TableCols, r = it.Table[c + 1], bits = it.Table[c + 2];
+            if (r == 0) continue;   // a slice the budget left empty: its views would start at the arrays' ends
+            int rowWords = PackedCodes.RowWords(r, bits), groups = (r + it.Group - 1) / it.Group;
+            long wordStart = it.Table[c + 4] + (long)o * rowWords, p0 = it.Table[c + 5] + (long)o * groups;
+            acc += RowDot(sh, off, it.UCodes.SubView(wordStart, rowWords), it.UScales.SubView(p0, groups), it.UZeros.SubView(p0, groups), r, bits,
+                          it.Group, it.Inv, Warp.LaneIdx, 32);
             off += r + (r + 31) / 32;
         }
         float sum = WarpSum(acc);
-        if (Warp.LaneIdx == 0) y[o] += sum;
+        if (Warp.LaneIdx == 0) y[(long)it.Row * outDim + o] += sum;
     }
 
     /// <summary>The block's 8 row sums: each warp's (<see cref="MatMul.WarpTotal8"/>) through shared memory, added in warp
@@ -493,6 +627,20 @@ public static class LowRankLinear
             for (int w = 0; w < warps; w++) total += shared[w * 8 + Group.IdxX];
         return total;
     }
+}
+
+/// <summary>One row of x and one tenant's factors in a many-tenant launch of the one-row kernels: the factors' views,
+/// the row of x and y, where the item's t starts, and its group size (tenants may have been compressed with different
+/// ones).</summary>
+public struct LowRankItem
+{
+    public ArrayView<uint> VCodes, UCodes;
+    public ArrayView<ushort> VScales, UScales;
+    public ArrayView<byte> VZeros, UZeros;
+    public ArrayView<float> Sigma;
+    public ArrayView<int> Table;
+    public int Row, Rank, Slices, TAt, Group;
+    public float Inv;
 }
 
 /// <summary>A <see cref="LowRankFactors"/>' arrays on the host, for the twin and the CPU path.</summary>
@@ -535,15 +683,20 @@ public static class LowRankCases
         int group = rng.Next(3) == 0 ? 32 * (1 + rng.Next(4)) : 4 + rng.Next(60);
         int[] choices = [8, 4, 3, 2];
         var ranks = Enumerable.Range(0, slices).Select(_ => Check.Size(rng, 40)).ToArray();
-        // One case in four walks past the kernels' first four strides (256 inputs, 128 ranks): long rows, few outputs.
-        if (rng.Next(4) == 0)
+        // One case in three walks past the kernels' first four strides (256 inputs, 128 ranks): long rows, few outputs;
+        // half of those are one row in groups of a multiple of 32, the one-row kernels' whole-chunk path (a shrink row of
+        // more than 32 chunks, an expand slice of more than 8).
+        if (rng.Next(3) == 0)
         {
             inDim = 1100 + rng.Next(1500);
-            ranks[0] = 140 + rng.Next(450);
+            ranks[0] = 270 + rng.Next(450);
             outDim = Check.Size(rng, 12);
             rows = Check.Size(rng, 3);
+            if (rng.Next(2) == 0) (rows, group) = (1, 32 * (1 + rng.Next(4)));
         }
         var bits = Enumerable.Range(0, slices).Select(_ => choices[rng.Next(4)]).ToArray();
+        // A later slice may be empty: compress's budget can leave the 2-bit slice no rank (4096² is fine, 256² is not).
+        if (slices > 1 && rng.Next(4) == 0) ranks[1 + rng.Next(slices - 1)] = 0;
         using var f = LowRankFactors.Random(rng, dev, ranks, bits, group, outDim, inDim);
         var x = Check.Values(rng, (long)rows * inDim, 2f);
         var want = Check.Values(rng, (long)rows * outDim, 3f);
@@ -552,5 +705,50 @@ public static class LowRankCases
         LowRankLinear.Run(tx, f, ty);
         LowRankLinear.Twin(x, LowRankHost.Of(f), want, rows);
         return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}] → ranks {string.Join("+", ranks)} at {string.Join("/", bits)} bits, group {group} → {outDim}");
+    });
+
+    /// <summary>
+    /// The many-tenant form: 1–11 tenants of one shape, each with its own slices, bits and group, and 1–14 runs of rows
+    /// drawn among them (a tenant may have several runs; most runs 1–2 rows, some long enough for the multi-row kernels;
+    /// more than 8 one-row items take several launches), against the twin run by run.
+    /// </summary>
+    public static AuditCase ManyCase => new("low-rank linear, many tenants", Check.F32Bound, (dev, rng) =>
+    {
+        // Small shapes: ILGPU's CPU accelerator runs the one-row kernels' 256-thread blocks slowly, and the tests run 25 cases.
+        int outDim = Check.Size(rng, 24), inDim = Check.Size(rng, 100), tenants = 1 + rng.Next(11);
+        int[] choices = [8, 4, 3, 2];
+        var fs = new List<LowRankFactors>();
+        try
+        {
+            for (int i = 0; i < tenants; i++)
+            {
+                int slices = 1 + rng.Next(3), group = rng.Next(3) == 0 ? 32 * (1 + rng.Next(4)) : 4 + rng.Next(60);
+                var ranks = Enumerable.Range(0, slices).Select(_ => Check.Size(rng, 16)).ToArray();
+                var bits = Enumerable.Range(0, slices).Select(_ => choices[rng.Next(4)]).ToArray();
+                if (slices > 1 && rng.Next(4) == 0) ranks[1 + rng.Next(slices - 1)] = 0;
+                fs.Add(LowRankFactors.Random(rng, dev, ranks, bits, group, outDim, inDim));
+            }
+            var runs = new List<(int Start, int Count, LowRankFactors F)>();
+            int rows = 0, nRuns = 1 + rng.Next(14);
+            for (int i = 0; i < nRuns; i++)
+            {
+                int count = rng.Next(5) == 0 ? 3 + rng.Next(8) : 1 + rng.Next(2);
+                runs.Add((rows, count, fs[rng.Next(tenants)]));
+                rows += count;
+            }
+            var x = Check.Values(rng, (long)rows * inDim, 2f);
+            var want = Check.Values(rng, (long)rows * outDim, 3f);
+            using var tx = Tensor.From(x, [rows, inDim], dev);
+            using var ty = Tensor.From(want, [rows, outDim], dev);
+            LowRankLinear.Run(tx, runs, ty);
+            foreach (var (start, count, f) in runs)
+                LowRankLinear.Twin(x.AsSpan(start * inDim, count * inDim), LowRankHost.Of(f), want.AsSpan(start * outDim, count * outDim), count);
+            return (Check.RelativeError(ty.ToFloatArray(), want),
+                    $"{rows} rows in runs of {string.Join(",", runs.Select(r => r.Count))} over {tenants} tenants, [{inDim}] → {outDim}");
+        }
+        finally
+        {
+            foreach (var f in fs) f.Dispose();
+        }
     });
 }

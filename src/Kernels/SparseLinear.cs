@@ -116,26 +116,62 @@ public static class SparseLinear
         return d;
     }
 
-    public static void Run(Tensor x, SparseFactors f, Tensor y)
+    public static void Run(Tensor x, SparseFactors f, Tensor y) => Run(x, [(0, (int)Need.DeltaRows("sparse", x, y, f.In, f.Out), f)], y);
+
+    /// <summary>
+    /// y[rows of run k] += x[rows of run k]·Δ_kᵀ for runs of rows of x [rows, in], each with its tenant's factors (all of one
+    /// linear's shape): a run's rows go in items of up to 8 rows, and up to 8 items (of any tenants) share a launch, the
+    /// way Punica's SGMV (arXiv 2310.18547) serves many LoRA adapters in one.
+    /// </summary>
+    public static void Run(Tensor x, IReadOnlyList<(int Start, int Count, SparseFactors F)> runs, Tensor y)
     {
-        Need.SameDevice(x, f.Codes, y);
-        long rows = Need.DeltaRows("sparse", x, y, f.In, f.Out);
-        if (rows == 0 || f.Out == 0) return;
+        if (runs.Count == 0) return;
+        int inDim = runs[0].F.In, outDim = runs[0].F.Out;
+        long rows = Need.DeltaRows("sparse", x, y, inDim, outDim);
+        foreach (var (start, count, f) in runs)
+        {
+            Need.SameDevice(x, f.Codes, y);
+            if (f.In != inDim || f.Out != outDim)
+                throw new ArgumentException($"sparse runs of one launch share a shape: [{outDim}, {inDim}] and [{f.Out}, {f.In}]");
+            if (start < 0 || count < 0 || start + (long)count > rows)
+                throw new ArgumentException($"sparse run of rows {start}…{start + count} outside x's {rows} rows");
+            if (f.Bits != 2 && f.Bits != 4) throw new ArgumentException($"sparse codes at {f.Bits} bits; the kernel reads 2 or 4");
+            if (f.Group % 4 != 0 || f.In >= PackedCodes.MaxGroupedIndex)
+                throw new ArgumentException($"sparse factors of {f.In} inputs in groups of {f.Group}: the kernel takes groups of a multiple of 4 and fewer than {PackedCodes.MaxGroupedIndex} inputs");
+        }
+        if (outDim == 0) return;
         var dev = y.Device;
         if (!dev.IsIlgpu)
         {
-            var d = Decode(f.Meta.Host<uint>(), f.Codes.Host<uint>(), f.Scales.Host<ushort>(), f.Bits, f.Group, f.In, f.Out);
-            using var td = Tensor.From(d, [f.Out, f.In], dev);
-            MatMul.Run(x, td, y, accumulate: true);
+            using var x2 = x.Reshape((int)rows, inDim);
+            using var y2 = y.Reshape((int)rows, outDim);
+            foreach (var (start, count, f) in runs)
+            {
+                if (count == 0) continue;
+                var d = Decode(f.Meta.Host<uint>(), f.Codes.Host<uint>(), f.Scales.Host<ushort>(), f.Bits, f.Group, f.In, f.Out);
+                using var td = Tensor.From(d, [f.Out, f.In], dev);
+                using var xs = x2.Slice(start, count);
+                using var ys = y2.Slice(start, count);
+                MatMul.Run(xs, td, ys, accumulate: true);
+            }
             return;
         }
-        if (f.Bits != 2 && f.Bits != 4) throw new ArgumentException($"sparse codes at {f.Bits} bits; the kernel reads 2 or 4");
-        if (f.Group % 4 != 0 || f.In >= PackedCodes.MaxGroupedIndex)
-            throw new ArgumentException($"sparse factors of {f.In} inputs in groups of {f.Group}: the kernel takes groups of a multiple of 4 and fewer than {PackedCodes.MaxGroupedIndex} inputs");
-        int passes = (int)((rows + 7) / 8);
-        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<uint>, ArrayView<uint>, ArrayView<ushort>, ArrayView<float>, int, int, int, int, int, float>>(Kernel)(
-            new KernelConfig(f.Out * passes, Threads), x.View<float>(), f.Meta.View<uint>(), f.Codes.View<uint>(), f.Scales.View<ushort>(), y.View<float>(),
-            (int)rows, f.In, f.Out, f.Bits, (f.In + f.Group - 1) / f.Group, 1f / f.Group);
+        var items = new List<SparseItem>();
+        foreach (var (start, count, f) in runs)
+            for (int r = start; r < start + count; r += 8)
+                items.Add(new SparseItem
+                {
+                    Meta = f.Meta.View<uint>(), Codes = f.Codes.View<uint>(), Scales = f.Scales.View<ushort>(), Row = r, Rows = Math.Min(8, start + count - r),
+                    Bits = f.Bits, Groups = (f.In + f.Group - 1) / f.Group, Inv = 1f / f.Group,
+                });
+        for (int at = 0; at < items.Count; at += Eight<int>.Count)
+        {
+            int n = Math.Min(Eight<int>.Count, items.Count - at);
+            var batch = new Eight<SparseItem>();
+            for (int k = 0; k < n; k++) batch[k] = items[at + k];
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, Eight<SparseItem>, ArrayView<float>, int, int>>(Kernel)(
+                new KernelConfig(n * outDim, Threads), x.View<float>(), batch, y.View<float>(), inDim, outDim);
+        }
     }
 
     /// <summary>4 warps an output. The first form (a warp an output, a group of four a lane at a time) ran 42–71 GB/s on the
@@ -152,14 +188,19 @@ public static class SparseLinear
         return LowRankLinear.Fma(acc, vb, x, at + (nib >> 2), inDim, n);
     }
 
-    /// <summary>Block b: output o = b mod out and rows 8·(b div out) … +8. Thread t takes groups of four q = t, t + 128, …,
+    /// <summary>Block b: item k = b div out (up to 8 rows of x from its Row, one tenant's factors), output o = b mod out. Thread t takes groups of four q = t, t + 128, …,
     /// four at a time with their meta, code and scale loads first. With a stride of 128 groups, group q's nibble is always
     /// nibble t mod 8 of its meta word and its code pair (codes 2q, 2q + 1: 2b bits, never split as 2b divides 32) always at
     /// bit 2tb mod 32 of its word; the group of inputs of a kept value is that of 4q (the group size is a multiple of 4).</summary>
-    static void Kernel(ArrayView<float> x, ArrayView<uint> meta, ArrayView<uint> codes, ArrayView<ushort> scales, ArrayView<float> y,
-                       int rows, int inDim, int outDim, int bits, int groups, float inv)
+    static void Kernel(ArrayView<float> x, Eight<SparseItem> items, ArrayView<float> y, int inDim, int outDim)
     {
-        int o = Grid.IdxX % outDim, r0 = Grid.IdxX / outDim * 8, n = IntrinsicMath.Min(8, rows - r0), tid = Group.IdxX;
+        int k = Grid.IdxX / outDim, o = Grid.IdxX - k * outDim, tid = Group.IdxX;
+        var it = items[k];
+        int r0 = it.Row, n = it.Rows, bits = it.Bits, groups = it.Groups;
+        float inv = it.Inv;
+        var meta = it.Meta;
+        var codes = it.Codes;
+        var scales = it.Scales;
         const int S = Threads;
         int fours = inDim / 4, zero = 1 << (bits - 1), mask = (1 << bits) - 1, nibShift = tid % 8 * 4, pairShift = 2 * tid * bits % 32;
         int metaWords = SparseFactors.MetaWords(inDim), rowWords = PackedCodes.RowWords(inDim / 2, bits);
@@ -204,6 +245,15 @@ public static class SparseLinear
     }
 }
 
+/// <summary>Up to 8 rows of x from <see cref="Row"/> with one tenant's sparse factors: an item of a many-tenant launch.</summary>
+public struct SparseItem
+{
+    public ArrayView<uint> Meta, Codes;
+    public ArrayView<ushort> Scales;
+    public int Row, Rows, Bits, Groups;
+    public float Inv;
+}
+
 public static class SparseCases
 {
     /// <summary>Random 2:4 factors: in a multiple of 4 but ragged against 32 and the group (long, in one case of four), 2- or 4-bit codes, every
@@ -222,5 +272,40 @@ public static class SparseCases
         SparseLinear.Run(tx, f, ty);
         SparseLinear.Twin(x, f.Meta.ToArray<uint>(), f.Codes.ToArray<uint>(), f.Scales.ToArray<ushort>(), bits, group, want, rows, inDim, outDim);
         return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}] → {outDim}, 2:4 at {bits} bits, group {group}");
+    });
+
+    /// <summary>The many-tenant form: 1–11 tenants of one shape at their own bits and groups, 1–14 runs of rows drawn among
+    /// them (most of 1–2 rows, some past one item's 8; more than 8 items take several launches), against the twin run by
+    /// run.</summary>
+    public static AuditCase ManyCase => new("sparse low-bit linear, many tenants", Check.F32Bound, (dev, rng) =>
+    {
+        int inDim = 4 * Check.Size(rng, 40), outDim = Check.Size(rng, 24), tenants = 1 + rng.Next(11);
+        var fs = new List<SparseFactors>();
+        try
+        {
+            for (int i = 0; i < tenants; i++) fs.Add(SparseFactors.Random(rng, dev, rng.Next(2) == 0 ? 2 : 4, 4 * (1 + rng.Next(40)), outDim, inDim));
+            var runs = new List<(int Start, int Count, SparseFactors F)>();
+            int rows = 0, nRuns = 1 + rng.Next(14);
+            for (int i = 0; i < nRuns; i++)
+            {
+                int count = rng.Next(5) == 0 ? 3 + rng.Next(14) : 1 + rng.Next(2);
+                runs.Add((rows, count, fs[rng.Next(tenants)]));
+                rows += count;
+            }
+            var x = Check.Values(rng, (long)rows * inDim, 2f);
+            var want = Check.Values(rng, (long)rows * outDim, 3f);
+            using var tx = Tensor.From(x, [rows, inDim], dev);
+            using var ty = Tensor.From(want, [rows, outDim], dev);
+            SparseLinear.Run(tx, runs, ty);
+            foreach (var (start, count, f) in runs)
+                SparseLinear.Twin(x.AsSpan(start * inDim, count * inDim), f.Meta.ToArray<uint>(), f.Codes.ToArray<uint>(), f.Scales.ToArray<ushort>(), f.Bits,
+                                  f.Group, want.AsSpan(start * outDim, count * outDim), count, inDim, outDim);
+            return (Check.RelativeError(ty.ToFloatArray(), want),
+                    $"{rows} rows in runs of {string.Join(",", runs.Select(r => r.Count))} over {tenants} tenants, [{inDim}] → {outDim}");
+        }
+        finally
+        {
+            foreach (var f in fs) f.Dispose();
+        }
     });
 }

@@ -50,6 +50,9 @@ public sealed class DeltaFile : IDisposable
     public CodecParams? Params { get; }
     readonly Dictionary<string, PackedEntry> zstd;
 
+    /// <summary>Whether the file's tensors went through the zstd stage (sparse-lowbit's default).</summary>
+    public bool Zstd => zstd.Count > 0;
+
     DeltaFile(SafetensorsFile file, string codec, string configHash, string fingerprint, Dictionary<string, int[]> compressed, CodecParams? ps,
               Dictionary<string, PackedEntry> zstd)
     {

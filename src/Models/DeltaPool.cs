@@ -12,8 +12,8 @@ namespace BitDeltaNative.Models;
 /// The signs of every slot are allocated up front: <see cref="Capacity"/> is the number of fine-tunes that can be
 /// resident at once; <see cref="Load"/> fills a free slot and <see cref="Unload"/> frees it.
 /// A slot may instead hold a lowrank-mp or sparse-lowbit delta (DeltaFile.cs): its factors per linear sit beside the
-/// pool (<see cref="LowRank"/>, <see cref="Sparse"/>), its scales stay 0, and the forward adds their terms per run of its
-/// rows after the multi-tenant launch (LlamaModel.cs), so tenants of every codec share one batch.
+/// pool (<see cref="LowRank"/>, <see cref="Sparse"/>), its scales stay 0, and the forward adds their terms after the
+/// multi-tenant launch, one launch for up to 8 tenants of a codec (LlamaModel.cs), so tenants of every codec share one batch.
 /// </summary>
 public sealed class DeltaPool : IDisposable
 {

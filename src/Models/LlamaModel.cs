@@ -115,7 +115,7 @@ public sealed class LlamaModel : IDisposable
         int window = c.SlidingWindow ?? 0;
 
         // Rows of tenants whose deltas are factors (lowrank-mp, sparse-lowbit) take the base in the multi-tenant launch; their
-        // terms follow per run of rows.
+        // terms follow, all tenants of a codec together.
         using var rowsT = tenants != null ? new TenantRows(tenants.Select(t => t >= 0 && !pool!.UsesSigns(t) ? -1 : t).ToArray(), dev) : null;
         var runs = tenants == null ? [] : TenantRows.Runs(tenants);
         var factorRuns = runs.Where(r => r.Slot >= 0 && !pool!.UsesSigns(r.Slot)).ToList();
@@ -143,12 +143,13 @@ public sealed class LlamaModel : IDisposable
                 if (rowsT != null)
                 {
                     TenantLinear.Run(input, baseWeight, pool!.Signs[l][k], pool.Scales[l][k], rowsT, output, accumulate);
-                    foreach (var (start, count, slot) in factorRuns)
+                    if (factorRuns.Count > 0)
                     {
-                        using var xs = input.Slice(start, count);
-                        using var ys = output.Slice(start, count);
-                        if (pool.LowRank(slot, l, k) is { } lrf) LowRankLinear.Run(xs, lrf, ys);
-                        else if (pool.Sparse(slot, l, k) is { } spf) SparseLinear.Run(xs, spf, ys);
+                        // One launch (pair) for up to 8 tenants of each codec: LowRankLinear's and SparseLinear's many-tenant forms.
+                        var lowRank = factorRuns.Where(r => pool.LowRank(r.Slot, l, k) != null).Select(r => (r.Start, r.Count, pool.LowRank(r.Slot, l, k)!)).ToList();
+                        var sparse = factorRuns.Where(r => pool.Sparse(r.Slot, l, k) != null).Select(r => (r.Start, r.Count, pool.Sparse(r.Slot, l, k)!)).ToList();
+                        LowRankLinear.Run(input, lowRank, output);
+                        SparseLinear.Run(input, sparse, output);
                     }
                 }
                 else if (d?.Bits[k] is { } b) BitLinear.Apply(input, baseWeight, b.Signs, b.Scale, output, accumulate);

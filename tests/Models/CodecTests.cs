@@ -221,6 +221,19 @@ public class CodecTests
         var ins2 = CliRunner.Run("inspect", dir.File("sp/delta.safetensors"));
         Assert.Contains("2:4 sparse", ins2.Out);
         Assert.Contains("4-bit values", ins2.Out);
+        Assert.Contains("4 bits, zstd", ins2.Out);
+        // Without the zstd stage: the same codes stored as they are.
+        var plain = CliRunner.Run("compress", "--base", b, "--finetuned", f, "--out", dir.File("plain"), "--codec", "sparse-lowbit", "--bits", "4", "--no-zstd", "--device", "cpu");
+        Assert.True(plain.Code == 0, plain.Err);
+        Assert.Contains("no zstd stage", plain.Out);
+        Assert.Contains("no zstd stage", CliRunner.Run("inspect", dir.File("plain/delta.safetensors")).Out);
+        using (var z = DeltaFile.Open(dir.File("sp/delta.safetensors")))
+        using (var p = DeltaFile.Open(dir.File("plain/delta.safetensors")))
+        {
+            Assert.True(z.Zstd);
+            Assert.False(p.Zstd);
+            foreach (var name in z.Compressed.Keys) Assert.Equal(z.DenseDelta(name), p.DenseDelta(name));
+        }
         var plot = CliRunner.Run("inspect", dir.File("sp/delta.safetensors"), "--plot", dir.File("p.png"));
         Assert.Equal(1, plot.Code);
         Assert.Contains("bitdelta delta's scales", plot.Err);
@@ -236,6 +249,8 @@ public class CodecTests
             (["--codec", "lowrank-mp", "--ranks", "2,32,64"], "give one fewer"),
             (["--codec", "lowrank-mp", "--budget", "0"], "--budget must be in (0, 16]"),
             (["--bits", "2"], "--bits and --ranks are for --codec lowrank-mp and sparse-lowbit"),
+            (["--no-zstd"], "--no-zstd is for --codec sparse-lowbit"),
+            (["--codec", "lowrank-mp", "--no-zstd"], "--no-zstd is for --codec sparse-lowbit"),
         ];
         foreach (var (args, message) in bad)
         {

@@ -25,23 +25,40 @@ public static class Svd
         var wt = Transpose(a, m, n);
         var vt = new double[n * n];
         for (int i = 0; i < n; i++) vt[i * n + i] = 1;
+        // Pairs in round-robin order (the circle method: player N − 1 stays, the others turn): each round's N / 2 pairs
+        // touch disjoint columns, so they rotate in parallel, where cyclic row order runs one pair at a time. A sweep
+        // still meets every pair once.
+        int players = n + (n & 1), perRound = players / 2;
+        var offs = new double[perRound];
+        bool parallel = (long)m * n >= 1 << 16;
+        void Pair(int round, int t)
+        {
+            int i = t == 0 ? round % (players - 1) : (round + t) % (players - 1);
+            int j = t == 0 ? players - 1 : (round - t + players - 1) % (players - 1);
+            int p = Math.Min(i, j), q = Math.Max(i, j);
+            offs[t] = 0;
+            if (q >= n) return;
+            var wp = wt.AsSpan(p * m, m);
+            var wq = wt.AsSpan(q * m, m);
+            double alpha = Dot(wp, wp), beta = Dot(wq, wq), gamma = Dot(wp, wq);
+            if (gamma == 0 || Math.Abs(gamma) <= 1e-15 * Math.Sqrt(alpha * beta)) return;
+            offs[t] = Math.Abs(gamma) / Math.Sqrt(alpha * beta);
+            double zeta = (beta - alpha) / (2 * gamma);
+            double tan = Math.Sign(zeta == 0 ? 1 : zeta) / (Math.Abs(zeta) + Math.Sqrt(1 + zeta * zeta));
+            double cos = 1 / Math.Sqrt(1 + tan * tan), sin = cos * tan;
+            Rotate(wp, wq, cos, sin);
+            Rotate(vt.AsSpan(p * n, n), vt.AsSpan(q * n, n), cos, sin);
+        }
         for (int sweep = 0; sweep < 60; sweep++)
         {
             double off = 0;
-            for (int p = 0; p < n - 1; p++)
-                for (int q = p + 1; q < n; q++)
-                {
-                    var wp = wt.AsSpan(p * m, m);
-                    var wq = wt.AsSpan(q * m, m);
-                    double alpha = Dot(wp, wp), beta = Dot(wq, wq), gamma = Dot(wp, wq);
-                    if (gamma == 0 || Math.Abs(gamma) <= 1e-15 * Math.Sqrt(alpha * beta)) continue;
-                    off = Math.Max(off, Math.Abs(gamma) / Math.Sqrt(alpha * beta));
-                    double zeta = (beta - alpha) / (2 * gamma);
-                    double tan = Math.Sign(zeta == 0 ? 1 : zeta) / (Math.Abs(zeta) + Math.Sqrt(1 + zeta * zeta));
-                    double cos = 1 / Math.Sqrt(1 + tan * tan), sin = cos * tan;
-                    Rotate(wp, wq, cos, sin);
-                    Rotate(vt.AsSpan(p * n, n), vt.AsSpan(q * n, n), cos, sin);
-                }
+            for (int round = 0; round < players - 1; round++)
+            {
+                if (parallel) Parallel.For(0, perRound, t => Pair(round, t));
+                else
+                    for (int t = 0; t < perRound; t++) Pair(round, t);
+                for (int t = 0; t < perRound; t++) off = Math.Max(off, offs[t]);
+            }
             if (off <= 1e-15) break;
         }
         var s = new double[n];
@@ -64,7 +81,21 @@ public static class Svd
 
     static void Rotate(Span<double> p, Span<double> q, double cos, double sin)
     {
-        for (int i = 0; i < p.Length; i++)
+        int i = 0;
+        if (System.Numerics.Vector.IsHardwareAccelerated)
+        {
+            int w = System.Numerics.Vector<double>.Count;
+            var vc = new System.Numerics.Vector<double>(cos);
+            var vs = new System.Numerics.Vector<double>(sin);
+            for (; i <= p.Length - w; i += w)
+            {
+                var ap = new System.Numerics.Vector<double>(p[i..]);
+                var aq = new System.Numerics.Vector<double>(q[i..]);
+                (vc * ap - vs * aq).CopyTo(p[i..]);
+                (vs * ap + vc * aq).CopyTo(q[i..]);
+            }
+        }
+        for (; i < p.Length; i++)
         {
             double ap = p[i], aq = q[i];
             p[i] = cos * ap - sin * aq;
@@ -91,9 +122,28 @@ public static class Svd
             q = Orthonormal(Linalg.MatMul(a, z, m, n, l), m, l);        // A·Z
         }
         var b = Linalg.MatMul(Transpose(q, m, l), a, l, m, n);            // [l, n]
-        var sb = Full(b, l, n);                                           // U_B [l, l], V [n, l]
+        var sb = SmallWide(b, l, n);                                      // U_B [l, l], V [n, l]
         var u = Linalg.MatMul(q, sb.U, m, l, l);
         return new Result(Columns(u, m, l, k), sb.S[..k], Columns(sb.V, n, l, k), m, n, k);
+    }
+
+    /// <summary>The SVD of a wide B [l, n] (l ≤ n) through its Gram matrix: B·Bᵀ = U_B·diag(S²)·U_Bᵀ by Jacobi on the
+    /// l × l matrix, then V = Bᵀ·U_B·diag(1/S). Jacobi on B itself costs n/l times as much (4.5× at 4096²: 42 s of the
+    /// 220 s a 4096² rank-898 SVD took, bench/NOTES.md). Squaring B squares its condition number, which costs the small
+    /// singular values digits: in f64 a triplet keeps ~8 digits down to σ/σ₁ = 1e-4, far below what the codec keeps.
+    /// Directions with S = 0 get V = 0.</summary>
+    static Result SmallWide(double[] b, int l, int n)
+    {
+        var c = Linalg.MatMul(b, Transpose(b, l, n), l, n, l);
+        var e = Full(c, l, l);
+        var s = e.S.Select(x => Math.Sqrt(Math.Max(0, x))).ToArray();
+        var v = Linalg.MatMul(Transpose(b, l, n), e.U, n, l, l);        // Bᵀ·U_B [n, l]
+        for (int j = 0; j < l; j++)
+        {
+            double inv = s[j] > 1e-300 ? 1 / s[j] : 0;
+            for (int i = 0; i < n; i++) v[(long)i * l + j] *= inv;
+        }
+        return new Result(e.U, s, v, l, n, l);
     }
 
     /// <summary>The first <paramref name="k"/> columns of a row-major [rows, cols] matrix.</summary>
@@ -104,9 +154,62 @@ public static class Svd
         return r;
     }
 
-    /// <summary>Orthonormal columns spanning those of Y [rows, cols]: modified Gram–Schmidt, twice (one pass loses
-    /// orthogonality on the nearly dependent columns a power iteration makes).</summary>
+    /// <summary>Orthonormal columns spanning those of Y [rows, cols]: CholeskyQR2 (Fukaya et al. 2014): Y ← Y·R⁻¹ with
+    /// RᵀR = YᵀY, twice, all of it matrix products; the second pass restores the orthogonality the first loses to YᵀY's
+    /// squared condition number. Where a pivot shows a column nearly dependent on the ones before (a delta of lower rank
+    /// than the sketch: Cholesky would divide by noise), modified Gram–Schmidt instead, which zeroes such columns. The
+    /// column-by-column Gram–Schmidt on row-major Y was 2.6 s of a 2048² rank-423 SVD's 10 s per call.</summary>
     static double[] Orthonormal(double[] y, int rows, int cols)
+    {
+        for (int pass = 0; pass < 2; pass++)
+        {
+            var g = Linalg.MatMul(Transpose(y, rows, cols), y, cols, rows, cols);
+            var rInv = UpperCholeskyInverse(g, cols);
+            if (rInv == null) return GramSchmidt(y, rows, cols);
+            y = Linalg.MatMul(y, rInv, rows, cols, cols);
+        }
+        return y;
+    }
+
+    /// <summary>R⁻¹ for G = RᵀR (R upper triangular), or null where a pivot falls below 1e-12 of its diagonal entry: that
+    /// column keeps fewer than ~6 of f64's digits once the earlier ones are taken out.</summary>
+    static double[]? UpperCholeskyInverse(double[] g, int n)
+    {
+        // L = Rᵀ row by row (Cholesky–Banachiewicz), rows contiguous so each entry is one dot product.
+        var l = new double[(long)n * n];
+        for (int i = 0; i < n; i++)
+        {
+            var li = l.AsSpan(i * n, n);
+            for (int j = 0; j <= i; j++)
+            {
+                double sum = g[(long)i * n + j] - System.Numerics.Tensors.TensorPrimitives.Dot(li[..j], l.AsSpan(j * n, j));
+                if (j < i) li[j] = sum / l[(long)j * n + j];
+                else
+                {
+                    if (!(sum > 1e-12 * g[(long)i * n + i]) || !(g[(long)i * n + i] > 0)) return null;
+                    li[i] = Math.Sqrt(sum);
+                }
+            }
+        }
+        // X = L⁻¹ row by row: X_i = (e_i − Σ_{p<i} L_ip·X_p) / L_ii; then R⁻¹ = Xᵀ.
+        var x = new double[(long)n * n];
+        for (int i = 0; i < n; i++)
+        {
+            var xi = x.AsSpan(i * n, n);
+            xi[i] = 1;
+            for (int p = 0; p < i; p++)
+            {
+                double lip = l[(long)i * n + p];
+                if (lip != 0) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(x.AsSpan(p * n, n), -lip, xi, xi);
+            }
+            System.Numerics.Tensors.TensorPrimitives.Multiply(xi, 1 / l[(long)i * n + i], xi);
+        }
+        return Transpose(x, n, n);
+    }
+
+    /// <summary>Modified Gram–Schmidt, twice (one pass loses orthogonality on nearly dependent columns); columns that are
+    /// dependent on the ones before become 0.</summary>
+    static double[] GramSchmidt(double[] y, int rows, int cols)
     {
         for (int pass = 0; pass < 2; pass++)
             for (int j = 0; j < cols; j++)
@@ -139,19 +242,29 @@ public static class Svd
 /// <summary>Host f64 matrix products for the codecs' compression (rows in parallel).</summary>
 public static class Linalg
 {
-    /// <summary>C [m, p] = A [m, n] · B [n, p], row-major.</summary>
+    /// <summary>C [m, p] = A [m, n] · B [n, p], row-major: blocks of 16 rows of C in parallel, each walking B in tiles of
+    /// 64 rows so a tile (64·p doubles) serves all 16 rows from cache; each C row gets its k terms in order, as vector
+    /// multiply-adds. Row by row, every row of C streamed all of B from memory: 1 s for 2048×2048·439, ~3.6 GFLOP/s on
+    /// 2 cores (bench/NOTES.md).</summary>
     public static double[] MatMul(double[] a, double[] b, int m, int n, int p)
     {
-        var c = new double[m * p];
-        Parallel.For(0, m, i =>
+        const int Rows = 16, Tile = 64;
+        var c = new double[(long)m * p];
+        Parallel.For(0, (m + Rows - 1) / Rows, blk =>
         {
-            var ci = c.AsSpan(i * p, p);
-            for (int k = 0; k < n; k++)
+            int i0 = blk * Rows, i1 = Math.Min(m, i0 + Rows);
+            for (int k0 = 0; k0 < n; k0 += Tile)
             {
-                double aik = a[i * n + k];
-                if (aik == 0) continue;
-                var bk = b.AsSpan(k * p, p);
-                for (int j = 0; j < p; j++) ci[j] += aik * bk[j];
+                int k1 = Math.Min(n, k0 + Tile);
+                for (int i = i0; i < i1; i++)
+                {
+                    var ci = c.AsSpan((int)((long)i * p), p);
+                    for (int k = k0; k < k1; k++)
+                    {
+                        double aik = a[(long)i * n + k];
+                        if (aik != 0) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(b.AsSpan((int)((long)k * p), p), aik, ci, ci);
+                    }
+                }
             }
         });
         return c;
