@@ -520,38 +520,32 @@ public static class LowRankLinear
         return acc;
     }
 
-    /// <summary>Σ v·code over a whole chunk of 32 codes at 2, 4 or 8 bits (b words from <paramref name="w0"/>), each width
-    /// with constant trip counts and shifts so the loops unroll: a code is a bit-field extract, a convert, a shared load
-    /// at a constant offset and an FMA.</summary>
+    /// <summary>Σ v·code over a whole chunk of 32 codes at 2, 4 or 8 bits (b words from <paramref name="w0"/>), written
+    /// out code by code: ILGPU 1.5.3 keeps a constant-count loop a loop and ptxas did not unroll it (11 instructions a code
+    /// in the SASS, bench/NOTES.md); unrolled, every shift and shared offset is a constant.</summary>
     static float Chunk(ArrayView<float> sh, int si, ArrayView<uint> row, int w0, int bits)
     {
-        float dot = 0f;
         if (bits == 2)
         {
-            for (int w = 0; w < 2; w++)
-            {
-                uint word = row[w0 + w];
-                for (int k = 0; k < 16; k++) dot += sh[si + 16 * w + k] * (int)((word >> (2 * k)) & 3u);
-            }
+            uint a = row[w0], b = row[w0 + 1];
+            return Four(sh, si, a, 0, 2, 3u) + Four(sh, si + 4, a, 8, 2, 3u) + Four(sh, si + 8, a, 16, 2, 3u) + Four(sh, si + 12, a, 24, 2, 3u)
+                 + Four(sh, si + 16, b, 0, 2, 3u) + Four(sh, si + 20, b, 8, 2, 3u) + Four(sh, si + 24, b, 16, 2, 3u) + Four(sh, si + 28, b, 24, 2, 3u);
         }
-        else if (bits == 4)
+        if (bits == 4)
         {
-            for (int w = 0; w < 4; w++)
-            {
-                uint word = row[w0 + w];
-                for (int k = 0; k < 8; k++) dot += sh[si + 8 * w + k] * (int)((word >> (4 * k)) & 15u);
-            }
+            uint a = row[w0], b = row[w0 + 1], c = row[w0 + 2], d = row[w0 + 3];
+            return Four(sh, si, a, 0, 4, 15u) + Four(sh, si + 4, a, 16, 4, 15u) + Four(sh, si + 8, b, 0, 4, 15u) + Four(sh, si + 12, b, 16, 4, 15u)
+                 + Four(sh, si + 16, c, 0, 4, 15u) + Four(sh, si + 20, c, 16, 4, 15u) + Four(sh, si + 24, d, 0, 4, 15u) + Four(sh, si + 28, d, 16, 4, 15u);
         }
-        else
-        {
-            for (int w = 0; w < 8; w++)
-            {
-                uint word = row[w0 + w];
-                for (int k = 0; k < 4; k++) dot += sh[si + 4 * w + k] * (int)((word >> (8 * k)) & 255u);
-            }
-        }
+        float dot = 0f;
+        for (int w = 0; w < 8; w++) dot += Four(sh, si + 4 * w, row[w0 + w], 0, 8, 255u);
         return dot;
     }
+
+    /// <summary>Four consecutive codes of a word from bit <paramref name="shift"/>, times their staged values.</summary>
+    static float Four(ArrayView<float> sh, int si, uint word, int shift, int bits, uint mask) =>
+        sh[si] * (int)((word >> shift) & mask) + sh[si + 1] * (int)((word >> (shift + bits)) & mask)
+        + sh[si + 2] * (int)((word >> (shift + 2 * bits)) & mask) + sh[si + 3] * (int)((word >> (shift + 3 * bits)) & mask);
 
     static float WarpSum(float v)
     {
