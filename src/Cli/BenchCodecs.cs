@@ -31,6 +31,7 @@ public static partial class Cli
             var name = r.GetValue(DeviceOption)!;
             var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
             if (!dev.IsIlgpu) throw new BitDeltaException("--device cpu: the benchmark times GPU kernels; use cuda, or ilgpu-cpu to run them on ILGPU's CPU accelerator");
+            RecordTo(r, dev);
             bool cuda = dev.Kind == DeviceKind.Cuda;
             var rs = IntList("--rows", r.GetValue(rows), 1, 64, "1 to 64");
             var ts = IntList("--tenants", r.GetValue(tenants), 1, 64, "1 to 64");
@@ -73,6 +74,7 @@ public static partial class Cli
                         double us = Median(dev, warm, samples, perSample, () => run(x, bufs[next++ % nBuf], y));
                         double host = HostMedian(dev, samples, perSample, () => run(x, bufs[next++ % nBuf], y));
                         double gb = (bytes + 4.0 * n * (inDim + 2 * outDim)) / us / 1e3;
+                        if (n == 1) Record("codecs", $"{kind}, {outDim}×{inDim}, one row: of copy", gb / copyGb, "fraction");
                         Console.WriteLine($"{$"{outDim}×{inDim}",-12} {kind,-22} {n,4} {bytes / 1e6,6:F2} {us,8:F1} {gb,6:F0} {gb / copyGb,6:F2} {host,8:F1}");
                     }
                     foreach (int t in ts)
@@ -92,6 +94,7 @@ public static partial class Cli
                         });
                         foreach (var v in rowsX.Concat(rowsY)) v.Dispose();
                         double gb = t * (bytes + 4.0 * (inDim + 2 * outDim)) / together / 1e3;
+                        Record("codecs", $"{kind}, {outDim}×{inDim}, {t} tenants × 1 row in one call", together, "µs");
                         many.Add($"{$"{outDim}×{inDim}",-12} {kind,-22} {t,7} {t * bytes / 1e6,7:F1} {together,9:F1} {apart,9:F1} {gb,6:F0} {gb / copyGb,6:F2}");
                     }
                     foreach (var b in bufs) b.Dispose();

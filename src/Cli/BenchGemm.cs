@@ -22,6 +22,7 @@ public static partial class Cli
         {
             var name = r.GetValue(DeviceOption)!;
             var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
+            RecordTo(r, dev);
             if (!dev.IsIlgpu) throw new BitDeltaException("--device cpu: the benchmark times GPU kernels; use cuda, or ilgpu-cpu to run them on ILGPU's CPU accelerator");
             bool cuda = dev.Kind == DeviceKind.Cuda;
             var ms = IntList("--rows", r.GetValue(rows), 1, 1 << 20, "positive integers");
@@ -53,6 +54,7 @@ public static partial class Cli
                     var want = new float[check * outDim];
                     MatMul.Twin(x.ToFloatArray().AsSpan(0, check * inDim), w.ToFloatArray(), want, check, inDim, outDim);
                     double ErrOf(Tensor y) => Check.RelativeError(y.ToFloatArray().AsSpan(0, check * outDim), want);
+                    Record("gemm", $"{m} rows × {outDim}×{inDim}, f16 tensor cores", flop / usMma / 1e6, "TFLOP/s", "≥ 60% of cuBLAS (tools/oracle/bench_torch_gemm.py)");
                     Console.WriteLine($"{m,6} {$"{outDim}×{inDim}",-12} {usMma,10:F1} {flop / usMma / 1e6,11:F1} {usFma,10:F1} {flop / usFma / 1e6,11:F1} {usFma / usMma,7:F1} {ErrOf(yMma),9:E1} {ErrOf(yFma),9:E1}");
                 }
             Console.WriteLine("err: ‖y − y_f64‖ / ‖y_f64‖ over the first 4 rows, against the f64 twin (x split into f16 hi + lo for the tensor cores).");

@@ -38,6 +38,7 @@ public static partial class Cli
             var name = r.GetValue(DeviceOption)!;
             var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
             if (!dev.IsIlgpu) throw new BitDeltaException("--device cpu: the benchmark times GPU kernels; use cuda, or ilgpu-cpu to run them on ILGPU's CPU accelerator");
+            RecordTo(r, dev);
             var dt = r.GetValue(dtype)!.ToLowerInvariant() switch
             {
                 "f16" => DType.F16,
@@ -86,6 +87,7 @@ public static partial class Cli
 
                 double gemvBytes = wBytes + 4.0 * nRows * inDim + 4.0 * nRows * outDim;
                 double gbGemv = gemvBytes / gemv / 1e3, gbCopy = 2.0 * wBytes / copyKernel / 1e3, gbMemcpy = 2.0 * wBytes / memcpy / 1e3;
+                Record("gemv", $"{outDim}×{inDim}, {nRows} row(s), {dt}: of copy", gbGemv / gbCopy, "fraction");
                 Console.WriteLine($"{$"{outDim}×{inDim}",-12} {nBuf,7} {gemv,9:F1} {gbGemv,8:F0} {copyKernel,9:F1} {gbCopy,9:F0} {gbMemcpy,11:F0} {gbGemv / gbCopy,9:F2} {gbGemv / gbMemcpy,11:F2}");
             }
             Console.WriteLine("GB/s counts W + x + y for the GEMV and bytes read + written for the copies (a copy of W's size: 16-byte copy kernel, and the driver's memcpy).");

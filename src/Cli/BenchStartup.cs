@@ -29,6 +29,8 @@ public static partial class Cli
             int n = r.GetValue(runs);
             if (n < 1) throw new BitDeltaException($"--runs must be at least 1, got {n}");
             LlamaConfig.Load(dir);   // a bad folder fails here, once, not in every child
+            RecordTo(r, Device.Parse(device));
+            var firstToken = new List<double>();
             Console.WriteLine($"start-up of {dir} on --device {device}; {n} run(s), each two fresh processes");
             Console.WriteLine("run | generate, spawn to exit | traced: runtime | device | config+tokenizer | weights (GB/s) | first token (kernels compiled, compile s) | at | same token again");
             for (int i = 1; i <= n; i++)
@@ -41,9 +43,12 @@ public static partial class Cli
                 if (rc2 != 0) throw new BitDeltaException($"the traced run exited with {rc2}: {err2.Trim().Split('\n').LastOrDefault()}");
                 var kv = outText.Split('\n').First(l => l.StartsWith("startup ")).Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1)
                     .Select(p => p.Split('=')).ToDictionary(p => p[0], p => double.Parse(p[1], CultureInfo.InvariantCulture));
+                firstToken.Add(kv["at"]);
                 Console.WriteLine($"{i} | {wall:F2} s | {kv["runtime"]:F2} s | {kv["device"]:F2} s | {kv["tokenizer"]:F2} s | {kv["weights"]:F2} s ({kv["gb"] / kv["weights"]:F1}) | " +
                                   $"{kv["first"]:F2} s ({kv["kernels"]:F0}, {kv["compile"]:F2} s) | {kv["at"]:F2} s | {kv["again"]:F3} s");
             }
+            firstToken.Sort();
+            Record("startup", $"{Path.GetFileName(Path.TrimEndingDirectorySeparator(dir))}: command to first token, median of {n}", firstToken[n / 2], "s");
             return 0;
         }));
         return cmd;

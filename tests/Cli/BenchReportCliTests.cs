@@ -1,0 +1,46 @@
+using BitDeltaNative.Tests.Tensors;
+
+namespace BitDeltaNative.Tests.Cli;
+
+/// <summary>`bench --record FILE` and `bench report FILE`: a bench run's figures land in the file and come back as one
+/// table (terminal and Markdown); a missing or malformed record file is a one-line error naming it.</summary>
+[Collection(IlgpuCpuCollection.Name)]
+public class BenchReportCliTests
+{
+    [Fact]
+    public void A_recorded_bench_comes_back_as_one_table()
+    {
+        using var dir = new TempDir();
+        string file = dir.File("figures.jsonl");
+        var gemv = CliRunner.Run("bench", "gemv", "--device", "ilgpu-cpu", "--shapes", "64x64,32x96", "--iters", "1", "--launches", "1", "--record", file);
+        Assert.True(gemv.Code == 0, gemv.Err);
+        var gemm = CliRunner.Run("bench", "gemm", "--device", "ilgpu-cpu", "--rows", "16", "--shapes", "64x64", "--iters", "1", "--record", file);
+        Assert.True(gemm.Code == 0, gemm.Err);
+        var figures = BitDeltaNative.Cli.ReadFigures([file]);
+        Assert.Equal(3, figures.Count);
+        Assert.All(figures, f => Assert.True(f.Value > 0 && f.Date.Length == 10 && f.Device.Length > 0, f.ToString()));
+        Assert.Contains(figures, f => f.Bench == "gemv" && f.What.StartsWith("32×96") && f.Unit == "fraction");
+        Assert.Contains(figures, f => f.Bench == "gemm" && f.Unit == "TFLOP/s" && f.Goal!.Contains("cuBLAS"));
+
+        var report = CliRunner.Run("bench", "report", file);
+        Assert.True(report.Code == 0, report.Err);
+        Assert.Contains("64×64, 1 row(s), F16: of copy", report.Out);
+        Assert.Contains("3 figures", report.Out);
+        var md = CliRunner.Run("bench", "report", file, "--markdown");
+        Assert.Contains("| gemm | 16 rows × 64×64, f16 tensor cores |", md.Out);
+    }
+
+    [Fact]
+    public void Bad_record_files_are_refused_naming_them()
+    {
+        using var dir = new TempDir();
+        var missing = CliRunner.Run("bench", "report", dir.File("none.jsonl"));
+        Assert.Equal(1, missing.Code);
+        Assert.Contains("none.jsonl: no such record file", missing.Err);
+        string bad = dir.File("bad.jsonl");
+        File.WriteAllText(bad, "{\"Bench\":\"gemv\",\"What\":\"x\",\"Value\":1,\"Unit\":\"u\",\"Goal\":null,\"Met\":null,\"Device\":\"d\",\"Date\":\"2026-12-02\"}\n{not json\n");
+        var r = CliRunner.Run("bench", "report", bad);
+        Assert.Equal(1, r.Code);
+        Assert.Contains("bad.jsonl:2: not a bench figure", r.Err);
+    }
+}
