@@ -358,10 +358,10 @@ public static class LowRankLinear
     const int MaxStaged = 48 * 1024 / 4;
 
     /// <summary>One row of x, the usual decode case of a tenant: the shrink and the expand read their vector (x, then t)
-    /// from shared memory and decode a whole chunk of 32 codes a thread (b words: 32·b bits start on a word), so a code
-    /// needs a shift, a mask, a shared load and two adds in the source. The earlier forms' per-code loads, index math and
-    /// guards made their kernels instruction-bound at 1–2% of copy; what this form measured is in bench/NOTES.md. Items
-    /// (a row and a tenant's factors) go eight to a launch pair, each launch's blocks split among them.</summary>
+    /// from shared memory and decode a whole chunk of 32 codes a thread (b words: 32·b bits start on a word; written out
+    /// code by code in <see cref="Chunk"/>). The earlier forms' per-code loads, index math and guards made their kernels
+    /// instruction-bound at 1–2% of copy; what this form measured is in bench/NOTES.md. Items (a row and a tenant's
+    /// factors) go eight to a launch pair, each launch's blocks split among them.</summary>
     static void OneRows(Tensor x, IReadOnlyList<(int Row, LowRankFactors F)> items, Tensor y, int inDim, int outDim)
     {
         var dev = y.Device;

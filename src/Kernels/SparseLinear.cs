@@ -188,8 +188,8 @@ public static class SparseLinear
         return LowRankLinear.Fma(acc, vb, x, at + (nib >> 2), inDim, n);
     }
 
-    /// <summary>Block b: item k = b div out (up to 8 rows of x from its Row, one tenant's factors), output o = b mod out. Thread t takes groups of four q = t, t + 128, …,
-    /// four at a time with their meta, code and scale loads first. With a stride of 128 groups, group q's nibble is always
+    /// <summary>Block b: item k = b div out (up to 8 rows of x from its Row, one tenant's factors), output o = b mod out.
+    /// Thread t takes groups of four q = t, t + 128, …, four at a time with their meta, code and scale loads first. With a stride of 128 groups, group q's nibble is always
     /// nibble t mod 8 of its meta word and its code pair (codes 2q, 2q + 1: 2b bits, never split as 2b divides 32) always at
     /// bit 2tb mod 32 of its word; the group of inputs of a kept value is that of 4q (the group size is a multiple of 4).</summary>
     static void Kernel(ArrayView<float> x, Eight<SparseItem> items, ArrayView<float> y, int inDim, int outDim)
