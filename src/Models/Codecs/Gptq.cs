@@ -127,41 +127,13 @@ public static class Gptq
         return u;
     }
 
-    /// <summary>Lower L with A = L·Lᵀ (A symmetric positive definite).</summary>
-    static double[] Cholesky(double[] a, int n)
-    {
-        var l = new double[(long)n * n];
-        for (int j = 0; j < n; j++)
-        {
-            double d = a[(long)j * n + j];
-            for (int k = 0; k < j; k++) d -= l[(long)j * n + k] * l[(long)j * n + k];
-            if (!(d > 0)) throw new BitDeltaException("the calibration Hessian is not positive definite after damping (non-finite activations?)");
-            double ljj = Math.Sqrt(d);
-            l[(long)j * n + j] = ljj;
-            Parallel.For(j + 1, n, i =>
-            {
-                double s = a[(long)i * n + j];
-                for (int k = 0; k < j; k++) s -= l[(long)i * n + k] * l[(long)j * n + k];
-                l[(long)i * n + j] = s / ljj;
-            });
-        }
-        return l;
-    }
+    static double[] Cholesky(double[] a, int n) =>
+        Linalg.Cholesky(a, n) ?? throw new BitDeltaException("the calibration Hessian is not positive definite after damping (non-finite activations?)");
 
     /// <summary>A⁻¹ from A = L·Lᵀ: L⁻¹ by forward substitution, then A⁻¹ = L⁻ᵀ·L⁻¹.</summary>
     static double[] InverseFromCholesky(double[] l, int n)
     {
-        var li = new double[(long)n * n];
-        Parallel.For(0, n, c =>
-        {
-            // column c of L⁻¹: solve L·y = e_c
-            for (int i = c; i < n; i++)
-            {
-                double s = i == c ? 1 : 0;
-                for (int k = c; k < i; k++) s -= l[(long)i * n + k] * li[(long)k * n + c];
-                li[(long)i * n + c] = s / l[(long)i * n + i];
-            }
-        });
+        var li = Linalg.LowerInverse(l, n);
         var inv = new double[(long)n * n];
         Parallel.For(0, n, i =>
         {

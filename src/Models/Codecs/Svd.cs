@@ -163,48 +163,13 @@ public static class Svd
     {
         for (int pass = 0; pass < 2; pass++)
         {
-            var g = Linalg.MatMul(Transpose(y, rows, cols), y, cols, rows, cols);
-            var rInv = UpperCholeskyInverse(g, cols);
-            if (rInv == null) return GramSchmidt(y, rows, cols);
-            y = Linalg.MatMul(y, rInv, rows, cols, cols);
+            // YᵀY = L·Lᵀ with R = Lᵀ, so Y·R⁻¹ = Y·(L⁻¹)ᵀ. A pivot under 1e-12 of its diagonal entry keeps fewer than ~6
+            // of f64's digits once the earlier columns are taken out: Cholesky would divide by noise.
+            var l = Linalg.Cholesky(Linalg.MatMul(Transpose(y, rows, cols), y, cols, rows, cols), cols, minPivot: 1e-12);
+            if (l == null) return GramSchmidt(y, rows, cols);
+            y = Linalg.MatMul(y, Transpose(Linalg.LowerInverse(l, cols), cols, cols), rows, cols, cols);
         }
         return y;
-    }
-
-    /// <summary>R⁻¹ for G = RᵀR (R upper triangular), or null where a pivot falls below 1e-12 of its diagonal entry: that
-    /// column keeps fewer than ~6 of f64's digits once the earlier ones are taken out.</summary>
-    static double[]? UpperCholeskyInverse(double[] g, int n)
-    {
-        // L = Rᵀ row by row (Cholesky–Banachiewicz), rows contiguous so each entry is one dot product.
-        var l = new double[(long)n * n];
-        for (int i = 0; i < n; i++)
-        {
-            var li = l.AsSpan(i * n, n);
-            for (int j = 0; j <= i; j++)
-            {
-                double sum = g[(long)i * n + j] - System.Numerics.Tensors.TensorPrimitives.Dot(li[..j], l.AsSpan(j * n, j));
-                if (j < i) li[j] = sum / l[(long)j * n + j];
-                else
-                {
-                    if (!(sum > 1e-12 * g[(long)i * n + i]) || !(g[(long)i * n + i] > 0)) return null;
-                    li[i] = Math.Sqrt(sum);
-                }
-            }
-        }
-        // X = L⁻¹ row by row: X_i = (e_i − Σ_{p<i} L_ip·X_p) / L_ii; then R⁻¹ = Xᵀ.
-        var x = new double[(long)n * n];
-        for (int i = 0; i < n; i++)
-        {
-            var xi = x.AsSpan(i * n, n);
-            xi[i] = 1;
-            for (int p = 0; p < i; p++)
-            {
-                double lip = l[(long)i * n + p];
-                if (lip != 0) System.Numerics.Tensors.TensorPrimitives.MultiplyAdd(x.AsSpan(p * n, n), -lip, xi, xi);
-            }
-            System.Numerics.Tensors.TensorPrimitives.Multiply(xi, 1 / l[(long)i * n + i], xi);
-        }
-        return Transpose(x, n, n);
     }
 
     /// <summary>Modified Gram–Schmidt, twice (one pass loses orthogonality on nearly dependent columns); columns that are
@@ -239,9 +204,47 @@ public static class Svd
     static double Gaussian(Random rng) => Math.Sqrt(-2 * Math.Log(1 - rng.NextDouble())) * Math.Cos(2 * Math.PI * rng.NextDouble());
 }
 
-/// <summary>Host f64 matrix products for the codecs' compression (rows in parallel).</summary>
+/// <summary>Host f64 matrix products and factorizations for the codecs' compression (rows in parallel).</summary>
 public static class Linalg
 {
+    /// <summary>Lower L with A = L·Lᵀ (A symmetric positive definite), or null where a pivot is not above
+    /// <paramref name="minPivot"/> times its diagonal entry of A (0: not positive).</summary>
+    public static double[]? Cholesky(double[] a, int n, double minPivot = 0)
+    {
+        var l = new double[(long)n * n];
+        for (int j = 0; j < n; j++)
+        {
+            double d = a[(long)j * n + j];
+            for (int k = 0; k < j; k++) d -= l[(long)j * n + k] * l[(long)j * n + k];
+            if (!(d > minPivot * a[(long)j * n + j]) || !(d > 0)) return null;
+            double ljj = Math.Sqrt(d);
+            l[(long)j * n + j] = ljj;
+            Parallel.For(j + 1, n, i =>
+            {
+                double s = a[(long)i * n + j];
+                for (int k = 0; k < j; k++) s -= l[(long)i * n + k] * l[(long)j * n + k];
+                l[(long)i * n + j] = s / ljj;
+            });
+        }
+        return l;
+    }
+
+    /// <summary>L⁻¹ of a lower-triangular L, column by column (L·y = e_c by forward substitution), columns in parallel.</summary>
+    public static double[] LowerInverse(double[] l, int n)
+    {
+        var li = new double[(long)n * n];
+        Parallel.For(0, n, c =>
+        {
+            for (int i = c; i < n; i++)
+            {
+                double s = i == c ? 1 : 0;
+                for (int k = c; k < i; k++) s -= l[(long)i * n + k] * li[(long)k * n + c];
+                li[(long)i * n + c] = s / l[(long)i * n + i];
+            }
+        });
+        return li;
+    }
+
     /// <summary>C [m, p] = A [m, n] · B [n, p], row-major: blocks of 16 rows of C in parallel, each walking B in tiles of
     /// 64 rows so a tile (64·p doubles) serves all 16 rows from cache; each C row gets its k terms in order, as vector
     /// multiply-adds. Row by row, every row of C streamed all of B from memory: 1 s for 2048×2048·439, ~3.6 GFLOP/s on
