@@ -17,6 +17,7 @@ public static partial class Cli
         cmd.Subcommands.Add(BenchMultitenantCommand());
         cmd.Subcommands.Add(BenchServeCommand());
         cmd.Subcommands.Add(BenchStartupCommand());
+        cmd.Subcommands.Add(BenchLaunchCommand());
         cmd.Subcommands.Add(BenchReportCommand());
         cmd.Subcommands.Add(BenchAllCommand());
         cmd.Options.Add(RecordOption);

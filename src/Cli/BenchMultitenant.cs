@@ -43,12 +43,15 @@ public static partial class Cli
         var scFence = new Option<bool>("--sc-fence") { Description = "the streamed form's handoffs fenced with membar.gl, not fence.acq_rel.gpu (to compare)" };
         var streamBits = new Option<int?>("--stream-bits-split") { Description = "streamed form's tenant-row blocks: 1 (whole K a warp) or 4 (K in four pieces); default: the engine's" };
         var timeline = new Option<bool>("--timeline") { Description = "instead of the kernel table: when each block of one streamed call ran (per kind, per µs), at each tenant count of one row" };
+        var profile = new Option<bool>("--step-profile") { Description = "instead of the decode table: where one decode step's time goes, kernel by kernel (CUDA), and the host's time to enqueue it" };
+        var noKernels = new Option<bool>("--no-kernel-table") { Description = "leave the kernel table out" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, baseBlocks, rate, timeline, noOwn, scFence, streamBits, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, baseBlocks, rate, timeline, noOwn, scFence, streamBits, profile, noKernels, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
+            if (r.GetValue(profile)) Device.Profiling = true;   // before the first device: ILGPU takes it with the context
             var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
             var ts = IntList("--tenants", r.GetValue(tenants), 1, int.MaxValue, "positive integers");
             var splits = IntList("--mma-split", r.GetValue(split), 0, 8, "0 to 8");
@@ -57,6 +60,7 @@ public static partial class Cli
             if (nReq < 1 || nNew < 2 || nPrompt < 1) throw new BitDeltaException("--requests and --prompt-tokens must be at least 1, --new-tokens at least 2");
             bool cuda = dev.Kind == DeviceKind.Cuda;
             int samples = r.GetValue(iters) ?? (cuda ? 30 : 2);
+            if (r.GetValue(profile) && !cuda) throw new BitDeltaException("--step-profile: needs --device cuda (it times with CUDA events)");
             RecordTo(r, dev);
             Console.WriteLine($"bench multitenant on {dev}, {DateTime.UtcNow:yyyy-MM-dd}");
             if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
@@ -82,7 +86,7 @@ public static partial class Cli
                 return 0;
             }
 
-            if (dev.IsIlgpu)
+            if (dev.IsIlgpu && !r.GetValue(noKernels))
                 foreach (int p in splits)
                 {
                     TenantLinear.MmaSplit = p;
@@ -100,7 +104,8 @@ public static partial class Cli
                 : new LlamaModel(LlamaWeights.Random(Llama2_7B, DType.F16, dev, seed: 7), dev, 4096);
             dev.Synchronize();
             Console.WriteLine($"\nmodel: {(dir ?? "random Llama-2-7B shapes, f16")}, {model.Weights.ByteLength / 1e9:F2} GB of weights, ready in {sw.Elapsed.TotalSeconds:F1} s");
-            ModelTable(model, dev, ts, nReq, nNew, nPrompt);
+            if (r.GetValue(profile)) StepProfile(model, dev, ts, nPrompt);
+            else ModelTable(model, dev, ts, nReq, nNew, nPrompt);
             return 0;
         }));
         return cmd;

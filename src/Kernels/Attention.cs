@@ -97,106 +97,9 @@ public static partial class Attention
         public float Scale;
         /// <summary>Prefill only: tokens per query tile (<see cref="PrefillRows"/> / heads per kv head).</summary>
         public int TileTokens;
+        /// <summary>Decode only: key ranges per (token, head), and keys per range (AttentionDecode.cs).</summary>
+        public int Splits, SplitKeys;
     }
-
-    // ---- decode ----
-
-    const int DecodeWarps = 4;
-    const int DecodeThreads = DecodeWarps * 32;
-
-    /// <summary>
-    /// One group per (token, query head), 4 warps. Warp w takes chunks of 32 consecutive keys
-    /// (first + 32w, then every 128) and keeps its own online-softmax state (Milakov and Gimelshein 2018,
-    /// arXiv 1805.02867): running max m, sum l, and a V accumulator split over the lanes by element (lane ℓ
-    /// holds elements ℓ·e … ℓ·e+e−1, e = ⌈headDim/32⌉ ≤ 4). Per chunk, lane ℓ scores key ℓ against q (staged,
-    /// scaled, in shared memory) and puts the score in shared memory; after a warp barrier every lane reads
-    /// the chunk's 32 scores (broadcast reads), takes their max, and adds Σ_k e^(s_k−m)·V[k] over its own
-    /// elements, so V rows are read coalesced. Each lane recomputes the chunk's 32 exponentials rather than
-    /// exchanging them: one MUFU op per key per lane is far below what the memory-bound key stream allows,
-    /// and a chunk then costs 2 warp barriers and no shuffles. At the end the warps' states are merged
-    /// through shared memory: o = Σ_w acc_w·e^(m_w−M) / Σ_w l_w·e^(m_w−M).
-    /// </summary>
-    static void DecodeKernel(ArrayView<float> q, ArrayView<ushort> kCache, ArrayView<ushort> vCache, int code,
-                             ArrayView<int> slots, ArrayView<int> positions, ArrayView<float> output, Dims s)
-    {
-        var qS = SharedMemory.Allocate<float>(MaxHeadDim);
-        var pS = SharedMemory.Allocate<float>(DecodeThreads);
-        var accS = SharedMemory.Allocate<float>(DecodeWarps * MaxHeadDim);
-        var mS = SharedMemory.Allocate<float>(DecodeWarps);
-        var lS = SharedMemory.Allocate<float>(DecodeWarps);
-
-        int t = Grid.IdxX / s.Heads, h = Grid.IdxX % s.Heads;
-        int D = s.HeadDim;
-        long outRow = (long)Grid.IdxX * D;   // q and output are both [T, nHeads, D]
-        int slot = slots[t], pos = positions[t];
-        if (slot < 0 || slot >= s.Slots || pos < 0 || pos >= s.MaxSeq)
-        {
-            for (int d = Group.IdxX; d < D; d += Group.DimX) output[outRow + d] = 0f;
-            return;   // the whole group leaves together, before any barrier
-        }
-        for (int d = Group.IdxX; d < D; d += Group.DimX) qS[d] = q[outRow + d] * s.Scale;
-        Group.Barrier();
-
-        int lane = Warp.LaneIdx, warp = Warp.WarpIdx;
-        int e = (D + 31) / 32, d0 = lane * e;
-        long head = ((long)slot * s.KvHeads + h / (s.Heads / s.KvHeads)) * s.MaxSeq;
-        int first = s.Window > 0 ? Math.Max(0, pos - s.Window + 1) : 0;
-        float m = float.NegativeInfinity, l = 0f, a0 = 0f, a1 = 0f, a2 = 0f, a3 = 0f;
-        int chunk = warp * 32;
-        for (int j0 = first + chunk; j0 <= pos; j0 += DecodeThreads)
-        {
-            int n = Math.Min(32, pos + 1 - j0);
-            if (lane < n)
-            {
-                long krow = (head + j0 + lane) * D;
-                float dot = 0f;
-                for (int d = 0; d < D; d++) dot += qS[d] * Elem.Load(kCache, krow + d, code);
-                pS[chunk + lane] = dot;
-            }
-            Warp.Barrier();
-            float mNew = m;
-            for (int k = 0; k < n; k++) mNew = MathF.Max(mNew, pS[chunk + k]);
-            float corr = MathF.Exp(m - mNew);   // 0 on the first chunk (m = −∞); mNew is finite
-            l *= corr; a0 *= corr; a1 *= corr; a2 *= corr; a3 *= corr;
-            for (int k = 0; k < n; k++)
-            {
-                float p = MathF.Exp(pS[chunk + k] - mNew);
-                long vrow = (head + j0 + k) * D + d0;
-                l += p;
-                a0 += p * Load(vCache, vrow, 0, d0, e, D, code);
-                a1 += p * Load(vCache, vrow, 1, d0, e, D, code);
-                a2 += p * Load(vCache, vrow, 2, d0, e, D, code);
-                a3 += p * Load(vCache, vrow, 3, d0, e, D, code);
-            }
-            Warp.Barrier();   // every lane has read the scores before the next chunk overwrites them
-            m = mNew;
-        }
-
-        if (lane == 0) { mS[warp] = m; lS[warp] = l; }
-        int acc = warp * MaxHeadDim + d0;
-        if (Has(0, d0, e, D)) accS[acc] = a0;
-        if (Has(1, d0, e, D)) accS[acc + 1] = a1;
-        if (Has(2, d0, e, D)) accS[acc + 2] = a2;
-        if (Has(3, d0, e, D)) accS[acc + 3] = a3;
-        Group.Barrier();
-
-        // Warp 0 always has key `first`, so M is finite; a warp with no key has m = −∞ and weighs e^−∞ = 0.
-        float M = float.NegativeInfinity;
-        for (int w = 0; w < DecodeWarps; w++) M = MathF.Max(M, mS[w]);
-        float L = 0f;
-        for (int w = 0; w < DecodeWarps; w++) L += lS[w] * MathF.Exp(mS[w] - M);
-        for (int d = Group.IdxX; d < D; d += Group.DimX)
-        {
-            float o = 0f;
-            for (int w = 0; w < DecodeWarps; w++) o += accS[w * MaxHeadDim + d] * MathF.Exp(mS[w] - M);
-            output[outRow + d] = o / L;
-        }
-    }
-
-    static bool Has(int i, int d0, int e, int D) => i < e && d0 + i < D;
-
-    static float Load(ArrayView<ushort> cache, long row, int i, int d0, int e, int D, int code) =>
-        Has(i, d0, e, D) ? Elem.Load(cache, row + i, code) : 0f;
 
     // ---- prefill ----
 
@@ -351,18 +254,22 @@ public static partial class Attention
     /// output (f32 <c>[T, nHeads, headDim]</c>); slots and positions are I32 <c>[T]</c>; slidingWindow 0 means
     /// none. Picks the decode kernel for T ≤ <see cref="DecodeMaxTokens"/>, else the prefill kernel.
     /// </summary>
-    public static void Run(Tensor q, Tensor kCache, Tensor vCache, Tensor slots, Tensor positions, Tensor output, int slidingWindow, float scale) =>
-        Launch(q, kCache, vCache, slots, positions, output, slidingWindow, scale, prefill: q.Rank == 3 && q.Dim(0) > DecodeMaxTokens);
+    /// <paramref name="keys"/>, when given, bounds the keys any token sees (the largest position + 1): the decode kernel
+    /// sizes its split of the keys by it rather than by the cache's length.
+    public static void Run(Tensor q, Tensor kCache, Tensor vCache, Tensor slots, Tensor positions, Tensor output, int slidingWindow, float scale, int keys = 0) =>
+        Launch(q, kCache, vCache, slots, positions, output, slidingWindow, scale, prefill: q.Rank == 3 && q.Dim(0) > DecodeMaxTokens, keys, 0);
 
     /// <summary><see cref="Run"/> with the decode kernel, whatever T.</summary>
-    public static void Decode(Tensor q, Tensor kCache, Tensor vCache, Tensor slots, Tensor positions, Tensor output, int slidingWindow, float scale) =>
-        Launch(q, kCache, vCache, slots, positions, output, slidingWindow, scale, prefill: false);
+    /// <paramref name="splitKeys"/>: keys per range of the decode kernel (0: <see cref="DecodeSplitKeys"/>).
+    public static void Decode(Tensor q, Tensor kCache, Tensor vCache, Tensor slots, Tensor positions, Tensor output, int slidingWindow, float scale, int keys = 0,
+                              int splitKeys = 0) =>
+        Launch(q, kCache, vCache, slots, positions, output, slidingWindow, scale, prefill: false, keys, splitKeys);
 
     /// <summary><see cref="Run"/> with the prefill kernel, whatever T.</summary>
     public static void Prefill(Tensor q, Tensor kCache, Tensor vCache, Tensor slots, Tensor positions, Tensor output, int slidingWindow, float scale) =>
-        Launch(q, kCache, vCache, slots, positions, output, slidingWindow, scale, prefill: true);
+        Launch(q, kCache, vCache, slots, positions, output, slidingWindow, scale, prefill: true, 0, 0);
 
-    static void Launch(Tensor q, Tensor kCache, Tensor vCache, Tensor slots, Tensor positions, Tensor output, int slidingWindow, float scale, bool prefill)
+    static void Launch(Tensor q, Tensor kCache, Tensor vCache, Tensor slots, Tensor positions, Tensor output, int slidingWindow, float scale, bool prefill, int keys, int splitKeys)
     {
         Need.SameDevice(q, kCache, vCache, slots, positions, output);
         var (nSlots, nKv, maxSeq, headDim) = KvCache.CheckCache(kCache, vCache);
@@ -402,10 +309,7 @@ public static partial class Attention
             dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, int, ArrayView<int>, ArrayView<int>, ArrayView<float>, Dims>>(PrefillKernel)(
                 new KernelConfig((tokens + shape.TileTokens - 1) / shape.TileTokens * nKv, PrefillThreads),
                 q.View<float>(), Elem.View(kCache), Elem.View(vCache), Elem.Code(kCache.DType), slots.View<int>(), positions.View<int>(), output.View<float>(), shape);
-        else
-            dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, int, ArrayView<int>, ArrayView<int>, ArrayView<float>, Dims>>(DecodeKernel)(
-                new KernelConfig(tokens * nHeads, DecodeThreads),
-                q.View<float>(), Elem.View(kCache), Elem.View(vCache), Elem.Code(kCache.DType), slots.View<int>(), positions.View<int>(), output.View<float>(), shape);
+        else LaunchDecode(q, kCache, vCache, slots, positions, output, shape, keys, splitKeys > 0 ? splitKeys : DecodeSplitKeys);
     }
 
     // ---- audit ----
@@ -436,6 +340,8 @@ public static partial class Attention
         }
         int tokens = slots.Count;
         float qScale = rng.Next(2) == 0 ? 1f : 4f;   // 4: peaked softmax, where the max subtraction matters
+        // Decode: small key ranges too, so that caches of ≤ 140 positions are also split and merged.
+        int splitKeys = DecodeKeysPerStep * (rng.Next(2) == 0 ? 8 : rng.Next(1, 4));
         var q = Check.Values(rng, (long)tokens * nHeads * headDim, qScale);
         long cacheCount = (long)nSlots * nKv * maxSeq * headDim;
         var kc = HostElem.Bytes(Check.Values(rng, cacheCount), ct);
@@ -449,11 +355,12 @@ public static partial class Attention
         using var tp = Tensor.From(positions.ToArray(), [tokens], dev);
         using var to = Check.Poisoned([tokens, nHeads, headDim], DType.F32, dev);
         if (prefill) Prefill(tq, tkc, tvc, ts, tp, to, window, scale);
-        else Decode(tq, tkc, tvc, ts, tp, to, window, scale);
+        else Decode(tq, tkc, tvc, ts, tp, to, window, scale, splitKeys: splitKeys);
         var want = new float[q.Length];
         Twin(q, kc, vc, ct, slots.ToArray(), positions.ToArray(), want, nHeads, nSlots, nKv, maxSeq, headDim, window, scale);
         return (Check.RelativeError(to.ToFloatArray(), want),
-                $"T {tokens}, heads {nHeads}/{nKv}, cache [{nSlots}, {nKv}, {maxSeq}, {headDim}] {ct}, window {window}, q×{qScale}");
+                $"T {tokens}, heads {nHeads}/{nKv}, cache [{nSlots}, {nKv}, {maxSeq}, {headDim}] {ct}, window {window}, q×{qScale}" +
+                (prefill ? "" : $", {splitKeys} keys a range"));
     });
 
     public static IEnumerable<AuditCase> Cases => [Case("attention decode", prefill: false), Case("attention prefill", prefill: true)];

@@ -16,6 +16,7 @@ public static class Audit
         BitLinear.MaterializeCase,
         .. TenantLinear.Cases,
         Rope.Case,
+        RopeCache.Case,
         Embedding.Case,
         Softmax.Case,
         Argmax.Case,

@@ -98,6 +98,9 @@ public sealed class LlamaModel : IDisposable
         using var tIds = Tensor.From(ids.ToArray(), [T], dev);
         using var tSlots = Tensor.From(slots.ToArray(), [T], dev);
         using var tPos = Tensor.From(positions.ToArray(), [T], dev);
+        // Every upload of the step comes first: ILGPU's copy from host waits for the stream, so one after the layers were
+        // enqueued would hold the host until the GPU had run them all (speed issue: no host synchronisation inside a step).
+        using var rows = logitRows.Length > 0 ? Tensor.From(logitRows.ToArray(), [logitRows.Length], dev) : null;
         using var x = Tensor.Empty([T, c.HiddenSize], DType.F32, dev);
         using var h = Tensor.Empty([T, c.HiddenSize], DType.F32, dev);
         using var q = Tensor.Empty([T, c.QDim], DType.F32, dev);
@@ -113,6 +116,8 @@ public sealed class LlamaModel : IDisposable
         float eps = (float)c.RmsNormEps;
         float scale = 1f / MathF.Sqrt(c.HeadDim);
         int window = c.SlidingWindow ?? 0;
+        int keys = 0;   // the most keys a token sees: decode attention splits them by this, not by the cache's length
+        foreach (var p in positions) keys = Math.Max(keys, p + 1);
 
         // Rows of tenants whose deltas are factors (lowrank-mp, sparse-lowbit) take the base in the multi-tenant launch; their
         // terms follow, all tenants of a codec together.
@@ -121,6 +126,8 @@ public sealed class LlamaModel : IDisposable
         var factorRuns = runs.Where(r => r.Slot >= 0 && !pool!.UsesSigns(r.Slot)).ToList();
         // Norm weights per token: row 1 + slot of the pool's tables (row 0 the base's), when some tenant has its own.
         using var pick = pool != null && pool.AnyOwnNorms ? Tensor.From(tenants!.Select(t => t + 1).ToArray(), [T], dev) : null;
+        var lr = logitRows.ToArray();
+        using var rowPick = pick != null && lr.Length > 0 ? Tensor.From(lr.Select(r => tenants![r] + 1).ToArray(), [lr.Length], dev) : null;
 
         var embedding = delta?.Embedding ?? Weights.Embedding;
         Embedding.Run(tIds, embedding, x);
@@ -170,10 +177,8 @@ public sealed class LlamaModel : IDisposable
             Linear(h, 0, w.Q, q);
             Linear(h, 1, w.K, k);
             Linear(h, 2, w.V, v);
-            Rope.Run(q3, tPos, rope);
-            Rope.Run(k3, tPos, rope);
-            KvCache.Write(k3, v3, cache.K[l], cache.V[l], tSlots, tPos);
-            Attention.Run(q3, cache.K[l], cache.V[l], tSlots, tPos, attn3, window, scale);
+            RopeCache.Run(q3, k3, v3, tSlots, tPos, rope, cache.K[l], cache.V[l]);
+            Attention.Run(q3, cache.K[l], cache.V[l], tSlots, tPos, attn3, window, scale, keys);
             Linear(attn, 3, w.O, x, accumulate: true);
             // MLP block: x += down(silu(gate(h)) · up(h)), h = rmsnorm(x).
             Norm(d?.PostAttentionNorm, w.PostAttentionNorm, pool?.PostNorms[l]);
@@ -186,15 +191,10 @@ public sealed class LlamaModel : IDisposable
         // Only the requested rows go through the final norm and the (large) lm_head.
         int R = logitRows.Length;
         if (R == 0) return;
-        using var rows = Tensor.From(logitRows.ToArray(), [R], dev);
         using var xr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
         using var hr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
-        Embedding.Run(rows, x, xr);
-        if (pick != null)
-        {
-            using var rowPick = Tensor.From(logitRows.ToArray().Select(r => tenants![r] + 1).ToArray(), [R], dev);
-            RmsNorm.Run(xr, pool!.FinalNorms, hr, eps, rowPick);
-        }
+        Embedding.Run(rows!, x, xr);
+        if (pick != null) RmsNorm.Run(xr, pool!.FinalNorms, hr, eps, rowPick!);
         else RmsNorm.Run(xr, delta?.FinalNorm ?? Weights.FinalNorm, hr, eps);
         // Tied embeddings: the head is the (possibly replaced) embedding.
         var head = Weights.LmHeadIsEmbedding ? embedding : delta?.LmHead ?? Weights.LmHead;

@@ -29,7 +29,15 @@ public enum DeviceKind
 public sealed class Device
 {
     static readonly Lazy<Context> SharedContext = new(() =>
-        Context.Create(b => b.Default().Optimize(OptimizationLevel.O2).Cuda().CPU().EnableAlgorithms()));
+        Context.Create(b =>
+        {
+            b.Default().Optimize(OptimizationLevel.O2).Cuda().CPU().EnableAlgorithms();
+            if (Profiling) b.Profiling();
+        }));
+
+    /// <summary>Lets <see cref="BeginTrace"/> put a timing event after every launch (<c>bench multitenant --step-profile</c>).
+    /// ILGPU takes it when the process's context is made, so set it before the first device is asked for.</summary>
+    public static bool Profiling { get; set; }
     static readonly object Gate = new();
     static Device? cuda, ilgpuCpu;
 
@@ -141,7 +149,7 @@ public sealed class Device
         try { launch = (Delegate)method.Invoke(null, [Accelerator, kernel])!; }
         catch (TargetInvocationException e) when (e.InnerException != null) { throw e.InnerException; }
         finally { Interlocked.Add(ref compileTicks, System.Diagnostics.Stopwatch.GetTimestamp() - t0); }
-        return Counted(launch);
+        return Counted(launch, $"{kernel.Method.DeclaringType?.Name}.{kernel.Method.Name}");
     }
 
     long launches;
@@ -151,12 +159,43 @@ public sealed class Device
 
     void CountLaunch() => Interlocked.Increment(ref launches);
 
-    /// <summary>The launcher with the same signature that counts itself in <see cref="Launches"/> first.</summary>
-    Delegate Counted(Delegate launch)
+    /// <summary>The launcher with the same signature that counts itself in <see cref="Launches"/> first, and marks its end
+    /// in the trace when one is open.</summary>
+    Delegate Counted(Delegate launch, string name)
     {
         var ps = launch.GetType().GetMethod("Invoke")!.GetParameters().Select(p => Expr.Parameter(p.ParameterType, p.Name)).ToArray();
         var count = Expr.Call(Expr.Constant(this), typeof(Device).GetMethod(nameof(CountLaunch), BindingFlags.Instance | BindingFlags.NonPublic)!);
-        return Expr.Lambda(launch.GetType(), Expr.Block(count, Expr.Invoke(Expr.Constant(launch), ps)), ps).Compile();
+        var mark = Expr.Call(Expr.Constant(this), typeof(Device).GetMethod(nameof(Marked), BindingFlags.Instance | BindingFlags.NonPublic)!, Expr.Constant(name));
+        return Expr.Lambda(launch.GetType(), Expr.Block(count, Expr.Invoke(Expr.Constant(launch), ps), mark), ps).Compile();
+    }
+
+    List<(string Kernel, ProfilingMarker Mark)>? trace;
+
+    void Marked(string kernel)
+    {
+        if (trace != null) trace.Add((kernel, Accelerator.DefaultStream.AddProfilingMarker()));
+    }
+
+    /// <summary>From now on every launch is followed by a timing event on the stream (needs <see cref="Profiling"/>).</summary>
+    public void BeginTrace()
+    {
+        if (!Profiling || accelerator is not ILGPU.Runtime.Cuda.CudaAccelerator)
+            throw new InvalidOperationException("launch traces need Device.Profiling set before the first device and a CUDA device");
+        trace = [("(start)", Accelerator.DefaultStream.AddProfilingMarker())];
+    }
+
+    /// <summary>Ends the trace: waits for the stream, then gives each launch's kernel and the GPU time from the event
+    /// before it to its own (so its run and the gap before it, which includes the host's time to launch it when the GPU
+    /// waits on the host).</summary>
+    public List<(string Kernel, double Us)> EndTrace()
+    {
+        var t = trace ?? throw new InvalidOperationException("no trace is open");
+        trace = null;
+        Synchronize();
+        var result = new List<(string, double)>(t.Count - 1);
+        for (int i = 1; i < t.Count; i++) result.Add((t[i].Kernel, t[i].Mark.MeasureFrom(t[i - 1].Mark).TotalMilliseconds * 1e3));
+        foreach (var (_, m) in t) m.Dispose();
+        return result;
     }
 
     /// <summary>Number of kernels compiled so far (for tests of the cache and for start-up reports).</summary>

@@ -133,10 +133,18 @@ public sealed class Tensor : IDisposable
 
     ArrayView<byte> ByteView => buffer!.View.SubView(byteOffset, ByteLength).AsContiguous();
 
-    void Upload(ReadOnlySpan<byte> src)
+    /// <summary>
+    /// Host bytes into the device buffer, in stream order and without waiting for the stream. ILGPU's CopyFromCPU
+    /// waits for the whole stream after its copy, so an upload between launches (a decode step's row tables) held the
+    /// host until the GPU had drained, and the GPU then idled while the host launched again. The driver takes pageable
+    /// bytes into its staging memory before an asynchronous host-to-device copy returns (CUDA runtime API, "API
+    /// synchronization behavior"), so <paramref name="src"/> is free to change once this returns; it is pinned for the call.
+    /// </summary>
+    unsafe void Upload(ReadOnlySpan<byte> src)
     {
         if (buffer == null) src.CopyTo(host.Span);
-        else if (src.Length > 0) ByteView.CopyFromCPU(src);
+        else if (src.Length > 0)
+            fixed (byte* p = src) ByteView.CopyFromCPUUnsafeAsync(ref *p, src.Length);
     }
 
     /// <summary>Copies this tensor's bytes into <paramref name="dst"/> (host memory).</summary>

@@ -42,10 +42,10 @@ public class AttentionTests
             slots.Add(0); positions.Add(50);
             for (int p = 20; p < 49; p++) { slots.Add(3); positions.Add(p); }
             Assert.True(slots.Count > Attention.DecodeMaxTokens);
-            Step(dev, rng, kc, vc, kHost, vHost, [.. slots], [.. positions], window, Attention.Run);
+            Step(dev, rng, kc, vc, kHost, vHost, [.. slots], [.. positions], window, (q, k, v, s, p, o, w, sc) => Attention.Run(q, k, v, s, p, o, w, sc));
 
             int[] next = [2, 0, 3], nextPos = [36, 51, 49];
-            Step(dev, rng, kc, vc, kHost, vHost, next, nextPos, window, Attention.Run);
+            Step(dev, rng, kc, vc, kHost, vHost, next, nextPos, window, (q, k, v, s, p, o, w, sc) => Attention.Run(q, k, v, s, p, o, w, sc));
             Step(dev, rng, kc, vc, kHost, vHost, next, [37, 52, 50], window, Attention.Prefill);
         }
     }
@@ -134,7 +134,7 @@ public class AttentionTests
                 using var tq = Tensor.From(Enumerable.Repeat(1f, tokens * H * D).ToArray(), [tokens, H, D], dev);
                 using var ts = Tensor.From(new int[tokens], [tokens], dev);
                 using var tp = Tensor.From(positions, [tokens], dev);
-                foreach (var (name, op) in new (string, AttentionOp)[] { ("decode", Attention.Decode), ("prefill", Attention.Prefill) })
+                foreach (var (name, op) in new (string, AttentionOp)[] { ("decode", (q, k, v, s, p, o, w, sc) => Attention.Decode(q, k, v, s, p, o, w, sc)), ("prefill", Attention.Prefill) })
                 {
                     using var output = Check.Poisoned([tokens, H, D], DType.F32, dev);
                     op(tq, kc, vc, ts, tp, output, W, scale);
@@ -177,6 +177,38 @@ public class AttentionTests
             Attention.Prefill(tq, tk, tv, ts, tp, a, 0, 0.25f);
             Attention.Decode(tq, tk, tv, ts, tp, b, Seq, 0.25f);
             Assert.True(Check.RelativeError(b.ToFloatArray(), a.ToFloatArray()) <= Check.F32Bound, dev.ToString());
+        }
+    }
+
+    /// <summary>Decode split over key ranges (flash-decoding) and merged: ranges of 32 and 64 keys over up to 300 positions,
+    /// with and without a window, and the caller's bound on the keys (largest position + 1) changes nothing.</summary>
+    [Theory]
+    [InlineData(0)]
+    [InlineData(100)]
+    public void Decode_split_into_key_ranges_matches_the_twin(int window)
+    {
+        var rng = new Random(17 + window);
+        const int D = 40, Seq = 300, H = 4, Kv = 2, Slots = 2;
+        var kc = Check.Values(rng, Slots * Kv * Seq * D);
+        var vc = Check.Values(rng, Slots * Kv * Seq * D);
+        int[] slots = [0, 1, 1, -1], positions = [299, 150, 5, 7];
+        var q = Check.Values(rng, slots.Length * H * D, 3f);
+        var want = new float[q.Length];
+        Attention.Twin(q, HostBytes(kc), HostBytes(vc), CacheType, slots, positions, want, H, Slots, Kv, Seq, D, window, 0.3f);
+        foreach (var dev in TestDevices.All)
+        {
+            using var tk = Tensor.From(kc, [Slots, Kv, Seq, D], dev, CacheType);
+            using var tv = Tensor.From(vc, [Slots, Kv, Seq, D], dev, CacheType);
+            using var tq = Tensor.From(q, [slots.Length, H, D], dev);
+            using var ts = Tensor.From(slots, [slots.Length], dev);
+            using var tp = Tensor.From(positions, [slots.Length], dev);
+            foreach (var (keys, split) in new[] { (0, 32), (300, 64), (0, 0) })
+            {
+                using var o = Check.Poisoned([slots.Length, H, D], DType.F32, dev);
+                Attention.Decode(tq, tk, tv, ts, tp, o, window, 0.3f, keys, split);
+                double err = Check.RelativeError(o.ToFloatArray(), want);
+                Assert.True(err <= Check.F32Bound, $"{dev}, window {window}, keys {keys}, {split} keys a range: relative error {err:E2}");
+            }
         }
     }
 
