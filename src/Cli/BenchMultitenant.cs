@@ -51,7 +51,8 @@ public static partial class Cli
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
-            if (r.GetValue(profile)) Device.Profiling = true;   // before the first device: ILGPU takes it with the context
+            // Before the first device: ILGPU takes it with the context. Only where CUDA may be picked (the profile refuses others).
+            if (r.GetValue(profile) && name.ToLowerInvariant() is "cuda" or "gpu" or "auto") Device.Profiling = true;
             var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
             var ts = IntList("--tenants", r.GetValue(tenants), 1, int.MaxValue, "positive integers");
             var splits = IntList("--mma-split", r.GetValue(split), 0, 8, "0 to 8");

@@ -31,6 +31,20 @@ public class BenchReportCliTests
     }
 
     [Fact]
+    public void Step_profile_and_launch_bench_refuse_what_they_cannot_measure()
+    {
+        var profile = CliRunner.Run("bench", "multitenant", "--device", "ilgpu-cpu", "--random-7b", "--step-profile", "--no-kernel-table");
+        Assert.Equal(1, profile.Code);
+        Assert.Contains("--step-profile: needs --device cuda", profile.Err);
+        var launch = CliRunner.Run("bench", "launch", "--device", "cpu");
+        Assert.Equal(1, launch.Code);
+        Assert.Contains("bench launch: needs an ILGPU device", launch.Err);
+        var calls = CliRunner.Run("bench", "launch", "--device", "ilgpu-cpu", "--calls", "0");
+        Assert.Equal(1, calls.Code);
+        Assert.Contains("--calls: at least 1", calls.Err);
+    }
+
+    [Fact]
     public void Bad_record_files_are_refused_naming_them()
     {
         using var dir = new TempDir();
