@@ -8,6 +8,23 @@ namespace BitDeltaNative.Kernels;
 /// </summary>
 public static class Check
 {
+    /// <summary>Runs of rows for the many-tenant audits: 1–14 runs, each of 1–2 rows (decode) or, one time in five, of
+    /// 3 to 2 + <paramref name="longMax"/> rows (a prompt), each naming one of <paramref name="items"/>; the runs are back
+    /// to back from row 0, and <paramref name="rows"/> is their total.</summary>
+    public static List<(int Start, int Count, T Item)> Runs<T>(Random rng, IReadOnlyList<T> items, int longMax, out int rows)
+    {
+        var runs = new List<(int Start, int Count, T Item)>();
+        int n = 1 + rng.Next(14);
+        rows = 0;
+        for (int i = 0; i < n; i++)
+        {
+            int count = rng.Next(5) == 0 ? 3 + rng.Next(longMax) : 1 + rng.Next(2);
+            runs.Add((rows, count, items[rng.Next(items.Count)]));
+            rows += count;
+        }
+        return runs;
+    }
+
     /// <summary>fp32 throughout.</summary>
     public const double F32Bound = 1e-5;
     /// <summary>fp16/bf16 operands (or outputs) with fp32 accumulation.</summary>

@@ -722,14 +722,7 @@ public static class LowRankCases
                 if (slices > 1 && rng.Next(4) == 0) ranks[1 + rng.Next(slices - 1)] = 0;
                 fs.Add(LowRankFactors.Random(rng, dev, ranks, bits, group, outDim, inDim));
             }
-            var runs = new List<(int Start, int Count, LowRankFactors F)>();
-            int rows = 0, nRuns = 1 + rng.Next(14);
-            for (int i = 0; i < nRuns; i++)
-            {
-                int count = rng.Next(5) == 0 ? 3 + rng.Next(8) : 1 + rng.Next(2);
-                runs.Add((rows, count, fs[rng.Next(tenants)]));
-                rows += count;
-            }
+            var runs = Check.Runs(rng, fs, 8, out int rows);
             var x = Check.Values(rng, (long)rows * inDim, 2f);
             var want = Check.Values(rng, (long)rows * outDim, 3f);
             using var tx = Tensor.From(x, [rows, inDim], dev);

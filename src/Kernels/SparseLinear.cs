@@ -284,14 +284,7 @@ public static class SparseCases
         try
         {
             for (int i = 0; i < tenants; i++) fs.Add(SparseFactors.Random(rng, dev, rng.Next(2) == 0 ? 2 : 4, 4 * (1 + rng.Next(40)), outDim, inDim));
-            var runs = new List<(int Start, int Count, SparseFactors F)>();
-            int rows = 0, nRuns = 1 + rng.Next(14);
-            for (int i = 0; i < nRuns; i++)
-            {
-                int count = rng.Next(5) == 0 ? 3 + rng.Next(14) : 1 + rng.Next(2);
-                runs.Add((rows, count, fs[rng.Next(tenants)]));
-                rows += count;
-            }
+            var runs = Check.Runs(rng, fs, 14, out int rows);
             var x = Check.Values(rng, (long)rows * inDim, 2f);
             var want = Check.Values(rng, (long)rows * outDim, 3f);
             using var tx = Tensor.From(x, [rows, inDim], dev);
