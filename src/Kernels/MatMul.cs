@@ -48,7 +48,9 @@ public static partial class MatMul
     /// once per chunk) instead of the GEMM. Measured on the H100 (bench/RESULTS.md, 2026-11-24): a 7B decode step
     /// at batch 16 took 246 ms through the GEMM, whose 64-row tiles leave 48 of 64 rows idle and give only
     /// out/64 groups; an 8-row GEMV pass over 11008×4096 takes 128 µs. Predicted: batch-16 steps ≈ 2 GEMV passes,
-    /// about 4× faster. Tensor-core GEMM tiles for small M are the real fix (speed issue).
+    /// about 4× faster. On CUDA, where the tenant linear's base form applies (f16 W, in a multiple of 64, out of 16), it
+    /// takes 2–32 rows instead and reads W once (<see cref="TenantLinear.TryBase"/>; the lm_head of a 32-row decode step
+    /// went from 4 × 330 µs to ~240 µs on the H200).
     /// </summary>
     public const int ChunkedGemvMaxRows = 32;
 
@@ -57,6 +59,14 @@ public static partial class MatMul
     public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false)
     {
         var (rows, inDim, outDim) = Shapes(x, w, y);
+        if (rows >= 2 && rows <= ChunkedGemvMaxRows && y.Device.Kind == DeviceKind.Cuda)
+        {
+            // W read once for all rows, on tensor cores, where the form applies. CUDA only: on ILGPU's CPU accelerator its
+            // emulated products are far slower than the GEMV, and its tests call it directly (MatMulMmaTests).
+            using var xb = x.Reshape(rows, inDim);
+            using var yb = y.Reshape(rows, outDim);
+            if (TenantLinear.TryBase(xb, w, yb, accumulate)) return;
+        }
         if (rows <= GemvMaxRows || rows > ChunkedGemvMaxRows || !y.Device.IsIlgpu)
         {
             Launch(x, w, y, accumulate, rows, inDim, outDim, gemv: rows <= GemvMaxRows);

@@ -51,6 +51,21 @@ public static partial class TenantLinear
         return (split, per);
     }
 
+    /// <summary>
+    /// y (+)= x·Wᵀ for a few rows with no tenant (x f32 [rows, in], W [out, in], y f32 [rows, out]) through this base
+    /// form, which reads W once for up to 8 groups of 8 rows, where it applies (an f16 W whose shape and alignment the
+    /// tensor-core forms take); false where it does not, and then nothing was launched. MatMul takes it on CUDA for 2–32
+    /// rows, where its GEMV read W once per 8 rows: the 32-row lm_head of a decode step took 4 × 330 µs (bench/NOTES.md).
+    /// </summary>
+    public static bool TryBase(Tensor x, Tensor w, Tensor y, bool accumulate)
+    {
+        if (!UseBase || x.Rank != 2 || x.Dim(0) >= PrefillMinRows || !x.Device.IsIlgpu) return false;
+        using var rows = TenantRows.All(x.Dim(0), -1, x.Device);
+        if (!TakesMma(rows, x, w)) return false;
+        DecodeBase(x, w, rows.MmaGroups!, rows.MmaGroupCount, y, accumulate);
+        return true;
+    }
+
     /// <summary>y (+)= x·Wᵀ for the rows of the decode groups (<see cref="TenantRows.MmaGroups"/>), base term only.</summary>
     static void DecodeBase(Tensor x, Tensor w, Tensor groups, int groupCount, Tensor y, bool accumulate)
     {

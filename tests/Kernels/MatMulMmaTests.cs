@@ -22,6 +22,39 @@ public class MatMulMmaTests
         Assert.Contains("ld.global.v4.b32", ptx);
     }
 
+    /// <summary>2–32 rows of an f16 W take the tenant linear's base form (W read once) on CUDA, not the GEMV chunk by
+    /// chunk: the form itself on every ILGPU device, and MatMul.Run, against the twin, plain and accumulating, at 2, 9, 17
+    /// and 32 rows.</summary>
+    [Theory]
+    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
+    public void Two_to_32_rows_read_w_once_through_the_base_form(string device)
+    {
+        var dev = Device.Parse(device);
+        var rng = new Random(23);
+        int inDim = 128, outDim = 48;
+        var w = Check.Rounded(Check.Values(rng, outDim * inDim, 0.5f), DType.F16);
+        using var tw = Tensor.From(w, [outDim, inDim], dev, DType.F16);
+        foreach (int rows in new[] { 2, 9, 17, 32 })
+            foreach (bool accumulate in new[] { false, true })
+            {
+                var x = Check.Values(rng, rows * inDim, 2f);
+                var want = Check.Values(rng, rows * outDim, 3f);
+                using var tx = Tensor.From(x, [rows, inDim], dev);
+                using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
+                if (dev.IsIlgpu)
+                {
+                    using var scratch = Check.Poisoned([rows, outDim], DType.F32, dev);
+                    Assert.True(TenantLinear.TryBase(tx, tw, scratch, false), $"{rows} rows did not take the base form");
+                    var plain = new float[rows * outDim];
+                    MatMul.Twin(x, w, plain, rows, inDim, outDim);
+                    Assert.InRange(Check.RelativeError(scratch.ToFloatArray(), plain), 0, Check.F32Bound);
+                }
+                MatMul.Run(tx, tw, ty, accumulate);
+                MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
+                Assert.InRange(Check.RelativeError(ty.ToFloatArray(), want), 0, Check.F32Bound);
+            }
+    }
+
     [Theory]
     [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
     public void Signs_form_adds_the_bitdelta_term_of_many_rows(string device)
