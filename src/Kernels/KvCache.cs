@@ -100,6 +100,24 @@ public static class KvCache
         Need.Shape("positions", positions, tokens);
     }
 
+    /// <summary>Tokens for the cache writes' audits: distinct (slot, position) pairs, and about one in
+    /// <paramref name="padOneIn"/> a padding token (slot −1).</summary>
+    internal static (int[] Slots, int[] Positions) DrawTokens(Random rng, int tokens, int nSlots, int maxSeq, int padOneIn)
+    {
+        var taken = new HashSet<(int, int)>();
+        var slots = new int[tokens];
+        var positions = new int[tokens];
+        for (int t = 0; t < tokens; t++)
+        {
+            if (rng.Next(padOneIn) == 0) { slots[t] = -1; positions[t] = rng.Next(maxSeq); continue; }
+            int s, p;
+            do { s = rng.Next(nSlots); p = rng.Next(maxSeq); } while (!taken.Add((s, p)));
+            slots[t] = s;
+            positions[t] = p;
+        }
+        return (slots, positions);
+    }
+
     /// <summary>Random cache over random earlier contents; tokens at distinct (slot, position) pairs,
     /// some of them padding (slot −1). The write is exact (the kernel rounds as <see cref="Casts"/>
     /// does), so the bound is 0. The caches are not poisoned: they are updated in place, and every
@@ -108,18 +126,8 @@ public static class KvCache
     {
         int nSlots = Check.Size(rng, 5), nKv = Check.Size(rng, 4), maxSeq = Check.Size(rng, 70), headDim = HeadDims.Draw(rng);
         var ct = Check.FloatType(rng);
-        int tokens = Math.Min(Check.Size(rng, 40), nSlots * maxSeq);
-        var taken = new HashSet<(int, int)>();
-        var slots = new int[tokens];
-        var positions = new int[tokens];
-        for (int t = 0; t < tokens; t++)
-        {
-            if (rng.Next(8) == 0) { slots[t] = -1; positions[t] = rng.Next(maxSeq); continue; }
-            int s, p;
-            do { s = rng.Next(nSlots); p = rng.Next(maxSeq); } while (!taken.Add((s, p)));
-            slots[t] = s;
-            positions[t] = p;
-        }
+        var (slots, positions) = DrawTokens(rng, Math.Min(Check.Size(rng, 40), nSlots * maxSeq), nSlots, maxSeq, padOneIn: 8);
+        int tokens = slots.Length;
         int[] cacheShape = [nSlots, nKv, maxSeq, headDim];
         long cacheCount = (long)nSlots * nKv * maxSeq * headDim;
         var k = Check.Values(rng, (long)tokens * nKv * headDim);

@@ -106,18 +106,8 @@ public static class RopeCache
         int nSlots = Check.Size(rng, 4), maxSeq = Check.Size(rng, 60);
         var ct = Check.FloatType(rng);
         using var table = RopeTable.Create(d, 10_000.0, null, maxSeq + 5, dev);
-        int tokens = Math.Min(Check.Size(rng, 12), nSlots * maxSeq);
-        var taken = new HashSet<(int, int)>();
-        var slots = new int[tokens];
-        var positions = new int[tokens];
-        for (int t = 0; t < tokens; t++)
-        {
-            if (rng.Next(6) == 0) { slots[t] = -1; positions[t] = rng.Next(maxSeq); continue; }
-            int sl, p;
-            do { sl = rng.Next(nSlots); p = rng.Next(maxSeq); } while (!taken.Add((sl, p)));
-            slots[t] = sl;
-            positions[t] = p;
-        }
+        var (slots, positions) = KvCache.DrawTokens(rng, Math.Min(Check.Size(rng, 12), nSlots * maxSeq), nSlots, maxSeq, padOneIn: 6);
+        int tokens = slots.Length;
         int[] cacheShape = [nSlots, kvHeads, maxSeq, d];
         long cacheCount = (long)nSlots * kvHeads * maxSeq * d;
         var q = Check.Values(rng, (long)tokens * heads * d, 2f);
