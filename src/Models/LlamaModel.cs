@@ -100,7 +100,8 @@ public sealed class LlamaModel : IDisposable
         using var tPos = Tensor.From(positions.ToArray(), [T], dev);
         // Every upload of the step comes first: ILGPU's copy from host waits for the stream, so one after the layers were
         // enqueued would hold the host until the GPU had run them all (speed issue: no host synchronisation inside a step).
-        using var rows = logitRows.Length > 0 ? Tensor.From(logitRows.ToArray(), [logitRows.Length], dev) : null;
+        var lr = logitRows.ToArray();
+        using var rows = lr.Length > 0 ? Tensor.From(lr, [lr.Length], dev) : null;
         using var x = Tensor.Empty([T, c.HiddenSize], DType.F32, dev);
         using var h = Tensor.Empty([T, c.HiddenSize], DType.F32, dev);
         using var q = Tensor.Empty([T, c.QDim], DType.F32, dev);
@@ -126,7 +127,6 @@ public sealed class LlamaModel : IDisposable
         var factorRuns = runs.Where(r => r.Slot >= 0 && !pool!.UsesSigns(r.Slot)).ToList();
         // Norm weights per token: row 1 + slot of the pool's tables (row 0 the base's), when some tenant has its own.
         using var pick = pool != null && pool.AnyOwnNorms ? Tensor.From(tenants!.Select(t => t + 1).ToArray(), [T], dev) : null;
-        var lr = logitRows.ToArray();
         using var rowPick = pick != null && lr.Length > 0 ? Tensor.From(lr.Select(r => tenants![r] + 1).ToArray(), [lr.Length], dev) : null;
 
         var embedding = delta?.Embedding ?? Weights.Embedding;
