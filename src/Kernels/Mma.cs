@@ -98,6 +98,74 @@ public static class Mma
         return r;
     }
 
+    /// <summary>
+    /// <see cref="M16N8K16"/> with C and D as one <see cref="Float4"/>, on f16 or (<paramref name="bf16"/>) bf16 operands
+    /// (<c>mma…f32.bf16.bf16.f32</c>, the same fragment layout), and emulated without shared memory: lane (g, t) takes
+    /// rows g and g + 8 of A from lanes 4g … 4g + 3 and B's rows 2t and 2t + 1 from lanes 8t … 8t + 7 by shuffles, and
+    /// sums its four outputs in f32. So a kernel that fills its shared memory with other things (GemmHalf's 48 KB ring)
+    /// needs no scratch for it.
+    /// </summary>
+    public static Float4 M16N8K16Shuffled(uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, Float4 c, int lane, bool bf16)
+    {
+        Float4 r;
+        if (CudaAsm.IsSupported)
+        {
+            Output<float> d0 = default, d1 = default, d2 = default, d3 = default;
+            Input<uint> ia0 = a0, ia1 = a1, ia2 = a2, ia3 = a3, ib0 = b0, ib1 = b1;
+            Input<float> ic0 = c.X, ic1 = c.Y, ic2 = c.Z, ic3 = c.W;
+            if (bf16)
+                CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};",
+                    ref d0, ref d1, ref d2, ref d3, ref ia0, ref ia1, ref ia2, ref ia3, ref ib0, ref ib1, ref ic0, ref ic1, ref ic2, ref ic3);
+            else
+                CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};",
+                    ref d0, ref d1, ref d2, ref d3, ref ia0, ref ia1, ref ia2, ref ia3, ref ib0, ref ib1, ref ic0, ref ic1, ref ic2, ref ic3);
+            r.X = d0.Value; r.Y = d1.Value; r.Z = d2.Value; r.W = d3.Value;
+            return r;
+        }
+        int g = lane >> 2, t = lane & 3;
+        r = c;
+        for (int j = 0; j < 4; j++)
+        {
+            // lane 4g + j holds A[g, 2j..2j+1] (a0), A[g+8, ..] (a1), A[g, 2j+8..] (a2), A[g+8, 2j+8..] (a3); B likewise
+            uint ag = Warp.Shuffle(a0, 4 * g + j), ah = Warp.Shuffle(a1, 4 * g + j);
+            uint ag8 = Warp.Shuffle(a2, 4 * g + j), ah8 = Warp.Shuffle(a3, 4 * g + j);
+            uint bn = Warp.Shuffle(b0, 8 * t + j), bn8 = Warp.Shuffle(b1, 8 * t + j);
+            uint bm = Warp.Shuffle(b0, 8 * t + 4 + j), bm8 = Warp.Shuffle(b1, 8 * t + 4 + j);
+            r.X += Dot2(ag, bn, bf16) + Dot2(ag8, bn8, bf16);
+            r.Y += Dot2(ag, bm, bf16) + Dot2(ag8, bm8, bf16);
+            r.Z += Dot2(ah, bn, bf16) + Dot2(ah8, bn8, bf16);
+            r.W += Dot2(ah, bm, bf16) + Dot2(ah8, bm8, bf16);
+        }
+        return r;
+    }
+
+    /// <summary>The product instruction of <see cref="M16N8K16Shuffled"/> alone, for kernels whose emulated path does its
+    /// products another way (GemmHalf's): call it only where <see cref="CudaAsm.IsSupported"/>; elsewhere it returns C.
+    /// Without an emulated path in it the kernel's PTX holds no shuffles, whose presence left ptxas keeping every inline
+    /// PTX operand in local memory (bench/NOTES.md).</summary>
+    public static Float4 M16N8K16Asm(uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, Float4 c, bool bf16)
+    {
+        if (!CudaAsm.IsSupported) return c;
+        Output<float> d0 = default, d1 = default, d2 = default, d3 = default;
+        Input<uint> ia0 = a0, ia1 = a1, ia2 = a2, ia3 = a3, ib0 = b0, ib1 = b1;
+        Input<float> ic0 = c.X, ic1 = c.Y, ic2 = c.Z, ic3 = c.W;
+        if (bf16)
+            CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};",
+                ref d0, ref d1, ref d2, ref d3, ref ia0, ref ia1, ref ia2, ref ia3, ref ib0, ref ib1, ref ic0, ref ic1, ref ic2, ref ic3);
+        else
+            CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};",
+                ref d0, ref d1, ref d2, ref d3, ref ia0, ref ia1, ref ia2, ref ia3, ref ib0, ref ib1, ref ic0, ref ic1, ref ic2, ref ic3);
+        Float4 r;
+        r.X = d0.Value; r.Y = d1.Value; r.Z = d2.Value; r.W = d3.Value;
+        return r;
+    }
+
+    /// <summary>The two products of a pair of halves, summed in f32 (exact products: 11 or 8 bits times as many).</summary>
+    internal static float Dot2(uint p, uint q, bool bf16) => HalfOf(p, bf16) * HalfOf(q, bf16) + HalfOf(p >> 16, bf16) * HalfOf(q >> 16, bf16);
+
+    static float HalfOf(uint bits, bool bf16) =>
+        bf16 ? Interop.IntAsFloat((bits & 0xFFFFu) << 16) : (float)Interop.IntAsFloat((ushort)bits);
+
     /// <summary>Two f32 inputs as f16 pairs for two products that together carry them to f32 accuracy: hi = f16(x),
     /// lo = f16(x − hi), so x = hi + lo to 2⁻²² relative (for |x| within f16's range), and an f16 weight times each, summed
     /// in f32, gives the f32 product (the tensor-core linears' x operand).</summary>
@@ -215,6 +283,38 @@ public static class Mma
         int wrong = Enumerable.Range(0, 128).Count(i => got[i] != want[i]);
         return (wrong, CudaAsm.IsSupported || dev.Kind == DeviceKind.Cuda ? "tensor cores" : "emulated");
     });
+
+    /// <summary><see cref="M16N8K16Shuffled"/> on f16 or bf16 operands, one warp, against the twin.</summary>
+    public static AuditCase CaseShuffled => new("mma m16n8k16 f16/bf16", Check.F32Bound, (dev, rng) =>
+    {
+        var dt = rng.Next(2) == 0 ? DType.F16 : DType.BF16;
+        var a = Check.Rounded(Check.Values(rng, 256), dt);
+        var b = Check.Rounded(Check.Values(rng, 128), dt);
+        var c = Check.Values(rng, 128, 2f);
+        using var ta = Tensor.From(a, [16, 16], dev, dt);
+        using var tb = Tensor.From(b, [8, 16], dev, dt);
+        using var tc = Tensor.From(c, [16, 8], dev);
+        using var td = Check.Poisoned([16, 8], DType.F32, dev);
+        if (!dev.IsIlgpu) throw new ArgumentException("mma: a warp-level tensor-core op runs on an ILGPU device");
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<uint>, ArrayView<uint>, ArrayView<float>, ArrayView<float>, int>>(KernelShuffled)(
+            new KernelConfig(1, 32), ta.View<uint>(), tb.View<uint>(), tc.View<float>(), td.View<float>(), dt == DType.BF16 ? 1 : 0);
+        var want = new float[128];
+        Twin(a, b, c, want);
+        return (Check.RelativeError(td.ToFloatArray(), want), $"{dt} {(CudaAsm.IsSupported || dev.Kind == DeviceKind.Cuda ? "tensor cores" : "emulated")}");
+    });
+
+    static void KernelShuffled(ArrayView<uint> a, ArrayView<uint> b, ArrayView<float> c, ArrayView<float> d, int bf16)
+    {
+        int lane = Group.IdxX, g = lane >> 2, t = lane & 3;
+        Float4 acc;
+        acc.X = c[g * 8 + 2 * t]; acc.Y = c[g * 8 + 2 * t + 1]; acc.Z = c[(g + 8) * 8 + 2 * t]; acc.W = c[(g + 8) * 8 + 2 * t + 1];
+        var r = M16N8K16Shuffled(a[g * 8 + t], a[(g + 8) * 8 + t], a[g * 8 + t + 4], a[(g + 8) * 8 + t + 4], b[g * 8 + t], b[g * 8 + t + 4],
+                                 acc, lane, bf16 != 0);
+        d[g * 8 + 2 * t] = r.X;
+        d[g * 8 + 2 * t + 1] = r.Y;
+        d[(g + 8) * 8 + 2 * t] = r.Z;
+        d[(g + 8) * 8 + 2 * t + 1] = r.W;
+    }
 
     public static AuditCase Case => new("mma m16n8k16", Check.F32Bound, (dev, rng) =>
     {

@@ -1,0 +1,415 @@
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using static BitDeltaNative.Kernels.MatMul;
+
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// The GEMM on half-precision operands, y (+)= x·Wᵀ for x [rows, in] and W [out, in] both f16 or both bf16, y f32: what
+/// cuBLAS runs for transformers' f16 and bf16 models (PyTorch's <c>x @ W.T</c>), and the speed issue's yardstick (at
+/// least 60% of its TFLOP/s). The f32-activation GEMM (MatMulMma.cs) pays two products per step for x's hi + lo split;
+/// here each step is one <c>mma.m16n8k16</c> with f32 accumulation, so the result is the f32 sum of exact products of the
+/// operands as given.
+///
+/// A block owns a 128 × 128 tile of y and walks K in steps of 32 through a ring of 3 stages in dynamic
+/// shared memory (48 KB: the most a block gets without the driver's opt-in, which ILGPU does not make). Operands go
+/// global → shared with <c>cp.async</c> (16 bytes a thread, no registers held; PTX ISA §9.7.9.25), two steps ahead, one
+/// barrier a step. Fragments come out with <c>ldmatrix.x4</c> (PTX ISA §9.7.14.5.15): four 8 × 8 matrices a warp
+/// instruction, exactly mma's A and B fragments for 16 rows (or 16 outputs) × 16 inputs. A tile row is 64 bytes (4
+/// chunks of 16); chunk c of row r sits at chunk c ⊕ ((r / 2) mod 4) of its row, so the 8 rows an ldmatrix phase reads
+/// and the 8 chunks a quarter-warp stores each fall in 8 different 16-byte bank groups. Warp w computes rows
+/// 64·(w mod 2) … +64 and outputs 64·(w div 2) … +64 (4 warps; <see cref="Wide"/>) or 32·(w div 2) … +32 (8 warps):
+/// 4 × 8 (or 4 × 4) tiles of 16 × 8, 128 (or 64) f32 accumulators a thread. Blocks that
+/// share a tile of W are neighbours in the grid, so W comes from DRAM about once and x from L2.
+///
+/// Where inline PTX cannot run (ILGPU's CPU accelerator, the tests in CI), the copies are made at once through the views,
+/// ldmatrix trades row addresses by shuffles and reads shared memory, and each lane sums its outputs in f32 from the
+/// fragments the warp's lanes put in scratch past the ring (two barriers a 16-wide step, where shuffles per product cost
+/// 36 s a case on CI's two cores): the same staging, swizzle and fragment layout, checked against the twin
+/// (<see cref="MatMul.Twin"/> on the operands' values). The product instruction itself, f16 and bf16, has its own
+/// audit case (<see cref="Mma.CaseShuffled"/>).
+/// </summary>
+public static class GemmHalf
+{
+    const int Bm = 128, Bn = 128, Bk = 32, Stages = 3, DeepStages = 4;
+
+    /// <summary>A ring of 4 stages (64 KB, past the 48 KB default: <see cref="Device.AllowSharedBytes"/>) for the 64 × 64
+    /// warp tile: one more step of copies in flight. The bench times it against 3.</summary>
+    public static bool Deep { get; set; }
+
+    /// <summary>Warp tiles of 64 × 64 (4 warps a block; the default) or 64 × 32 (8 warps). Per 16-wide step a 64 × 64 warp
+    /// makes 32 products from 8 ldmatrix, a 64 × 32 warp 16 from 6: shared memory's 128 bytes a clock feed the tensor
+    /// cores' ~2 kFLOP a clock (mma.sync, H100) at 48% against 73% (bench/NOTES.md). The bench times both.</summary>
+    public static bool Wide { get; set; } = true;
+
+    /// <summary>One operand's tile in one stage: 128 rows of 32 halves.</summary>
+    const int TileBytes = 128 * Bk * 2, StageBytes = 2 * TileBytes;
+
+    /// <summary>The ring's dynamic shared memory: 3 × 16 KB.</summary>
+    public const int SharedBytes = Stages * StageBytes;
+
+    const int DeepBytes = DeepStages * StageBytes;
+
+    /// <summary>Whether <see cref="Run"/> takes these operands: an ILGPU device, x and W of one half type, in a multiple of
+    /// 8 (16-byte rows for cp.async) and both 16-byte aligned.</summary>
+    public static bool Applies(Tensor x, Tensor w) =>
+        x.Device.IsIlgpu && (x.DType == DType.F16 || x.DType == DType.BF16) && w.DType == x.DType && w.Rank == 2 && w.Dim(1) % 8 == 0
+        && Aligned16(x) && Aligned16(w);
+
+    /// <summary>y (+)= x·Wᵀ: x [.., in] and W [out, in] both F16 or both BF16, y F32 [.., out], on an ILGPU device.</summary>
+    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false)
+    {
+        Need.SameDevice(x, w, y);
+        if (x.DType != DType.F16 && x.DType != DType.BF16) throw new ArgumentException($"half gemm x: expected F16 or BF16, got {x}");
+        if (w.DType != x.DType) throw new ArgumentException($"half gemm weight: expected {x.DType} like x, got {w}");
+        Need.F32("half gemm y", y);
+        if (w.Rank != 2) throw new ArgumentException($"half gemm weight: expected [out, in], got {w}");
+        int outDim = w.Dim(0), inDim = w.Dim(1);
+        if (x.Rank == 0 || x.Dim(-1) != inDim) throw new ArgumentException($"half gemm x: expected last dimension {inDim} (weight {w}), got {x}");
+        long rows = x.ElementCount / Math.Max(1, inDim);
+        if (inDim == 0) rows = x.Rank == 1 ? 1 : x.ElementCount;
+        Need.Count("half gemm y", y, rows * outDim);
+        if (!Applies(x, w)) throw new ArgumentException($"half gemm: needs an ILGPU device, in a multiple of 8 and 16-byte aligned operands, got {x} and {w}");
+        if (rows == 0 || outDim == 0) return;
+        if (rows > int.MaxValue / 2) throw new ArgumentException($"half gemm x: too many rows in {x}");
+        int m = (int)rows, mTiles = (m + Bm - 1) / Bm, nTiles = (outDim + Bn - 1) / Bn;
+        bool bf16 = x.DType == DType.BF16;
+        bool deep = Deep && Wide;
+        int threads = Wide ? 128 : 256, ring = deep ? DeepBytes : SharedBytes;
+        Action<ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int> kernel =
+            deep ? (bf16 ? Bf16DeepKernel : F16DeepKernel) : Wide ? (bf16 ? Bf16WideKernel : F16WideKernel) : (bf16 ? Bf16Kernel : F16Kernel);
+        var dev = y.Device;
+        var launch = dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(kernel);
+        dev.AllowSharedBytes(kernel, ring);
+        launch(
+            new KernelConfig(mTiles * nTiles, threads,
+                             SharedMemoryConfig.RequestDynamic<byte>(ring + (dev.Kind == DeviceKind.Cuda ? 0 : threads * EmuWords * 4))),
+            x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim,
+            accumulate ? 1 : 0);
+    }
+
+    /// <summary>One 16-row tile's accumulators: its 8 tiles of 8 outputs (4 in the narrow form).</summary>
+    struct Row8
+    {
+        public Mma.Float4 N0, N1, N2, N3, N4, N5, N6, N7;
+    }
+
+    struct Frag4
+    {
+        public uint R0, R1, R2, R3;
+    }
+
+    static void F16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, false, Stages);
+
+    static void Bf16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, false, Stages);
+
+    static void F16WideKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, true, Stages);
+
+    static void Bf16WideKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, true, Stages);
+
+    static void F16DeepKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, true, DeepStages);
+
+    static void Bf16DeepKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, true, DeepStages);
+
+    /// <summary>flags: bit 0 accumulate into y. xAt and wAt are the operands' device addresses (for cp.async); the views
+    /// serve the emulation. <paramref name="bf16"/> and <paramref name="wide"/> are constants in each kernel (ILGPU
+    /// inlines the body), so the loop holds one kind of product and one warp tile.</summary>
+    static void Body(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags,
+                     bool bf16, bool wide, int stages)
+    {
+        var sh = SharedMemory.GetDynamic<uint>();
+        uint shAt = Bulk.Dynamic(0);
+        int tid = Group.IdxX, lane = tid & 31, wi = tid >> 5;
+        int mTiles = (m + Bm - 1) / Bm;
+        int m0 = Grid.IdxX % mTiles * Bm, n0 = Grid.IdxX / mTiles * Bn;
+        int wm = (wi & 1) * 64, wn = (wi >> 1) * (wide ? 64 : 32), threads = wide ? 128 : 256;
+        int steps = (k + Bk - 1) / Bk;
+
+        for (int s = 0; s < stages - 1; s++)
+        {
+            if (s < steps) Issue(x16, w16, xAt, wAt, sh, shAt, s, s * Bk, m0, n0, m, n, k, tid, threads);
+            Commit();
+        }
+        Row8 r0 = default, r1 = default, r2 = default, r3 = default;
+        for (int kt = 0; kt < steps; kt++)
+        {
+            // this thread's copies of step kt have landed; the barrier makes everyone's visible and tells that every warp
+            // is done with step kt − 1, whose stage the next issue refills
+            WaitAllButNewest(stages - 2);
+            Group.Barrier();
+            int nk = kt + stages - 1;
+            if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % stages, nk * Bk, m0, n0, m, n, k, tid, threads);
+            Commit();
+            int st = kt % stages * StageBytes;
+            for (int h = 0; h < 2; h++)
+            {
+                var a0 = LoadA(sh, shAt, st, wm, h, lane);
+                var a1 = LoadA(sh, shAt, st, wm + 16, h, lane);
+                var a2 = LoadA(sh, shAt, st, wm + 32, h, lane);
+                var a3 = LoadA(sh, shAt, st, wm + 48, h, lane);
+                var b0 = LoadB(sh, shAt, st, wn, h, lane);
+                var b1 = LoadB(sh, shAt, st, wn + 16, h, lane);
+                Frag4 b2 = default, b3 = default;
+                if (wide)
+                {
+                    b2 = LoadB(sh, shAt, st, wn + 32, h, lane);
+                    b3 = LoadB(sh, shAt, st, wn + 48, h, lane);
+                }
+                if (CudaAsm.IsSupported)
+                {
+                    r0 = Tile(r0, a0, b0, b1, b2, b3, lane, bf16, wide);
+                    r1 = Tile(r1, a1, b0, b1, b2, b3, lane, bf16, wide);
+                    r2 = Tile(r2, a2, b0, b1, b2, b3, lane, bf16, wide);
+                    r3 = Tile(r3, a3, b0, b1, b2, b3, lane, bf16, wide);
+                }
+                else
+                {
+                    var f = new Frags { A0 = a0, A1 = a1, A2 = a2, A3 = a3, B0 = b0, B1 = b1, B2 = b2, B3 = b3 };
+                    var scratch = sh.SubView(stages * StageBytes / 4 + wi * 32 * EmuWords, 32 * EmuWords);
+                    EmuPut(scratch, f, lane);
+                    Group.Barrier();
+                    r0 = EmuTile(r0, scratch, 0, lane, bf16, wide);
+                    r1 = EmuTile(r1, scratch, 4, lane, bf16, wide);
+                    r2 = EmuTile(r2, scratch, 8, lane, bf16, wide);
+                    r3 = EmuTile(r3, scratch, 12, lane, bf16, wide);
+                    Group.Barrier();
+                }
+            }
+        }
+        int accumulate = flags & 1, g = lane >> 2, col = n0 + wn + 2 * (lane & 3);
+        Put(y, r0, m0 + wm + g, col, m, n, accumulate, wide);
+        Put(y, r1, m0 + wm + 16 + g, col, m, n, accumulate, wide);
+        Put(y, r2, m0 + wm + 32 + g, col, m, n, accumulate, wide);
+        Put(y, r3, m0 + wm + 48 + g, col, m, n, accumulate, wide);
+    }
+
+    /// <summary>Byte offset of chunk <paramref name="c"/> (16 bytes) of tile row <paramref name="row"/>, swizzled (see the
+    /// class comment).</summary>
+    static int Swz(int row, int c) => row * (Bk * 2) + ((c ^ ((row >> 1) & 3)) << 4);
+
+    /// <summary>Step <paramref name="k0"/>'s tiles into stage <paramref name="stage"/>: thread i copies chunks i, i + T, …
+    /// (T threads) of x's 128 × 4 and of W's, chunk v being row v / 4, inputs 8·(v mod 4) … +8; zeros past the ends.</summary>
+    static void Issue(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<uint> sh, uint shAt, int stage, int k0,
+                      int m0, int n0, int m, int n, int k, int tid, int threads)
+    {
+        int st = stage * StageBytes, kv = k / 8;
+        for (int j = 0; j < 512 / threads; j++)
+        {
+            int v = tid + threads * j, row = v >> 2, c = v & 3, col = k0 + 8 * c;
+            bool colOk = col < k;
+            long xi = (long)(m0 + row) * kv + col / 8, wi = (long)(n0 + row) * kv + col / 8;
+            Copy16(x16, xAt, xi, colOk && m0 + row < m, sh, shAt, st + Swz(row, c));
+            Copy16(w16, wAt, wi, colOk && n0 + row < n, sh, shAt, st + TileBytes + Swz(row, c));
+        }
+    }
+
+    /// <summary>cp.async of 16-byte unit <paramref name="i"/> of <paramref name="src"/> (device address
+    /// <paramref name="srcAt"/>) to shared byte <paramref name="dst"/>, or 16 zero bytes when not <paramref name="ok"/>
+    /// (the source size 0 reads nothing; PTX ISA, cp.async's src-size).</summary>
+    static void Copy16(ArrayView<Vec16> src, long srcAt, long i, bool ok, ArrayView<uint> sh, uint shAt, int dst)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            long from = ok ? srcAt + 16 * i : srcAt;
+            int size = ok ? 16 : 0;
+            CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", shAt + (uint)dst, from, size);
+            return;
+        }
+        var v = ok ? src.AsAligned(16)[i] : default;
+        int at = dst / 4;
+        sh[at] = v.X;
+        sh[at + 1] = v.Y;
+        sh[at + 2] = v.Z;
+        sh[at + 3] = v.W;
+    }
+
+    static void Commit()
+    {
+        if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
+    }
+
+    /// <summary>Every group of this thread's copies but the newest <paramref name="n"/> committed has landed (stages − 2
+    /// groups stay in flight; n is a constant in each kernel, as the instruction needs).</summary>
+    static void WaitAllButNewest(int n)
+    {
+        if (!CudaAsm.IsSupported) return;
+        if (n == 2) CudaAsm.Emit("cp.async.wait_group 2;");
+        else CudaAsm.Emit("cp.async.wait_group 1;");
+    }
+
+    /// <summary>ldmatrix.x4: lane l gives the row of matrix l / 8 at shared byte <paramref name="at"/>; register j of lane l
+    /// is matrix j's row l / 4, halves 2·(l mod 4) and +1.</summary>
+    static Frag4 LdMatrix(uint shAt, int at)
+    {
+        Output<uint> d0 = default, d1 = default, d2 = default, d3 = default;
+        Input<uint> a = shAt + (uint)at;
+        CudaAsm.EmitRef("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];", ref d0, ref d1, ref d2, ref d3, ref a);
+        Frag4 f;
+        f.R0 = d0.Value; f.R1 = d1.Value; f.R2 = d2.Value; f.R3 = d3.Value;
+        return f;
+    }
+
+    /// <summary>x's A fragment for tile rows <paramref name="row0"/> … +16, inputs 16h … +16 of the stage: matrices (rows
+    /// 0–7, inputs 0–7), (8–15, 0–7), (0–7, 8–15), (8–15, 8–15) = mma's a0 … a3.</summary>
+    static Frag4 LoadA(ArrayView<uint> sh, uint shAt, int st, int row0, int h, int lane)
+    {
+        if (!LdMatrixFragments || !CudaAsm.IsSupported)
+        {
+            int g = lane >> 2, t = lane & 3;
+            Frag4 f;
+            f.R0 = sh[(st + Swz(row0 + g, 2 * h)) / 4 + t];
+            f.R1 = sh[(st + Swz(row0 + 8 + g, 2 * h)) / 4 + t];
+            f.R2 = sh[(st + Swz(row0 + g, 2 * h + 1)) / 4 + t];
+            f.R3 = sh[(st + Swz(row0 + 8 + g, 2 * h + 1)) / 4 + t];
+            return f;
+        }
+        int q = lane >> 3, row = row0 + ((q & 1) << 3) + (lane & 7), c = 2 * h + (q >> 1);
+        return LdMatrix(shAt, st + Swz(row, c));
+    }
+
+    static readonly bool LdMatrixFragments = false;
+
+    /// <summary>W's B fragments for tile outputs <paramref name="out0"/> … +16, inputs 16h … +16: matrices (outputs 0–7,
+    /// inputs 0–7), (0–7, 8–15), (8–15, 0–7), (8–15, 8–15) = b0, b1 of the first 8 outputs, then of the next 8.</summary>
+    static Frag4 LoadB(ArrayView<uint> sh, uint shAt, int st, int out0, int h, int lane)
+    {
+        if (!LdMatrixFragments || !CudaAsm.IsSupported)
+        {
+            int g = lane >> 2, t = lane & 3, b = st + TileBytes;
+            Frag4 f;
+            f.R0 = sh[(b + Swz(out0 + g, 2 * h)) / 4 + t];
+            f.R1 = sh[(b + Swz(out0 + g, 2 * h + 1)) / 4 + t];
+            f.R2 = sh[(b + Swz(out0 + 8 + g, 2 * h)) / 4 + t];
+            f.R3 = sh[(b + Swz(out0 + 8 + g, 2 * h + 1)) / 4 + t];
+            return f;
+        }
+        int q = lane >> 3, row = out0 + ((q >> 1) << 3) + (lane & 7), c = 2 * h + (q & 1);
+        return LdMatrix(shAt, st + TileBytes + Swz(row, c));
+    }
+
+    /// <summary>A lane's fragments of one 16-wide step: A of the warp's 4 row tiles, B of its 8 (or 4) output tiles.</summary>
+    struct Frags
+    {
+        public Frag4 A0, A1, A2, A3, B0, B1, B2, B3;
+    }
+
+    /// <summary>Words a lane puts in the emulation's scratch, past the ring (ILGPU's CPU accelerator has no 48 KB limit):
+    /// its 16 A and up to 16 B fragment registers.</summary>
+    const int EmuWords = 32;
+
+    static void EmuPut(ArrayView<uint> s, Frags f, int lane)
+    {
+        int at = lane * EmuWords;
+        s[at] = f.A0.R0; s[at + 1] = f.A0.R1; s[at + 2] = f.A0.R2; s[at + 3] = f.A0.R3;
+        s[at + 4] = f.A1.R0; s[at + 5] = f.A1.R1; s[at + 6] = f.A1.R2; s[at + 7] = f.A1.R3;
+        s[at + 8] = f.A2.R0; s[at + 9] = f.A2.R1; s[at + 10] = f.A2.R2; s[at + 11] = f.A2.R3;
+        s[at + 12] = f.A3.R0; s[at + 13] = f.A3.R1; s[at + 14] = f.A3.R2; s[at + 15] = f.A3.R3;
+        s[at + 16] = f.B0.R0; s[at + 17] = f.B0.R1; s[at + 18] = f.B0.R2; s[at + 19] = f.B0.R3;
+        s[at + 20] = f.B1.R0; s[at + 21] = f.B1.R1; s[at + 22] = f.B1.R2; s[at + 23] = f.B1.R3;
+        s[at + 24] = f.B2.R0; s[at + 25] = f.B2.R1; s[at + 26] = f.B2.R2; s[at + 27] = f.B2.R3;
+        s[at + 28] = f.B3.R0; s[at + 29] = f.B3.R1; s[at + 30] = f.B3.R2; s[at + 31] = f.B3.R3;
+    }
+
+    /// <summary>The emulated products of one row tile (A at scratch word <paramref name="a"/> of each lane) with the 8 (or 4)
+    /// output tiles, by mma's fragment layout (<see cref="Mma.M16N8K16"/>): lane 4g + j holds A[g, 2j..], A[g+8, 2j..],
+    /// A[g, 2j+8..], A[g+8, 2j+8..] and, for output tile p, B[g, 2j..] and B[g, 2j+8..] at words 16 + 2p and 17 + 2p.
+    /// Each lane sums its four outputs of each tile in f32, in k order.</summary>
+    static Row8 EmuTile(Row8 r, ArrayView<uint> s, int a, int lane, bool bf16, bool wide)
+    {
+        r.N0 = EmuProduct(r.N0, s, a, 16, lane, bf16);
+        r.N1 = EmuProduct(r.N1, s, a, 18, lane, bf16);
+        r.N2 = EmuProduct(r.N2, s, a, 20, lane, bf16);
+        r.N3 = EmuProduct(r.N3, s, a, 22, lane, bf16);
+        if (!wide) return r;
+        r.N4 = EmuProduct(r.N4, s, a, 24, lane, bf16);
+        r.N5 = EmuProduct(r.N5, s, a, 26, lane, bf16);
+        r.N6 = EmuProduct(r.N6, s, a, 28, lane, bf16);
+        r.N7 = EmuProduct(r.N7, s, a, 30, lane, bf16);
+        return r;
+    }
+
+    static Mma.Float4 EmuProduct(Mma.Float4 c, ArrayView<uint> s, int a, int b, int lane, bool bf16)
+    {
+        int g = lane >> 2, t = lane & 3;
+        for (int j = 0; j < 4; j++)
+        {
+            int la = (4 * g + j) * EmuWords + a, ln = (8 * t + j) * EmuWords + b, lm = (8 * t + 4 + j) * EmuWords + b;
+            c.X += Mma.Dot2(s[la], s[ln], bf16) + Mma.Dot2(s[la + 2], s[ln + 1], bf16);
+            c.Y += Mma.Dot2(s[la], s[lm], bf16) + Mma.Dot2(s[la + 2], s[lm + 1], bf16);
+            c.Z += Mma.Dot2(s[la + 1], s[ln], bf16) + Mma.Dot2(s[la + 3], s[ln + 1], bf16);
+            c.W += Mma.Dot2(s[la + 1], s[lm], bf16) + Mma.Dot2(s[la + 3], s[lm + 1], bf16);
+        }
+        return c;
+    }
+
+    static Row8 Tile(Row8 r, Frag4 a, Frag4 b01, Frag4 b23, Frag4 b45, Frag4 b67, int lane, bool bf16, bool wide)
+    {
+        r.N0 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b01.R0, b01.R1, r.N0, bf16);
+        r.N1 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b01.R2, b01.R3, r.N1, bf16);
+        r.N2 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b23.R0, b23.R1, r.N2, bf16);
+        r.N3 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b23.R2, b23.R3, r.N3, bf16);
+        if (!wide) return r;
+        r.N4 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b45.R0, b45.R1, r.N4, bf16);
+        r.N5 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b45.R2, b45.R3, r.N5, bf16);
+        r.N6 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b67.R0, b67.R1, r.N6, bf16);
+        r.N7 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b67.R2, b67.R3, r.N7, bf16);
+        return r;
+    }
+
+    static void Put(ArrayView<float> y, Row8 r, int row, int col, int m, int n, int accumulate, bool wide)
+    {
+        Put4(y, r.N0, row, col, m, n, accumulate);
+        Put4(y, r.N1, row, col + 8, m, n, accumulate);
+        Put4(y, r.N2, row, col + 16, m, n, accumulate);
+        Put4(y, r.N3, row, col + 24, m, n, accumulate);
+        if (!wide) return;
+        Put4(y, r.N4, row, col + 32, m, n, accumulate);
+        Put4(y, r.N5, row, col + 40, m, n, accumulate);
+        Put4(y, r.N6, row, col + 48, m, n, accumulate);
+        Put4(y, r.N7, row, col + 56, m, n, accumulate);
+    }
+
+    static void Put4(ArrayView<float> y, Mma.Float4 d, int row, int col, int m, int n, int accumulate)
+    {
+        if (row < m)
+        {
+            if (col < n) MatMul.Put(y, (long)row * n + col, d.X, accumulate);
+            if (col + 1 < n) MatMul.Put(y, (long)row * n + col + 1, d.Y, accumulate);
+        }
+        if (row + 8 < m)
+        {
+            if (col < n) MatMul.Put(y, (long)(row + 8) * n + col, d.Z, accumulate);
+            if (col + 1 < n) MatMul.Put(y, (long)(row + 8) * n + col + 1, d.W, accumulate);
+        }
+    }
+
+    // ---- audit ----
+
+    /// <summary>f16 or bf16 at random, accumulate on or off; rows and outputs 1–3 tiles of 128 with ragged edges, in a
+    /// multiple of 8 up to 160 (steps of 32, a partial last one, and more steps than the ring has stages). Off CUDA at
+    /// most 2 tiles each way and 96 inputs: ILGPU's CPU accelerator pays per barrier and shuffle of 256 OS threads.
+    /// Operands are values the half type holds, so the f64 twin over them is the exact answer.</summary>
+    public static AuditCase Case => new("gemm half", Check.F32Bound, (dev, rng) =>
+    {
+        var dt = rng.Next(2) == 0 ? DType.F16 : DType.BF16;
+        bool cuda = dev.Kind == DeviceKind.Cuda;
+        int rows = Check.Size(rng, cuda ? 300 : 140), inDim = 8 * Check.Size(rng, cuda ? 20 : 12), outDim = Check.Size(rng, cuda ? 300 : 140);
+        bool accumulate = rng.Next(2) == 0;
+        var x = Check.Rounded(Check.Values(rng, (long)rows * inDim, 2f), dt);
+        var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), dt);
+        var want = accumulate ? Check.Values(rng, (long)rows * outDim, 3f) : new float[rows * outDim];
+        using var tx = Tensor.From(x, [rows, inDim], dev, dt);
+        using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
+        using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
+        Run(tx, tw, ty, accumulate);
+        MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}");
+    });
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# One GPU call for the half-operand GEMM (GemmHalf.cs, issue 9): its audit cases and the product's, its tests with CUDA
+# as the device, ptxas's registers for both kernels, then `bench gemm` beside cuBLAS through PyTorch at the same shapes.
+# Usage (device tool, carry [".gpu"]): bash tools/gpu/gemm-half.sh [bench gemm options]. Logs under $OUT.
+set -uo pipefail
+A=/tmp/a
+mkdir -p $A && tar -C $A -xJf .gpu/app.tar.xz
+OUT=${OUT:-/tmp/out}; mkdir -p $OUT
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+echo "== audit (gemm forms, mma f16/bf16), PTX through ptxas"
+timeout 120 $A/bitdelta audit --device cuda --kernel gemm --cases 200 --ptx /tmp/ptx 2>&1 | grep -E "gemm|all kernels|FAIL"
+timeout 60 $A/bitdelta audit --device cuda --kernel "mma m16n8k16 f16/bf16" --cases 200 2>&1 | grep -E "mma|all kernels|FAIL"
+for k in F16Kernel Bf16Kernel F16WideKernel Bf16WideKernel F16DeepKernel Bf16DeepKernel; do echo "$k:"; ptxas -arch=sm_90 -v /tmp/ptx/GemmHalf.$k.ptx -o /tmp/g.cubin 2>&1 | grep -E "error|Used|spill"; done
+echo "== GemmHalfTests, CUDA as the device"
+BITDELTA_TEST_DEVICES=cuda timeout 120 $A/BitDeltaNative.Tests -class "BitDeltaNative.Tests.Kernels.GemmHalfTests" > $OUT/tests-cuda.log 2>&1
+echo "tests exit $?"; grep -E "\[FAIL\]|Total:" $OUT/tests-cuda.log | head -20
+echo "== bench gemm, then cuBLAS"
+timeout 200 $A/bitdelta bench gemm --device cuda --rows 512,2048 "$@" 2>&1 | tee $OUT/gemm.txt
+timeout 120 python3 tools/oracle/bench_torch_gemm.py --rows 512,2048 2>&1 | tee $OUT/torch-gemm.txt
