@@ -10,13 +10,17 @@ public static partial class Cli
     /// peak device memory: the numbers bench/RESULTS.md sets beside transformers' (tools/oracle/bench_hf_7b.py).</summary>
     static Command BenchModelCommand()
     {
-        var model = new Option<string>("--model") { Description = "Hugging Face model folder", Required = true };
+        var model = new Option<string?>("--model") { Description = "Hugging Face model folder" };
+        var random7b = new Option<bool>("--random-7b") { Description = "a Llama-2-7B-shaped f16 model of random weights made on the device (no files)" };
+        var halfPrefill = new Option<bool>("--half-prefill") { Description = "also time the prefill with its linears on x rounded to the weights' half type (LlamaModel.HalfPrefill)" };
         var prefill = new Option<int>("--prefill") { Description = "prompt tokens for the prefill measurement", DefaultValueFactory = _ => 512 };
         var batches = new Option<string>("--batches") { Description = "decode batch sizes, comma-separated", DefaultValueFactory = _ => "1,16" };
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
         var cmd = new Command("model", "Time loading, prefill and batched decode of a checkpoint (random prompts, greedy).");
         cmd.Options.Add(model);
         cmd.Options.Add(prefill);
+        cmd.Options.Add(random7b);
+        cmd.Options.Add(halfPrefill);
         cmd.Options.Add(batches);
         cmd.Options.Add(newTokens);
         cmd.Options.Add(DeviceOption);
@@ -26,7 +30,11 @@ public static partial class Cli
             int n = r.GetValue(prefill), steps = r.GetValue(newTokens);
             var bs = ParseInts(r.GetValue(batches)!, "--batches");
             var sw = Stopwatch.StartNew();
-            using var m = LlamaModel.Load(r.GetValue(model)!, dev, Math.Max(n, 16 + steps) + 1);
+            var dir = r.GetValue(model);
+            if ((dir == null) == !r.GetValue(random7b)) throw new BitDeltaException("give --model DIR or --random-7b (one of them)");
+            int maxPositions = Math.Max(n, 16 + steps) + 1;
+            using var m = dir != null ? LlamaModel.Load(dir, dev, maxPositions)
+                : new LlamaModel(LlamaWeights.Random(Llama2_7B, DType.F16, dev, seed: 7), dev, maxPositions);
             dev.Synchronize();
             Console.WriteLine($"device {dev}; load {sw.Elapsed.TotalSeconds:F2} s ({m.Weights.ByteLength / 1e9:F2} GB of weights, {dev.CompiledKernels} kernels compiled so far)");
             var rng = new Random(0);
@@ -48,6 +56,22 @@ public static partial class Cli
                     if (i > 0) times.Add(sw.Elapsed.TotalSeconds);
                 }
                 Console.WriteLine($"prefill {n} tokens: {n / Median(times):F0} tokens/s ({Median(times) * 1000:F1} ms)");
+                if (r.GetValue(halfPrefill))
+                {
+                    // the same prefill with x rounded to the weights' half type in the linears (GemmHalf)
+                    m.HalfPrefill = true;
+                    times.Clear();
+                    for (int i = 0; i < 4; i++)
+                    {
+                        dev.Synchronize();
+                        sw.Restart();
+                        m.Forward(ids, new int[n], pos, [n - 1], cache, logits);
+                        dev.Synchronize();
+                        if (i > 0) times.Add(sw.Elapsed.TotalSeconds);
+                    }
+                    m.HalfPrefill = false;
+                    Console.WriteLine($"prefill {n} tokens, half x in the linears: {n / Median(times):F0} tokens/s ({Median(times) * 1000:F1} ms)");
+                }
             }
             var gen = new Generator(m);
             foreach (int b in bs)

@@ -19,7 +19,7 @@ public static partial class Cli
     }
 
     internal sealed record EvalSpec(string BaseDir, string? ModelDir, string? DeltaPath, IReadOnlyList<string> Data, string? TaskFile,
-                                    int Context, int Stride, int MaxNewTokens, bool SkipBase, Device Device);
+                                    int Context, int Stride, int MaxNewTokens, bool SkipBase, Device Device, bool HalfPrefill = false);
 
     static Command EvalCommand()
     {
@@ -32,16 +32,18 @@ public static partial class Cli
         var stride = new Option<int>("--stride") { Description = "tokens scored per window; windows move by this much", DefaultValueFactory = _ => 512 };
         var maxNew = new Option<int>("--max-new-tokens") { Description = "tokens generated per task answer at most", DefaultValueFactory = _ => 16 };
         var skipBase = new Option<bool>("--skip-base") { Description = "do not evaluate the base itself" };
+        var halfPrefill = new Option<bool>("--half-prefill") { Description = "run each window's linears on x rounded to the weights' f16/bf16 (as transformers does for a half model; tensor-core GEMM, GPU only)" };
         var json = new Option<string?>("--json") { Description = "also write the results as JSON to this file (not overwritten if it exists)" };
         var cmd = new Command("eval",
             "Perplexity (and optionally a task's exact-match accuracy) of the base, a full model and a compressed fine-tune, side by side. " +
             "Perplexity is BitDelta's (bitdelta/eval_ppl.py): the text is one token stream cut to a multiple of --stride; windows of " +
             "--context + --stride tokens move by --stride; only each window's last --stride tokens are scored; perplexity = exp(mean of the windows' mean NLL).");
-        foreach (var o in new Option[] { baseDir, model, delta, data, task, context, stride, maxNew, skipBase, json, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, model, delta, data, task, context, stride, maxNew, skipBase, halfPrefill, json, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var spec = new EvalSpec(r.GetValue(baseDir)!, r.GetValue(model), r.GetValue(delta), r.GetValue(data) ?? [], r.GetValue(task),
-                                    r.GetValue(context), r.GetValue(stride), r.GetValue(maxNew), r.GetValue(skipBase), Device.Parse(r.GetValue(DeviceOption)!));
+                                    r.GetValue(context), r.GetValue(stride), r.GetValue(maxNew), r.GetValue(skipBase), Device.Parse(r.GetValue(DeviceOption)!),
+                                    r.GetValue(halfPrefill));
             string? jsonPath = r.GetValue(json);
             if (jsonPath != null && File.Exists(jsonPath)) throw new BitDeltaException($"--json {jsonPath}: the file exists; choose another name");
             var columns = RunEval(spec);
@@ -62,6 +64,7 @@ public static partial class Cli
         if (s.SkipBase && s.ModelDir == null && s.DeltaPath == null) throw new BitDeltaException("--skip-base leaves nothing to evaluate: give --model or --delta");
         if (s.MaxNewTokens < 1) throw new BitDeltaException($"--max-new-tokens must be >= 1, got {s.MaxNewTokens}");
         Perplexity.Windows(0, s.Context, s.Stride);   // checks --context and --stride before anything loads
+        if (s.HalfPrefill && !s.Device.IsIlgpu) throw new BitDeltaException("--half-prefill: the half-operand GEMM runs on a GPU (--device cuda, or ilgpu-cpu to check it on the CPU)");
         var baseConfig = LlamaConfig.Load(s.BaseDir);
         var tokenizer = Tokenizer.Load(s.BaseDir, baseConfig);
         var texts = s.Data.Select(f => (File: f, Ids: tokenizer.Encode(Perplexity.ReadText(f)))).ToList();
@@ -85,6 +88,7 @@ public static partial class Cli
         if (!s.SkipBase || s.DeltaPath != null)
         {
             using var baseModel = LlamaModel.Load(s.BaseDir, s.Device, maxPositions, ProgressLine("loading base"));
+            baseModel.HalfPrefill = s.HalfPrefill;
             if (!s.SkipBase) columns.Add(Measure("base", baseModel, null));
             if (s.DeltaPath != null)
             {
@@ -95,6 +99,7 @@ public static partial class Cli
         if (s.ModelDir != null)
         {
             using var m = LlamaModel.Load(s.ModelDir, s.Device, maxPositions, ProgressLine("loading model"));
+            m.HalfPrefill = s.HalfPrefill;
             columns.Insert(s.SkipBase ? 0 : 1, Measure(s.DeltaPath != null ? "fine-tune" : "model", m, null));
         }
         return columns;

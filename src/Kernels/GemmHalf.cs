@@ -12,47 +12,43 @@ namespace BitDeltaNative.Kernels;
 /// here each step is one <c>mma.m16n8k16</c> with f32 accumulation, so the result is the f32 sum of exact products of the
 /// operands as given.
 ///
-/// A block owns a 128 × 128 tile of y and walks K in steps of 32 through a ring of 3 stages in dynamic
-/// shared memory (48 KB: the most a block gets without the driver's opt-in, which ILGPU does not make). Operands go
-/// global → shared with <c>cp.async</c> (16 bytes a thread, no registers held; PTX ISA §9.7.9.25), two steps ahead, one
-/// barrier a step. Fragments come out with <c>ldmatrix.x4</c> (PTX ISA §9.7.14.5.15): four 8 × 8 matrices a warp
-/// instruction, exactly mma's A and B fragments for 16 rows (or 16 outputs) × 16 inputs. A tile row is 64 bytes (4
-/// chunks of 16); chunk c of row r sits at chunk c ⊕ ((r / 2) mod 4) of its row, so the 8 rows an ldmatrix phase reads
-/// and the 8 chunks a quarter-warp stores each fall in 8 different 16-byte bank groups. Warp w computes rows
-/// 64·(w mod 2) … +64 and outputs 64·(w div 2) … +64 (4 warps; <see cref="Wide"/>) or 32·(w div 2) … +32 (8 warps):
-/// 4 × 8 (or 4 × 4) tiles of 16 × 8, 128 (or 64) f32 accumulators a thread. Blocks that
-/// share a tile of W are neighbours in the grid, so W comes from DRAM about once and x from L2.
+/// A block owns a 128 × 128 tile of y and walks K in steps of 32 through two stages of shared memory (32 KB): each thread
+/// loads its 16-byte chunks of the next step into registers before this step's products and stores them after, one
+/// barrier a step. Not <c>cp.async</c>: with it in a kernel, ptxas keeps every inline-PTX operand (ILGPU passes each
+/// through a local variable) in local memory, 36 round trips a product, 5 TFLOP/s (bench/NOTES.md). Fragments come out
+/// with <c>ldmatrix.x4</c> (PTX ISA §9.7.14.5.15): four 8 × 8 matrices a warp instruction, exactly mma's A and B
+/// fragments for 16 rows (or 16 outputs) × 16 inputs. A tile row is 64 bytes (4 chunks of 16); chunk c of row r sits at
+/// chunk c ⊕ ((r / 2) mod 4) of its row, so the 8 rows an ldmatrix phase reads and the 8 chunks a quarter-warp stores
+/// each fall in 8 different 16-byte bank groups. Warp w computes rows 64·(w mod 2) … +64 and outputs 32·(w div 2) … +32
+/// (8 warps) or, with <see cref="Wide"/>, 64·(w div 2) … +64 (4 warps): 4 × 4 (or 4 × 8) tiles of 16 × 8, 64 (or 128)
+/// f32 accumulators a thread. Blocks that share a tile of W are neighbours in the grid, so W comes from DRAM about once and
+/// x from L2.
 ///
-/// Where inline PTX cannot run (ILGPU's CPU accelerator, the tests in CI), the copies are made at once through the views,
-/// ldmatrix trades row addresses by shuffles and reads shared memory, and each lane sums its outputs in f32 from the
-/// fragments the warp's lanes put in scratch past the ring (two barriers a 16-wide step, where shuffles per product cost
-/// 36 s a case on CI's two cores): the same staging, swizzle and fragment layout, checked against the twin
-/// (<see cref="MatMul.Twin"/> on the operands' values). The product instruction itself, f16 and bf16, has its own
-/// audit case (<see cref="Mma.CaseShuffled"/>).
+/// Where inline PTX cannot run (ILGPU's CPU accelerator, the tests in CI), each lane reads its fragment words from shared
+/// memory itself and sums its outputs in f32 from the fragments the warp's lanes put in scratch past the stages (two
+/// barriers a 16-wide step, where shuffles per product cost 36 s a case on CI's two cores): the same staging, swizzle and
+/// fragment layout, checked against the twin (<see cref="MatMul.Twin"/> on the operands' values). The product
+/// instruction itself, f16 and bf16, has its own audit case (<see cref="Mma.CaseShuffled"/>); ldmatrix's mapping is
+/// checked on the GPU (the audit and tests with CUDA as the device).
 /// </summary>
 public static class GemmHalf
 {
-    const int Bm = 128, Bn = 128, Bk = 32, Stages = 3, DeepStages = 4;
+    const int Bm = 128, Bn = 128, Bk = 32, Stages = 2;
 
-    /// <summary>A ring of 4 stages (64 KB, past the 48 KB default: <see cref="Device.AllowSharedBytes"/>) for the 64 × 64
-    /// warp tile: one more step of copies in flight. The bench times it against 3.</summary>
-    public static bool Deep { get; set; }
-
-    /// <summary>Warp tiles of 64 × 64 (4 warps a block; the default) or 64 × 32 (8 warps). Per 16-wide step a 64 × 64 warp
-    /// makes 32 products from 8 ldmatrix, a 64 × 32 warp 16 from 6: shared memory's 128 bytes a clock feed the tensor
-    /// cores' ~2 kFLOP a clock (mma.sync, H100) at 48% against 73% (bench/NOTES.md). The bench times both.</summary>
-    public static bool Wide { get; set; } = true;
+    /// <summary>Warp tiles of 64 × 64 (4 warps a block) instead of the default 64 × 32 (8 warps). Per 16-wide step a
+    /// 64 × 64 warp makes 32 products from 8 ldmatrix, a 64 × 32 warp 16 from 6, so the wide tile asks less of shared
+    /// memory; but it takes 206 registers a thread (116 for 64 × 32), two blocks a multiprocessor either way, so it has
+    /// half the warps to hide the loads' latency and lost by 10–25% on the H200 (bench/NOTES.md). The bench times both.</summary>
+    public static bool Wide { get; set; }
 
     /// <summary>One operand's tile in one stage: 128 rows of 32 halves.</summary>
     const int TileBytes = 128 * Bk * 2, StageBytes = 2 * TileBytes;
 
-    /// <summary>The ring's dynamic shared memory: 3 × 16 KB.</summary>
+    /// <summary>The stages' dynamic shared memory: 2 × 16 KB.</summary>
     public const int SharedBytes = Stages * StageBytes;
 
-    const int DeepBytes = DeepStages * StageBytes;
-
     /// <summary>Whether <see cref="Run"/> takes these operands: an ILGPU device, x and W of one half type, in a multiple of
-    /// 8 (16-byte rows for cp.async) and both 16-byte aligned.</summary>
+    /// 8 (16-byte chunks of a row) and both 16-byte aligned.</summary>
     public static bool Applies(Tensor x, Tensor w) =>
         x.Device.IsIlgpu && (x.DType == DType.F16 || x.DType == DType.BF16) && w.DType == x.DType && w.Rank == 2 && w.Dim(1) % 8 == 0
         && Aligned16(x) && Aligned16(w);
@@ -75,17 +71,13 @@ public static class GemmHalf
         if (rows > int.MaxValue / 2) throw new ArgumentException($"half gemm x: too many rows in {x}");
         int m = (int)rows, mTiles = (m + Bm - 1) / Bm, nTiles = (outDim + Bn - 1) / Bn;
         bool bf16 = x.DType == DType.BF16;
-        bool deep = Deep && Wide;
-        int threads = Wide ? 128 : 256, ring = deep ? DeepBytes : SharedBytes;
-        Action<ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int> kernel =
-            deep ? (bf16 ? Bf16DeepKernel : F16DeepKernel) : Wide ? (bf16 ? Bf16WideKernel : F16WideKernel) : (bf16 ? Bf16Kernel : F16Kernel);
+        int threads = Wide ? 128 : 256;
         var dev = y.Device;
-        var launch = dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(kernel);
-        dev.AllowSharedBytes(kernel, ring);
-        launch(
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<float>, int, int, int, int>>(
+            Wide ? (bf16 ? Bf16WideKernel : F16WideKernel) : (bf16 ? Bf16Kernel : F16Kernel))(
             new KernelConfig(mTiles * nTiles, threads,
-                             SharedMemoryConfig.RequestDynamic<byte>(ring + (dev.Kind == DeviceKind.Cuda ? 0 : threads * EmuWords * 4))),
-            x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim,
+                             SharedMemoryConfig.RequestDynamic<byte>(SharedBytes + (dev.Kind == DeviceKind.Cuda ? 0 : threads * EmuWords * 4))),
+            x.View<Vec16>(), w.View<Vec16>(), y.View<float>(), m, outDim, inDim,
             accumulate ? 1 : 0);
     }
 
@@ -100,29 +92,21 @@ public static class GemmHalf
         public uint R0, R1, R2, R3;
     }
 
-    static void F16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, false, Stages);
+    static void F16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, y, m, n, k, flags, false, false);
 
-    static void Bf16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, false, Stages);
+    static void Bf16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, y, m, n, k, flags, true, false);
 
-    static void F16WideKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, true, Stages);
+    static void F16WideKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, y, m, n, k, flags, false, true);
 
-    static void Bf16WideKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, true, Stages);
+    static void Bf16WideKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, y, m, n, k, flags, true, true);
 
-    static void F16DeepKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, true, DeepStages);
-
-    static void Bf16DeepKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, true, DeepStages);
-
-    /// <summary>flags: bit 0 accumulate into y. xAt and wAt are the operands' device addresses (for cp.async); the views
-    /// serve the emulation. <paramref name="bf16"/> and <paramref name="wide"/> are constants in each kernel (ILGPU
-    /// inlines the body), so the loop holds one kind of product and one warp tile.</summary>
-    static void Body(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags,
-                     bool bf16, bool wide, int stages)
+    /// <summary>flags: bit 0 accumulate into y. <paramref name="bf16"/> and <paramref name="wide"/> are constants in each
+    /// kernel (ILGPU inlines the body), so the loop holds one kind of product and one warp tile.</summary>
+    static void Body(ArrayView<Vec16> x16, ArrayView<Vec16> w16, ArrayView<float> y, int m, int n, int k, int flags, bool bf16, bool wide)
     {
         var sh = SharedMemory.GetDynamic<uint>();
         uint shAt = Bulk.Dynamic(0);
@@ -132,22 +116,17 @@ public static class GemmHalf
         int wm = (wi & 1) * 64, wn = (wi >> 1) * (wide ? 64 : 32), threads = wide ? 128 : 256;
         int steps = (k + Bk - 1) / Bk;
 
-        for (int s = 0; s < stages - 1; s++)
-        {
-            if (s < steps) Issue(x16, w16, xAt, wAt, sh, shAt, s, s * Bk, m0, n0, m, n, k, tid, threads);
-            Commit();
-        }
+        var next = Load(x16, w16, 0, m0, n0, m, n, k, tid, threads, wide);
+        Store(sh, 0, next, tid, threads, wide);
+        Group.Barrier();
         Row8 r0 = default, r1 = default, r2 = default, r3 = default;
         for (int kt = 0; kt < steps; kt++)
         {
-            // this thread's copies of step kt have landed; the barrier makes everyone's visible and tells that every warp
-            // is done with step kt − 1, whose stage the next issue refills
-            WaitAllButNewest(stages - 2);
-            Group.Barrier();
-            int nk = kt + stages - 1;
-            if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % stages, nk * Bk, m0, n0, m, n, k, tid, threads);
-            Commit();
-            int st = kt % stages * StageBytes;
+            // the next step's chunks go out before this step's products and land in the other stage after them; the
+            // barrier at the end tells that every warp is done with this stage and that the other one is full
+            bool more = kt + 1 < steps;
+            if (more) next = Load(x16, w16, (kt + 1) * Bk, m0, n0, m, n, k, tid, threads, wide);
+            int st = (kt & 1) * StageBytes;
             for (int h = 0; h < 2; h++)
             {
                 var a0 = LoadA(sh, shAt, st, wm, h, lane);
@@ -172,7 +151,7 @@ public static class GemmHalf
                 else
                 {
                     var f = new Frags { A0 = a0, A1 = a1, A2 = a2, A3 = a3, B0 = b0, B1 = b1, B2 = b2, B3 = b3 };
-                    var scratch = sh.SubView(stages * StageBytes / 4 + wi * 32 * EmuWords, 32 * EmuWords);
+                    var scratch = sh.SubView(SharedBytes / 4 + wi * 32 * EmuWords, 32 * EmuWords);
                     EmuPut(scratch, f, lane);
                     Group.Barrier();
                     r0 = EmuTile(r0, scratch, 0, lane, bf16, wide);
@@ -182,6 +161,8 @@ public static class GemmHalf
                     Group.Barrier();
                 }
             }
+            if (more) Store(sh, ((kt + 1) & 1) * StageBytes, next, tid, threads, wide);
+            Group.Barrier();
         }
         int accumulate = flags & 1, g = lane >> 2, col = n0 + wn + 2 * (lane & 3);
         Put(y, r0, m0 + wm + g, col, m, n, accumulate, wide);
@@ -194,55 +175,54 @@ public static class GemmHalf
     /// class comment).</summary>
     static int Swz(int row, int c) => row * (Bk * 2) + ((c ^ ((row >> 1) & 3)) << 4);
 
-    /// <summary>Step <paramref name="k0"/>'s tiles into stage <paramref name="stage"/>: thread i copies chunks i, i + T, …
-    /// (T threads) of x's 128 × 4 and of W's, chunk v being row v / 4, inputs 8·(v mod 4) … +8; zeros past the ends.</summary>
-    static void Issue(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<uint> sh, uint shAt, int stage, int k0,
-                      int m0, int n0, int m, int n, int k, int tid, int threads)
+    /// <summary>A thread's chunks of one step: 16 bytes each of x and of W (2 of each with 8 warps, 4 with 4).</summary>
+    struct Chunks
     {
-        int st = stage * StageBytes, kv = k / 8;
-        for (int j = 0; j < 512 / threads; j++)
+        public Vec16 X0, X1, X2, X3, W0, W1, W2, W3;
+    }
+
+    /// <summary>Thread i's chunks of step <paramref name="k0"/>: chunks i, i + T, … (T threads) of x's 128 × 4 and of W's,
+    /// chunk v being row v / 4, inputs 8·(v mod 4) … +8; zeros past the ends. All loads are issued before any is used.</summary>
+    static Chunks Load(ArrayView<Vec16> x16, ArrayView<Vec16> w16, int k0, int m0, int n0, int m, int n, int k, int tid, int threads, bool wide)
+    {
+        var xv = x16.AsAligned(16);
+        var wv = w16.AsAligned(16);
+        Chunks c = default;
+        c.X0 = Chunk(xv, m0, k0, tid, m, k);
+        c.X1 = Chunk(xv, m0, k0, tid + threads, m, k);
+        c.W0 = Chunk(wv, n0, k0, tid, n, k);
+        c.W1 = Chunk(wv, n0, k0, tid + threads, n, k);
+        if (wide)
         {
-            int v = tid + threads * j, row = v >> 2, c = v & 3, col = k0 + 8 * c;
-            bool colOk = col < k;
-            long xi = (long)(m0 + row) * kv + col / 8, wi = (long)(n0 + row) * kv + col / 8;
-            Copy16(x16, xAt, xi, colOk && m0 + row < m, sh, shAt, st + Swz(row, c));
-            Copy16(w16, wAt, wi, colOk && n0 + row < n, sh, shAt, st + TileBytes + Swz(row, c));
+            c.X2 = Chunk(xv, m0, k0, tid + 2 * threads, m, k);
+            c.X3 = Chunk(xv, m0, k0, tid + 3 * threads, m, k);
+            c.W2 = Chunk(wv, n0, k0, tid + 2 * threads, n, k);
+            c.W3 = Chunk(wv, n0, k0, tid + 3 * threads, n, k);
         }
+        return c;
     }
 
-    /// <summary>cp.async of 16-byte unit <paramref name="i"/> of <paramref name="src"/> (device address
-    /// <paramref name="srcAt"/>) to shared byte <paramref name="dst"/>, or 16 zero bytes when not <paramref name="ok"/>
-    /// (the source size 0 reads nothing; PTX ISA, cp.async's src-size).</summary>
-    static void Copy16(ArrayView<Vec16> src, long srcAt, long i, bool ok, ArrayView<uint> sh, uint shAt, int dst)
+    static Vec16 Chunk(ArrayView<Vec16> v, int r0, int k0, int i, int rows, int k)
     {
-        if (CudaAsm.IsSupported)
-        {
-            long from = ok ? srcAt + 16 * i : srcAt;
-            int size = ok ? 16 : 0;
-            CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", shAt + (uint)dst, from, size);
-            return;
-        }
-        var v = ok ? src.AsAligned(16)[i] : default;
-        int at = dst / 4;
-        sh[at] = v.X;
-        sh[at + 1] = v.Y;
-        sh[at + 2] = v.Z;
-        sh[at + 3] = v.W;
+        int row = r0 + (i >> 2), col = k0 + 8 * (i & 3);
+        return row < rows && col < k ? v[(long)row * (k / 8) + col / 8] : default;
     }
 
-    static void Commit()
+    static void Store(ArrayView<uint> sh, int st, Chunks c, int tid, int threads, bool wide)
     {
-        if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
+        Put16(sh, st + Swz(tid >> 2, tid & 3), c.X0);
+        Put16(sh, st + Swz((tid + threads) >> 2, tid & 3), c.X1);
+        Put16(sh, st + TileBytes + Swz(tid >> 2, tid & 3), c.W0);
+        Put16(sh, st + TileBytes + Swz((tid + threads) >> 2, tid & 3), c.W1);
+        if (!wide) return;
+        Put16(sh, st + Swz((tid + 2 * threads) >> 2, tid & 3), c.X2);
+        Put16(sh, st + Swz((tid + 3 * threads) >> 2, tid & 3), c.X3);
+        Put16(sh, st + TileBytes + Swz((tid + 2 * threads) >> 2, tid & 3), c.W2);
+        Put16(sh, st + TileBytes + Swz((tid + 3 * threads) >> 2, tid & 3), c.W3);
     }
 
-    /// <summary>Every group of this thread's copies but the newest <paramref name="n"/> committed has landed (stages − 2
-    /// groups stay in flight; n is a constant in each kernel, as the instruction needs).</summary>
-    static void WaitAllButNewest(int n)
-    {
-        if (!CudaAsm.IsSupported) return;
-        if (n == 2) CudaAsm.Emit("cp.async.wait_group 2;");
-        else CudaAsm.Emit("cp.async.wait_group 1;");
-    }
+    /// <summary>16 bytes at shared byte <paramref name="at"/> (16-aligned): one 16-byte store.</summary>
+    static void Put16(ArrayView<uint> sh, int at, Vec16 v) => sh.Cast<Vec16>().AsAligned(16)[at / 16] = v;
 
     /// <summary>ldmatrix.x4: lane l gives the row of matrix l / 8 at shared byte <paramref name="at"/>; register j of lane l
     /// is matrix j's row l / 4, halves 2·(l mod 4) and +1.</summary>
@@ -260,7 +240,7 @@ public static class GemmHalf
     /// 0–7, inputs 0–7), (8–15, 0–7), (0–7, 8–15), (8–15, 8–15) = mma's a0 … a3.</summary>
     static Frag4 LoadA(ArrayView<uint> sh, uint shAt, int st, int row0, int h, int lane)
     {
-        if (!LdMatrixFragments || !CudaAsm.IsSupported)
+        if (!CudaAsm.IsSupported)
         {
             int g = lane >> 2, t = lane & 3;
             Frag4 f;
@@ -274,13 +254,11 @@ public static class GemmHalf
         return LdMatrix(shAt, st + Swz(row, c));
     }
 
-    static readonly bool LdMatrixFragments = false;
-
     /// <summary>W's B fragments for tile outputs <paramref name="out0"/> … +16, inputs 16h … +16: matrices (outputs 0–7,
     /// inputs 0–7), (0–7, 8–15), (8–15, 0–7), (8–15, 8–15) = b0, b1 of the first 8 outputs, then of the next 8.</summary>
     static Frag4 LoadB(ArrayView<uint> sh, uint shAt, int st, int out0, int h, int lane)
     {
-        if (!LdMatrixFragments || !CudaAsm.IsSupported)
+        if (!CudaAsm.IsSupported)
         {
             int g = lane >> 2, t = lane & 3, b = st + TileBytes;
             Frag4 f;
@@ -300,7 +278,7 @@ public static class GemmHalf
         public Frag4 A0, A1, A2, A3, B0, B1, B2, B3;
     }
 
-    /// <summary>Words a lane puts in the emulation's scratch, past the ring (ILGPU's CPU accelerator has no 48 KB limit):
+    /// <summary>Words a lane puts in the emulation's scratch, past the stages:
     /// its 16 A and up to 16 B fragment registers.</summary>
     const int EmuWords = 32;
 
@@ -393,7 +371,7 @@ public static class GemmHalf
     // ---- audit ----
 
     /// <summary>f16 or bf16 at random, accumulate on or off; rows and outputs 1–3 tiles of 128 with ragged edges, in a
-    /// multiple of 8 up to 160 (steps of 32, a partial last one, and more steps than the ring has stages). Off CUDA at
+    /// multiple of 8 up to 160 (steps of 32 through both stages and back, a partial last one). Off CUDA at
     /// most 2 tiles each way and 96 inputs: ILGPU's CPU accelerator pays per barrier and shuffle of 256 OS threads.
     /// Operands are values the half type holds, so the f64 twin over them is the exact answer.</summary>
     public static AuditCase Case => new("gemm half", Check.F32Bound, (dev, rng) =>

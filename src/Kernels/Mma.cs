@@ -140,9 +140,8 @@ public static class Mma
     }
 
     /// <summary>The product instruction of <see cref="M16N8K16Shuffled"/> alone, for kernels whose emulated path does its
-    /// products another way (GemmHalf's): call it only where <see cref="CudaAsm.IsSupported"/>; elsewhere it returns C.
-    /// Without an emulated path in it the kernel's PTX holds no shuffles, whose presence left ptxas keeping every inline
-    /// PTX operand in local memory (bench/NOTES.md).</summary>
+    /// products another way (GemmHalf's, a step's fragments at once): call it only where <see cref="CudaAsm.IsSupported"/>;
+    /// elsewhere it returns C. The kernel's PTX then carries no emulation it never runs.</summary>
     public static Float4 M16N8K16Asm(uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, Float4 c, bool bf16)
     {
         if (!CudaAsm.IsSupported) return c;

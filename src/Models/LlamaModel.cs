@@ -38,6 +38,30 @@ public sealed class LlamaModel : IDisposable
     /// (Codecs/Hessians.cs).</summary>
     public Action<int, int, Tensor>? LinearInputs { get; set; }
 
+    /// <summary>
+    /// Forwards of at least <see cref="HalfPrefillMinRows"/> tokens (prefill, perplexity windows) run their decoder linears
+    /// on x rounded to the weights' half type (f16 or bf16), one tensor-core product per step (<see cref="GemmHalf"/>), as
+    /// transformers does for a half model; off, and for smaller steps (decode), x stays f32 (two products a step in the
+    /// prefill GEMM). Only the base weights' term changes: a delta's BitDelta term and the codecs' terms keep f32 x, and
+    /// the multi-tenant batch (<see cref="TenantLinear"/>) is unchanged. Off by default.
+    /// </summary>
+    public bool HalfPrefill { get; set; }
+
+    /// <summary>The fewest tokens in a forward for <see cref="HalfPrefill"/> to apply: below one 128-row tile the GEMM
+    /// wastes most of its products.</summary>
+    public const int HalfPrefillMinRows = 64;
+
+    /// <summary>y (+)= round(x)·Wᵀ on <see cref="GemmHalf"/> when W is f16 or bf16 and the GEMM takes the shapes; false
+    /// (nothing done) otherwise.</summary>
+    static bool HalfBase(Tensor x, Tensor w, Tensor y, bool accumulate)
+    {
+        if (w.DType != DType.F16 && w.DType != DType.BF16) return false;
+        using var xh = x.Cast(w.DType);
+        if (!GemmHalf.Applies(xh, w)) return false;
+        GemmHalf.Run(xh, w, y, accumulate);
+        return true;
+    }
+
     public KvCacheMemory NewCache(int slots, int maxSeq, DType? dtype = null) =>
         new(Config, slots, Math.Min(maxSeq, MaxPositions), dtype ?? DType.F32, Device);
 
@@ -129,6 +153,7 @@ public sealed class LlamaModel : IDisposable
         using var pick = pool != null && pool.AnyOwnNorms ? Tensor.From(tenants!.Select(t => t + 1).ToArray(), [T], dev) : null;
         using var rowPick = pick != null && lr.Length > 0 ? Tensor.From(lr.Select(r => tenants![r] + 1).ToArray(), [lr.Length], dev) : null;
 
+        bool half = HalfPrefill && T >= HalfPrefillMinRows && dev.IsIlgpu && tenants == null;
         var embedding = delta?.Embedding ?? Weights.Embedding;
         Embedding.Run(tIds, embedding, x);
         if (rowsT != null)
@@ -159,10 +184,15 @@ public sealed class LlamaModel : IDisposable
                         SparseLinear.Run(input, sparse, output);
                     }
                 }
-                else if (d?.Bits[k] is { } b) BitLinear.Apply(input, baseWeight, b.Signs, b.Scale, output, accumulate);
+                else if (d?.Bits[k] is { } b)
+                {
+                    if (half && HalfBase(input, baseWeight, output, accumulate)) BitLinear.Run(input, b.Signs, b.Scale, output);
+                    else BitLinear.Apply(input, baseWeight, b.Signs, b.Scale, output, accumulate);
+                }
                 else
                 {
-                    MatMul.Run(input, d?.Whole[k] ?? baseWeight, output, accumulate);
+                    if (!(half && HalfBase(input, d?.Whole[k] ?? baseWeight, output, accumulate)))
+                        MatMul.Run(input, d?.Whole[k] ?? baseWeight, output, accumulate);
                     if (d?.LowRank[k] is { } lr) LowRankLinear.Run(input, lr, output);
                     if (d?.Sparse[k] is { } sp) SparseLinear.Run(input, sp, output);
                 }

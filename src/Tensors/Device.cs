@@ -50,11 +50,6 @@ public sealed class Device
     public string Name { get; }
     readonly Accelerator? accelerator;
     readonly ConcurrentDictionary<MethodInfo, Delegate> kernels = new();
-
-    /// <summary>ILGPU's own launchers (before <see cref="Counted"/>), for what ILGPU does not expose through them.</summary>
-    readonly ConcurrentDictionary<MethodInfo, Delegate> raw = new();
-
-    readonly ConcurrentDictionary<MethodInfo, int> sharedAllowed = new();
     public MemoryPool? Pool { get; }
 
     Device(DeviceKind kind, Accelerator? acc)
@@ -154,28 +149,9 @@ public sealed class Device
         try { launch = (Delegate)method.Invoke(null, [Accelerator, kernel])!; }
         catch (TargetInvocationException e) when (e.InnerException != null) { throw e.InnerException; }
         finally { Interlocked.Add(ref compileTicks, System.Diagnostics.Stopwatch.GetTimestamp() - t0); }
-        raw[kernel.Method] = launch;
         return Counted(launch, $"{kernel.Method.DeclaringType?.Name}.{kernel.Method.Name}");
     }
 
-    /// <summary>
-    /// Lets a kernel loaded with <see cref="GroupedKernel{TLaunch}"/> take more than 48 KB of dynamic shared memory a block
-    /// (up to <paramref name="bytes"/>). CUDA's default cap is 48 KB; past it a kernel must opt in through the driver's
-    /// <c>cuFuncSetAttribute(f, CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, bytes)</c> (CUDA programming guide,
-    /// "Shared Memory", compute capability 8.x/9.x), which ILGPU 1.5.3 never calls. Off CUDA it does nothing (ILGPU's CPU
-    /// accelerator has no such cap).
-    /// </summary>
-    public void AllowSharedBytes(Delegate kernel, int bytes)
-    {
-        if (Kind != DeviceKind.Cuda || bytes <= 48 * 1024) return;
-        if (sharedAllowed.TryGetValue(kernel.Method, out int done) && done >= bytes) return;
-        if (!raw.TryGetValue(kernel.Method, out var launch)) throw new InvalidOperationException($"{kernel.Method.Name}: load the kernel before allowing it shared memory");
-        var k = ILGPU.Runtime.KernelUtil.GetKernel(launch) as ILGPU.Runtime.Cuda.CudaKernel
-                ?? throw new InvalidOperationException($"{kernel.Method.Name}: not a CUDA kernel");
-        int rc = CudaDriver.FuncSetAttribute(k.FunctionPtr, CudaDriver.MaxDynamicSharedSizeBytes, bytes);
-        if (rc != 0) throw new BitDeltaException($"{kernel.Method.Name}: the driver refused {bytes} bytes of shared memory a block (cuFuncSetAttribute error {rc})");
-        sharedAllowed[kernel.Method] = bytes;
-    }
 
     long launches;
 

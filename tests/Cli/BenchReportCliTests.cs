@@ -17,7 +17,7 @@ public class BenchReportCliTests
         var gemm = CliRunner.Run("bench", "gemm", "--device", "ilgpu-cpu", "--rows", "16", "--shapes", "64x64", "--iters", "1", "--record", file);
         Assert.True(gemm.Code == 0, gemm.Err);
         var figures = BitDeltaNative.Cli.ReadFigures([file]);
-        Assert.Equal(3, figures.Count);
+        Assert.Equal(5, figures.Count);   // gemv: 2 shapes; gemm: the f32-x GEMM, f16 and bf16 operands
         Assert.All(figures, f => Assert.True(f.Value > 0 && f.Date.Length == 10 && f.Device.Length > 0, f.ToString()));
         Assert.Contains(figures, f => f.Bench == "gemv" && f.What.StartsWith("32×96") && f.Unit == "fraction");
         Assert.Contains(figures, f => f.Bench == "gemm" && f.Unit == "TFLOP/s" && f.Goal!.Contains("cuBLAS"));
@@ -25,9 +25,20 @@ public class BenchReportCliTests
         var report = CliRunner.Run("bench", "report", file);
         Assert.True(report.Code == 0, report.Err);
         Assert.Contains("64×64, 1 row(s), F16: of copy", report.Out);
-        Assert.Contains("3 figures", report.Out);
+        Assert.Contains("5 figures", report.Out);
         var md = CliRunner.Run("bench", "report", file, "--markdown");
         Assert.Contains("| gemm | 16 rows × 64×64, f16 tensor cores |", md.Out);
+    }
+
+    [Fact]
+    public void Half_prefill_and_bench_model_refuse_what_they_cannot_run()
+    {
+        var model = CliRunner.Run("bench", "model", "--device", "cpu");
+        Assert.Equal(1, model.Code);
+        Assert.Contains("--model DIR or --random-7b", model.Err);
+        var eval = CliRunner.Run("eval", "--base", Fixtures.Model("llama-f16"), "--data", Fixtures.Model("llama-f16") + "/config.json", "--half-prefill", "--device", "cpu");
+        Assert.Equal(1, eval.Code);
+        Assert.Contains("--half-prefill", eval.Err);
     }
 
     [Fact]
