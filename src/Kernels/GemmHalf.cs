@@ -38,7 +38,7 @@ public static class GemmHalf
     /// <summary>Warp tiles of 64 × 64 (4 warps a block) instead of the default 64 × 32 (8 warps). Per 16-wide step a
     /// 64 × 64 warp makes 32 products from 8 ldmatrix, a 64 × 32 warp 16 from 6, so the wide tile asks less of shared
     /// memory; but it takes 206 registers a thread (116 for 64 × 32), two blocks a multiprocessor either way, so it has
-    /// half the warps to hide the loads' latency and lost by 10–25% on the H200 (bench/NOTES.md). The bench times both.</summary>
+    /// half the warps to hide the loads' latency and lost by 6–22% on the H200 (bench/RESULTS.md). The bench times both.</summary>
     public static bool Wide { get; set; }
 
     /// <summary>One operand's tile in one stage: 128 rows of 32 halves.</summary>
@@ -81,7 +81,7 @@ public static class GemmHalf
             accumulate ? 1 : 0);
     }
 
-    /// <summary>One 16-row tile's accumulators: its 8 tiles of 8 outputs (4 in the narrow form).</summary>
+    /// <summary>One 16-row tile's accumulators: its 8 tiles of 8 outputs (4 with the default 64 × 32 warps).</summary>
     struct Row8
     {
         public Mma.Float4 N0, N1, N2, N3, N4, N5, N6, N7;
