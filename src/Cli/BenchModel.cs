@@ -46,21 +46,10 @@ public static partial class Cli
             using (var cache = m.NewCache(1, n))
             using (var logits = Tensor.Empty([1, m.Config.VocabSize], DType.F32, dev))
             {
-                var times = new List<double>();
-                for (int i = 0; i < 4; i++)
+                // median seconds of 3 prefills after a warm-up
+                double Prefill()
                 {
-                    dev.Synchronize();
-                    sw.Restart();
-                    m.Forward(ids, new int[n], pos, [n - 1], cache, logits);
-                    dev.Synchronize();
-                    if (i > 0) times.Add(sw.Elapsed.TotalSeconds);
-                }
-                Console.WriteLine($"prefill {n} tokens: {n / Median(times):F0} tokens/s ({Median(times) * 1000:F1} ms)");
-                if (r.GetValue(halfPrefill))
-                {
-                    // the same prefill with x rounded to the weights' half type in the linears (GemmHalf)
-                    m.HalfPrefill = true;
-                    times.Clear();
+                    var times = new List<double>();
                     for (int i = 0; i < 4; i++)
                     {
                         dev.Synchronize();
@@ -69,8 +58,17 @@ public static partial class Cli
                         dev.Synchronize();
                         if (i > 0) times.Add(sw.Elapsed.TotalSeconds);
                     }
+                    return Median(times);
+                }
+                double t = Prefill();
+                Console.WriteLine($"prefill {n} tokens: {n / t:F0} tokens/s ({t * 1000:F1} ms)");
+                if (r.GetValue(halfPrefill))
+                {
+                    // the same prefill with x rounded to the weights' half type in the linears (GemmHalf)
+                    m.HalfPrefill = true;
+                    t = Prefill();
                     m.HalfPrefill = false;
-                    Console.WriteLine($"prefill {n} tokens, half x in the linears: {n / Median(times):F0} tokens/s ({Median(times) * 1000:F1} ms)");
+                    Console.WriteLine($"prefill {n} tokens, half x in the linears: {n / t:F0} tokens/s ({t * 1000:F1} ms)");
                 }
             }
             var gen = new Generator(m);

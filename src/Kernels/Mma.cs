@@ -102,26 +102,12 @@ public static class Mma
     /// <see cref="M16N8K16"/> with C and D as one <see cref="Float4"/>, on f16 or (<paramref name="bf16"/>) bf16 operands
     /// (<c>mma…f32.bf16.bf16.f32</c>, the same fragment layout), and emulated without shared memory: lane (g, t) takes
     /// rows g and g + 8 of A from lanes 4g … 4g + 3 and B's rows 2t and 2t + 1 from lanes 8t … 8t + 7 by shuffles, and
-    /// sums its four outputs in f32. So a kernel that fills its shared memory with other things (GemmHalf's 48 KB ring)
-    /// needs no scratch for it.
+    /// sums its four outputs in f32. So a kernel whose shared memory holds other things needs no scratch for it.
     /// </summary>
     public static Float4 M16N8K16Shuffled(uint a0, uint a1, uint a2, uint a3, uint b0, uint b1, Float4 c, int lane, bool bf16)
     {
+        if (CudaAsm.IsSupported) return M16N8K16Asm(a0, a1, a2, a3, b0, b1, c, bf16);
         Float4 r;
-        if (CudaAsm.IsSupported)
-        {
-            Output<float> d0 = default, d1 = default, d2 = default, d3 = default;
-            Input<uint> ia0 = a0, ia1 = a1, ia2 = a2, ia3 = a3, ib0 = b0, ib1 = b1;
-            Input<float> ic0 = c.X, ic1 = c.Y, ic2 = c.Z, ic3 = c.W;
-            if (bf16)
-                CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};",
-                    ref d0, ref d1, ref d2, ref d3, ref ia0, ref ia1, ref ia2, ref ia3, ref ib0, ref ib1, ref ic0, ref ic1, ref ic2, ref ic3);
-            else
-                CudaAsm.EmitRef("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%10,%11,%12,%13};",
-                    ref d0, ref d1, ref d2, ref d3, ref ia0, ref ia1, ref ia2, ref ia3, ref ib0, ref ib1, ref ic0, ref ic1, ref ic2, ref ic3);
-            r.X = d0.Value; r.Y = d1.Value; r.Z = d2.Value; r.W = d3.Value;
-            return r;
-        }
         int g = lane >> 2, t = lane & 3;
         r = c;
         for (int j = 0; j < 4; j++)
