@@ -1,5 +1,6 @@
 using System.CommandLine;
 using System.Diagnostics;
+using BitDeltaNative.Kernels;
 using BitDeltaNative.Models;
 
 namespace BitDeltaNative;
@@ -12,6 +13,10 @@ public static partial class Cli
     {
         var model = new Option<string?>("--model") { Description = "Hugging Face model folder" };
         var random7b = new Option<bool>("--random-7b") { Description = "a Llama-2-7B-shaped f16 model of random weights made on the device (no files)" };
+        var randomMistral = new Option<bool>("--random-mistral-7b") { Description = "a Mistral-7B-v0.1-shaped f16 model of random weights made on the device (no files): 8 key-value heads, intermediate 14336, sliding window 4096" };
+        var window = new Option<int?>("--window") { Description = "sliding attention window for this run, in tokens, in place of the model's own (random or loaded)" };
+        var profilePrefill = new Option<bool>("--profile-prefill") { Description = "after the prefill timing, where one prefill's time goes, kernel by kernel (CUDA; with --half-prefill, that prefill too)" };
+        var scalarAttention = new Option<bool>("--scalar-attention") { Description = "also time the prefill with the scalar attention kernel instead of the tensor-core one (Attention.UsePrefillMma off), to compare" };
         var halfPrefill = new Option<bool>("--half-prefill") { Description = "also time the prefill with its linears on x rounded to the weights' half type (LlamaModel.HalfPrefill)" };
         var prefill = new Option<int>("--prefill") { Description = "prompt tokens for the prefill measurement", DefaultValueFactory = _ => 512 };
         var batches = new Option<string>("--batches") { Description = "decode batch sizes, comma-separated", DefaultValueFactory = _ => "1,16" };
@@ -20,23 +25,53 @@ public static partial class Cli
         cmd.Options.Add(model);
         cmd.Options.Add(prefill);
         cmd.Options.Add(random7b);
+        cmd.Options.Add(randomMistral);
+        cmd.Options.Add(window);
+        cmd.Options.Add(profilePrefill);
         cmd.Options.Add(halfPrefill);
+        cmd.Options.Add(scalarAttention);
         cmd.Options.Add(batches);
         cmd.Options.Add(newTokens);
         cmd.Options.Add(DeviceOption);
         cmd.SetAction(r => Guard(() =>
         {
-            var dev = Device.Parse(r.GetValue(DeviceOption)!);
+            var dir = r.GetValue(model);
+            bool llama = r.GetValue(random7b), mistral = r.GetValue(randomMistral), profile = r.GetValue(profilePrefill);
+            if ((dir != null ? 1 : 0) + (llama ? 1 : 0) + (mistral ? 1 : 0) != 1)
+                throw new BitDeltaException("give --model DIR or --random-7b or --random-mistral-7b (exactly one of them)");
+            int? win = r.GetValue(window);
+            if (win is < 1) throw new BitDeltaException($"--window: expected a sliding window of at least 1 token, got {win}");
+            var deviceName = r.GetValue(DeviceOption)!;
+            // Before the first device: ILGPU takes it with the context. Only where CUDA may be picked (the profile refuses others).
+            if (profile && deviceName.ToLowerInvariant() is "cuda" or "gpu" or "auto") Device.Profiling = true;
+            var dev = Device.Parse(deviceName);
+            if (profile && dev.Kind != DeviceKind.Cuda) throw new BitDeltaException("--profile-prefill: needs --device cuda (it times with CUDA events)");
+            RecordTo(r, dev);
             int n = r.GetValue(prefill), steps = r.GetValue(newTokens);
             var bs = ParseInts(r.GetValue(batches)!, "--batches");
             var sw = Stopwatch.StartNew();
-            var dir = r.GetValue(model);
-            if ((dir == null) == !r.GetValue(random7b)) throw new BitDeltaException("give --model DIR or --random-7b (one of them)");
             int maxPositions = Math.Max(n, 16 + steps) + 1;
-            using var m = dir != null ? LlamaModel.Load(dir, dev, maxPositions)
-                : new LlamaModel(LlamaWeights.Random(Llama2_7B, DType.F16, dev, seed: 7), dev, maxPositions);
+            LlamaModel Make()
+            {
+                if (dir != null)
+                {
+                    if (win == null) return LlamaModel.Load(dir, dev, maxPositions);
+                    // The model takes its config from its weights: load them under the config with the window replaced.
+                    var loaded = LlamaConfig.Load(dir) with { SlidingWindow = win };
+                    using var ck = Checkpoint.Open(dir);
+                    return new LlamaModel(LlamaWeights.Load(ck, loaded, dev), dev, maxPositions);
+                }
+                var config = mistral ? Mistral7B : Llama2_7B;
+                if (win != null) config = config with { SlidingWindow = win };
+                return new LlamaModel(LlamaWeights.Random(config, DType.F16, dev, seed: 7), dev, maxPositions);
+            }
+            using var m = Make();
             dev.Synchronize();
             Console.WriteLine($"device {dev}; load {sw.Elapsed.TotalSeconds:F2} s ({m.Weights.ByteLength / 1e9:F2} GB of weights, {dev.CompiledKernels} kernels compiled so far)");
+            if (mistral || win != null)
+                Console.WriteLine($"sliding window: {(m.Config.SlidingWindow is int w ? $"{w} tokens" : "none")}{(win != null ? " (--window)" : "")}");
+            string label = (dir != null ? Path.GetFileName(Path.TrimEndingDirectorySeparator(dir)) : mistral ? "Mistral-7B random" : "Llama-2-7B random")
+                + (win != null ? $", window {win}" : "");
             var rng = new Random(0);
             int[] Prompt(int len) => Enumerable.Range(0, len).Select(_ => rng.Next(3, m.Config.VocabSize)).ToArray();
 
@@ -62,6 +97,15 @@ public static partial class Cli
                 }
                 double t = Prefill();
                 Console.WriteLine($"prefill {n} tokens: {n / t:F0} tokens/s ({t * 1000:F1} ms)");
+                Record("bench model", $"{label}: prefill {n} tokens", t * 1000, "ms");
+                if (r.GetValue(scalarAttention))
+                {
+                    Attention.UsePrefillMma = false;
+                    try { t = Prefill(); }
+                    finally { Attention.UsePrefillMma = true; }
+                    Console.WriteLine($"prefill {n} tokens, scalar attention: {n / t:F0} tokens/s ({t * 1000:F1} ms)");
+                    Record("bench model", $"{label}: prefill {n} tokens, scalar attention", t * 1000, "ms");
+                }
                 if (r.GetValue(halfPrefill))
                 {
                     // the same prefill with x rounded to the weights' half type in the linears (GemmHalf)
@@ -69,6 +113,17 @@ public static partial class Cli
                     t = Prefill();
                     m.HalfPrefill = false;
                     Console.WriteLine($"prefill {n} tokens, half x in the linears: {n / t:F0} tokens/s ({t * 1000:F1} ms)");
+                    Record("bench model", $"{label}: prefill {n} tokens, half x", t * 1000, "ms");
+                }
+                if (profile)
+                {
+                    ProfilePrefill(m, dev, () => m.Forward(ids, new int[n], pos, [n - 1], cache, logits), $"prefill {n} tokens", label);
+                    if (r.GetValue(halfPrefill))
+                    {
+                        m.HalfPrefill = true;
+                        ProfilePrefill(m, dev, () => m.Forward(ids, new int[n], pos, [n - 1], cache, logits), $"prefill {n} tokens, half x", label);
+                        m.HalfPrefill = false;
+                    }
                 }
             }
             var gen = new Generator(m);
@@ -86,6 +141,28 @@ public static partial class Cli
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// Where one prefill's time goes (<c>bench model --profile-prefill</c>): the forward once more, already warm, with a
+    /// timing event after every launch, summed per kernel as <see cref="StepProfile"/> does for a decode step. An event's
+    /// interval is its kernel's run plus the gap before it.
+    /// </summary>
+    static void ProfilePrefill(LlamaModel m, Device dev, Action forward, string what, string label)
+    {
+        dev.Synchronize();
+        dev.BeginTrace();
+        forward();
+        var trace = dev.EndTrace();
+        double span = trace.Sum(t => t.Us) / 1e3;
+        Console.WriteLine($"\n{what}{(m.Config.SlidingWindow is int w ? $", window {w}" : "")}: {trace.Count} launches, traced GPU span {span:F2} ms");
+        Console.WriteLine($"{"kernel",-44} {"launches",8} {"µs",9} {"µs each",8} {"share",6}");
+        foreach (var g in trace.GroupBy(t => t.Kernel).OrderByDescending(g => g.Sum(t => t.Us)))
+        {
+            double us = g.Sum(t => t.Us);
+            Console.WriteLine($"{g.Key,-44} {g.Count(),8} {us,9:F0} {us / g.Count(),8:F1} {us / 1e3 / span,6:P0}");
+        }
+        Record("bench model", $"{label}, {what}: traced GPU span", span, "ms");
     }
 
     internal static int[] ParseInts(string s, string option)

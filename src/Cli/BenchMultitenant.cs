@@ -18,6 +18,15 @@ public static partial class Cli
         DType = DType.F16, BosTokenId = 1, EosTokenIds = [2],
     };
 
+    /// <summary>Mistral-7B-v0.1's config.json (grouped-query attention, a 4096-token sliding window), for a model of its
+    /// shapes with random weights.</summary>
+    internal static LlamaConfig Mistral7B => new()
+    {
+        Architecture = Architecture.Mistral, HiddenSize = 4096, IntermediateSize = 14336, NumLayers = 32, NumHeads = 32, NumKvHeads = 8,
+        HeadDim = 128, VocabSize = 32000, MaxPositionEmbeddings = 32768, RmsNormEps = 1e-5, RopeTheta = 10000, SlidingWindow = 4096,
+        TieWordEmbeddings = false, DType = DType.F16, BosTokenId = 1, EosTokenIds = [2],
+    };
+
     /// <summary>
     /// The multi-tenant claim, measured (DESIGN.md; multi-tenant issue): B decode requests spread over T tenants in one
     /// batch, against the naive alternative of a full fp16 model per tenant (as many resident as fit, the rest swapped

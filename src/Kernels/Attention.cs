@@ -305,7 +305,8 @@ public static partial class Attention
             Window = slidingWindow, Scale = scale, TileTokens = PrefillRows / (nHeads / nKv),
         };
         var dev = q.Device;
-        if (prefill)
+        if (prefill && TakesPrefillMma(kCache, headDim)) LaunchPrefillMma(q, kCache, vCache, slots, positions, output, shape);
+        else if (prefill)
             dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, int, ArrayView<int>, ArrayView<int>, ArrayView<float>, Dims>>(PrefillKernel)(
                 new KernelConfig((tokens + shape.TileTokens - 1) / shape.TileTokens * nKv, PrefillThreads),
                 q.View<float>(), Elem.View(kCache), Elem.View(vCache), Elem.Code(kCache.DType), slots.View<int>(), positions.View<int>(), output.View<float>(), shape);
@@ -360,7 +361,7 @@ public static partial class Attention
         Twin(q, kc, vc, ct, slots.ToArray(), positions.ToArray(), want, nHeads, nSlots, nKv, maxSeq, headDim, window, scale);
         return (Check.RelativeError(to.ToFloatArray(), want),
                 $"T {tokens}, heads {nHeads}/{nKv}, cache [{nSlots}, {nKv}, {maxSeq}, {headDim}] {ct}, window {window}, q×{qScale}" +
-                (prefill ? "" : $", {splitKeys} keys a range"));
+                (prefill ? (dev.IsIlgpu && TakesPrefillMma(tkc, headDim) ? ", tensor cores" : "") : $", {splitKeys} keys a range"));
     });
 
     public static IEnumerable<AuditCase> Cases => [Case("attention decode", prefill: false), Case("attention prefill", prefill: true)];

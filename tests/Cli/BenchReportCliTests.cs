@@ -42,6 +42,26 @@ public class BenchReportCliTests
     }
 
     [Fact]
+    public void Bench_model_refuses_two_models_a_bad_window_and_a_profile_off_cuda()
+    {
+        var both = CliRunner.Run("bench", "model", "--device", "cpu", "--random-7b", "--random-mistral-7b");
+        Assert.Equal(1, both.Code);
+        Assert.Contains("--random-mistral-7b (exactly one of them)", both.Err);
+        var dirAndRandom = CliRunner.Run("bench", "model", "--device", "cpu", "--model", Fixtures.Model("llama-f16"), "--random-mistral-7b");
+        Assert.Equal(1, dirAndRandom.Code);
+        Assert.Contains("exactly one of them", dirAndRandom.Err);
+        foreach (var w in new[] { "0", "-3" })
+        {
+            var window = CliRunner.Run("bench", "model", "--device", "cpu", "--random-mistral-7b", "--window", w);
+            Assert.Equal(1, window.Code);
+            Assert.Contains($"--window: expected a sliding window of at least 1 token, got {w}", window.Err);
+        }
+        var profile = CliRunner.Run("bench", "model", "--device", "cpu", "--random-mistral-7b", "--profile-prefill", "--half-prefill");
+        Assert.Equal(1, profile.Code);
+        Assert.Contains("--profile-prefill: needs --device cuda", profile.Err);
+    }
+
+    [Fact]
     public void Step_profile_and_launch_bench_refuse_what_they_cannot_measure()
     {
         var profile = CliRunner.Run("bench", "multitenant", "--device", "ilgpu-cpu", "--random-7b", "--step-profile", "--no-kernel-table");
