@@ -26,7 +26,7 @@ namespace BitDeltaNative.Kernels;
 /// product per piece, summed in f32. Heads up to 128 wide and a multiple of 8 (16-byte rows): a k-step of 16 elements
 /// past the head's end reads zeros. Where inline PTX cannot run (ILGPU's CPU accelerator, the tests in CI), the same
 /// fragments go through scratch in shared memory and each lane sums its outputs by mma's layout
-/// (<see cref="EmuMma"/>); the instruction itself has its own audit case (<see cref="Mma.CaseShuffled"/>).
+/// (<see cref="Emu4"/>); the instruction itself has its own audit case (<see cref="Mma.CaseShuffled"/>).
 /// </summary>
 public static partial class Attention
 {
@@ -36,7 +36,7 @@ public static partial class Attention
     const int MmaRows = 64, MmaKeys = 32, MmaThreads = 128;
     /// <summary>Words of a K or V row in shared memory: 128 halves and 8 of padding.</summary>
     const int MmaRowWords = 68;
-    const int EmuWordsPerLane = 6;
+    const int EmuWordsPerLane = 20;
 
     /// <summary>Whether the tensor-core prefill takes this cache: an ILGPU device, f16 or bf16, a head a multiple of 8.</summary>
     static bool TakesPrefillMma(Tensor kCache, int headDim) =>
@@ -267,7 +267,7 @@ public static partial class Attention
     /// <summary>acc_n += A·B_n for the 4 tiles, A as 2 (f16) or 3 (bf16) pieces, the smallest first: one inline-PTX
     /// statement of 8 or 12 <c>mma</c>s, so that the kernel has 16 of them (each of ILGPU's inline-PTX sites passes
     /// its operands through locals, and its compile time grew past a minute with one site a product); elsewhere
-    /// emulated (<see cref="EmuMma"/>).</summary>
+    /// emulated (<see cref="Emu4"/>).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Tiles4 Mma4(Tiles4 acc, Frag p0, Frag p1, Frag p2, uint b00, uint b01, uint b10, uint b11, uint b20, uint b21, uint b30, uint b31,
                        ArrayView<uint> scratch, int lane, bool bf16)
@@ -378,47 +378,44 @@ public static partial class Attention
         return (bits + 0x7FFFu + ((bits >> 16) & 1u)) >> 16;
     }
 
-    /// <summary>One product, on the tensor cores where inline PTX runs, else emulated (<see cref="EmuMma"/>).</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Mma.Float4 Product(Mma.Float4 c, Frag a, uint b0, uint b1, ArrayView<uint> scratch, int lane, bool bf16) =>
-        CudaAsm.IsSupported ? Mma.M16N8K16Asm(a.A0, a.A1, a.A2, a.A3, b0, b1, c, bf16) : EmuMma(c, a, b0, b1, scratch, lane, bf16);
-
-    /// <summary><see cref="Mma4"/> emulated, product by product.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]   // once in the kernel: inlined at its 16 sites it took minutes to compile
+    /// <summary><see cref="Mma4"/> emulated by mma's fragment layout (<see cref="Mma.M16N8K16"/>): every lane puts its
+    /// pieces of A and its 4 B fragments in the warp's scratch, and lane (g, t) sums rows g, g + 8 × columns 2t, 2t + 1 of
+    /// each tile from lanes 4g + j (A) and 8t + j, 8t + 4 + j (B), in f32. Two block barriers for all 8 or 12 products
+    /// (ILGPU's CPU accelerator pays each barrier with thread switches): every warp calls it the same number of times.</summary>
+    [MethodImpl(MethodImplOptions.NoInlining)]   // once in the kernel: inlined at its 16 sites it took a minute to compile
     static Tiles4 Emu4(Tiles4 acc, Frag p0, Frag p1, Frag p2, uint b00, uint b01, uint b10, uint b11, uint b20, uint b21, uint b30, uint b31,
-                       ArrayView<uint> scratch, int lane, bool bf16)
+                       ArrayView<uint> s, int lane, bool bf16)
     {
-        if (bf16)
+        int at = lane * EmuWordsPerLane;
+        s[at] = p0.A0; s[at + 1] = p0.A1; s[at + 2] = p0.A2; s[at + 3] = p0.A3;
+        s[at + 4] = p1.A0; s[at + 5] = p1.A1; s[at + 6] = p1.A2; s[at + 7] = p1.A3;
+        s[at + 8] = p2.A0; s[at + 9] = p2.A1; s[at + 10] = p2.A2; s[at + 11] = p2.A3;
+        s[at + 12] = b00; s[at + 13] = b01; s[at + 14] = b10; s[at + 15] = b11;
+        s[at + 16] = b20; s[at + 17] = b21; s[at + 18] = b30; s[at + 19] = b31;
+        Group.Barrier();
+        for (int piece = bf16 ? 2 : 1; piece >= 0; piece--)
         {
-            acc.N0 = EmuMma(acc.N0, p2, b00, b01, scratch, lane, bf16); acc.N1 = EmuMma(acc.N1, p2, b10, b11, scratch, lane, bf16);
-            acc.N2 = EmuMma(acc.N2, p2, b20, b21, scratch, lane, bf16); acc.N3 = EmuMma(acc.N3, p2, b30, b31, scratch, lane, bf16);
+            acc.N0 = EmuProduct(acc.N0, s, 4 * piece, 12, lane, bf16);
+            acc.N1 = EmuProduct(acc.N1, s, 4 * piece, 14, lane, bf16);
+            acc.N2 = EmuProduct(acc.N2, s, 4 * piece, 16, lane, bf16);
+            acc.N3 = EmuProduct(acc.N3, s, 4 * piece, 18, lane, bf16);
         }
-        acc.N0 = EmuMma(acc.N0, p1, b00, b01, scratch, lane, bf16); acc.N1 = EmuMma(acc.N1, p1, b10, b11, scratch, lane, bf16);
-        acc.N2 = EmuMma(acc.N2, p1, b20, b21, scratch, lane, bf16); acc.N3 = EmuMma(acc.N3, p1, b30, b31, scratch, lane, bf16);
-        acc.N0 = EmuMma(acc.N0, p0, b00, b01, scratch, lane, bf16); acc.N1 = EmuMma(acc.N1, p0, b10, b11, scratch, lane, bf16);
-        acc.N2 = EmuMma(acc.N2, p0, b20, b21, scratch, lane, bf16); acc.N3 = EmuMma(acc.N3, p0, b30, b31, scratch, lane, bf16);
+        Group.Barrier();
         return acc;
     }
 
-    /// <summary>mma.m16n8k16 by its fragment layout (<see cref="Mma.M16N8K16"/>): every lane puts its 6 words in the warp's
-    /// scratch, and lane (g, t) sums rows g, g + 8 × columns 2t, 2t + 1 from lanes 4g + j (A) and 8t + j, 8t + 4 + j (B).
-    /// Two block barriers: every warp of the block calls it the same number of times.</summary>
-    [MethodImpl(MethodImplOptions.NoInlining)]
-    static Mma.Float4 EmuMma(Mma.Float4 c, Frag a, uint b0, uint b1, ArrayView<uint> s, int lane, bool bf16)
+    /// <summary>One tile's product from the scratch: A at word <paramref name="a"/> of each lane, B at word <paramref name="b"/>.</summary>
+    static Mma.Float4 EmuProduct(Mma.Float4 c, ArrayView<uint> s, int a, int b, int lane, bool bf16)
     {
-        int at = lane * EmuWordsPerLane;
-        s[at] = a.A0; s[at + 1] = a.A1; s[at + 2] = a.A2; s[at + 3] = a.A3; s[at + 4] = b0; s[at + 5] = b1;
-        Group.Barrier();
         int g = lane >> 2, t = lane & 3;
         for (int j = 0; j < 4; j++)
         {
-            int la = (4 * g + j) * EmuWordsPerLane, ln = (8 * t + j) * EmuWordsPerLane + 4, lm = (8 * t + 4 + j) * EmuWordsPerLane + 4;
+            int la = (4 * g + j) * EmuWordsPerLane + a, ln = (8 * t + j) * EmuWordsPerLane + b, lm = (8 * t + 4 + j) * EmuWordsPerLane + b;
             c.X += Mma.Dot2(s[la], s[ln], bf16) + Mma.Dot2(s[la + 2], s[ln + 1], bf16);
             c.Y += Mma.Dot2(s[la], s[lm], bf16) + Mma.Dot2(s[la + 2], s[lm + 1], bf16);
             c.Z += Mma.Dot2(s[la + 1], s[ln], bf16) + Mma.Dot2(s[la + 3], s[ln + 1], bf16);
             c.W += Mma.Dot2(s[la + 1], s[lm], bf16) + Mma.Dot2(s[la + 3], s[lm + 1], bf16);
         }
-        Group.Barrier();
         return c;
     }
 
