@@ -16,7 +16,7 @@ public static partial class Cli
         var randomMistral = new Option<bool>("--random-mistral-7b") { Description = "a Mistral-7B-v0.1-shaped f16 model of random weights made on the device (no files): 8 key-value heads, intermediate 14336, sliding window 4096" };
         var window = new Option<int?>("--window") { Description = "sliding attention window for this run, in tokens, in place of the model's own (random or loaded)" };
         var profilePrefill = new Option<bool>("--profile-prefill") { Description = "after the prefill timing, where one prefill's time goes, kernel by kernel (CUDA; with --half-prefill, that prefill too)" };
-        var scalarAttention = new Option<bool>("--scalar-attention") { Description = "also time the prefill with the scalar attention kernel instead of the tensor-core one (Attention.UsePrefillMma off), to compare" };
+        var scalarAttention = new Option<bool>("--scalar-attention") { Description = "also time the prefill with the scalar attention kernel instead of the tensor-core one (Attention.UsePrefillMma off), and the tensor-core one with a single stage of K and V tiles, to compare" };
         var halfPrefill = new Option<bool>("--half-prefill") { Description = "also time the prefill with its linears on x rounded to the weights' half type (LlamaModel.HalfPrefill)" };
         var prefill = new Option<int>("--prefill") { Description = "prompt tokens for the prefill measurement", DefaultValueFactory = _ => 512 };
         var batches = new Option<string>("--batches") { Description = "decode batch sizes, comma-separated", DefaultValueFactory = _ => "1,16" };
@@ -105,6 +105,10 @@ public static partial class Cli
                     finally { Attention.UsePrefillMma = true; }
                     Console.WriteLine($"prefill {n} tokens, scalar attention: {n / t:F0} tokens/s ({t * 1000:F1} ms)");
                     Record("bench model", $"{label}: prefill {n} tokens, scalar attention", t * 1000, "ms");
+                    Attention.PrefillMmaStages = 1;
+                    try { t = Prefill(); }
+                    finally { Attention.PrefillMmaStages = 2; }
+                    Console.WriteLine($"prefill {n} tokens, tensor-core attention with one stage of K and V: {n / t:F0} tokens/s ({t * 1000:F1} ms)");
                 }
                 if (r.GetValue(halfPrefill))
                 {

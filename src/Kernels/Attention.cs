@@ -99,6 +99,8 @@ public static partial class Attention
         public int TileTokens;
         /// <summary>Decode only: key ranges per (token, head), and keys per range (AttentionDecode.cs).</summary>
         public int Splits, SplitKeys;
+        /// <summary>Tensor-core prefill only: stages of K and V tiles (AttentionMma.cs).</summary>
+        public int Stages;
     }
 
     // ---- prefill ----

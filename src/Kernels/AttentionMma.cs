@@ -37,6 +37,12 @@ public static partial class Attention
     /// <summary>Words of a K or V row in shared memory: 128 halves and 8 of padding.</summary>
     const int MmaRowWords = 68;
     const int EmuWordsPerLane = 20;
+    /// <summary>Words of one stage of K (or V) rows.</summary>
+    const int StageWords = MmaKeys * MmaRowWords;
+
+    /// <summary>Stages of K and V tiles in shared memory: 2 (the next tile's loads in flight during this tile's products)
+    /// or 1 (the bench compares).</summary>
+    public static int PrefillMmaStages { get; set; } = 2;
 
     /// <summary>Whether the tensor-core prefill takes this cache: an ILGPU device, f16 or bf16, a head a multiple of 8.</summary>
     static bool TakesPrefillMma(Tensor kCache, int headDim) =>
@@ -46,6 +52,7 @@ public static partial class Attention
     {
         int G = s.Heads / s.KvHeads;
         s.TileTokens = MmaRows / G;
+        s.Stages = PrefillMmaStages == 1 ? 1 : 2;
         int tiles = (s.Tokens + s.TileTokens - 1) / s.TileTokens;
         var dev = q.Device;
         dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<int>, ArrayView<float>, Dims>>(
@@ -88,8 +95,8 @@ public static partial class Attention
     static void PrefillMma(ArrayView<float> q, ArrayView<Vec16> kc, ArrayView<Vec16> vc, ArrayView<int> slots, ArrayView<int> positions,
                            ArrayView<float> output, Dims s, bool bf16)
     {
-        var sK = SharedMemory.Allocate<uint>(MmaKeys * MmaRowWords);
-        var sV = SharedMemory.Allocate<uint>(MmaKeys * MmaRowWords);
+        var sK = SharedMemory.Allocate<uint>(2 * StageWords);
+        var sV = SharedMemory.Allocate<uint>(2 * StageWords);
         var emu = SharedMemory.Allocate<uint>(MmaThreads * EmuWordsPerLane);   // the emulation's scratch (unused on the GPU)
         int tid = Group.IdxX, lane = tid & 31, warp = tid >> 5, g = lane >> 2, t = lane & 3;
         var scratch = emu.SubView(warp * 32 * EmuWordsPerLane, 32 * EmuWordsPerLane);
@@ -116,7 +123,7 @@ public static partial class Attention
 
         OAcc o = default;
         float mA = float.NegativeInfinity, mB = float.NegativeInfinity, lA = 0f, lB = 0f;
-        int runStart = t0;
+        int runStart = t0, stage = 0;
         while (runStart < t1)
         {
             int slot = slots[runStart];
@@ -136,28 +143,29 @@ public static partial class Attention
             bool inA = liveA && tokA >= runStart && tokA < runEnd && posA >= 0 && posA < s.MaxSeq;
             bool inB = liveB && tokB >= runStart && tokB < runEnd && posB >= 0 && posB < s.MaxSeq;
 
+            // Two stages (s.Stages = 2): tile i + 1's K and V are loaded into registers right after tile i's barrier
+            // and stored to the other stage at the top of the next step, so their latency hides behind tile i's
+            // products, and one barrier a tile suffices (a stage is written again only after the next barrier, which
+            // every warp passes after its products on it). One stage: load, barrier, products, barrier.
+            var next = lo <= hi && s.Stages == 2 ? LoadKV(kc, vc, head, lo, hi, tid, headChunks) : default;
             for (int k0 = lo; k0 <= hi; k0 += MmaKeys)
             {
-                // K and V rows k0 … k0+31 (past hi: row hi again, masked below), 16 bytes a thread at a time; elements
-                // past the head are zeros, which the k-steps and element tiles past it multiply
-                for (int i = tid; i < MmaKeys * 16; i += MmaThreads)
+                int st = stage * StageWords;
+                if (s.Stages == 2)
                 {
-                    int kk = i >> 4, c = i & 15;
-                    long row = head + Math.Min(k0 + kk, hi);
-                    Vec16 kv = default, vv = default;
-                    if (c < headChunks)
-                    {
-                        kv = kc[row * headChunks + c];
-                        vv = vc[row * headChunks + c];
-                    }
-                    Put16(sK, kk * MmaRowWords + 4 * c, kv);
-                    Put16(sV, kk * MmaRowWords + 4 * c, vv);
+                    StoreKV(sK, sV, st, next, tid);
+                    Group.Barrier();
+                    if (k0 + MmaKeys <= hi) next = LoadKV(kc, vc, head, k0 + MmaKeys, hi, tid, headChunks);
                 }
-                Group.Barrier();
+                else
+                {
+                    StoreKV(sK, sV, st, LoadKV(kc, vc, head, k0, hi, tid, headChunks), tid);
+                    Group.Barrier();
+                }
 
                 // S = Q·Kᵀ, k-step by k-step, for the 4 tiles of 8 keys; then keys k0 + 8n + 2t and +1 of tile n, for rows
                 // A (X, Y) and B (Z, W), masked
-                var sc = Scores(q0, q1, q2, sK, g * MmaRowWords + t, kSteps, scratch, lane, bf16);
+                var sc = Scores(q0, q1, q2, sK, st + g * MmaRowWords + t, kSteps, scratch, lane, bf16);
                 sc.N0 = Mask(sc.N0, k0, t, inA, inB, posA, posB, firstA, firstB);
                 sc.N1 = Mask(sc.N1, k0 + 8, t, inA, inB, posA, posB, firstA, firstB);
                 sc.N2 = Mask(sc.N2, k0 + 16, t, inA, inB, posA, posB, firstA, firstB);
@@ -178,9 +186,10 @@ public static partial class Attention
                 o = Rescale(o, cA, cB);
 
                 // O += P·V: P's A fragment for keys 16kk … +16 is S's tiles 2kk and 2kk + 1 as they lie in the lanes
-                o = PV(o, sc.N0, sc.N1, sV, (2 * t) * MmaRowWords + (g >> 1), g, dTiles, scratch, lane, bf16);
-                o = PV(o, sc.N2, sc.N3, sV, (16 + 2 * t) * MmaRowWords + (g >> 1), g, dTiles, scratch, lane, bf16);
-                Group.Barrier();
+                o = PV(o, sc.N0, sc.N1, sV, st + (2 * t) * MmaRowWords + (g >> 1), g, dTiles, scratch, lane, bf16);
+                o = PV(o, sc.N2, sc.N3, sV, st + (16 + 2 * t) * MmaRowWords + (g >> 1), g, dTiles, scratch, lane, bf16);
+                if (s.Stages == 2) stage ^= 1;
+                else Group.Barrier();
             }
             runStart = runEnd;
         }
@@ -194,6 +203,44 @@ public static partial class Attention
         if (dTiles > 8) Write(output, o.Q2, outA, outB, iA, iB, 64 + 2 * t, dTiles - 8);
         if (dTiles > 12) Write(output, o.Q3, outA, outB, iA, iB, 96 + 2 * t, dTiles - 12);
     }
+
+    /// <summary>A thread's 16-byte chunks of a tile's K and V rows: chunk i (row i / 16, elements 8·(i mod 16) …) for
+    /// i = tid, tid + 128, tid + 256, tid + 384.</summary>
+    struct KV4
+    {
+        public Vec16 K0, K1, K2, K3, V0, V1, V2, V3;
+    }
+
+    /// <summary>K and V rows k0 … k0+31 (past hi: row hi again, masked by the scores), zeros past the head (the k-steps
+    /// and element tiles past it multiply them); every load issued before any is used.</summary>
+    static KV4 LoadKV(ArrayView<Vec16> kc, ArrayView<Vec16> vc, long head, int k0, int hi, int tid, int headChunks)
+    {
+        var kv = kc.AsAligned(16);
+        var vv = vc.AsAligned(16);
+        KV4 r;
+        r.K0 = Chunk(kv, head, k0, hi, tid, headChunks); r.V0 = Chunk(vv, head, k0, hi, tid, headChunks);
+        r.K1 = Chunk(kv, head, k0, hi, tid + MmaThreads, headChunks); r.V1 = Chunk(vv, head, k0, hi, tid + MmaThreads, headChunks);
+        r.K2 = Chunk(kv, head, k0, hi, tid + 2 * MmaThreads, headChunks); r.V2 = Chunk(vv, head, k0, hi, tid + 2 * MmaThreads, headChunks);
+        r.K3 = Chunk(kv, head, k0, hi, tid + 3 * MmaThreads, headChunks); r.V3 = Chunk(vv, head, k0, hi, tid + 3 * MmaThreads, headChunks);
+        return r;
+    }
+
+    static Vec16 Chunk(ArrayView<Vec16> cache, long head, int k0, int hi, int i, int headChunks)
+    {
+        int c = i & 15;
+        return c < headChunks ? cache[(head + Math.Min(k0 + (i >> 4), hi)) * headChunks + c] : default;
+    }
+
+    static void StoreKV(ArrayView<uint> sK, ArrayView<uint> sV, int st, KV4 r, int tid)
+    {
+        Put16(sK, st + Slot(tid), r.K0); Put16(sV, st + Slot(tid), r.V0);
+        Put16(sK, st + Slot(tid + MmaThreads), r.K1); Put16(sV, st + Slot(tid + MmaThreads), r.V1);
+        Put16(sK, st + Slot(tid + 2 * MmaThreads), r.K2); Put16(sV, st + Slot(tid + 2 * MmaThreads), r.V2);
+        Put16(sK, st + Slot(tid + 3 * MmaThreads), r.K3); Put16(sV, st + Slot(tid + 3 * MmaThreads), r.V3);
+    }
+
+    /// <summary>Shared word of chunk i: row i / 16, 4 words a chunk.</summary>
+    static int Slot(int i) => (i >> 4) * MmaRowWords + 4 * (i & 15);
 
     static bool Visible(bool inRun, int key, int pos, int first) => inRun && key <= pos && key >= first;
 
