@@ -78,7 +78,10 @@ public static partial class Cli
             // Prefill: one forward over n tokens, logits for the last one; warm-up first (kernel compilation).
             var ids = Prompt(n);
             var pos = Enumerable.Range(0, n).ToArray();
-            using (var cache = m.NewCache(1, n))
+            // the KV cache as `serve` keeps it: the weights' half type on the GPU (f32 on the managed CPU)
+            var kvType = BitDeltaNative.Serving.SchedulerOptions.KvTypeFor(m);
+            Console.WriteLine($"KV cache {kvType}");
+            using (var cache = m.NewCache(1, n, kvType))
             using (var logits = Tensor.Empty([1, m.Config.VocabSize], DType.F32, dev))
             {
                 // median seconds of 3 prefills after a warm-up
