@@ -16,6 +16,7 @@ public static partial class Cli
         var randomMistral = new Option<bool>("--random-mistral-7b") { Description = "a Mistral-7B-v0.1-shaped f16 model of random weights made on the device (no files): 8 key-value heads, intermediate 14336, sliding window 4096" };
         var window = new Option<int?>("--window") { Description = "sliding attention window for this run, in tokens, in place of the model's own (random or loaded)" };
         var profilePrefill = new Option<bool>("--profile-prefill") { Description = "after the prefill timing, where one prefill's time goes, kernel by kernel (CUDA; with --half-prefill, that prefill too)" };
+        var bf16 = new Option<bool>("--bf16") { Description = "with --random-7b or --random-mistral-7b: bf16 weights instead of f16" };
         var scalarAttention = new Option<bool>("--scalar-attention") { Description = "also time the prefill with the scalar attention kernel instead of the tensor-core one (Attention.UsePrefillMma off), and the tensor-core one with a single stage of K and V tiles, to compare" };
         var halfPrefill = new Option<bool>("--half-prefill") { Description = "also time the prefill with its linears on x rounded to the weights' half type (LlamaModel.HalfPrefill)" };
         var prefill = new Option<int>("--prefill") { Description = "prompt tokens for the prefill measurement", DefaultValueFactory = _ => 512 };
@@ -30,6 +31,7 @@ public static partial class Cli
         cmd.Options.Add(profilePrefill);
         cmd.Options.Add(halfPrefill);
         cmd.Options.Add(scalarAttention);
+        cmd.Options.Add(bf16);
         cmd.Options.Add(batches);
         cmd.Options.Add(newTokens);
         cmd.Options.Add(DeviceOption);
@@ -40,6 +42,7 @@ public static partial class Cli
             if ((dir != null ? 1 : 0) + (llama ? 1 : 0) + (mistral ? 1 : 0) != 1)
                 throw new BitDeltaException("give --model DIR or --random-7b or --random-mistral-7b (exactly one of them)");
             int? win = r.GetValue(window);
+            if (r.GetValue(bf16) && dir != null) throw new BitDeltaException("--bf16: only for --random-7b or --random-mistral-7b (a checkpoint has its own dtype)");
             if (win is < 1) throw new BitDeltaException($"--window: expected a sliding window of at least 1 token, got {win}");
             var deviceName = r.GetValue(DeviceOption)!;
             // Before the first device: ILGPU takes it with the context. Only where CUDA may be picked (the profile refuses others).
@@ -63,7 +66,7 @@ public static partial class Cli
                 }
                 var config = mistral ? Mistral7B : Llama2_7B;
                 if (win != null) config = config with { SlidingWindow = win };
-                return new LlamaModel(LlamaWeights.Random(config, DType.F16, dev, seed: 7), dev, maxPositions);
+                return new LlamaModel(LlamaWeights.Random(config, r.GetValue(bf16) ? DType.BF16 : DType.F16, dev, seed: 7), dev, maxPositions);
             }
             using var m = Make();
             dev.Synchronize();
@@ -71,7 +74,7 @@ public static partial class Cli
             if (mistral || win != null)
                 Console.WriteLine($"sliding window: {(m.Config.SlidingWindow is int w ? $"{w} tokens" : "none")}{(win != null ? " (--window)" : "")}");
             string label = (dir != null ? Path.GetFileName(Path.TrimEndingDirectorySeparator(dir)) : mistral ? "Mistral-7B random" : "Llama-2-7B random")
-                + (win != null ? $", window {win}" : "");
+                + (r.GetValue(bf16) ? ", bf16" : "") + (win != null ? $", window {win}" : "");
             var rng = new Random(0);
             int[] Prompt(int len) => Enumerable.Range(0, len).Select(_ => rng.Next(3, m.Config.VocabSize)).ToArray();
 

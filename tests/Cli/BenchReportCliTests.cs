@@ -42,7 +42,7 @@ public class BenchReportCliTests
     }
 
     [Fact]
-    public void Bench_model_refuses_two_models_a_bad_window_and_a_profile_off_cuda()
+    public void Bench_model_refuses_two_models_a_bad_window_a_profile_off_cuda_and_bf16_of_a_checkpoint()
     {
         var both = CliRunner.Run("bench", "model", "--device", "cpu", "--random-7b", "--random-mistral-7b");
         Assert.Equal(1, both.Code);
@@ -59,6 +59,9 @@ public class BenchReportCliTests
         var profile = CliRunner.Run("bench", "model", "--device", "cpu", "--random-mistral-7b", "--profile-prefill", "--half-prefill");
         Assert.Equal(1, profile.Code);
         Assert.Contains("--profile-prefill: needs --device cuda", profile.Err);
+        var bf16 = CliRunner.Run("bench", "model", "--device", "cpu", "--model", Fixtures.Model("llama-f16"), "--bf16");
+        Assert.Equal(1, bf16.Code);
+        Assert.Contains("--bf16: only for --random-7b or --random-mistral-7b", bf16.Err);
     }
 
     [Fact]
