@@ -89,6 +89,26 @@ public static partial class Attention
     /// with j &gt; pos − W.</summary>
     public static int FirstKey(int pos, int slidingWindow) => slidingWindow > 0 ? Math.Max(0, pos - slidingWindow + 1) : 0;
 
+    /// <summary>The run of tokens of one slot that starts at <paramref name="runStart"/> (before <paramref name="t1"/>):
+    /// its slot, where it ends, and the keys its tokens see, lo … hi (none, lo &gt; hi, for a slot or positions outside the
+    /// cache). The prefill kernels walk a query tile's runs, since a batch mixes prompts and decode steps.</summary>
+    static (int Slot, int End, int Lo, int Hi) Run(ArrayView<int> slots, ArrayView<int> positions, int runStart, int t1, Dims s)
+    {
+        int slot = slots[runStart];
+        int runEnd = runStart + 1;
+        while (runEnd < t1 && slots[runEnd] == slot) runEnd++;
+        int lo = int.MaxValue, hi = -1;
+        if (slot >= 0 && slot < s.Slots)
+            for (int t = runStart; t < runEnd; t++)
+            {
+                int pos = positions[t];
+                if (pos < 0 || pos >= s.MaxSeq) continue;
+                lo = Math.Min(lo, FirstKey(pos, s.Window));
+                hi = Math.Max(hi, pos);
+            }
+        return (slot, runEnd, lo, hi);
+    }
+
     /// <summary>Sizes and scalars a launch shares (one struct keeps the kernels' parameter lists short).
     /// Public because ILGPU's CPU accelerator emits a task type that holds it, in another assembly.</summary>
     public struct Dims
@@ -157,18 +177,7 @@ public static partial class Attention
         int runStart = t0;
         while (runStart < t1)
         {
-            int slot = slots[runStart];
-            int runEnd = runStart + 1;
-            while (runEnd < t1 && slots[runEnd] == slot) runEnd++;
-            int lo = int.MaxValue, hi = -1;
-            if (slot >= 0 && slot < s.Slots)
-                for (int t = runStart; t < runEnd; t++)
-                {
-                    int pos = positions[t];
-                    if (pos < 0 || pos >= s.MaxSeq) continue;
-                    lo = Math.Min(lo, s.Window > 0 ? Math.Max(0, pos - s.Window + 1) : 0);
-                    hi = Math.Max(hi, pos);
-                }
+            var (slot, runEnd, lo, hi) = Run(slots, positions, runStart, t1, s);
             long head = ((long)slot * s.KvHeads + hk) * s.MaxSeq;
 
             for (int k0 = lo; k0 <= hi; k0 += KeyTile)

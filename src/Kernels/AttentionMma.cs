@@ -126,18 +126,7 @@ public static partial class Attention
         int runStart = t0, stage = 0;
         while (runStart < t1)
         {
-            int slot = slots[runStart];
-            int runEnd = runStart + 1;
-            while (runEnd < t1 && slots[runEnd] == slot) runEnd++;
-            int lo = int.MaxValue, hi = -1;
-            if (slot >= 0 && slot < s.Slots)
-                for (int tk = runStart; tk < runEnd; tk++)
-                {
-                    int pos = positions[tk];
-                    if (pos < 0 || pos >= s.MaxSeq) continue;
-                    lo = Math.Min(lo, FirstKey(pos, s.Window));
-                    hi = Math.Max(hi, pos);
-                }
+            var (slot, runEnd, lo, hi) = Run(slots, positions, runStart, t1, s);
             long head = ((long)slot * s.KvHeads + hk) * s.MaxSeq;
             // a row takes part in this run if its token does and its position lies in the cache
             bool inA = liveA && tokA >= runStart && tokA < runEnd && posA >= 0 && posA < s.MaxSeq;
@@ -442,28 +431,13 @@ public static partial class Attention
         Group.Barrier();
         for (int piece = bf16 ? 2 : 1; piece >= 0; piece--)
         {
-            acc.N0 = EmuProduct(acc.N0, s, 4 * piece, 12, lane, bf16);
-            acc.N1 = EmuProduct(acc.N1, s, 4 * piece, 14, lane, bf16);
-            acc.N2 = EmuProduct(acc.N2, s, 4 * piece, 16, lane, bf16);
-            acc.N3 = EmuProduct(acc.N3, s, 4 * piece, 18, lane, bf16);
+            acc.N0 = Mma.EmuProduct(acc.N0, s, EmuWordsPerLane, 4 * piece, 12, lane, bf16);
+            acc.N1 = Mma.EmuProduct(acc.N1, s, EmuWordsPerLane, 4 * piece, 14, lane, bf16);
+            acc.N2 = Mma.EmuProduct(acc.N2, s, EmuWordsPerLane, 4 * piece, 16, lane, bf16);
+            acc.N3 = Mma.EmuProduct(acc.N3, s, EmuWordsPerLane, 4 * piece, 18, lane, bf16);
         }
         Group.Barrier();
         return acc;
-    }
-
-    /// <summary>One tile's product from the scratch: A at word <paramref name="a"/> of each lane, B at word <paramref name="b"/>.</summary>
-    static Mma.Float4 EmuProduct(Mma.Float4 c, ArrayView<uint> s, int a, int b, int lane, bool bf16)
-    {
-        int g = lane >> 2, t = lane & 3;
-        for (int j = 0; j < 4; j++)
-        {
-            int la = (4 * g + j) * EmuWordsPerLane + a, ln = (8 * t + j) * EmuWordsPerLane + b, lm = (8 * t + 4 + j) * EmuWordsPerLane + b;
-            c.X += Mma.Dot2(s[la], s[ln], bf16) + Mma.Dot2(s[la + 2], s[ln + 1], bf16);
-            c.Y += Mma.Dot2(s[la], s[lm], bf16) + Mma.Dot2(s[la + 2], s[lm + 1], bf16);
-            c.Z += Mma.Dot2(s[la + 1], s[ln], bf16) + Mma.Dot2(s[la + 3], s[ln + 1], bf16);
-            c.W += Mma.Dot2(s[la + 1], s[lm], bf16) + Mma.Dot2(s[la + 3], s[lm + 1], bf16);
-        }
-        return c;
     }
 
     static void Put16(ArrayView<uint> sh, int word, Vec16 v) => sh.Cast<Vec16>().AsAligned(16)[word / 4] = v;

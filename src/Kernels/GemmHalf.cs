@@ -301,30 +301,16 @@ public static class GemmHalf
     /// Each lane sums its four outputs of each tile in f32, in k order.</summary>
     static Row8 EmuTile(Row8 r, ArrayView<uint> s, int a, int lane, bool bf16, bool wide)
     {
-        r.N0 = EmuProduct(r.N0, s, a, 16, lane, bf16);
-        r.N1 = EmuProduct(r.N1, s, a, 18, lane, bf16);
-        r.N2 = EmuProduct(r.N2, s, a, 20, lane, bf16);
-        r.N3 = EmuProduct(r.N3, s, a, 22, lane, bf16);
+        r.N0 = Mma.EmuProduct(r.N0, s, EmuWords, a, 16, lane, bf16);
+        r.N1 = Mma.EmuProduct(r.N1, s, EmuWords, a, 18, lane, bf16);
+        r.N2 = Mma.EmuProduct(r.N2, s, EmuWords, a, 20, lane, bf16);
+        r.N3 = Mma.EmuProduct(r.N3, s, EmuWords, a, 22, lane, bf16);
         if (!wide) return r;
-        r.N4 = EmuProduct(r.N4, s, a, 24, lane, bf16);
-        r.N5 = EmuProduct(r.N5, s, a, 26, lane, bf16);
-        r.N6 = EmuProduct(r.N6, s, a, 28, lane, bf16);
-        r.N7 = EmuProduct(r.N7, s, a, 30, lane, bf16);
+        r.N4 = Mma.EmuProduct(r.N4, s, EmuWords, a, 24, lane, bf16);
+        r.N5 = Mma.EmuProduct(r.N5, s, EmuWords, a, 26, lane, bf16);
+        r.N6 = Mma.EmuProduct(r.N6, s, EmuWords, a, 28, lane, bf16);
+        r.N7 = Mma.EmuProduct(r.N7, s, EmuWords, a, 30, lane, bf16);
         return r;
-    }
-
-    static Mma.Float4 EmuProduct(Mma.Float4 c, ArrayView<uint> s, int a, int b, int lane, bool bf16)
-    {
-        int g = lane >> 2, t = lane & 3;
-        for (int j = 0; j < 4; j++)
-        {
-            int la = (4 * g + j) * EmuWords + a, ln = (8 * t + j) * EmuWords + b, lm = (8 * t + 4 + j) * EmuWords + b;
-            c.X += Mma.Dot2(s[la], s[ln], bf16) + Mma.Dot2(s[la + 2], s[ln + 1], bf16);
-            c.Y += Mma.Dot2(s[la], s[lm], bf16) + Mma.Dot2(s[la + 2], s[lm + 1], bf16);
-            c.Z += Mma.Dot2(s[la + 1], s[ln], bf16) + Mma.Dot2(s[la + 3], s[ln + 1], bf16);
-            c.W += Mma.Dot2(s[la + 1], s[lm], bf16) + Mma.Dot2(s[la + 3], s[lm + 1], bf16);
-        }
-        return c;
     }
 
     static Row8 Tile(Row8 r, Frag4 a, Frag4 b01, Frag4 b23, Frag4 b45, Frag4 b67, int lane, bool bf16, bool wide)

@@ -145,6 +145,25 @@ public static class Mma
         return r;
     }
 
+    /// <summary>One m16n8k16 product emulated from fragments the warp's lanes put in scratch, <paramref name="words"/> words
+    /// a lane: A's four words at word <paramref name="a"/> of each lane, B's two at word <paramref name="b"/>. By mma's
+    /// layout (<see cref="M16N8K16"/>), lane (g, t) sums rows g, g + 8 × columns 2t, 2t + 1 from lanes 4g + j (A) and
+    /// 8t + j, 8t + 4 + j (B), in f32, in k order. For kernels that emulate a batch of products behind one barrier
+    /// (GemmHalf.cs, AttentionMma.cs).</summary>
+    internal static Float4 EmuProduct(Float4 c, ArrayView<uint> s, int words, int a, int b, int lane, bool bf16)
+    {
+        int g = lane >> 2, t = lane & 3;
+        for (int j = 0; j < 4; j++)
+        {
+            int la = (4 * g + j) * words + a, ln = (8 * t + j) * words + b, lm = (8 * t + 4 + j) * words + b;
+            c.X += Dot2(s[la], s[ln], bf16) + Dot2(s[la + 2], s[ln + 1], bf16);
+            c.Y += Dot2(s[la], s[lm], bf16) + Dot2(s[la + 2], s[lm + 1], bf16);
+            c.Z += Dot2(s[la + 1], s[ln], bf16) + Dot2(s[la + 3], s[ln + 1], bf16);
+            c.W += Dot2(s[la + 1], s[lm], bf16) + Dot2(s[la + 3], s[lm + 1], bf16);
+        }
+        return c;
+    }
+
     /// <summary>The two products of a pair of halves, summed in f32 (exact products: 11 or 8 bits times as many).</summary>
     internal static float Dot2(uint p, uint q, bool bf16) => HalfOf(p, bf16) * HalfOf(q, bf16) + HalfOf(p >> 16, bf16) * HalfOf(q >> 16, bf16);
 
