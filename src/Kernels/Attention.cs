@@ -92,7 +92,7 @@ public static partial class Attention
     /// <summary>The run of tokens of one slot that starts at <paramref name="runStart"/> (before <paramref name="t1"/>):
     /// its slot, where it ends, and the keys its tokens see, lo … hi (none, lo &gt; hi, for a slot or positions outside the
     /// cache). The prefill kernels walk a query tile's runs, since a batch mixes prompts and decode steps.</summary>
-    static (int Slot, int End, int Lo, int Hi) Run(ArrayView<int> slots, ArrayView<int> positions, int runStart, int t1, Dims s)
+    static (int Slot, int End, int Lo, int Hi) SlotRun(ArrayView<int> slots, ArrayView<int> positions, int runStart, int t1, Dims s)
     {
         int slot = slots[runStart];
         int runEnd = runStart + 1;
@@ -177,7 +177,7 @@ public static partial class Attention
         int runStart = t0;
         while (runStart < t1)
         {
-            var (slot, runEnd, lo, hi) = Run(slots, positions, runStart, t1, s);
+            var (slot, runEnd, lo, hi) = SlotRun(slots, positions, runStart, t1, s);
             long head = ((long)slot * s.KvHeads + hk) * s.MaxSeq;
 
             for (int k0 = lo; k0 <= hi; k0 += KeyTile)

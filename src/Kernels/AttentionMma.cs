@@ -126,7 +126,7 @@ public static partial class Attention
         int runStart = t0, stage = 0;
         while (runStart < t1)
         {
-            var (slot, runEnd, lo, hi) = Run(slots, positions, runStart, t1, s);
+            var (slot, runEnd, lo, hi) = SlotRun(slots, positions, runStart, t1, s);
             long head = ((long)slot * s.KvHeads + hk) * s.MaxSeq;
             // a row takes part in this run if its token does and its position lies in the cache
             bool inA = liveA && tokA >= runStart && tokA < runEnd && posA >= 0 && posA < s.MaxSeq;
