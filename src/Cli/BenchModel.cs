@@ -53,7 +53,7 @@ public static partial class Cli
             int n = r.GetValue(prefill), steps = r.GetValue(newTokens);
             var bs = ParseInts(r.GetValue(batches)!, "--batches");
             var sw = Stopwatch.StartNew();
-            int maxPositions = Math.Max(n, 16 + steps) + 1;
+            int maxPositions = Math.Max(n, 16 + Math.Max(steps, 4)) + 1;   // the decode warm-up takes 4 tokens
             LlamaModel Make()
             {
                 if (dir != null)
