@@ -87,6 +87,7 @@ public static partial class Cli
             using (var cache = m.NewCache(1, n, kvType))
             using (var logits = Tensor.Empty([1, m.Config.VocabSize], DType.F32, dev))
             {
+                void Forward() => m.Forward(ids, new int[n], pos, [n - 1], cache, logits);
                 // median seconds of 3 prefills after a warm-up
                 double Prefill()
                 {
@@ -95,7 +96,7 @@ public static partial class Cli
                     {
                         dev.Synchronize();
                         sw.Restart();
-                        m.Forward(ids, new int[n], pos, [n - 1], cache, logits);
+                        Forward();
                         dev.Synchronize();
                         if (i > 0) times.Add(sw.Elapsed.TotalSeconds);
                     }
@@ -127,11 +128,11 @@ public static partial class Cli
                 }
                 if (profile)
                 {
-                    ProfilePrefill(m, dev, () => m.Forward(ids, new int[n], pos, [n - 1], cache, logits), $"prefill {n} tokens", label);
+                    ProfilePrefill(m, dev, Forward, $"prefill {n} tokens", label);
                     if (r.GetValue(halfPrefill))
                     {
                         m.HalfPrefill = true;
-                        ProfilePrefill(m, dev, () => m.Forward(ids, new int[n], pos, [n - 1], cache, logits), $"prefill {n} tokens, half x", label);
+                        ProfilePrefill(m, dev, Forward, $"prefill {n} tokens, half x", label);
                         m.HalfPrefill = false;
                     }
                 }
@@ -166,12 +167,7 @@ public static partial class Cli
         var trace = dev.EndTrace();
         double span = trace.Sum(t => t.Us) / 1e3;
         Console.WriteLine($"\n{what}{(m.Config.SlidingWindow is int w ? $", window {w}" : "")}: {trace.Count} launches, traced GPU span {span:F2} ms");
-        Console.WriteLine($"{"kernel",-44} {"launches",8} {"µs",9} {"µs each",8} {"share",6}");
-        foreach (var g in trace.GroupBy(t => t.Kernel).OrderByDescending(g => g.Sum(t => t.Us)))
-        {
-            double us = g.Sum(t => t.Us);
-            Console.WriteLine($"{g.Key,-44} {g.Count(),8} {us,9:F0} {us / g.Count(),8:F1} {us / 1e3 / span,6:P0}");
-        }
+        PrintTrace(trace, span);
         Record("bench model", $"{label}, {what}: traced GPU span", span, "ms");
     }
 

@@ -13,6 +13,17 @@ public static partial class Cli
     /// time to its logits, and a timing event after every launch, summed per kernel. An event's interval is its kernel's run
     /// plus the gap before it, so launch gaps and a GPU left waiting on the host show up in the kernels they delay.
     /// </summary>
+    /// <summary>A trace's launches summed per kernel, largest first: launches, µs, µs each and share of the span.</summary>
+    static void PrintTrace(List<(string Kernel, double Us)> trace, double spanMs)
+    {
+        Console.WriteLine($"{"kernel",-44} {"launches",8} {"µs",9} {"µs each",8} {"share",6}");
+        foreach (var g in trace.GroupBy(t => t.Kernel).OrderByDescending(g => g.Sum(t => t.Us)))
+        {
+            double us = g.Sum(t => t.Us);
+            Console.WriteLine($"{g.Key,-44} {g.Count(),8} {us,9:F0} {us / g.Count(),8:F1} {us / 1e3 / spanMs,6:P0}");
+        }
+    }
+
     static void StepProfile(LlamaModel model, Device dev, int[] ts, int nPrompt)
     {
         int maxT = ts.Max();
@@ -52,12 +63,7 @@ public static partial class Cli
             double span = trace.Sum(t => t.Us) / 1e3;
             string who = nT == 0 ? "base alone, 1 request" : $"{T} tenants × 1 request";
             Console.WriteLine($"\n{who}: {trace.Count} launches; host enqueue {enqueue:F2} ms, step to logits {wall:F2} ms, traced GPU span {span:F2} ms");
-            Console.WriteLine($"{"kernel",-44} {"launches",8} {"µs",9} {"µs each",8} {"share",6}");
-            foreach (var g in trace.GroupBy(t => t.Kernel).OrderByDescending(g => g.Sum(t => t.Us)))
-            {
-                double us = g.Sum(t => t.Us);
-                Console.WriteLine($"{g.Key,-44} {g.Count(),8} {us,9:F0} {us / g.Count(),8:F1} {us / 1e3 / span,6:P0}");
-            }
+            PrintTrace(trace, span);
             Record("step profile", $"7B, {who}: host enqueue", enqueue, "ms");
             Record("step profile", $"7B, {who}: traced GPU span", span, "ms");
         }
