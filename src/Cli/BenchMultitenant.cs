@@ -46,6 +46,7 @@ public static partial class Cli
         var bitsTenants = new Option<int?>("--bits-min-tenants") { Description = "… when at least this many tenants have so few (default: the engine's)" };
         var streamRows = new Option<int?>("--stream-max-rows") { Description = "take the streamed form for at most this many decode rows (default: the engine's)" };
         var noStream = new Option<bool>("--no-stream") { Description = "leave the streamed form out of the engine (to compare)" };
+        var noFuseBits = new Option<bool>("--no-fuse-bits") { Description = "past the streamed form's rows, the bit-serial and base forms as seven launches, not three (to compare)" };
         var baseBlocks = new Option<int?>("--base-blocks") { Description = "blocks per multiprocessor the base form's split of K aims for (default: the engine's)" };
         var rate = new Option<bool>("--mma-rate") { Description = "also measure the tensor cores' rate on the f16 and b1 products alone" };
         var noOwn = new Option<bool>("--no-own-split") { Description = "one-group batches: x split by the streamed grid's preparation blocks, not by each base block (to compare)" };
@@ -56,7 +57,7 @@ public static partial class Cli
         var noKernels = new Option<bool>("--no-kernel-table") { Description = "leave the kernel table out" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, baseBlocks, rate, timeline, noOwn, scFence, streamBits, profile, noKernels, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noFuseBits, baseBlocks, rate, timeline, noOwn, scFence, streamBits, profile, noKernels, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -78,6 +79,7 @@ public static partial class Cli
             if (r.GetValue(bitsTenants) is int bt) TenantLinear.BitsMinTenants = bt;
             if (r.GetValue(streamRows) is int st) TenantLinear.StreamMaxRows = st;
             if (r.GetValue(noStream)) TenantLinear.UseStream = false;
+            if (r.GetValue(noFuseBits)) TenantLinear.FuseBits = false;
             if (r.GetValue(noOwn)) TenantLinear.StreamOwnSplitVecs = 0;
             if (r.GetValue(scFence)) TenantLinear.StreamLightFence = false;
             if (r.GetValue(streamBits) is int sbs)
@@ -88,6 +90,7 @@ public static partial class Cli
             if (r.GetValue(baseBlocks) is int bb) TenantLinear.BaseBlocksPerSm = bb;
             Console.WriteLine($"bit-serial form: tenants of at most {TenantLinear.BitsMaxRows} decode rows, when at least {TenantLinear.BitsMinTenants} tenants are");
             Console.WriteLine(TenantLinear.UseStream ? $"streamed form: batches whose tenants all have so few rows, up to {TenantLinear.StreamMaxRows} decode rows" : "streamed form: off");
+            Console.WriteLine($"past those rows: the base and bit-serial forms in {(TenantLinear.FuseBits ? "three launches" : "seven launches")}");
             if (r.GetValue(rate) && dev.IsIlgpu) MmaRate(dev, cuda);
             if (r.GetValue(timeline))
             {

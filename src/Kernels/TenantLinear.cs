@@ -110,6 +110,11 @@ public static partial class TenantLinear
         else if (TakesMma(tenants, x2, w))
         {
             bool bits = TakesBits(tenants, w);
+            if (UseBase && tenants.DecodeTenantsAllBits && bits && FuseBits)
+            {
+                DecodeBaseBits(x2, w, signs, scales, tenants, y2, accumulate);
+                return;
+            }
             if (UseBase && tenants.DecodeTenantsAllBits && (bits || tenants.BitsCount == 0))
                 DecodeBase(x2, w, tenants.MmaGroups!, tenants.MmaGroupCount, y2, accumulate);
             else
@@ -359,7 +364,7 @@ public static partial class TenantLinear
         string path = TakesMma(tenants, tx, tw) ? " tensor cores" : dev.IsIlgpu && wt != DType.F32 && inDim % 8 == 0 ? " 16-byte" : "";
         if (mma && dev.IsIlgpu && path != " tensor cores") throw new InvalidOperationException($"{name}: the tensor-core form did not apply to [{outDim}, {inDim}]");
         if (dev.IsIlgpu && path == " tensor cores" && TakesStream(tenants, tw)) path += $", streamed ({tenants.FewCount} tenant rows)";
-        else if (dev.IsIlgpu && TakesBits(tenants, tw)) path += $", {tenants.BitsCount} rows bit-serial{(UseBase && tenants.DecodeTenantsAllBits ? ", base form" : "")}";
+        else if (dev.IsIlgpu && TakesBits(tenants, tw)) path += $", {tenants.BitsCount} rows bit-serial{(UseBase && tenants.DecodeTenantsAllBits ? FuseBits ? ", base form, three launches" : ", base form" : "")}";
         if (bits && dev.IsIlgpu && !TakesBits(tenants, tw) && !TakesStream(tenants, tw)) throw new InvalidOperationException($"{name}: the bit-serial form did not apply to [{outDim}, {inDim}]");
         return (Check.RelativeError(ty.ToFloatArray(), want),
                 $"{rows} rows in {tenants.Segments.Length} segments over {capacity} slots, [{outDim}, {inDim}] w {wt}{(accumulate ? " +=" : "")}{path}");

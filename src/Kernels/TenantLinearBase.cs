@@ -372,15 +372,16 @@ public static partial class TenantLinear
         }
     }
 
-    /// <summary>y[row, o] (+)= Σ over splits of partial[split, row, o], in split order, for every row of the groups.</summary>
+    /// <summary>y[row, o] (+)= Σ over splits of partial[split, row, o], in split order, for every row of the groups (mode:
+    /// the split count, bit 16 accumulate, bit 17 only the rows on the base, whose slot in the group table is −1).</summary>
     static void SumSplitsKernel(ArrayView<float> partial, ArrayView<int> groups, ArrayView<float> y, int slots, int rows, int outDim, int mode)
     {
         long i = Grid.GlobalIndex.X;
         if (i >= (long)slots * outDim) return;
         int j = (int)(i / outDim), o = (int)(i % outDim), split = mode & 0xFFFF;
         long row = groups[j / 8 * TenantRows.MmaGroupInts + j % 8];
-        if (row < 0) return;
-        Put(y, row * outDim + o, SumSplits(partial, row * outDim + o, (long)rows * outDim, split), mode >> 16);
+        if (row < 0 || ((mode & 1 << 17) != 0 && groups[j / 8 * TenantRows.MmaGroupInts + 8 + j % 8] >= 0)) return;
+        Put(y, row * outDim + o, SumSplits(partial, row * outDim + o, (long)rows * outDim, split), (mode >> 16) & 1);
     }
 
     /// <summary>Σ_k part[at + k·stride] for k &lt; n, added in k order; four loads issued before their sums (a sum's

@@ -67,6 +67,87 @@ public static partial class TenantLinear
             meta.View<long>(), list.View<int>(), scales.View<float>(), y.View<float>(), inDim, outDim, split);
     }
 
+    /// <summary>Batches past the streamed form's rows whose tenant terms are all bit-serial take three launches
+    /// (<see cref="DecodeBaseBits"/>) instead of the base form's and this form's seven; off, the seven (the bench compares).</summary>
+    public static bool FuseBits { get; set; } = true;
+
+    /// <summary>
+    /// y (+)= x·Wᵀ + α_t·x·S_tᵀ for a decode batch whose tenant rows are all in <see cref="TenantRows.BitsList"/> and too many
+    /// for the streamed form, in three launches: (1) the streamed grid's preparation blocks alone (<see cref="PrepWork"/>:
+    /// x's split for the base and each row's max, planes and Σq, with no atomics, so no memset); (2) the base form's products
+    /// into its split partials; (3) the bit-serial products, each output adding its base partials in split order, then its
+    /// tenant term. Base rows' partials are added by <see cref="SumSplitsKernel"/> when there are any. The separate chain
+    /// (SplitX, base, SumSplits, memset, row max, planes, products) spent ~40 µs a linear in launches and small kernels at 32
+    /// tenants on the H200 (bench/NOTES.md). Same operations in the same order as that chain: the same bits.
+    /// </summary>
+    static void DecodeBaseBits(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate)
+    {
+        int outDim = w.Dim(0), inDim = w.Dim(1), chunks = inDim / 64, rows = x.Dim(0), words = inDim / 32;
+        int groupCount = tenants.MmaGroupCount, entries = tenants.BitsCount;
+        var dev = y.Device;
+        var groups = tenants.MmaGroups!;
+        var list = tenants.BitsList!;
+        int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
+        var (split, per) = BaseSplit(dev, outDim, inDim);
+        int segs = (words + SegWords - 1) / SegWords;
+        int prepSplit = groupCount * ((chunks + SplitChunks - 1) / SplitChunks), prepBits = entries * segs;
+        int bitGroups = outDim / 32, bitsSplit = (bitGroups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1, perBlock = 4 / bitsSplit;
+        int bitsPerRow = (bitGroups + perBlock - 1) / perBlock;
+        var shape = new StreamShape
+        {
+            In = inDim, Out = outDim, Rows = rows, Split = split, Segs = segs, Entries = entries, PrepSplit = prepSplit, PrepBits = prepBits,
+            BitsSplit = bitsSplit, BitsPerRow = bitsPerRow, Mode = accumulate ? 1 : 0,
+        };
+        using var xs = Tensor.Empty([groupCount * chunks * 4 * 32 * 4], DType.I32, dev);
+        using var planes = Tensor.Empty([entries, Planes, words], DType.I32, dev);
+        using var meta = Tensor.Empty([2 * (entries + entries * segs)], DType.I32, dev);   // longs: row maxima, then Σq per segment
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<int>, ArrayView<int>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<long>, StreamShape>>(
+            BitsPrepKernel)(new KernelConfig(prepSplit + prepBits, StreamWarps * 32), x.View<Vec16>(), groups.View<int>(), list.View<int>(),
+                            xs.View<Vec16>(), planes.View<uint>(), meta.View<long>(), shape);
+        using var partial = split > 1 ? Tensor.Empty([split, rows, outDim], DType.F32, dev) : null;
+        for (int first = 0; first < groupCount; first += BaseGroups)
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(
+                groupCount == 1 ? BaseOneKernel : BaseKernel)(
+                new KernelConfig(tileBlocks * split, BaseWarps * 32), w.View<Vec16>(), xs.View<Vec16>(), groups.View<int>(),
+                (partial ?? y).View<float>(), first, Math.Min(BaseGroups, groupCount - first), inDim, outDim, rows, per,
+                partial != null ? 2 : accumulate ? 1 : 0);
+        if (partial != null && tenants.FewBase > 0)   // the base rows' sums; the tenant rows' are added by the products' launch
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int, int>>(SumSplitsKernel)(
+                new KernelConfig((groupCount * 8 * outDim + 255) / 256, 256), partial.View<float>(), groups.View<int>(), y.View<float>(),
+                groupCount * 8, rows, outDim, split | (accumulate ? 1 << 16 : 0) | 1 << 17);
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<uint>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<long>, ArrayView<int>,
+                                 ArrayView<float>, ArrayView<float>, ArrayView<float>, StreamShape>>(BitsEndKernel)(
+            new KernelConfig(bitsPerRow * entries, 128), signs.View<Vec16>(), signs.View<uint>(), planes.View<Vec16>(), planes.View<uint>(),
+            meta.View<long>(), list.View<int>(), scales.View<float>(), (partial ?? y).View<float>(), y.View<float>(), shape);
+    }
+
+    /// <summary>The preparation of <see cref="DecodeBaseBits"/>: block b as the streamed grid's preparation block b.</summary>
+    static void BitsPrepKernel(ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs, ArrayView<uint> planes,
+                               ArrayView<long> meta, StreamShape s) =>
+        PrepWork(Grid.IdxX, x16, groups, list, xs, planes, meta, s);
+
+    /// <summary>The products of <see cref="DecodeBaseBits"/>: as <see cref="BitsKernel"/>, then per output y (+)= the base
+    /// partials in split order (when K was split), then + the tenant term. The row's scalars and its base partials are
+    /// loaded before the products, so their round trips overlap them.</summary>
+    static void BitsEndKernel(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, ArrayView<long> meta,
+                              ArrayView<int> list, ArrayView<float> scales, ArrayView<float> partial, ArrayView<float> y, StreamShape s)
+    {
+        var part = SharedMemory.Allocate<long>(4 * 32);
+        int b = Grid.IdxX, row = b / s.BitsPerRow, tid = Group.IdxX, perBlock = 4 / s.BitsSplit;
+        int mine = tid / 32, oMine = (b % s.BitsPerRow * perBlock + mine) * 32 + tid % 32;
+        long q = SumLongs(meta, s.Entries + (long)row * s.Segs, s.Segs);
+        int big = (int)meta[row];
+        float alpha = scales[list[2 * row + 1]];
+        long at = list[2 * row] * (long)s.Out + oMine;
+        bool mineLive = mine < perBlock && oMine < s.Out;
+        float baseSum = mineLive && s.Split > 1 ? SumSplits(partial, at, (long)s.Rows * s.Out, s.Split) : 0f;
+        float before = mineLive && (s.Split == 1 || s.Mode != 0) ? y[at] : 0f;
+        long sum = BitsSum(b, signs16, signs, planes16, planes, list, part, s.In, s.Out, s.BitsSplit, out _, out int o);
+        if (o < 0) return;
+        float term = (float)BitsTerm(sum, q, big, alpha);
+        y[at] = (s.Split == 1 ? before : s.Mode != 0 ? before + baseSum : baseSum) + term;
+    }
+
     /// <summary>meta[e, 0] = max over the row of |x| as f32 bits (non-negative floats order as their bits; a NaN's
     /// bits are above infinity's, so a non-finite row shows as ≥ 0x7F800000).</summary>
     static void BitsMaxKernel(ArrayView<Vec16> x16, ArrayView<int> list, ArrayView<int> meta, int inDim)

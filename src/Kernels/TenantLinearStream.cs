@@ -185,6 +185,26 @@ public static partial class TenantLinear
     static void StreamPrep(int b, ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs, ArrayView<uint> planes,
                            ArrayView<long> meta, ArrayView<int> counters, StreamShape s)
     {
+        PrepWork(b, x16, groups, list, xs, planes, meta, s);
+        int tid = Group.IdxX;
+        Fence(s);
+        Group.Barrier();
+        bool split = b < s.PrepSplit;
+        int done = split ? SplitDone : BitsDone;
+        if (tid == 0 && Atomic.Add(ref counters[done], 1) == (split ? s.PrepSplit : s.PrepBits) - 1)
+        {
+            // every block of this kind has counted itself: leave the count zero for the next call, then publish
+            counters[done] = 0;
+            Fence(s);
+            Atomic.Exchange(ref counters[split ? SplitReady : BitsReady], s.Epoch);
+        }
+    }
+
+    /// <summary>What preparation block <paramref name="b"/> makes (<see cref="StreamPrep"/>), without the handoff: also the
+    /// first launch of the bit-serial form's three (<see cref="DecodeBaseBits"/>).</summary>
+    static void PrepWork(int b, ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs, ArrayView<uint> planes,
+                         ArrayView<long> meta, StreamShape s)
+    {
         var redMax = SharedMemory.Allocate<int>(StreamWarps);
         var redQ = SharedMemory.Allocate<long>(StreamWarps);
         int tid = Group.IdxX, warp = tid / 32, lane = tid % 32, chunks = s.In / 64, words = s.In / 32;
@@ -250,18 +270,6 @@ public static partial class TenantLinear
                 meta[s.Entries + (long)e * s.Segs + seg] = sum;
                 if (seg == 0) meta[e] = m;
             }
-        }
-
-        Fence(s);
-        Group.Barrier();
-        bool split = b < s.PrepSplit;
-        int done = split ? SplitDone : BitsDone;
-        if (tid == 0 && Atomic.Add(ref counters[done], 1) == (split ? s.PrepSplit : s.PrepBits) - 1)
-        {
-            // every block of this kind has counted itself: leave the count zero for the next call, then publish
-            counters[done] = 0;
-            Fence(s);
-            Atomic.Exchange(ref counters[split ? SplitReady : BitsReady], s.Epoch);
         }
     }
 

@@ -45,29 +45,83 @@ public class TenantLinearBitsTests
         Assert.Contains("ld.global.v4.b32", bits);
         Assert.Contains("red.max.global.s32", Ptx.Compile(Kernel("BitsMaxKernel")));   // an atomic whose result is unused
         Assert.Contains("red.add.global.u64", Ptx.Compile(Kernel("BitPlanesKernel")));
+        var end = Ptx.Compile(Kernel("BitsEndKernel"));
+        Assert.True(end.Split("m16n8k256").Length - 1 >= 16, "the three-launch form's products: fewer than 16 binary products a chunk");
+        Assert.Contains("ld.global.v4.b32", end);
+        var prep = Ptx.Compile(Kernel("BitsPrepKernel"));
+        Assert.Contains("cvt.rn.f16.f32", prep);   // x's split for the base form
+        Assert.DoesNotContain("atom.global", prep);   // maxima found per block: nothing to clear before the launch
+        Assert.DoesNotContain("red.global", prep);
         var based = Ptx.Compile(Kernel("BaseKernel"));
         Assert.Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", based);
         Assert.Contains("ld.global.v4.b32", based);
         Assert.DoesNotContain("cvt.rn.f16.f32", based);   // x comes split already (SplitXKernel)
     }
 
+    /// <summary>The three launches against the seven they replace, bit for bit: two row groups (the four-group base kernel),
+    /// base rows among the tenants' (their split sums by <c>SumSplitsKernel</c> alone), y accumulated into.</summary>
+    [Theory]
+    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
+    public void Three_launches_give_the_seven_launches_bits(string device)
+    {
+        var dev = Device.Parse(device);
+        var rng = new Random(5);
+        int outDim = 96, inDim = 768, cap = 5;
+        int[] slots = [-1, 0, 1, -1, 2, 3, -1, 1, 4, -1, 2, 0];
+        int rows = slots.Length;
+        var x = Check.Values(rng, (long)rows * inDim, 2f);
+        var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), DType.F16);
+        var signs = Check.Signs(rng, cap * outDim, inDim);
+        var scales = Enumerable.Range(0, cap).Select(_ => Check.Value(rng, 0.05f)).ToArray();
+        var y0 = Check.Values(rng, (long)rows * outDim, 3f);
+        using var tenants = new TenantRows(slots, dev);
+        Assert.True(tenants.DecodeTenantsAllBits && tenants.BitsCount == 8 && tenants.MmaGroupCount == 2);
+        using var tx = Tensor.From(x, [rows, inDim], dev);
+        using var tw = Tensor.From(w, [outDim, inDim], dev, DType.F16);
+        using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
+        using var ta = Tensor.From(scales, [cap], dev);
+
+        float[] Run(bool fuse)
+        {
+            using var ty = Tensor.From(y0, [rows, outDim], dev);
+            TenantLinear.UseStream = false;
+            TenantLinear.FuseBits = fuse;
+            try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty, accumulate: true); }
+            finally
+            {
+                TenantLinear.UseStream = true;
+                TenantLinear.FuseBits = true;
+            }
+            return ty.ToFloatArray();
+        }
+
+        var three = Run(true);
+        Assert.Equal(Run(false), three);
+        var want = y0.ToArray();
+        TenantLinear.Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, true);
+        double err = Check.RelativeError(three, want);
+        Assert.True(err <= Check.F32Bound, $"{device}: relative error {err:E2}");
+    }
+
     static MethodInfo Kernel(string name) => typeof(TenantLinear).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!;
 
     /// <summary>Three tenants of one row each over [64, 768] (a half chunk at the end): a row of zeros (its term must be
     /// exactly 0), a row spanning 1e-6 … 1e4, an ordinary one, and a row with a NaN that must not leak into the others.</summary>
-    public static TheoryData<string, bool> DevicesAndForms()
+    public static TheoryData<string, string> DevicesAndForms()
     {
-        var data = new TheoryData<string, bool>();
-        foreach (var d in TestDevices.Names.Select(n => n.Data)) { data.Add(d, false); data.Add(d, true); }
+        var data = new TheoryData<string, string>();
+        foreach (var d in TestDevices.Names.Select(n => n.Data))
+            foreach (var form in new[] { "three launches", "seven launches", "streamed" }) data.Add(d, form);
         return data;
     }
 
-    /// <summary><paramref name="stream"/>: through the streamed form (TenantLinearStream.cs), else the bit-serial and
-    /// base-only forms, whose integer scheme it shares.</summary>
+    /// <summary><paramref name="form"/>: the streamed form (TenantLinearStream.cs), or the bit-serial and base-only forms,
+    /// whose integer scheme it shares, in three launches (<see cref="TenantLinear.FuseBits"/>) or seven.</summary>
     [Theory]
     [MemberData(nameof(DevicesAndForms))]
-    public void Edge_rows_match_the_twin_and_a_nan_stays_in_its_row(string device, bool stream)
+    public void Edge_rows_match_the_twin_and_a_nan_stays_in_its_row(string device, string form)
     {
+        bool stream = form == "streamed";
         var dev = Device.Parse(device);
         var rng = new Random(11);
         int outDim = 64, inDim = 768, cap = 4, rows = 4, words = inDim / 32;
@@ -91,8 +145,13 @@ public class TenantLinearBitsTests
         using var ta = Tensor.From(scales, [cap], dev);
         using var ty = Check.Poisoned([rows, outDim], DType.F32, dev);
         TenantLinear.UseStream = stream;
+        TenantLinear.FuseBits = form == "three launches";
         try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty); }
-        finally { TenantLinear.UseStream = true; }
+        finally
+        {
+            TenantLinear.UseStream = true;
+            TenantLinear.FuseBits = true;
+        }
         Assert.Equal(4, tenants.BitsCount);
         Assert.Equal(4, tenants.FewCount);
         var got = ty.ToFloatArray();
@@ -104,7 +163,7 @@ public class TenantLinearBitsTests
         for (int r = 1; r <= 2; r++)
         {
             double err = Check.RelativeError(got.AsSpan(r * outDim, outDim), want.AsSpan(r * outDim, outDim));
-            Assert.True(err <= Check.F32Bound, $"row {r} on {device} (streamed: {stream}): relative error {err:E2}");
+            Assert.True(err <= Check.F32Bound, $"row {r} on {device} ({form}): relative error {err:E2}");
         }
         Assert.All(got[(3 * outDim)..], v => Assert.True(float.IsNaN(v)));
     }
@@ -139,8 +198,9 @@ public class TenantLinearBitsForwardTests
         for (int t = 0; t < 4; t++) engine.AddRandom($"t{t}", (ulong)t + 1);
         int[] ids = [5, 17, 33, 200, 91], tenants = [2, 0, -1, 3, 1], rows = [0, 1, 2, 3, 4];
 
-        float[] Step(bool bits, bool stream)
+        float[] Step(bool bits, bool stream, bool fuse = true)
         {
+            TenantLinear.FuseBits = fuse;
             TenantLinear.UseBits = bits;
             TenantLinear.UseBase = bits;
             TenantLinear.UseStream = stream;
@@ -153,6 +213,7 @@ public class TenantLinearBitsForwardTests
             }
             finally
             {
+                TenantLinear.FuseBits = true;
                 TenantLinear.UseBits = true;
                 TenantLinear.UseBase = true;
                 TenantLinear.UseStream = true;
@@ -163,7 +224,9 @@ public class TenantLinearBitsForwardTests
         var fused = Step(false, false);
         var bitSerial = Step(true, false);
         var streamed = Step(true, true);
+        var sevenLaunches = Step(true, false, fuse: false);
         double err = Check.RelativeError(bitSerial, fused), errStream = Check.RelativeError(streamed, fused);
+        Assert.Equal(sevenLaunches, bitSerial);   // the same operations in the same order as the three launches
         Assert.True(err <= Check.F32Bound, $"{device}: logits relative error {err:E2}");
         Assert.True(errStream <= Check.F32Bound, $"{device}: streamed form's logits relative error {errStream:E2}");
         // Not vacuous: the tenants' rows differ from what the base gives them.
