@@ -20,18 +20,20 @@ public static partial class Cli
         var runs = new Option<int>("--runs") { Description = "fresh processes of each kind", DefaultValueFactory = _ => 3 };
         var prompt = new Option<string>("--prompt") { Description = "prompt text", DefaultValueFactory = _ => "Once upon a time" };
         var child = new Option<bool>("--traced-child") { Hidden = true };
+        var noStaged = new Option<bool>("--no-staged-upload") { Description = "the traced run loads the weights as the driver stages pageable bytes, not through our pinned buffers (to compare; generate keeps the default)" };
         var cmd = new Command("startup", "Time from command to first token in fresh processes: device, weights, kernel compilation, first token.");
-        foreach (var o in new Option[] { model, runs, prompt, child, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, runs, prompt, child, noStaged, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             string dir = r.GetValue(model)!, text = r.GetValue(prompt)!, device = r.GetValue(DeviceOption)!;
+            if (r.GetValue(noStaged)) LlamaWeights.UseStagedUpload = false;
             if (r.GetValue(child)) return StartupTrace(dir, text, device);
             int n = r.GetValue(runs);
             if (n < 1) throw new BitDeltaException($"--runs must be at least 1, got {n}");
             LlamaConfig.Load(dir);   // a bad folder fails here, once, not in every child
             RecordTo(r, Device.Parse(device));
             var firstToken = new List<double>();
-            Console.WriteLine($"start-up of {dir} on --device {device}; {n} run(s), each two fresh processes");
+            Console.WriteLine($"start-up of {dir} on --device {device}; {n} run(s), each two fresh processes; weights {(LlamaWeights.UseStagedUpload ? "through pinned staging buffers" : "staged by the driver (traced run)")}");
             Console.WriteLine("run | generate, spawn to exit | traced: runtime | device | config+tokenizer | weights (GB/s) | first token (kernels compiled, compile s) | at | same token again");
             for (int i = 1; i <= n; i++)
             {
@@ -39,7 +41,8 @@ public static partial class Cli
                 var (rc, _, err) = RunSelf(["generate", "--base", dir, "--prompt", text, "--max-tokens", "1", "--device", device]);
                 double wall = sw.Elapsed.TotalSeconds;
                 if (rc != 0) throw new BitDeltaException($"generate exited with {rc}: {err.Trim().Split('\n').LastOrDefault()}");
-                var (rc2, outText, err2) = RunSelf(["bench", "startup", "--model", dir, "--prompt", text, "--device", device, "--traced-child"]);
+                var (rc2, outText, err2) = RunSelf(["bench", "startup", "--model", dir, "--prompt", text, "--device", device, "--traced-child",
+                                                    .. (LlamaWeights.UseStagedUpload ? Array.Empty<string>() : ["--no-staged-upload"])]);
                 if (rc2 != 0) throw new BitDeltaException($"the traced run exited with {rc2}: {err2.Trim().Split('\n').LastOrDefault()}");
                 var kv = outText.Split('\n').First(l => l.StartsWith("startup ")).Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1)
                     .Select(p => p.Split('=')).ToDictionary(p => p[0], p => double.Parse(p[1], CultureInfo.InvariantCulture));

@@ -147,6 +147,17 @@ public sealed class Tensor : IDisposable
             fixed (byte* p = src) ByteView.CopyFromCPUUnsafeAsync(ref *p, src.Length);
     }
 
+    /// <summary>Bytes at <paramref name="src"/> (pinned host memory: the driver copies them by DMA after this returns, so
+    /// they must stay until <paramref name="stream"/> is synchronised) into this device tensor at byte
+    /// <paramref name="offset"/>, on <paramref name="stream"/> (<see cref="StagedUpload"/>).</summary>
+    internal unsafe void UploadPinned(AcceleratorStream stream, long offset, byte* src, long length)
+    {
+        CheckAlive();
+        if (buffer == null) throw new InvalidOperationException($"{this}: pinned upload into a host tensor");
+        if (offset < 0 || offset + length > ByteLength) throw new ArgumentOutOfRangeException(nameof(offset), $"{this}: bytes {offset}+{length} past its {ByteLength}");
+        if (length > 0) ByteView.SubView(offset, length).CopyFromCPUUnsafeAsync(stream, ref *src, length);
+    }
+
     /// <summary>Copies this tensor's bytes into <paramref name="dst"/> (host memory).</summary>
     public void CopyTo(Span<byte> dst)
     {
