@@ -71,22 +71,37 @@ public static partial class TenantLinear
     {
         int outDim = w.Dim(0), inDim = w.Dim(1), chunks = inDim / 64, rows = x.Dim(0);
         var dev = y.Device;
-        int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
         var (split, per) = BaseSplit(dev, outDim, inDim);
         using var xs = Tensor.Empty([groupCount * chunks * 4 * 32 * 4], DType.I32, dev);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<int>, ArrayView<Vec16>, int, int>>(SplitXKernel)(
             new KernelConfig(groupCount * chunks, 128), x.View<Vec16>(), groups.View<int>(), xs.View<Vec16>(), inDim, chunks);
-        using var partial = split > 1 ? Tensor.Empty([split, rows, outDim], DType.F32, dev) : null;
+        using var partial = BaseProducts(w, xs, groups, groupCount, y, rows, split, per, accumulate);
+        if (partial != null) SumSplitsLaunch(partial, groups, groupCount, y, split, accumulate, baseRowsOnly: false);
+    }
+
+    /// <summary>The base kernels over every 4 groups of x's split <paramref name="xs"/>: into y (one K split), or into the
+    /// split partials [split, rows, out], which are returned (the caller adds them up and disposes them).</summary>
+    static Tensor? BaseProducts(Tensor w, Tensor xs, Tensor groups, int groupCount, Tensor y, int rows, int split, int per, bool accumulate)
+    {
+        int outDim = w.Dim(0), inDim = w.Dim(1), tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
+        var dev = y.Device;
+        var partial = split > 1 ? Tensor.Empty([split, rows, outDim], DType.F32, dev) : null;
         for (int first = 0; first < groupCount; first += BaseGroups)
             dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(
                 groupCount == 1 ? BaseOneKernel : BaseKernel)(
                 new KernelConfig(tileBlocks * split, BaseWarps * 32), w.View<Vec16>(), xs.View<Vec16>(), groups.View<int>(),
                 (partial ?? y).View<float>(), first, Math.Min(BaseGroups, groupCount - first), inDim, outDim, rows, per,
                 partial != null ? 2 : accumulate ? 1 : 0);
-        if (partial != null)
-            dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int, int>>(SumSplitsKernel)(
-                new KernelConfig((groupCount * 8 * outDim + 255) / 256, 256), partial.View<float>(), groups.View<int>(), y.View<float>(),
-                groupCount * 8, rows, outDim, split | (accumulate ? 1 << 16 : 0));
+        return partial;
+    }
+
+    /// <summary>y (+)= the split partials' sum for every row of the groups, or only for the rows on the base.</summary>
+    static void SumSplitsLaunch(Tensor partial, Tensor groups, int groupCount, Tensor y, int split, bool accumulate, bool baseRowsOnly)
+    {
+        int rows = partial.Dim(1), outDim = partial.Dim(2);
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int, int>>(SumSplitsKernel)(
+            new KernelConfig((groupCount * 8 * outDim + 255) / 256, 256), partial.View<float>(), groups.View<int>(), y.View<float>(),
+            groupCount * 8, rows, outDim, split | (accumulate ? 1 << 16 : 0) | (baseRowsOnly ? 1 << 17 : 0));
     }
 
     /// <summary>Thread (group, chunk, step s, lane (g, t)): the 4 inputs of the lane's step-s pairs from group row g,

@@ -87,7 +87,6 @@ public static partial class TenantLinear
         var dev = y.Device;
         var groups = tenants.MmaGroups!;
         var list = tenants.BitsList!;
-        int tileBlocks = (outDim / 16 + BaseWarps - 1) / BaseWarps;
         var (split, per) = BaseSplit(dev, outDim, inDim);
         int segs = (words + SegWords - 1) / SegWords;
         int prepSplit = groupCount * ((chunks + SplitChunks - 1) / SplitChunks), prepBits = entries * segs;
@@ -104,17 +103,9 @@ public static partial class TenantLinear
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<int>, ArrayView<int>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<long>, StreamShape>>(
             BitsPrepKernel)(new KernelConfig(prepSplit + prepBits, StreamWarps * 32), x.View<Vec16>(), groups.View<int>(), list.View<int>(),
                             xs.View<Vec16>(), planes.View<uint>(), meta.View<long>(), shape);
-        using var partial = split > 1 ? Tensor.Empty([split, rows, outDim], DType.F32, dev) : null;
-        for (int first = 0; first < groupCount; first += BaseGroups)
-            dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(
-                groupCount == 1 ? BaseOneKernel : BaseKernel)(
-                new KernelConfig(tileBlocks * split, BaseWarps * 32), w.View<Vec16>(), xs.View<Vec16>(), groups.View<int>(),
-                (partial ?? y).View<float>(), first, Math.Min(BaseGroups, groupCount - first), inDim, outDim, rows, per,
-                partial != null ? 2 : accumulate ? 1 : 0);
-        if (partial != null && tenants.FewBase > 0)   // the base rows' sums; the tenant rows' are added by the products' launch
-            dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int, int>>(SumSplitsKernel)(
-                new KernelConfig((groupCount * 8 * outDim + 255) / 256, 256), partial.View<float>(), groups.View<int>(), y.View<float>(),
-                groupCount * 8, rows, outDim, split | (accumulate ? 1 << 16 : 0) | 1 << 17);
+        using var partial = BaseProducts(w, xs, groups, groupCount, y, rows, split, per, accumulate);
+        // the base rows' sums; the tenant rows' are added by the products' launch
+        if (partial != null && tenants.FewBase > 0) SumSplitsLaunch(partial, groups, groupCount, y, split, accumulate, baseRowsOnly: true);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<uint>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<long>, ArrayView<int>,
                                  ArrayView<float>, ArrayView<float>, ArrayView<float>, StreamShape>>(BitsEndKernel)(
             new KernelConfig(bitsPerRow * entries, 128), signs.View<Vec16>(), signs.View<uint>(), planes.View<Vec16>(), planes.View<uint>(),
