@@ -58,13 +58,21 @@ public static partial class TenantLinear
             new KernelConfig(count * ((inDim / 4 + 255) / 256), 256), x.View<Vec16>(), list.View<int>(), meta.View<int>(), inDim);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<uint>, ArrayView<int>, ArrayView<long>, int>>(BitPlanesKernel)(
             new KernelConfig(count * ((words + 7) / 8), 256), x.View<float>(), list.View<int>(), planes.View<uint>(), meta.View<int>(), meta.View<long>(), inDim);
-        // Blocks of 4 warps; K split 4 ways when whole-K warps would not fill ~BitsTargetWarps (BitsKernel).
-        int groups = outDim / 32, split = (groups + 3) / 4 * count < BitsTargetWarps / 4 ? 4 : 1, perBlock = 4 / split;
-        int blocks = (groups + perBlock - 1) / perBlock * count;
+        var (split, perRow) = BitsLayout(outDim, count);
+        int blocks = perRow * count;
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<uint>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<int>, ArrayView<long>, ArrayView<int>,
                                  ArrayView<float>, ArrayView<float>, int, int, int>>(BitsKernel)(
             new KernelConfig(blocks, 128), signs.View<Vec16>(), signs.View<uint>(), planes.View<Vec16>(), planes.View<uint>(), meta.View<int>(),
             meta.View<long>(), list.View<int>(), scales.View<float>(), y.View<float>(), inDim, outDim, split);
+    }
+
+    /// <summary>How the bit-serial products lay out their blocks of 4 warps for <paramref name="entries"/> rows: K split 4
+    /// ways (a block takes one group of 32 outputs) when whole-K warps would not fill ~BitsTargetWarps, else 1 (four groups a
+    /// block); and the blocks a row takes.</summary>
+    static (int Split, int PerRow) BitsLayout(int outDim, int entries)
+    {
+        int groups = outDim / 32, split = (groups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1, perBlock = 4 / split;
+        return (split, (groups + perBlock - 1) / perBlock);
     }
 
     /// <summary>Batches past the streamed form's rows whose tenant terms are all bit-serial take three launches
@@ -77,8 +85,8 @@ public static partial class TenantLinear
     /// x's split for the base and each row's max, planes and Σq, with no atomics, so no memset); (2) the base form's products
     /// into its split partials; (3) the bit-serial products, each output adding its base partials in split order, then its
     /// tenant term. Base rows' partials are added by <see cref="SumSplitsKernel"/> when there are any. The separate chain
-    /// (SplitX, base, SumSplits, memset, row max, planes, products) spent ~40 µs a linear in launches and small kernels at 32
-    /// tenants on the H200 (bench/NOTES.md). Same operations in the same order as that chain: the same bits.
+    /// (SplitX, base, SumSplits, memset, row max, planes, products) spent ~28 µs of ~110 µs a linear in its small kernels and
+    /// launches at 32 tenants on the H200 (bench/NOTES.md). Same operations in the same order as that chain: the same bits.
     /// </summary>
     static void DecodeBaseBits(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate)
     {
@@ -90,8 +98,7 @@ public static partial class TenantLinear
         var (split, per) = BaseSplit(dev, outDim, inDim);
         int segs = (words + SegWords - 1) / SegWords;
         int prepSplit = groupCount * ((chunks + SplitChunks - 1) / SplitChunks), prepBits = entries * segs;
-        int bitGroups = outDim / 32, bitsSplit = (bitGroups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1, perBlock = 4 / bitsSplit;
-        int bitsPerRow = (bitGroups + perBlock - 1) / perBlock;
+        var (bitsSplit, bitsPerRow) = BitsLayout(outDim, entries);
         var shape = new StreamShape
         {
             In = inDim, Out = outDim, Rows = rows, Split = split, Segs = segs, Entries = entries, PrepSplit = prepSplit, PrepBits = prepBits,
