@@ -49,6 +49,8 @@ public static partial class Cli
                 sw.Restart();
             }
             WriteTable(table);
+            Console.WriteLine($"kernels loaded: {dev.CompiledKernels}, {dev.KernelsFromCache} of them from the PTX cache ({(PtxCache.Folder ?? "off")}); " +
+                              $"ILGPU {dev.IlgpuCompileTime.TotalSeconds:F2} s, driver {dev.DriverLoadTime.TotalSeconds:F2} s");
             Console.WriteLine(ok ? "all kernels match their CPU twins" : "FAILED: some kernels differ from their CPU twins");
             return ok ? 0 : 1;
         }));

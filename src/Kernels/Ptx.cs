@@ -34,7 +34,10 @@ public static class Ptx
     static bool ImplicitlyGrouped(MethodInfo m) =>
         m.GetParameters()[0].ParameterType is var t && (t == typeof(Index1D) || t == typeof(Index2D) || t == typeof(Index3D));
 
-    public static string Compile(MethodInfo kernel)
+    public static string Compile(MethodInfo kernel) => CompileKernel(kernel).PTXAssembly;
+
+    /// <summary>The kernel as ILGPU's PTX backend compiles it for the H100/H200, without a GPU.</summary>
+    public static PTXCompiledKernel CompileKernel(MethodInfo kernel)
     {
         var capabilities = new CudaCapabilityContext(CudaArchitecture.SM_90);
         Device.TargetOwnArchitecture(capabilities, CudaArchitecture.SM_90);   // as on the GPU (Device.Cuda)
@@ -42,6 +45,6 @@ public static class Ptx
         var entry = ImplicitlyGrouped(kernel)
             ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel)
             : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
-        return ((PTXCompiledKernel)backend.Compile(entry, default)).PTXAssembly;
+        return (PTXCompiledKernel)backend.Compile(entry, default);
     }
 }

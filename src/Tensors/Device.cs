@@ -2,6 +2,9 @@ using System.Collections.Concurrent;
 using System.Reflection;
 using ILGPU;
 using ILGPU.Algorithms;
+using ILGPU.Backends;
+using ILGPU.Backends.EntryPoints;
+using ILGPU.Backends.PTX;
 using ILGPU.Runtime;
 using ILGPU.Runtime.CPU;
 using ILGPU.Runtime.Cuda;
@@ -131,27 +134,58 @@ public sealed class Device
     /// and cached for the life of the device.
     /// </summary>
     public TAction Kernel<TAction>(TAction kernel) where TAction : Delegate =>
-        (TAction)kernels.GetOrAdd(kernel.Method, _ => Load("LoadAutoGroupedStreamKernel", kernel));
+        (TAction)kernels.GetOrAdd(kernel.Method, _ => Load(implicitlyGrouped: true, kernel));
 
     /// <summary>The launcher for an explicitly grouped kernel: the kernel is <c>Action&lt;T1, ...&gt;</c> and
     /// the launcher <c>Action&lt;KernelConfig, T1, ...&gt;</c>.</summary>
     public TLaunch GroupedKernel<TLaunch>(Delegate kernel) where TLaunch : Delegate =>
-        (TLaunch)kernels.GetOrAdd(kernel.Method, _ => Load("LoadStreamKernel", kernel));
+        (TLaunch)kernels.GetOrAdd(kernel.Method, _ => Load(implicitlyGrouped: false, kernel));
 
-    Delegate Load(string loader, Delegate kernel)
+    /// <summary>ILGPU's loaders in their steps (KernelLoaders.LoadStreamKernel / LoadAutoGroupedStreamKernel): the
+    /// entry point, the compiled kernel (from <see cref="PtxCache"/> on CUDA when it has it), the driver's load, the
+    /// launcher that takes a stream, bound here to the default stream. Split so that start-up can tell ILGPU's time
+    /// from the driver's and the cache can stand between them.</summary>
+    Delegate Load(bool implicitlyGrouped, Delegate kernel)
     {
+        var method = kernel.Method;
         var args = kernel.GetType().GetGenericArguments();
-        var method = typeof(KernelLoaders).GetMethods(BindingFlags.Public | BindingFlags.Static)
-            .Single(m => m.Name == loader && m.GetParameters().Length == 2 && m.GetGenericArguments().Length == args.Length)
-            .MakeGenericMethod(args);
-        Delegate launch;
+        var entry = implicitlyGrouped ? EntryPointDescription.FromImplicitlyGroupedKernel(method) : EntryPointDescription.FromExplicitlyGroupedKernel(method);
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
-        try { launch = (Delegate)method.Invoke(null, [Accelerator, kernel])!; }
-        catch (TargetInvocationException e) when (e.InnerException != null) { throw e.InnerException; }
-        finally { Interlocked.Add(ref compileTicks, System.Diagnostics.Stopwatch.GetTimestamp() - t0); }
-        return Counted(launch, $"{kernel.Method.DeclaringType?.Name}.{kernel.Method.Name}");
+        string? key = null;
+        CompiledKernel? compiled = null;
+        if (Accelerator is CudaAccelerator cu)
+        {
+            key = PtxCache.Key(method, implicitlyGrouped, cu.Architecture, cu.InstructionSet);
+            compiled = PtxCache.TryLoad(key, SharedContext.Value, entry);
+        }
+        bool cached = compiled != null;
+        compiled ??= Accelerator.CompileKernel(entry);
+        long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
+        ILGPU.Runtime.Kernel loaded;
+        try { loaded = LoadCompiled(compiled, implicitlyGrouped); }
+        catch (CudaException) when (cached)
+        {
+            // a cache file the driver refused: compile as if it were not there, and replace it
+            PtxCache.Forget(key!);
+            cached = false;
+            compiled = Accelerator.CompileKernel(entry);
+            loaded = LoadCompiled(compiled, implicitlyGrouped);
+        }
+        if (!cached && key != null) PtxCache.Store(key, (PTXCompiledKernel)compiled);
+        long t2 = System.Diagnostics.Stopwatch.GetTimestamp();
+        Interlocked.Add(ref ilgpuTicks, t1 - t0);
+        Interlocked.Add(ref driverTicks, t2 - t1);
+        if (cached) Interlocked.Increment(ref fromCache);
+        // ILGPU's launcher takes Action<AcceleratorStream, KernelConfig | TIndex, T1, ...>
+        Type[] launchArgs = implicitlyGrouped ? args : [typeof(KernelConfig), .. args];
+        var streamType = Expr.GetActionType([typeof(AcceleratorStream), .. launchArgs]);
+        var streamLaunch = (Delegate)typeof(ILGPU.Runtime.Kernel).GetMethod(nameof(ILGPU.Runtime.Kernel.CreateLauncherDelegate))!
+            .MakeGenericMethod(streamType).Invoke(loaded, null)!;
+        return Counted(Expr.GetActionType(launchArgs), streamLaunch, $"{method.DeclaringType?.Name}.{method.Name}");
     }
 
+    ILGPU.Runtime.Kernel LoadCompiled(CompiledKernel compiled, bool implicitlyGrouped) =>
+        implicitlyGrouped ? Accelerator.LoadAutoGroupedKernel(compiled) : Accelerator.LoadKernel(compiled);
 
     long launches;
 
@@ -160,14 +194,16 @@ public sealed class Device
 
     void CountLaunch() => Interlocked.Increment(ref launches);
 
-    /// <summary>The launcher with the same signature that counts itself in <see cref="Launches"/> first, and marks its end
-    /// in the trace when one is open.</summary>
-    Delegate Counted(Delegate launch, string name)
+    /// <summary>The launcher of type <paramref name="launchType"/> (ILGPU's launcher without its stream) that counts
+    /// itself in <see cref="Launches"/>, runs <paramref name="streamLaunch"/> on the default stream as it is at the call
+    /// (as ILGPU's own loaders do), and marks its end in the trace when one is open.</summary>
+    Delegate Counted(Type launchType, Delegate streamLaunch, string name)
     {
-        var ps = launch.GetType().GetMethod("Invoke")!.GetParameters().Select(p => Expr.Parameter(p.ParameterType, p.Name)).ToArray();
+        var ps = launchType.GetMethod("Invoke")!.GetParameters().Select(p => Expr.Parameter(p.ParameterType, p.Name)).ToArray();
         var count = Expr.Call(Expr.Constant(this), typeof(Device).GetMethod(nameof(CountLaunch), BindingFlags.Instance | BindingFlags.NonPublic)!);
         var mark = Expr.Call(Expr.Constant(this), typeof(Device).GetMethod(nameof(Marked), BindingFlags.Instance | BindingFlags.NonPublic)!, Expr.Constant(name));
-        return Expr.Lambda(launch.GetType(), Expr.Block(count, Expr.Invoke(Expr.Constant(launch), ps), mark), ps).Compile();
+        var stream = Expr.Property(Expr.Constant(Accelerator), nameof(ILGPU.Runtime.Accelerator.DefaultStream));
+        return Expr.Lambda(launchType, Expr.Block(count, Expr.Invoke(Expr.Constant(streamLaunch), [stream, .. ps]), mark), ps).Compile();
     }
 
     List<(string Kernel, ProfilingMarker Mark)>? trace;
@@ -202,11 +238,21 @@ public sealed class Device
     /// <summary>Number of kernels compiled so far (for tests of the cache and for start-up reports).</summary>
     public int CompiledKernels => kernels.Count;
 
-    long compileTicks;
+    long ilgpuTicks, driverTicks;
+    int fromCache;
 
-    /// <summary>Wall time spent compiling and loading kernels so far (ILGPU's IL → PTX and the driver's module load), for
-    /// start-up reports (<c>bench startup</c>).</summary>
-    public TimeSpan CompileTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, Interlocked.Read(ref compileTicks));
+    /// <summary>Wall time spent compiling and loading kernels so far (ILGPU's IL → PTX or the PTX cache's read, and the
+    /// driver's module load), for start-up reports (<c>bench startup</c>).</summary>
+    public TimeSpan CompileTime => IlgpuCompileTime + DriverLoadTime;
+
+    /// <summary>The part of <see cref="CompileTime"/> in ILGPU (or reading <see cref="PtxCache"/>).</summary>
+    public TimeSpan IlgpuCompileTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, Interlocked.Read(ref ilgpuTicks));
+
+    /// <summary>The part of <see cref="CompileTime"/> in the driver (PTX to machine code, or its own cache) and the launcher.</summary>
+    public TimeSpan DriverLoadTime => System.Diagnostics.Stopwatch.GetElapsedTime(0, Interlocked.Read(ref driverTicks));
+
+    /// <summary>Kernels whose PTX came from <see cref="PtxCache"/> so far.</summary>
+    public int KernelsFromCache => Volatile.Read(ref fromCache);
 
     public void Synchronize() => accelerator?.Synchronize();
 
