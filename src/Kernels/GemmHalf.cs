@@ -12,10 +12,12 @@ namespace BitDeltaNative.Kernels;
 /// here each step is one <c>mma.m16n8k16</c> with f32 accumulation, so the result is the f32 sum of exact products of the
 /// operands as given.
 ///
-/// A block owns a 128 × 128 tile of y and walks K in steps of 32 through two stages of shared memory (32 KB): each thread
-/// loads its 16-byte chunks of the next step into registers before this step's products and stores them after, one
-/// barrier a step. Not <c>cp.async</c>: with it in a kernel, ptxas keeps every inline-PTX operand (ILGPU passes each
-/// through a local variable) in local memory, 36 round trips a product, 5 TFLOP/s (bench/NOTES.md). Fragments come out
+/// A block owns a 128 × 128 tile of y and walks K in steps of 32 through shared memory, one barrier a step: by default
+/// (<see cref="Async"/>) a ring of three 16 KB stages that <c>cp.async</c> fills two steps ahead (PTX ISA §9.7.9.25);
+/// otherwise two stages, each thread loading its 16-byte chunks of the next step into registers before this step's
+/// products and storing them after. The cp.async kernels need <see cref="PtxLocals"/>: ILGPU passes each inline-PTX
+/// operand through a local variable, and with cp.async in a kernel ptxas keeps them all in local memory (36 round trips a
+/// product, 5 TFLOP/s; bench/NOTES.md) unless they are made registers first. Fragments come out
 /// with <c>ldmatrix.x4</c> (PTX ISA §9.7.14.5.15): four 8 × 8 matrices a warp instruction, exactly mma's A and B
 /// fragments for 16 rows (or 16 outputs) × 16 inputs. A tile row is 64 bytes (4 chunks of 16); chunk c of row r sits at
 /// chunk c ⊕ ((r / 2) mod 4) of its row, so the 8 rows an ldmatrix phase reads and the 8 chunks a quarter-warp stores
@@ -41,6 +43,18 @@ public static class GemmHalf
     /// half the warps to hide the loads' latency and lost by 6–22% on the H200 (bench/RESULTS.md). The bench times both.</summary>
     public static bool Wide { get; set; }
 
+    /// <summary>The tiles through a ring of <see cref="AsyncStages"/> stages filled by <c>cp.async</c> two steps ahead
+    /// (no registers held for them, no stores after the products; 93 registers a thread against 116) instead of staged
+    /// through registers: 136–192 TFLOP/s against 114–188 at 7B shapes on the H200 (bench/RESULTS.md). The bench times
+    /// both.</summary>
+    public static bool Async { get; set; } = true;
+
+    const int AsyncStages = 3;
+
+    /// <summary>The cp.async form with launch bounds for three blocks a multiprocessor (ptxas then keeps to 80 registers
+    /// a thread, from 93: 24 warps a multiprocessor instead of 16), f16 only; the bench compares it.</summary>
+    public static bool ThreeBlocks { get; set; }
+
     /// <summary>One operand's tile in one stage: 128 rows of 32 halves.</summary>
     const int TileBytes = 128 * Bk * 2, StageBytes = 2 * TileBytes;
 
@@ -53,8 +67,9 @@ public static class GemmHalf
         x.Device.IsIlgpu && (x.DType == DType.F16 || x.DType == DType.BF16) && w.DType == x.DType && w.Rank == 2 && w.Dim(1) % 8 == 0
         && Aligned16(x) && Aligned16(w);
 
-    /// <summary>y (+)= x·Wᵀ: x [.., in] and W [out, in] both F16 or both BF16, y F32 [.., out], on an ILGPU device.</summary>
-    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false)
+    /// <summary>y (+)= x·Wᵀ: x [.., in] and W [out, in] both F16 or both BF16, y F32 [.., out], on an ILGPU device;
+    /// <paramref name="async"/> picks the cp.async form or not (default: <see cref="Async"/>).</summary>
+    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool? async = null)
     {
         Need.SameDevice(x, w, y);
         if (x.DType != DType.F16 && x.DType != DType.BF16) throw new ArgumentException($"half gemm x: expected F16 or BF16, got {x}");
@@ -73,6 +88,15 @@ public static class GemmHalf
         bool bf16 = x.DType == DType.BF16;
         int threads = Wide ? 128 : 256;
         var dev = y.Device;
+        if (async ?? Async)
+        {
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
+                Wide ? (bf16 ? Bf16AsyncWideKernel : F16AsyncWideKernel) : bf16 ? Bf16AsyncKernel : ThreeBlocks ? F16AsyncThreeKernel : F16AsyncKernel)(
+                new KernelConfig(mTiles * nTiles, threads,
+                                 SharedMemoryConfig.RequestDynamic<byte>(AsyncStages * StageBytes + (dev.Kind == DeviceKind.Cuda ? 0 : threads * EmuWords * 4))),
+                x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
+            return;
+        }
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<float>, int, int, int, int>>(
             Wide ? (bf16 ? Bf16WideKernel : F16WideKernel) : (bf16 ? Bf16Kernel : F16Kernel))(
             new KernelConfig(mTiles * nTiles, threads,
@@ -169,6 +193,148 @@ public static class GemmHalf
         Put(y, r1, m0 + wm + 16 + g, col, m, n, accumulate, wide);
         Put(y, r2, m0 + wm + 32 + g, col, m, n, accumulate, wide);
         Put(y, r3, m0 + wm + 48 + g, col, m, n, accumulate, wide);
+    }
+
+    [PromoteLocals]
+    static void F16AsyncKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        AsyncBody(x16, w16, xAt, wAt, y, m, n, k, flags, false, false, AsyncStages);
+
+    [PromoteLocals]
+    static void Bf16AsyncKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        AsyncBody(x16, w16, xAt, wAt, y, m, n, k, flags, true, false, AsyncStages);
+
+    [PromoteLocals, LaunchBounds(256, 3)]
+    static void F16AsyncThreeKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        AsyncBody(x16, w16, xAt, wAt, y, m, n, k, flags, false, false, AsyncStages);
+
+    [PromoteLocals]
+    static void F16AsyncWideKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        AsyncBody(x16, w16, xAt, wAt, y, m, n, k, flags, false, true, AsyncStages);
+
+    [PromoteLocals]
+    static void Bf16AsyncWideKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        AsyncBody(x16, w16, xAt, wAt, y, m, n, k, flags, true, true, AsyncStages);
+
+    /// <summary>As <see cref="Body"/>, the tiles through <paramref name="stages"/> stages filled by <c>cp.async</c>
+    /// (<see cref="Async"/>). xAt and wAt are the operands' device addresses (for cp.async); the views serve the
+    /// emulation.</summary>
+    static void AsyncBody(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags,
+                          bool bf16, bool wide, int stages)
+    {
+        var sh = SharedMemory.GetDynamic<uint>();
+        uint shAt = Bulk.Dynamic(0);
+        int tid = Group.IdxX, lane = tid & 31, wi = tid >> 5;
+        int mTiles = (m + Bm - 1) / Bm;
+        int m0 = Grid.IdxX % mTiles * Bm, n0 = Grid.IdxX / mTiles * Bn;
+        int wm = (wi & 1) * 64, wn = (wi >> 1) * (wide ? 64 : 32), threads = wide ? 128 : 256;
+        int steps = (k + Bk - 1) / Bk;
+
+        for (int s = 0; s < stages - 1; s++)
+        {
+            if (s < steps) Issue(x16, w16, xAt, wAt, sh, shAt, s, s * Bk, m0, n0, m, n, k, tid, threads);
+            Commit();
+        }
+        Row8 r0 = default, r1 = default, r2 = default, r3 = default;
+        for (int kt = 0; kt < steps; kt++)
+        {
+            // this thread's copies of step kt have landed; the barrier makes everyone's visible and tells that every warp
+            // is done with step kt − 1, whose stage the next issue refills
+            WaitAllButNewest(stages - 2);
+            Group.Barrier();
+            int nk = kt + stages - 1;
+            if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % stages, nk * Bk, m0, n0, m, n, k, tid, threads);
+            Commit();
+            int st = kt % stages * StageBytes;
+            for (int h = 0; h < 2; h++)
+            {
+                var a0 = LoadA(sh, shAt, st, wm, h, lane);
+                var a1 = LoadA(sh, shAt, st, wm + 16, h, lane);
+                var a2 = LoadA(sh, shAt, st, wm + 32, h, lane);
+                var a3 = LoadA(sh, shAt, st, wm + 48, h, lane);
+                var b0 = LoadB(sh, shAt, st, wn, h, lane);
+                var b1 = LoadB(sh, shAt, st, wn + 16, h, lane);
+                Frag4 b2 = default, b3 = default;
+                if (wide)
+                {
+                    b2 = LoadB(sh, shAt, st, wn + 32, h, lane);
+                    b3 = LoadB(sh, shAt, st, wn + 48, h, lane);
+                }
+                if (CudaAsm.IsSupported)
+                {
+                    r0 = Tile(r0, a0, b0, b1, b2, b3, lane, bf16, wide);
+                    r1 = Tile(r1, a1, b0, b1, b2, b3, lane, bf16, wide);
+                    r2 = Tile(r2, a2, b0, b1, b2, b3, lane, bf16, wide);
+                    r3 = Tile(r3, a3, b0, b1, b2, b3, lane, bf16, wide);
+                }
+                else
+                {
+                    var f = new Frags { A0 = a0, A1 = a1, A2 = a2, A3 = a3, B0 = b0, B1 = b1, B2 = b2, B3 = b3 };
+                    var scratch = sh.SubView(stages * StageBytes / 4 + wi * 32 * EmuWords, 32 * EmuWords);
+                    EmuPut(scratch, f, lane);
+                    Group.Barrier();
+                    r0 = EmuTile(r0, scratch, 0, lane, bf16, wide);
+                    r1 = EmuTile(r1, scratch, 4, lane, bf16, wide);
+                    r2 = EmuTile(r2, scratch, 8, lane, bf16, wide);
+                    r3 = EmuTile(r3, scratch, 12, lane, bf16, wide);
+                    Group.Barrier();
+                }
+            }
+        }
+        int accumulate = flags & 1, g = lane >> 2, col = n0 + wn + 2 * (lane & 3);
+        Put(y, r0, m0 + wm + g, col, m, n, accumulate, wide);
+        Put(y, r1, m0 + wm + 16 + g, col, m, n, accumulate, wide);
+        Put(y, r2, m0 + wm + 32 + g, col, m, n, accumulate, wide);
+        Put(y, r3, m0 + wm + 48 + g, col, m, n, accumulate, wide);
+    }
+
+    /// <summary>Step <paramref name="k0"/>'s tiles into stage <paramref name="stage"/>: thread i copies chunks i, i + T, …
+    /// (T threads) of x's 128 × 4 and of W's, chunk v being row v / 4, inputs 8·(v mod 4) … +8; zeros past the ends.</summary>
+    static void Issue(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<uint> sh, uint shAt, int stage, int k0,
+                      int m0, int n0, int m, int n, int k, int tid, int threads)
+    {
+        int st = stage * StageBytes, kv = k / 8;
+        for (int j = 0; j < 512 / threads; j++)
+        {
+            int v = tid + threads * j, row = v >> 2, c = v & 3, col = k0 + 8 * c;
+            bool colOk = col < k;
+            long xi = (long)(m0 + row) * kv + col / 8, wi = (long)(n0 + row) * kv + col / 8;
+            Copy16(x16, xAt, xi, colOk && m0 + row < m, sh, shAt, st + Swz(row, c));
+            Copy16(w16, wAt, wi, colOk && n0 + row < n, sh, shAt, st + TileBytes + Swz(row, c));
+        }
+    }
+
+    /// <summary>cp.async of 16-byte unit <paramref name="i"/> of <paramref name="src"/> (device address
+    /// <paramref name="srcAt"/>) to shared byte <paramref name="dst"/>, or 16 zero bytes when not <paramref name="ok"/>
+    /// (the source size 0 reads nothing; PTX ISA, cp.async's src-size).</summary>
+    static void Copy16(ArrayView<Vec16> src, long srcAt, long i, bool ok, ArrayView<uint> sh, uint shAt, int dst)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            long from = ok ? srcAt + 16 * i : srcAt;
+            int size = ok ? 16 : 0;
+            CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", shAt + (uint)dst, from, size);
+            return;
+        }
+        var v = ok ? src.AsAligned(16)[i] : default;
+        int at = dst / 4;
+        sh[at] = v.X;
+        sh[at + 1] = v.Y;
+        sh[at + 2] = v.Z;
+        sh[at + 3] = v.W;
+    }
+
+    static void Commit()
+    {
+        if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
+    }
+
+    /// <summary>Every group of this thread's copies but the newest <paramref name="n"/> committed has landed (stages − 2
+    /// groups stay in flight; n is a constant in each kernel, as the instruction needs).</summary>
+    static void WaitAllButNewest(int n)
+    {
+        if (!CudaAsm.IsSupported) return;
+        if (n == 2) CudaAsm.Emit("cp.async.wait_group 2;");
+        else CudaAsm.Emit("cp.async.wait_group 1;");
     }
 
     /// <summary>Byte offset of chunk <paramref name="c"/> (16 bytes) of tile row <paramref name="row"/>, swizzled (see the
@@ -372,8 +538,10 @@ public static class GemmHalf
         using var tx = Tensor.From(x, [rows, inDim], dev, dt);
         using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-        Run(tx, tw, ty, accumulate);
+        // the staged form, or the cp.async one (GemmHalf.Async), at random
+        bool async = rng.Next(2) == 0;
+        Run(tx, tw, ty, accumulate, async);
         MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
-        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}");
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{(async ? " cp.async" : "")}");
     });
 }

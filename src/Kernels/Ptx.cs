@@ -36,8 +36,9 @@ public static class Ptx
 
     public static string Compile(MethodInfo kernel) => CompileKernel(kernel).PTXAssembly;
 
-    /// <summary>The kernel as ILGPU's PTX backend compiles it for the H100/H200, without a GPU.</summary>
-    public static PTXCompiledKernel CompileKernel(MethodInfo kernel)
+    /// <summary>The kernel as ILGPU's PTX backend compiles it for the H100/H200, without a GPU, then the PTX passes it
+    /// asks for (<see cref="PtxLocals"/>) unless <paramref name="passes"/> is false.</summary>
+    public static PTXCompiledKernel CompileKernel(MethodInfo kernel, bool passes = true)
     {
         var capabilities = new CudaCapabilityContext(CudaArchitecture.SM_90);
         Device.TargetOwnArchitecture(capabilities, CudaArchitecture.SM_90);   // as on the GPU (Device.Cuda)
@@ -45,6 +46,7 @@ public static class Ptx
         var entry = ImplicitlyGrouped(kernel)
             ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel)
             : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
-        return (PTXCompiledKernel)backend.Compile(entry, default);
+        var compiled = (PTXCompiledKernel)backend.Compile(entry, default);
+        return passes ? PtxLocals.Apply(compiled, kernel) : compiled;
     }
 }

@@ -159,7 +159,7 @@ public sealed class Device
             compiled = PtxCache.TryLoad(key, SharedContext.Value, entry);
         }
         bool cached = compiled != null;
-        compiled ??= Accelerator.CompileKernel(entry);
+        compiled ??= Compile(entry, method);
         long t1 = System.Diagnostics.Stopwatch.GetTimestamp();
         ILGPU.Runtime.Kernel loaded;
         try { loaded = LoadCompiled(compiled, implicitlyGrouped); }
@@ -168,7 +168,7 @@ public sealed class Device
             // a cache file the driver refused: compile as if it were not there, and replace it
             PtxCache.Forget(key!);
             cached = false;
-            compiled = Accelerator.CompileKernel(entry);
+            compiled = Compile(entry, method);
             loaded = LoadCompiled(compiled, implicitlyGrouped);
         }
         if (!cached && key != null) PtxCache.Store(key, (PTXCompiledKernel)compiled);
@@ -182,6 +182,13 @@ public sealed class Device
         var streamLaunch = (Delegate)typeof(ILGPU.Runtime.Kernel).GetMethod(nameof(ILGPU.Runtime.Kernel.CreateLauncherDelegate))!
             .MakeGenericMethod(streamType).Invoke(loaded, null)!;
         return Counted(Expr.GetActionType(launchArgs), streamLaunch, $"{method.DeclaringType?.Name}.{method.Name}");
+    }
+
+    /// <summary>ILGPU's compile, then on CUDA the PTX passes a kernel asks for (<see cref="PtxLocals"/>).</summary>
+    CompiledKernel Compile(in EntryPointDescription entry, MethodInfo method)
+    {
+        var compiled = Accelerator.CompileKernel(entry);
+        return compiled is PTXCompiledKernel ptx ? PtxLocals.Apply(ptx, method) : compiled;
     }
 
     ILGPU.Runtime.Kernel LoadCompiled(CompiledKernel compiled, bool implicitlyGrouped) =>

@@ -101,6 +101,11 @@ public static class PtxCache
         return (PTXCompiledKernel)PtxKernelConstructor!.Invoke([context, ep, null, ptx]);
     }
 
+    /// <summary>The same compiled kernel (entry point, kernel information) with other PTX.</summary>
+    public static PTXCompiledKernel WithPtx(PTXCompiledKernel compiled, string ptx) =>
+        (PTXCompiledKernel)(PtxKernelConstructor ?? throw new NotSupportedException("this ILGPU's PTXCompiledKernel constructor moved"))
+            .Invoke([compiled.Context, (EntryPoint)EntryPointProperty!.GetValue(compiled)!, compiled.Info, ptx]);
+
     /// <summary>The cached kernel for <paramref name="key"/>, or null (no cache, no file, a file that does not fit).</summary>
     public static PTXCompiledKernel? TryLoad(string key, Context context, in EntryPointDescription entry)
     {

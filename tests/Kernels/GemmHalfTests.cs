@@ -37,14 +37,41 @@ public class GemmHalfTests
         Assert.True(ptx.Split("ldmatrix").Length - 1 >= (wide ? 8 : 6), "fewer fragment loads in the step than the warp's tiles");
     }
 
+    /// <summary>The cp.async form (GemmHalf.Async): as ILGPU makes it, every inline-PTX operand goes through a local
+    /// depot (what ptxas then keeps in memory); after <see cref="PtxLocals"/> none is left, and the kernel still holds its
+    /// copies, their groups, the fragment loads and every product.</summary>
+    [Theory]
+    [InlineData("F16AsyncKernel", "f16.f16", "bf16.bf16")]
+    [InlineData("Bf16AsyncKernel", "bf16.bf16", ".f16.f16")]
+    [InlineData("F16AsyncWideKernel", "f16.f16", "bf16.bf16")]
+    public void Async_ptx_has_its_copies_and_no_local_memory_after_the_pass(string kernel, string has, string hasNot)
+    {
+        var m = typeof(GemmHalf).GetMethod(kernel, BindingFlags.Static | BindingFlags.NonPublic)!;
+        string raw = Ptx.CompileKernel(m, passes: false).PTXAssembly, ptx = Ptx.CompileKernel(m).PTXAssembly;
+        Assert.Contains("st.local", raw);
+        Assert.DoesNotContain("st.local", ptx);
+        Assert.DoesNotContain("ld.local", ptx);
+        Assert.DoesNotContain("__local_depot", ptx);
+        Assert.Contains("cp.async.cg.shared.global", ptx);
+        Assert.Contains("cp.async.commit_group", ptx);
+        Assert.Contains("cp.async.wait_group 1", ptx);
+        Assert.Contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16", ptx);
+        Assert.Contains($"mma.sync.aligned.m16n8k16.row.col.f32.{has}.f32", ptx);
+        Assert.DoesNotContain($"f32{hasNot}.f32", ptx);
+        int Count(string text, string what) => text.Split(what).Length - 1;
+        Assert.Equal(Count(raw, "mma.sync"), Count(ptx, "mma.sync"));
+        Assert.Equal(Count(raw, "cp.async"), Count(ptx, "cp.async"));
+        Assert.True(Count(ptx, "mma.sync") >= 16, "fewer products in the step than the warp's tiles");
+    }
+
     [Theory]
     [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
     public void Ragged_tiles_and_several_steps_match_the_twin(string device)
     {
         var dev = Device.Parse(device);
         var rng = new Random(31);
-        int rows = 129, inDim = 104, outDim = 130;   // 4 steps of 32 (the last one 8 wide) through 2 stages
-        foreach (bool wide in new[] { true, false })
+        int rows = 129, inDim = 104, outDim = 130;   // 4 steps of 32 (the last one 8 wide) through 2 (or 3) stages
+        foreach (var (wide, async) in new[] { (true, false), (false, false), (false, true), (true, true) })
         foreach (var dt in new[] { DType.F16, DType.BF16 })
             foreach (bool accumulate in new[] { false, true })
             {
@@ -56,11 +83,11 @@ public class GemmHalfTests
                 using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
                 using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
                 if (!accumulate) Array.Clear(want);
-                try { GemmHalf.Run(tx, tw, ty, accumulate); }
+                try { GemmHalf.Run(tx, tw, ty, accumulate, async); }
                 finally { GemmHalf.Wide = false; }
                 MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
                 double err = Check.RelativeError(ty.ToFloatArray(), want);
-                Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(wide ? "" : " narrow")}: relative error {err:E2}");
+                Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(wide ? " wide" : "")}{(async ? " cp.async" : " staged")}: relative error {err:E2}");
             }
     }
 

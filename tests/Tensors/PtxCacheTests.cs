@@ -156,7 +156,7 @@ public class PtxCacheTests
                 else
                     ((Action<KernelConfig, ArrayView<float>, ArrayView<float>>)launcher)(new KernelConfig(groups, 64), x.View<float>(), y.View<float>());
                 dev.Synchronize();
-                return y.Host<float>().ToArray();
+                return y.ToFloatArray();
             }
             foreach (bool implicitly in new[] { false, true })
             {

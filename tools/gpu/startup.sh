@@ -19,7 +19,7 @@ else echo "(no test executable in this pack: the tests were left out to fit the 
 echo "== audit twice over one new cache folder"
 rm -rf /tmp/kc
 for i in 1 2; do
-  BITDELTA_KERNEL_CACHE=/tmp/kc timeout 200 $A/bitdelta audit --device cuda --cases 20 > $OUT/audit$i.txt 2>&1
+  BITDELTA_KERNEL_CACHE=/tmp/kc timeout 200 $A/bitdelta audit --device cuda --cases 5 > $OUT/audit$i.txt 2>&1
   echo "audit $i exit $?"; grep -E "FAIL|kernels loaded|all kernels" $OUT/audit$i.txt; ls /tmp/kc | wc -l
 done
 wait $MAKE; tail -1 $OUT/make.txt
