@@ -28,6 +28,7 @@ public static class Audit
         Mma.Case,
         Mma.CaseShuffled,
         Mma.CaseB1,
+        Wgmma.Case,
         BitLinear.SignsTCase,
         LowRankCases.Case,
         LowRankCases.ManyCase,

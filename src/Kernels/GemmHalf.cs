@@ -15,7 +15,7 @@ namespace BitDeltaNative.Kernels;
 /// A block owns a 128 × 128 tile of y and walks K in steps of 32 through shared memory, one barrier a step: by default
 /// (<see cref="Async"/>) a ring of three 16 KB stages that <c>cp.async</c> fills two steps ahead (PTX ISA §9.7.9.25);
 /// otherwise two stages, each thread loading its 16-byte chunks of the next step into registers before this step's
-/// products and storing them after. The cp.async kernels need <see cref="PtxLocals"/>: ILGPU passes each inline-PTX
+/// products and storing them after. The cp.async kernels need <see cref="PtxPasses"/>: ILGPU passes each inline-PTX
 /// operand through a local variable, and with cp.async in a kernel ptxas keeps them all in local memory (36 round trips a
 /// product, 5 TFLOP/s; bench/NOTES.md) unless they are made registers first. Fragments come out
 /// with <c>ldmatrix.x4</c> (PTX ISA §9.7.14.5.15): four 8 × 8 matrices a warp instruction, exactly mma's A and B

@@ -37,7 +37,7 @@ public static class Ptx
     public static string Compile(MethodInfo kernel) => CompileKernel(kernel).PTXAssembly;
 
     /// <summary>The kernel as ILGPU's PTX backend compiles it for the H100/H200, without a GPU, then the PTX passes it
-    /// asks for (<see cref="PtxLocals"/>) unless <paramref name="passes"/> is false.</summary>
+    /// asks for (<see cref="PtxPasses"/>) unless <paramref name="passes"/> is false.</summary>
     public static PTXCompiledKernel CompileKernel(MethodInfo kernel, bool passes = true)
     {
         var capabilities = new CudaCapabilityContext(CudaArchitecture.SM_90);
@@ -47,6 +47,6 @@ public static class Ptx
             ? EntryPointDescription.FromImplicitlyGroupedKernel(kernel)
             : EntryPointDescription.FromExplicitlyGroupedKernel(kernel);
         var compiled = (PTXCompiledKernel)backend.Compile(entry, default);
-        return passes ? PtxLocals.Apply(compiled, kernel) : compiled;
+        return passes ? PtxPasses.Apply(compiled, kernel) : compiled;
     }
 }

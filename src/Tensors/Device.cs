@@ -184,11 +184,11 @@ public sealed class Device
         return Counted(Expr.GetActionType(launchArgs), streamLaunch, $"{method.DeclaringType?.Name}.{method.Name}");
     }
 
-    /// <summary>ILGPU's compile, then on CUDA the PTX passes a kernel asks for (<see cref="PtxLocals"/>).</summary>
+    /// <summary>ILGPU's compile, then on CUDA the PTX passes a kernel asks for (<see cref="PtxPasses"/>).</summary>
     CompiledKernel Compile(in EntryPointDescription entry, MethodInfo method)
     {
         var compiled = Accelerator.CompileKernel(entry);
-        return compiled is PTXCompiledKernel ptx ? PtxLocals.Apply(ptx, method) : compiled;
+        return compiled is PTXCompiledKernel ptx ? PtxPasses.Apply(ptx, method) : compiled;
     }
 
     ILGPU.Runtime.Kernel LoadCompiled(CompiledKernel compiled, bool implicitlyGrouped) =>

@@ -38,7 +38,7 @@ public class GemmHalfTests
     }
 
     /// <summary>The cp.async form (GemmHalf.Async): as ILGPU makes it, every inline-PTX operand goes through a local
-    /// depot (what ptxas then keeps in memory); after <see cref="PtxLocals"/> none is left, and the kernel still holds its
+    /// depot (what ptxas then keeps in memory); after <see cref="PtxPasses"/> none is left, and the kernel still holds its
     /// copies, their groups, the fragment loads and every product.</summary>
     [Theory]
     [InlineData("F16AsyncKernel", "f16.f16", "bf16.bf16")]

@@ -5,9 +5,14 @@ using System.Text.RegularExpressions;
 
 namespace BitDeltaNative;
 
-/// <summary>Marks a kernel whose PTX goes through <see cref="PtxLocals.Promote"/> before the driver sees it.</summary>
+/// <summary>Marks a kernel whose PTX goes through <see cref="PtxPasses.Promote"/> before the driver sees it.</summary>
 [AttributeUsage(AttributeTargets.Method)]
 public sealed class PromoteLocalsAttribute : Attribute;
+
+/// <summary>Marks a kernel that uses Hopper's architecture-specific instructions (<c>wgmma</c>, <c>setmaxnreg</c>): its PTX
+/// targets <c>sm_90a</c>, not the <c>sm_90</c> ILGPU writes (PTX ISA §11.2, the "a" targets).</summary>
+[AttributeUsage(AttributeTargets.Method)]
+public sealed class ArchSpecificAttribute : Attribute;
 
 /// <summary>Launch bounds for a kernel's PTX entry (PTX ISA §11.4, <c>.maxntid</c> and <c>.minnctapersm</c>): at most
 /// <see cref="MaxThreads"/> threads a block, and registers few enough for <see cref="MinBlocks"/> blocks a
@@ -29,7 +34,7 @@ public sealed class LaunchBoundsAttribute(int maxThreads, int minBlocks) : Attri
 /// <c>mov</c> into it and each load a <c>mov</c> out of it. A register is a mutable variable in PTX, so this is exact
 /// whatever the control flow; a depot used any other way (an offset into it, its address passed on) is left as it is.
 /// </summary>
-public static class PtxLocals
+public static class PtxPasses
 {
     static readonly Regex Depot = new(@"^[ \t]*\.local[ \t]+\.align[ \t]+\d+[ \t]+\.b8[ \t]+(__local_depot\d+)\[(\d+)\];[ \t]*$", RegexOptions.Multiline);
 
@@ -40,7 +45,17 @@ public static class PtxLocals
         string ptx = compiled.PTXAssembly;
         if (method.GetCustomAttribute<PromoteLocalsAttribute>() != null) ptx = Promote(ptx).Ptx;
         if (method.GetCustomAttribute<LaunchBoundsAttribute>() is { } b) ptx = Bound(ptx, b.MaxThreads, b.MinBlocks);
+        if (method.GetCustomAttribute<ArchSpecificAttribute>() != null) ptx = ArchSpecific(ptx);
         return ReferenceEquals(ptx, compiled.PTXAssembly) ? compiled : PtxCache.WithPtx(compiled, ptx);
+    }
+
+    /// <summary><c>.target sm_90</c> → <c>.target sm_90a</c>; any other target is refused (the instructions are Hopper's).</summary>
+    public static string ArchSpecific(string ptx)
+    {
+        var m = Regex.Match(ptx, @"^\.target[ \t]+(\S+)[ \t]*$", RegexOptions.Multiline);
+        if (!m.Success || m.Groups[1].Value != "sm_90")
+            throw new NotSupportedException($"sm_90a kernel: its PTX targets {(m.Success ? m.Groups[1].Value : "nothing")}, not sm_90 (needs a Hopper GPU: H100, H200)");
+        return ptx[..m.Groups[1].Index] + "sm_90a" + ptx[(m.Groups[1].Index + m.Groups[1].Length)..];
     }
 
     /// <summary>The entry's parameter list closed by <c>)</c> on a line of its own, then <c>{</c>: the bounds go between

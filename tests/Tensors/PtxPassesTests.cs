@@ -1,9 +1,9 @@
 namespace BitDeltaNative.Tests.Tensors;
 
-/// <summary>The PTX pass that turns ILGPU's inline-PTX operand depots into registers (PtxLocals.cs), on PTX written the
+/// <summary>The PTX pass that turns ILGPU's inline-PTX operand depots into registers (PtxPasses.cs), on PTX written the
 /// way ILGPU writes it: each depot that is only stored to and loaded from whole becomes a register and every access a
 /// mov; a depot used any other way, or of another size, stays as it is.</summary>
-public class PtxLocalsTests
+public class PtxPassesTests
 {
     const string Before = """
         .visible .entry K(
@@ -42,7 +42,7 @@ public class PtxLocalsTests
     [Fact]
     public void Whole_depots_become_registers_and_others_stay()
     {
-        var (ptx, n) = PtxLocals.Promote(Before);
+        var (ptx, n) = PtxPasses.Promote(Before);
         Assert.Equal(3, n);
         string Line(string s) => "\t" + s;
         var lines = ptx.Split('\n');
@@ -72,22 +72,31 @@ public class PtxLocalsTests
     public void A_depot_read_at_another_width_or_with_nothing_to_promote_is_left_alone()
     {
         string mixed = Before.Replace("ld.local.b32\t%r2, [%rd1];", "ld.local.b16\t%r2, [%rd1];");
-        var (ptx, n) = PtxLocals.Promote(mixed);
+        var (ptx, n) = PtxPasses.Promote(mixed);
         Assert.Equal(2, n);
         Assert.Contains("mov.b64\t%rd1, __local_depot0;", ptx);
         Assert.Contains("st.local.b32\t[%rd1], %r1;", ptx);
         const string plain = ".visible .entry K()\n{\n\tret;\n}\n";
-        Assert.Equal((plain, 0), PtxLocals.Promote(plain));
+        Assert.Equal((plain, 0), PtxPasses.Promote(plain));
     }
 
     [Fact]
     public void Launch_bounds_go_between_the_parameters_and_the_body()
     {
-        string ptx = PtxLocals.Bound(Before, 256, 3);
+        string ptx = PtxPasses.Bound(Before, 256, 3);
         Assert.Contains("\t.param .b64 _p\n)\n.maxntid 256, 1, 1\n.minnctapersm 3\n{\n", ptx);
         Assert.Equal(Before.Length + ".maxntid 256, 1, 1\n.minnctapersm 3\n".Length, ptx.Length);
-        Assert.Throws<NotSupportedException>(() => PtxLocals.Bound(ptx, 256, 3));          // bounds there already
-        Assert.Throws<NotSupportedException>(() => PtxLocals.Bound(Before + Before, 256, 3)); // two entries
-        Assert.Throws<ArgumentException>(() => PtxLocals.Bound(Before, 0, 3));
+        Assert.Throws<NotSupportedException>(() => PtxPasses.Bound(ptx, 256, 3));          // bounds there already
+        Assert.Throws<NotSupportedException>(() => PtxPasses.Bound(Before + Before, 256, 3)); // two entries
+        Assert.Throws<ArgumentException>(() => PtxPasses.Bound(Before, 0, 3));
+    }
+
+    [Fact]
+    public void The_arch_specific_target_is_sm_90a_and_only_from_sm_90()
+    {
+        const string head = ".version 8.8\n.target sm_90\n.address_size 64\n";
+        Assert.Equal(".version 8.8\n.target sm_90a\n.address_size 64\n", PtxPasses.ArchSpecific(head));
+        Assert.Throws<NotSupportedException>(() => PtxPasses.ArchSpecific(head.Replace("sm_90", "sm_80")));
+        Assert.Throws<NotSupportedException>(() => PtxPasses.ArchSpecific(".version 8.8\n"));
     }
 }
