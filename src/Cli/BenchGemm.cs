@@ -32,7 +32,7 @@ public static partial class Cli
             Console.WriteLine($"bench gemm on {dev}, {DateTime.UtcNow:yyyy-MM-dd}: f16 W, f32 x and y; median of {samples} samples");
             if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
             Console.WriteLine($"{"rows",6} {"out×in",-12} {"mma µs",10} {"mma TFLOP/s",11} {"fma µs",10} {"fma TFLOP/s",11} {"speedup",7} {"mma err",9} {"fma err",9}"
-                              + $" {"f16 µs",9} {"f16 TF/s",9} {"f16 err",9} {"bf16 µs",9} {"bf16 TF/s",9} {"bf16 err",9} {"wide TF/s",9} {"staged f16",10} {"staged bf16",11} {"staged err",10} {"3 blocks",8}");
+                              + $" {"f16 µs",9} {"f16 TF/s",9} {"f16 err",9} {"bf16 µs",9} {"bf16 TF/s",9} {"bf16 err",9} {"64×32 TF/s",10} {"staged f16",10} {"staged bf16",11} {"staged err",10}");
             var rng = new Random(3);
             foreach (int m in ms)
                 foreach (var (outDim, inDim) in list)
@@ -58,38 +58,32 @@ public static partial class Cli
                     Record("gemm", $"{m} rows × {outDim}×{inDim}, f16 tensor cores", flop / usMma / 1e6, "TFLOP/s", "≥ 60% of cuBLAS (tools/oracle/bench_torch_gemm.py)");
                     // the half-operand GEMM (GemmHalf.cs): x and W both f16, then both bf16, as cuBLAS runs them for
                     // transformers' half models; its error against the f64 twin over the rounded operands
-                    (double Us, double Err) Half(DType dt, bool wide = false, bool? async = null, bool three = false)
+                    (double Us, double Err) Half(DType dt, bool? wide = null, bool? async = null)
                     {
-                        GemmHalf.Wide = wide;
-                        GemmHalf.ThreeBlocks = three;
                         using var xh = x.Cast(dt);
                         using var wh = w.Cast(dt);
                         using var yh = Tensor.Empty([m, outDim], DType.F32, dev);
                         double us;
-                        try { us = Median(dev, 1, samples, 1, () => GemmHalf.Run(xh, wh, yh, async: async)); }
-                        finally { GemmHalf.Wide = false; GemmHalf.ThreeBlocks = false; }
+                        us = Median(dev, 1, samples, 1, () => GemmHalf.Run(xh, wh, yh, async: async, wide: wide));
                         var wantH = new float[check * outDim];
                         MatMul.Twin(xh.ToFloatArray().AsSpan(0, check * inDim), wh.ToFloatArray(), wantH, check, inDim, outDim);
                         return (us, Check.RelativeError(yh.ToFloatArray().AsSpan(0, check * outDim), wantH));
                     }
                     var f16 = Half(DType.F16);
                     var bf16 = Half(DType.BF16);
-                    var wideTile = Half(DType.F16, wide: true);
-                    var stagedF16 = Half(DType.F16, async: false);
-                    var stagedBf16 = Half(DType.BF16, async: false);
-                    var three = Half(DType.F16, three: true);
+                    var narrow = Half(DType.F16, wide: false);
+                    var stagedF16 = Half(DType.F16, wide: false, async: false);
+                    var stagedBf16 = Half(DType.BF16, wide: false, async: false);
                     Record("gemm", $"{m} rows × {outDim}×{inDim}, f16 x and W", flop / f16.Us / 1e6, "TFLOP/s", "≥ 60% of cuBLAS f16 (tools/oracle/bench_torch_gemm.py)");
                     Record("gemm", $"{m} rows × {outDim}×{inDim}, bf16 x and W", flop / bf16.Us / 1e6, "TFLOP/s", "≥ 60% of cuBLAS bf16 (tools/oracle/bench_torch_gemm.py)");
                     Console.WriteLine($"{m,6} {$"{outDim}×{inDim}",-12} {usMma,10:F1} {flop / usMma / 1e6,11:F1} {usFma,10:F1} {flop / usFma / 1e6,11:F1} {usFma / usMma,7:F1} {ErrOf(yMma),9:E1} {ErrOf(yFma),9:E1}"
-                                      + $" {f16.Us,9:F1} {flop / f16.Us / 1e6,9:F1} {f16.Err,9:E1} {bf16.Us,9:F1} {flop / bf16.Us / 1e6,9:F1} {bf16.Err,9:E1} {flop / wideTile.Us / 1e6,9:F1}"
-                                      + $" {flop / stagedF16.Us / 1e6,10:F1} {flop / stagedBf16.Us / 1e6,11:F1} {Math.Max(stagedF16.Err, stagedBf16.Err),10:E1} {flop / three.Us / 1e6,8:F1}");
+                                      + $" {f16.Us,9:F1} {flop / f16.Us / 1e6,9:F1} {f16.Err,9:E1} {bf16.Us,9:F1} {flop / bf16.Us / 1e6,9:F1} {bf16.Err,9:E1} {flop / narrow.Us / 1e6,10:F1}"
+                                      + $" {flop / stagedF16.Us / 1e6,10:F1} {flop / stagedBf16.Us / 1e6,11:F1} {Math.Max(stagedF16.Err, stagedBf16.Err),10:E1}");
                 }
             Console.WriteLine("err: ‖y − y_f64‖ / ‖y_f64‖ over the first 4 rows, against the f64 twin (x split into f16 hi + lo for the tensor cores).");
             Console.WriteLine("f16 / bf16: GemmHalf, x and W both rounded to that type (one product a step), y f32; err against the f64 twin of the rounded operands.");
-            Console.WriteLine("wide: GemmHalf f16 with 4 warps of 64 × 64 instead of 8 of 64 × 32 (GemmHalf.Wide).");
-            Console.WriteLine("f16, bf16 and wide take the tiles through a 3-stage cp.async ring (GemmHalf.Async, the default; its PTX's locals made registers);");
-            Console.WriteLine("3 blocks: the f16 cp.async form with launch bounds for three blocks a multiprocessor (GemmHalf.ThreeBlocks).");
-            Console.WriteLine("staged: the same GEMM with the tiles staged through registers (two stages), TFLOP/s f16 and bf16, the worse error of the two.");
+            Console.WriteLine("f16, bf16: the defaults, tiles through a 3-stage cp.async ring (GemmHalf.Async; its PTX's locals made registers) and 4 warps of 64 × 64 (GemmHalf.Wide);");
+            Console.WriteLine("64×32: the same in f16 with 8 warps of 64 × 32; staged: 8 warps of 64 × 32, tiles staged through registers (two stages), the default until 2026-12-03.");
             return 0;
         }));
         return cmd;

@@ -37,11 +37,11 @@ public static class GemmHalf
 {
     const int Bm = 128, Bn = 128, Bk = 32, Stages = 2;
 
-    /// <summary>Warp tiles of 64 × 64 (4 warps a block) instead of the default 64 × 32 (8 warps). Per 16-wide step a
+    /// <summary>Warp tiles of 64 × 64 (4 warps a block, the default) instead of 64 × 32 (8 warps). Per 16-wide step a
     /// 64 × 64 warp makes 32 products from 8 ldmatrix, a 64 × 32 warp 16 from 6, so the wide tile asks less of shared
-    /// memory; but it takes 206 registers a thread (116 for 64 × 32), two blocks a multiprocessor either way, so it has
-    /// half the warps to hide the loads' latency and lost by 6–22% on the H200 (bench/RESULTS.md). The bench times both.</summary>
-    public static bool Wide { get; set; }
+    /// memory. Staged through registers it took 206 registers a thread and lost by 6–22%; through cp.async it takes 165
+    /// and wins: 142–231 TFLOP/s against 138–191 for 64 × 32 on the H200 (bench/RESULTS.md). The bench times both.</summary>
+    public static bool Wide { get; set; } = true;
 
     /// <summary>The tiles through a ring of <see cref="AsyncStages"/> stages filled by <c>cp.async</c> two steps ahead
     /// (no registers held for them, no stores after the products; 93 registers a thread against 116) instead of staged
@@ -50,10 +50,6 @@ public static class GemmHalf
     public static bool Async { get; set; } = true;
 
     const int AsyncStages = 3;
-
-    /// <summary>The cp.async form with launch bounds for three blocks a multiprocessor (ptxas then keeps to 80 registers
-    /// a thread, from 93: 24 warps a multiprocessor instead of 16), f16 only; the bench compares it.</summary>
-    public static bool ThreeBlocks { get; set; }
 
     /// <summary>One operand's tile in one stage: 128 rows of 32 halves.</summary>
     const int TileBytes = 128 * Bk * 2, StageBytes = 2 * TileBytes;
@@ -68,8 +64,9 @@ public static class GemmHalf
         && Aligned16(x) && Aligned16(w);
 
     /// <summary>y (+)= x·Wᵀ: x [.., in] and W [out, in] both F16 or both BF16, y F32 [.., out], on an ILGPU device;
-    /// <paramref name="async"/> picks the cp.async form or not (default: <see cref="Async"/>).</summary>
-    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool? async = null)
+    /// <paramref name="async"/> picks the cp.async form or not (default: <see cref="Async"/>), <paramref name="wide"/> the
+    /// warp tile (default: <see cref="Wide"/>).</summary>
+    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool? async = null, bool? wide = null)
     {
         Need.SameDevice(x, w, y);
         if (x.DType != DType.F16 && x.DType != DType.BF16) throw new ArgumentException($"half gemm x: expected F16 or BF16, got {x}");
@@ -86,19 +83,20 @@ public static class GemmHalf
         if (rows > int.MaxValue / 2) throw new ArgumentException($"half gemm x: too many rows in {x}");
         int m = (int)rows, mTiles = (m + Bm - 1) / Bm, nTiles = (outDim + Bn - 1) / Bn;
         bool bf16 = x.DType == DType.BF16;
-        int threads = Wide ? 128 : 256;
+        bool wideTile = wide ?? Wide;
+        int threads = wideTile ? 128 : 256;
         var dev = y.Device;
         if (async ?? Async)
         {
             dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
-                Wide ? (bf16 ? Bf16AsyncWideKernel : F16AsyncWideKernel) : bf16 ? Bf16AsyncKernel : ThreeBlocks ? F16AsyncThreeKernel : F16AsyncKernel)(
+                wideTile ? (bf16 ? Bf16AsyncWideKernel : F16AsyncWideKernel) : (bf16 ? Bf16AsyncKernel : F16AsyncKernel))(
                 new KernelConfig(mTiles * nTiles, threads,
                                  SharedMemoryConfig.RequestDynamic<byte>(AsyncStages * StageBytes + (dev.Kind == DeviceKind.Cuda ? 0 : threads * EmuWords * 4))),
                 x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
             return;
         }
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<float>, int, int, int, int>>(
-            Wide ? (bf16 ? Bf16WideKernel : F16WideKernel) : (bf16 ? Bf16Kernel : F16Kernel))(
+            wideTile ? (bf16 ? Bf16WideKernel : F16WideKernel) : (bf16 ? Bf16Kernel : F16Kernel))(
             new KernelConfig(mTiles * nTiles, threads,
                              SharedMemoryConfig.RequestDynamic<byte>(SharedBytes + (dev.Kind == DeviceKind.Cuda ? 0 : threads * EmuWords * 4))),
             x.View<Vec16>(), w.View<Vec16>(), y.View<float>(), m, outDim, inDim,
@@ -202,10 +200,6 @@ public static class GemmHalf
     [PromoteLocals]
     static void Bf16AsyncKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
         AsyncBody(x16, w16, xAt, wAt, y, m, n, k, flags, true, false, AsyncStages);
-
-    [PromoteLocals, LaunchBounds(256, 3)]
-    static void F16AsyncThreeKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        AsyncBody(x16, w16, xAt, wAt, y, m, n, k, flags, false, false, AsyncStages);
 
     [PromoteLocals]
     static void F16AsyncWideKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
@@ -538,10 +532,10 @@ public static class GemmHalf
         using var tx = Tensor.From(x, [rows, inDim], dev, dt);
         using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-        // the staged form, or the cp.async one (GemmHalf.Async), at random
-        bool async = rng.Next(2) == 0;
-        Run(tx, tw, ty, accumulate, async);
+        // the staged form or the cp.async one (GemmHalf.Async), warp tiles of 64 × 64 or 64 × 32, at random
+        bool async = rng.Next(2) == 0, wide = rng.Next(2) == 0;
+        Run(tx, tw, ty, accumulate, async, wide);
         MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
-        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{(async ? " cp.async" : "")}");
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{(async ? " cp.async" : " staged")}{(wide ? " 64×64" : " 64×32")}");
     });
 }

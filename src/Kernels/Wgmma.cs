@@ -27,6 +27,11 @@ public static class Wgmma
 {
     const int ABytes = 64 * 16 * 2, BBytes = 8 * 16 * 2;
 
+    /// <summary>Shared memory the probe asks for: past its operands, room for the reads of a wrong reading of the
+    /// descriptor (the swapped offsets reach 4 KB), so that a wrong guess gives wrong numbers, not a fault that ends the
+    /// process's CUDA context.</summary>
+    const int SharedBytes = 8192;
+
     /// <summary>The matrix descriptor (PTX ISA §9.7.15.5.1): bits 0–13 the shared address / 16, 16–29 the leading-dimension
     /// byte offset / 16, 32–45 the stride-dimension byte offset / 16, 49–51 base offset 0, 62–63 swizzle 0 (none).</summary>
     public static ulong Descriptor(uint sharedAddress, int leading, int stride) =>
@@ -45,6 +50,8 @@ public static class Wgmma
         var sh = SharedMemory.GetDynamic<ushort>();
         uint shAt = Bulk.Dynamic(0);
         int t = Group.IdxX;
+        for (int i = t; i < SharedBytes / 2; i += 128) sh[i] = 0;
+        Group.Barrier();
         for (int i = t; i < 64 * 16; i += 128) sh[At(i >> 4, i & 15, 128, 256) >> 1] = a[i];
         for (int i = t; i < 8 * 16; i += 128) sh[(ABytes + At(i >> 4, i & 15, 128, 256)) >> 1] = b[i];
         // the tensor cores read shared memory through the async proxy: order the threads' stores before them
@@ -97,7 +104,7 @@ public static class Wgmma
         Need.Count("wgmma d", d, 64 * 8);
         if (!a.Device.IsIlgpu) throw new ArgumentException("wgmma: needs an ILGPU device");
         a.Device.GroupedKernel<Action<KernelConfig, ArrayView<ushort>, ArrayView<ushort>, ArrayView<float>, int, int>>(ProbeKernel)(
-            new KernelConfig(1, 128, SharedMemoryConfig.RequestDynamic<byte>(ABytes + BBytes)),
+            new KernelConfig(1, 128, SharedMemoryConfig.RequestDynamic<byte>(SharedBytes)),
             a.View<ushort>(), b.View<ushort>(), d.View<float>(), leading, stride);
     }
 

@@ -75,7 +75,6 @@ public class GemmHalfTests
         foreach (var dt in new[] { DType.F16, DType.BF16 })
             foreach (bool accumulate in new[] { false, true })
             {
-                GemmHalf.Wide = wide;
                 var x = Check.Rounded(Check.Values(rng, rows * inDim, 2f), dt);
                 var w = Check.Rounded(Check.Values(rng, outDim * inDim), dt);
                 var want = Check.Values(rng, rows * outDim, 3f);
@@ -83,8 +82,7 @@ public class GemmHalfTests
                 using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
                 using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
                 if (!accumulate) Array.Clear(want);
-                try { GemmHalf.Run(tx, tw, ty, accumulate, async); }
-                finally { GemmHalf.Wide = false; }
+                GemmHalf.Run(tx, tw, ty, accumulate, async, wide);
                 MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
                 double err = Check.RelativeError(ty.ToFloatArray(), want);
                 Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(wide ? " wide" : "")}{(async ? " cp.async" : " staged")}: relative error {err:E2}");
