@@ -172,7 +172,8 @@ public class PtxCacheTests
                 var a = Run(implicitly, first)[..valid];
                 var b = Run(implicitly, second)[..valid];
                 Assert.Equal(a, b);
-                if (implicitly) Assert.Equal(1.5f * xs[n - 4] + 1f, a[n - 4]);
+                // the GPU fuses a·x + 1 into one rounding: within an ulp of the host's two
+                if (implicitly) Assert.Equal(1.5f * xs[n - 4] + 1f, a[n - 4], 1e-6f * (1f + Math.Abs(a[n - 4])));
                 else Assert.Equal(2f * xs[64 + 63], a[64]);
             }
         }
