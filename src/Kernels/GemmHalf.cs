@@ -141,7 +141,7 @@ public static class GemmHalf
         var next = Load(x16, w16, 0, m0, n0, m, n, k, tid, threads, wide);
         Store(sh, 0, next, tid, threads, wide);
         Group.Barrier();
-        Row8 r0 = default, r1 = default, r2 = default, r3 = default;
+        Acc acc = default;
         for (int kt = 0; kt < steps; kt++)
         {
             // the next step's chunks go out before this step's products and land in the other stage after them; the
@@ -149,48 +149,15 @@ public static class GemmHalf
             bool more = kt + 1 < steps;
             if (more) next = Load(x16, w16, (kt + 1) * Bk, m0, n0, m, n, k, tid, threads, wide);
             int st = (kt & 1) * StageBytes;
-            for (int h = 0; h < 2; h++)
-            {
-                var a0 = LoadA(sh, shAt, st, wm, h, lane);
-                var a1 = LoadA(sh, shAt, st, wm + 16, h, lane);
-                var a2 = LoadA(sh, shAt, st, wm + 32, h, lane);
-                var a3 = LoadA(sh, shAt, st, wm + 48, h, lane);
-                var b0 = LoadB(sh, shAt, st, wn, h, lane);
-                var b1 = LoadB(sh, shAt, st, wn + 16, h, lane);
-                Frag4 b2 = default, b3 = default;
-                if (wide)
-                {
-                    b2 = LoadB(sh, shAt, st, wn + 32, h, lane);
-                    b3 = LoadB(sh, shAt, st, wn + 48, h, lane);
-                }
-                if (CudaAsm.IsSupported)
-                {
-                    r0 = Tile(r0, a0, b0, b1, b2, b3, lane, bf16, wide);
-                    r1 = Tile(r1, a1, b0, b1, b2, b3, lane, bf16, wide);
-                    r2 = Tile(r2, a2, b0, b1, b2, b3, lane, bf16, wide);
-                    r3 = Tile(r3, a3, b0, b1, b2, b3, lane, bf16, wide);
-                }
-                else
-                {
-                    var f = new Frags { A0 = a0, A1 = a1, A2 = a2, A3 = a3, B0 = b0, B1 = b1, B2 = b2, B3 = b3 };
-                    var scratch = sh.SubView(SharedBytes / 4 + wi * 32 * EmuWords, 32 * EmuWords);
-                    EmuPut(scratch, f, lane);
-                    Group.Barrier();
-                    r0 = EmuTile(r0, scratch, 0, lane, bf16, wide);
-                    r1 = EmuTile(r1, scratch, 4, lane, bf16, wide);
-                    r2 = EmuTile(r2, scratch, 8, lane, bf16, wide);
-                    r3 = EmuTile(r3, scratch, 12, lane, bf16, wide);
-                    Group.Barrier();
-                }
-            }
+            acc = Step(acc, sh, shAt, st, SharedBytes / 4, wm, wn, lane, wi, bf16, wide);
             if (more) Store(sh, ((kt + 1) & 1) * StageBytes, next, tid, threads, wide);
             Group.Barrier();
         }
         int accumulate = flags & 1, g = lane >> 2, col = n0 + wn + 2 * (lane & 3);
-        Put(y, r0, m0 + wm + g, col, m, n, accumulate, wide);
-        Put(y, r1, m0 + wm + 16 + g, col, m, n, accumulate, wide);
-        Put(y, r2, m0 + wm + 32 + g, col, m, n, accumulate, wide);
-        Put(y, r3, m0 + wm + 48 + g, col, m, n, accumulate, wide);
+        Put(y, acc.R0, m0 + wm + g, col, m, n, accumulate, wide);
+        Put(y, acc.R1, m0 + wm + 16 + g, col, m, n, accumulate, wide);
+        Put(y, acc.R2, m0 + wm + 32 + g, col, m, n, accumulate, wide);
+        Put(y, acc.R3, m0 + wm + 48 + g, col, m, n, accumulate, wide);
     }
 
     [PromoteLocals]
@@ -228,7 +195,7 @@ public static class GemmHalf
             if (s < steps) Issue(x16, w16, xAt, wAt, sh, shAt, s, s * Bk, m0, n0, m, n, k, tid, threads);
             Commit();
         }
-        Row8 r0 = default, r1 = default, r2 = default, r3 = default;
+        Acc acc = default;
         for (int kt = 0; kt < steps; kt++)
         {
             // this thread's copies of step kt have landed; the barrier makes everyone's visible and tells that every warp
@@ -239,46 +206,13 @@ public static class GemmHalf
             if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % stages, nk * Bk, m0, n0, m, n, k, tid, threads);
             Commit();
             int st = kt % stages * StageBytes;
-            for (int h = 0; h < 2; h++)
-            {
-                var a0 = LoadA(sh, shAt, st, wm, h, lane);
-                var a1 = LoadA(sh, shAt, st, wm + 16, h, lane);
-                var a2 = LoadA(sh, shAt, st, wm + 32, h, lane);
-                var a3 = LoadA(sh, shAt, st, wm + 48, h, lane);
-                var b0 = LoadB(sh, shAt, st, wn, h, lane);
-                var b1 = LoadB(sh, shAt, st, wn + 16, h, lane);
-                Frag4 b2 = default, b3 = default;
-                if (wide)
-                {
-                    b2 = LoadB(sh, shAt, st, wn + 32, h, lane);
-                    b3 = LoadB(sh, shAt, st, wn + 48, h, lane);
-                }
-                if (CudaAsm.IsSupported)
-                {
-                    r0 = Tile(r0, a0, b0, b1, b2, b3, lane, bf16, wide);
-                    r1 = Tile(r1, a1, b0, b1, b2, b3, lane, bf16, wide);
-                    r2 = Tile(r2, a2, b0, b1, b2, b3, lane, bf16, wide);
-                    r3 = Tile(r3, a3, b0, b1, b2, b3, lane, bf16, wide);
-                }
-                else
-                {
-                    var f = new Frags { A0 = a0, A1 = a1, A2 = a2, A3 = a3, B0 = b0, B1 = b1, B2 = b2, B3 = b3 };
-                    var scratch = sh.SubView(stages * StageBytes / 4 + wi * 32 * EmuWords, 32 * EmuWords);
-                    EmuPut(scratch, f, lane);
-                    Group.Barrier();
-                    r0 = EmuTile(r0, scratch, 0, lane, bf16, wide);
-                    r1 = EmuTile(r1, scratch, 4, lane, bf16, wide);
-                    r2 = EmuTile(r2, scratch, 8, lane, bf16, wide);
-                    r3 = EmuTile(r3, scratch, 12, lane, bf16, wide);
-                    Group.Barrier();
-                }
-            }
+            acc = Step(acc, sh, shAt, st, stages * StageBytes / 4, wm, wn, lane, wi, bf16, wide);
         }
         int accumulate = flags & 1, g = lane >> 2, col = n0 + wn + 2 * (lane & 3);
-        Put(y, r0, m0 + wm + g, col, m, n, accumulate, wide);
-        Put(y, r1, m0 + wm + 16 + g, col, m, n, accumulate, wide);
-        Put(y, r2, m0 + wm + 32 + g, col, m, n, accumulate, wide);
-        Put(y, r3, m0 + wm + 48 + g, col, m, n, accumulate, wide);
+        Put(y, acc.R0, m0 + wm + g, col, m, n, accumulate, wide);
+        Put(y, acc.R1, m0 + wm + 16 + g, col, m, n, accumulate, wide);
+        Put(y, acc.R2, m0 + wm + 32 + g, col, m, n, accumulate, wide);
+        Put(y, acc.R3, m0 + wm + 48 + g, col, m, n, accumulate, wide);
     }
 
     /// <summary>Step <paramref name="k0"/>'s tiles into stage <paramref name="stage"/>: thread i copies chunks i, i + T, …
@@ -329,6 +263,55 @@ public static class GemmHalf
         if (!CudaAsm.IsSupported) return;
         if (n == 2) CudaAsm.Emit("cp.async.wait_group 2;");
         else CudaAsm.Emit("cp.async.wait_group 1;");
+    }
+
+    /// <summary>A warp's four row tiles of accumulators (its 64 rows).</summary>
+    struct Acc
+    {
+        public Row8 R0, R1, R2, R3;
+    }
+
+    /// <summary>One 32-wide step of a warp's products from the stage at byte <paramref name="st"/>, in two halves of 16:
+    /// the fragments by ldmatrix, then the products (on the CPU accelerator, emulated through the warp's scratch at word
+    /// <paramref name="scratchWord"/> + its own). The staged and the cp.async forms share it.</summary>
+    [System.Runtime.CompilerServices.MethodImpl(System.Runtime.CompilerServices.MethodImplOptions.AggressiveInlining)]
+    static Acc Step(Acc acc, ArrayView<uint> sh, uint shAt, int st, int scratchWord, int wm, int wn, int lane, int wi, bool bf16, bool wide)
+    {
+        for (int h = 0; h < 2; h++)
+        {
+            var a0 = LoadA(sh, shAt, st, wm, h, lane);
+            var a1 = LoadA(sh, shAt, st, wm + 16, h, lane);
+            var a2 = LoadA(sh, shAt, st, wm + 32, h, lane);
+            var a3 = LoadA(sh, shAt, st, wm + 48, h, lane);
+            var b0 = LoadB(sh, shAt, st, wn, h, lane);
+            var b1 = LoadB(sh, shAt, st, wn + 16, h, lane);
+            Frag4 b2 = default, b3 = default;
+            if (wide)
+            {
+                b2 = LoadB(sh, shAt, st, wn + 32, h, lane);
+                b3 = LoadB(sh, shAt, st, wn + 48, h, lane);
+            }
+            if (CudaAsm.IsSupported)
+            {
+                acc.R0 = Tile(acc.R0, a0, b0, b1, b2, b3, lane, bf16, wide);
+                acc.R1 = Tile(acc.R1, a1, b0, b1, b2, b3, lane, bf16, wide);
+                acc.R2 = Tile(acc.R2, a2, b0, b1, b2, b3, lane, bf16, wide);
+                acc.R3 = Tile(acc.R3, a3, b0, b1, b2, b3, lane, bf16, wide);
+            }
+            else
+            {
+                var f = new Frags { A0 = a0, A1 = a1, A2 = a2, A3 = a3, B0 = b0, B1 = b1, B2 = b2, B3 = b3 };
+                var scratch = sh.SubView(scratchWord + wi * 32 * EmuWords, 32 * EmuWords);
+                EmuPut(scratch, f, lane);
+                Group.Barrier();
+                acc.R0 = EmuTile(acc.R0, scratch, 0, lane, bf16, wide);
+                acc.R1 = EmuTile(acc.R1, scratch, 4, lane, bf16, wide);
+                acc.R2 = EmuTile(acc.R2, scratch, 8, lane, bf16, wide);
+                acc.R3 = EmuTile(acc.R3, scratch, 12, lane, bf16, wide);
+                Group.Barrier();
+            }
+        }
+        return acc;
     }
 
     /// <summary>Byte offset of chunk <paramref name="c"/> (16 bytes) of tile row <paramref name="row"/>, swizzled (see the

@@ -120,12 +120,10 @@ public static class Wgmma
             }
     }
 
-    /// <summary>The probe against the twin on random f16 values; the shape column also gives the error with the two
-    /// byte offsets swapped, which must be large (the descriptors' fields are then read as this file says).</summary>
-    public static AuditCase Case => new("wgmma m64n8k16", Check.F32Bound, (dev, rng) =>
+    /// <summary>The probe against the twin on random f16 values, with the layout's byte offsets and with them swapped:
+    /// the two relative errors.</summary>
+    public static (double Error, double Swapped) Measure(Device dev, Random rng)
     {
-        if (dev.Kind == DeviceKind.Cuda && dev.Accelerator is CudaAccelerator cu && cu.Architecture != CudaArchitecture.SM_90)
-            return (0, $"not run: needs a Hopper GPU (sm_90), this one is {cu.Architecture}");
         var a = Check.Rounded(Check.Values(rng, 64 * 16), DType.F16);
         var b = Check.Rounded(Check.Values(rng, 8 * 16), DType.F16);
         using var ta = Tensor.From(a, [64, 16], dev, DType.F16);
@@ -136,8 +134,16 @@ public static class Wgmma
         Probe(ta, tb, ts, leading: 256, stride: 128);
         var want = new float[64 * 8];
         Twin(a, b, want);
-        double swapped = Check.RelativeError(ts.ToFloatArray(), want);
-        return (Check.RelativeError(td.ToFloatArray(), want),
-                $"{(dev.Kind == DeviceKind.Cuda ? "tensor cores" : "emulated")}; offsets swapped: {swapped:E1}");
+        return (Check.RelativeError(td.ToFloatArray(), want), Check.RelativeError(ts.ToFloatArray(), want));
+    }
+
+    /// <summary><see cref="Measure"/> as an audit case; the shape column gives the error with the offsets swapped, which
+    /// must be large (the descriptors' fields are then read as this file says).</summary>
+    public static AuditCase Case => new("wgmma m64n8k16", Check.F32Bound, (dev, rng) =>
+    {
+        if (dev.Kind == DeviceKind.Cuda && dev.Accelerator is CudaAccelerator cu && cu.Architecture != CudaArchitecture.SM_90)
+            return (0, $"not run: needs a Hopper GPU (sm_90), this one is {cu.Architecture}");
+        var (err, swapped) = Measure(dev, rng);
+        return (err, $"{(dev.Kind == DeviceKind.Cuda ? "tensor cores" : "emulated")}; offsets swapped: {swapped:E1}");
     });
 }
