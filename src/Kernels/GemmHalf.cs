@@ -153,11 +153,7 @@ public static class GemmHalf
             if (more) Store(sh, ((kt + 1) & 1) * StageBytes, next, tid, threads, wide);
             Group.Barrier();
         }
-        int accumulate = flags & 1, g = lane >> 2, col = n0 + wn + 2 * (lane & 3);
-        Put(y, acc.R0, m0 + wm + g, col, m, n, accumulate, wide);
-        Put(y, acc.R1, m0 + wm + 16 + g, col, m, n, accumulate, wide);
-        Put(y, acc.R2, m0 + wm + 32 + g, col, m, n, accumulate, wide);
-        Put(y, acc.R3, m0 + wm + 48 + g, col, m, n, accumulate, wide);
+        Put(y, acc, m0 + wm, n0 + wn, lane, m, n, flags & 1, wide);
     }
 
     [PromoteLocals]
@@ -208,11 +204,7 @@ public static class GemmHalf
             int st = kt % stages * StageBytes;
             acc = Step(acc, sh, shAt, st, stages * StageBytes / 4, wm, wn, lane, wi, bf16, wide);
         }
-        int accumulate = flags & 1, g = lane >> 2, col = n0 + wn + 2 * (lane & 3);
-        Put(y, acc.R0, m0 + wm + g, col, m, n, accumulate, wide);
-        Put(y, acc.R1, m0 + wm + 16 + g, col, m, n, accumulate, wide);
-        Put(y, acc.R2, m0 + wm + 32 + g, col, m, n, accumulate, wide);
-        Put(y, acc.R3, m0 + wm + 48 + g, col, m, n, accumulate, wide);
+        Put(y, acc, m0 + wm, n0 + wn, lane, m, n, flags & 1, wide);
     }
 
     /// <summary>Step <paramref name="k0"/>'s tiles into stage <paramref name="stage"/>: thread i copies chunks i, i + T, …
@@ -468,6 +460,16 @@ public static class GemmHalf
         r.N6 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b67.R0, b67.R1, r.N6, bf16);
         r.N7 = Mma.M16N8K16Asm(a.R0, a.R1, a.R2, a.R3, b67.R2, b67.R3, r.N7, bf16);
         return r;
+    }
+
+    /// <summary>A warp's outputs: its four row tiles from row <paramref name="row0"/>, outputs from <paramref name="col0"/>.</summary>
+    static void Put(ArrayView<float> y, Acc acc, int row0, int col0, int lane, int m, int n, int accumulate, bool wide)
+    {
+        int g = lane >> 2, col = col0 + 2 * (lane & 3);
+        Put(y, acc.R0, row0 + g, col, m, n, accumulate, wide);
+        Put(y, acc.R1, row0 + 16 + g, col, m, n, accumulate, wide);
+        Put(y, acc.R2, row0 + 32 + g, col, m, n, accumulate, wide);
+        Put(y, acc.R3, row0 + 48 + g, col, m, n, accumulate, wide);
     }
 
     static void Put(ArrayView<float> y, Row8 r, int row, int col, int m, int n, int accumulate, bool wide)
