@@ -41,22 +41,29 @@ public static partial class Cli
             Console.WriteLine($"start-up of {dir} on --device {device}; {n} run(s), each two fresh processes; weights {(LlamaWeights.UseStagedUpload ? "through pinned staging buffers" : "staged by the driver (traced run)")}");
             Console.WriteLine($"kernel PTX cache: {(cacheDir == null ? "off (every process compiles)" : "a new folder shared by the runs: run 1's generate fills it")}");
             Console.WriteLine("run | generate, spawn to exit | traced: runtime | device | config+tokenizer | weights (GB/s) | first token (kernels, from cache, ILGPU s + driver s) | at | same token again");
-            for (int i = 1; i <= n; i++)
+            try
             {
-                var sw = Stopwatch.StartNew();
-                var (rc, _, err) = RunSelf(["generate", "--base", dir, "--prompt", text, "--max-tokens", "1", "--device", device], env);
-                double wall = sw.Elapsed.TotalSeconds;
-                if (rc != 0) throw new BitDeltaException($"generate exited with {rc}: {err.Trim().Split('\n').LastOrDefault()}");
-                var (rc2, outText, err2) = RunSelf(["bench", "startup", "--model", dir, "--prompt", text, "--device", device, "--traced-child",
-                                                    .. (LlamaWeights.UseStagedUpload ? Array.Empty<string>() : ["--no-staged-upload"])], env);
-                if (rc2 != 0) throw new BitDeltaException($"the traced run exited with {rc2}: {err2.Trim().Split('\n').LastOrDefault()}");
-                var kv = outText.Split('\n').First(l => l.StartsWith("startup ")).Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1)
-                    .Select(p => p.Split('=')).ToDictionary(p => p[0], p => double.Parse(p[1], CultureInfo.InvariantCulture));
-                firstToken.Add(kv["at"]);
-                Console.WriteLine($"{i} | {wall:F2} s | {kv["runtime"]:F2} s | {kv["device"]:F2} s | {kv["tokenizer"]:F2} s | {kv["weights"]:F2} s ({kv["gb"] / kv["weights"]:F1}) | " +
-                                  $"{kv["first"]:F2} s ({kv["kernels"]:F0}, {kv["cached"]:F0}, {kv["ilgpu"]:F2} + {kv["driver"]:F2} s) | {kv["at"]:F2} s | {kv["again"]:F3} s");
+                for (int i = 1; i <= n; i++)
+                {
+                    var sw = Stopwatch.StartNew();
+                    var (rc, _, err) = RunSelf(["generate", "--base", dir, "--prompt", text, "--max-tokens", "1", "--device", device], env);
+                    double wall = sw.Elapsed.TotalSeconds;
+                    if (rc != 0) throw new BitDeltaException($"generate exited with {rc}: {err.Trim().Split('\n').LastOrDefault()}");
+                    var (rc2, outText, err2) = RunSelf(["bench", "startup", "--model", dir, "--prompt", text, "--device", device, "--traced-child",
+                                                        .. (LlamaWeights.UseStagedUpload ? Array.Empty<string>() : ["--no-staged-upload"])], env);
+                    if (rc2 != 0) throw new BitDeltaException($"the traced run exited with {rc2}: {err2.Trim().Split('\n').LastOrDefault()}");
+                    var kv = outText.Split('\n').First(l => l.StartsWith("startup ")).Split(' ', StringSplitOptions.RemoveEmptyEntries).Skip(1)
+                        .Select(p => p.Split('=')).ToDictionary(p => p[0], p => double.Parse(p[1], CultureInfo.InvariantCulture));
+                    firstToken.Add(kv["at"]);
+                    Console.WriteLine($"{i} | {wall:F2} s | {kv["runtime"]:F2} s | {kv["device"]:F2} s | {kv["tokenizer"]:F2} s | {kv["weights"]:F2} s ({kv["gb"] / kv["weights"]:F1}) | " +
+                                      $"{kv["first"]:F2} s ({kv["kernels"]:F0}, {kv["cached"]:F0}, {kv["ilgpu"]:F2} + {kv["driver"]:F2} s) | {kv["at"]:F2} s | {kv["again"]:F3} s");
+                }
             }
-            if (cacheDir != null) { try { Directory.Delete(cacheDir, true); } catch (IOException) { } }
+            finally
+            {
+                // the runs' cache is this bench's own: gone when it ends, also when a run failed
+                if (cacheDir != null) { try { Directory.Delete(cacheDir, true); } catch (IOException) { } }
+            }
             firstToken.Sort();
             Record("startup", $"{Path.GetFileName(Path.TrimEndingDirectorySeparator(dir))}: command to first token, median of {n}{(cacheDir == null ? ", no kernel cache" : "")}", firstToken[n / 2], "s");
             return 0;

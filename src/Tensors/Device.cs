@@ -153,7 +153,7 @@ public sealed class Device
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         string? key = null;
         CompiledKernel? compiled = null;
-        if (Accelerator is CudaAccelerator cu)
+        if (Accelerator is CudaAccelerator cu && PtxCache.Folder != null)
         {
             key = PtxCache.Key(method, implicitlyGrouped, cu.Architecture, cu.InstructionSet);
             compiled = PtxCache.TryLoad(key, SharedContext.Value, entry);
