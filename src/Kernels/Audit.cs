@@ -13,6 +13,7 @@ public static class Audit
         .. Attention.Cases,
         .. MatMul.Cases,
         GemmHalf.Case,
+        GemmWgmma.Case,
         BitLinear.Case,
         BitLinear.MaterializeCase,
         .. TenantLinear.Cases,

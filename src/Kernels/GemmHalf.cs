@@ -81,6 +81,12 @@ public static class GemmHalf
         if (!Applies(x, w)) throw new ArgumentException($"half gemm: needs an ILGPU device, in a multiple of 8 and 16-byte aligned operands, got {x} and {w}");
         if (rows == 0 || outDim == 0) return;
         if (rows > int.MaxValue / 2) throw new ArgumentException($"half gemm x: too many rows in {x}");
+        // on Hopper, unless a form is asked for, the warpgroup products (GemmWgmma.cs)
+        if (async == null && wide == null && GemmWgmma.Enabled && x.Device.Kind == DeviceKind.Cuda && GemmWgmma.Runs(x.Device))
+        {
+            GemmWgmma.Run(x, w, y, accumulate);
+            return;
+        }
         int m = (int)rows, mTiles = (m + Bm - 1) / Bm, nTiles = (outDim + Bn - 1) / Bn;
         bool bf16 = x.DType == DType.BF16;
         bool wideTile = wide ?? Wide;
@@ -104,12 +110,12 @@ public static class GemmHalf
     }
 
     /// <summary>One 16-row tile's accumulators: its 8 tiles of 8 outputs (4 with the default 64 × 32 warps).</summary>
-    struct Row8
+    internal struct Row8
     {
         public Mma.Float4 N0, N1, N2, N3, N4, N5, N6, N7;
     }
 
-    struct Frag4
+    internal struct Frag4
     {
         public uint R0, R1, R2, R3;
     }
@@ -226,7 +232,7 @@ public static class GemmHalf
     /// <summary>cp.async of 16-byte unit <paramref name="i"/> of <paramref name="src"/> (device address
     /// <paramref name="srcAt"/>) to shared byte <paramref name="dst"/>, or 16 zero bytes when not <paramref name="ok"/>
     /// (the source size 0 reads nothing; PTX ISA, cp.async's src-size).</summary>
-    static void Copy16(ArrayView<Vec16> src, long srcAt, long i, bool ok, ArrayView<uint> sh, uint shAt, int dst)
+    internal static void Copy16(ArrayView<Vec16> src, long srcAt, long i, bool ok, ArrayView<uint> sh, uint shAt, int dst)
     {
         if (CudaAsm.IsSupported)
         {
@@ -243,18 +249,21 @@ public static class GemmHalf
         sh[at + 3] = v.W;
     }
 
-    static void Commit()
+    internal static void Commit()
     {
         if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
     }
 
     /// <summary>Every group of this thread's copies but the newest <paramref name="n"/> committed has landed (stages − 2
-    /// groups stay in flight; n is a constant in each kernel, as the instruction needs).</summary>
-    static void WaitAllButNewest(int n)
+    /// groups stay in flight; n is 0 to 4 and a constant in each kernel, as the instruction needs an immediate).</summary>
+    internal static void WaitAllButNewest(int n)
     {
         if (!CudaAsm.IsSupported) return;
-        if (n == 2) CudaAsm.Emit("cp.async.wait_group 2;");
-        else CudaAsm.Emit("cp.async.wait_group 1;");
+        if (n == 0) CudaAsm.Emit("cp.async.wait_group 0;");
+        else if (n == 1) CudaAsm.Emit("cp.async.wait_group 1;");
+        else if (n == 2) CudaAsm.Emit("cp.async.wait_group 2;");
+        else if (n == 3) CudaAsm.Emit("cp.async.wait_group 3;");
+        else CudaAsm.Emit("cp.async.wait_group 4;");
     }
 
     /// <summary>A warp's four row tiles of accumulators (its 64 rows).</summary>
@@ -308,7 +317,7 @@ public static class GemmHalf
 
     /// <summary>Byte offset of chunk <paramref name="c"/> (16 bytes) of tile row <paramref name="row"/>, swizzled (see the
     /// class comment).</summary>
-    static int Swz(int row, int c) => row * (Bk * 2) + ((c ^ ((row >> 1) & 3)) << 4);
+    internal static int Swz(int row, int c) => row * (Bk * 2) + ((c ^ ((row >> 1) & 3)) << 4);
 
     /// <summary>A thread's chunks of one step: 16 bytes each of x and of W (2 of each with 8 warps, 4 with 4).</summary>
     struct Chunks
@@ -373,7 +382,7 @@ public static class GemmHalf
 
     /// <summary>x's A fragment for tile rows <paramref name="row0"/> … +16, inputs 16h … +16 of the stage: matrices (rows
     /// 0–7, inputs 0–7), (8–15, 0–7), (0–7, 8–15), (8–15, 8–15) = mma's a0 … a3.</summary>
-    static Frag4 LoadA(ArrayView<uint> sh, uint shAt, int st, int row0, int h, int lane)
+    internal static Frag4 LoadA(ArrayView<uint> sh, uint shAt, int st, int row0, int h, int lane)
     {
         if (!CudaAsm.IsSupported)
         {
@@ -472,7 +481,7 @@ public static class GemmHalf
         Put(y, acc.R3, row0 + 48 + g, col, m, n, accumulate, wide);
     }
 
-    static void Put(ArrayView<float> y, Row8 r, int row, int col, int m, int n, int accumulate, bool wide)
+    internal static void Put(ArrayView<float> y, Row8 r, int row, int col, int m, int n, int accumulate, bool wide)
     {
         Put4(y, r.N0, row, col, m, n, accumulate);
         Put4(y, r.N1, row, col + 8, m, n, accumulate);

@@ -172,6 +172,8 @@ public sealed class Device
             loaded = LoadCompiled(compiled, implicitlyGrouped);
         }
         if (!cached && key != null) PtxCache.Store(key, (PTXCompiledKernel)compiled);
+        if (loaded is CudaKernel ck && method.GetCustomAttribute<SharedBytesAttribute>() is { } shared)
+            CudaDriver.AllowDynamicShared(ck.FunctionPtr, shared.Bytes, $"{method.DeclaringType?.Name}.{method.Name}");
         long t2 = System.Diagnostics.Stopwatch.GetTimestamp();
         Interlocked.Add(ref ilgpuTicks, t1 - t0);
         Interlocked.Add(ref driverTicks, t2 - t1);

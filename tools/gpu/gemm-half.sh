@@ -13,9 +13,14 @@ timeout 60 $A/bitdelta audit --device cuda --kernel "mma m16n8k16 f16/bf16" --ca
 timeout 60 $A/bitdelta audit --device cuda --kernel "wgmma" --cases 50 2>&1 | grep -E "wgmma|all kernels|FAIL|rror"
 ptxas -arch=sm_90a -v /tmp/ptx/Wgmma.ProbeKernel.ptx -o /tmp/w.cubin 2>&1 | grep -E "error|Used|spill"; cuobjdump -sass /tmp/w.cubin 2>/dev/null | grep -E "HGMMA|WARPGROUP" | head -4
 for k in F16Kernel F16WideKernel F16AsyncKernel F16AsyncWideKernel Bf16AsyncWideKernel; do echo "$k:"; ptxas -arch=sm_90 -v /tmp/ptx/GemmHalf.$k.ptx -o /tmp/g.cubin 2>&1 | grep -E "error|Used|spill"; done
+# the warpgroup GEMM: registers, and any warning (C7510: ptxas serializing the wgmma products), then its SASS products
+for k in F16ShallowKernel F16OverlapKernel F16Kernel Bf16Kernel; do echo "GemmWgmma.$k:"; ptxas -arch=sm_90a -v /tmp/ptx/GemmWgmma.$k.ptx -o /tmp/gw.cubin 2>&1 | grep -iE "error|warn|Used|spill"; done
+cuobjdump -sass /tmp/gw.cubin 2>/dev/null | grep -cE "HGMMA" | sed 's/^/HGMMA in the bf16 SASS: /'
+cuobjdump -sass /tmp/gw.cubin 2>/dev/null | grep -E "HGMMA|WARPGROUP" | head -6
 echo "== GemmHalfTests, CUDA as the device"
 # one process a class: a fault in one (a kernel's illegal address ends the CUDA context) leaves the others their own
-for c in Kernels.WgmmaTests Kernels.GemmHalfTests Tensors.PtxCacheTests; do
+[ -d $A/fixtures ] || cp -r tests/fixtures $A/fixtures   # a --lean pack leaves them out
+for c in Kernels.WgmmaTests Kernels.GemmWgmmaTests Kernels.GemmHalfTests Models.HalfPrefillTests; do
   [ -x $A/BitDeltaNative.Tests ] && BITDELTA_TEST_DEVICES=cuda timeout 120 $A/BitDeltaNative.Tests -class "BitDeltaNative.Tests.$c" >> $OUT/tests-cuda.log 2>&1
 done
 grep -E "\[FAIL\]|Total:" $OUT/tests-cuda.log | head -20

@@ -1,0 +1,272 @@
+using ILGPU;
+using ILGPU.Runtime;
+using ILGPU.Runtime.Cuda;
+using static BitDeltaNative.Kernels.GemmHalf;
+using static BitDeltaNative.Kernels.MatMul;
+
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// The half-operand GEMM of <see cref="GemmHalf"/> (y (+)= x·Wᵀ, x [rows, in] and W [out, in] both f16 or both bf16, y
+/// f32) on Hopper's warpgroup products, <c>wgmma.mma_async.m64n64k16</c> (PTX ISA §9.7.15): one instruction is a 64 × 64
+/// × 16 product of a whole warpgroup (4 warps), where <c>mma.sync</c> is 16 × 8 × 16 of one warp, and it reads B from
+/// shared memory itself. cuBLAS's 550–730 TFLOP/s at 7B shapes on the H200 runs on it; <c>mma.sync</c> peaks near 460.
+///
+/// A block of 2 warpgroups owns a 128 × 128 tile of y and walks K in steps of 32 through a ring of 6 stages of
+/// <c>cp.async</c> copies (96 KB; GemmHalf's 3 stages gave the same rate as its mma.sync: bench/NOTES.md). x's tile keeps GemmHalf's swizzled rows and goes to
+/// registers by <c>ldmatrix</c> (wgmma's A from registers: warp w of a warpgroup gives rows 16w … +16 in mma.m16n8k16's
+/// A layout). W's tile is stored in core matrices (8 rows × 16 bytes, 128 contiguous bytes, no swizzle; PTX ISA
+/// §9.7.15.5.1) that the tensor cores read through a matrix descriptor: chunk c (inputs 8c … +8) of tile row r at byte
+/// 512·(r / 8) + 128·c + 16·(r mod 8), so the descriptor's leading offset (along K) is 128 and its stride offset (along
+/// N) 512, as <see cref="Wgmma"/> pinned down. Warpgroup g computes rows 64g … +64 and all 128 outputs, as two
+/// accumulator sets of 64 outputs (32 f32 a thread each).
+///
+/// Why two asm statements a step and a wait inside each: ILGPU's <c>EmitRef</c> takes at most 44 operands, so one
+/// statement holds 32 accumulators (m64n64), the 8 A registers of the step's two 16-wide halves, the descriptor and the
+/// scale flag: 42. Between statements ILGPU copies every accumulator through its operand register, and a register an
+/// unfinished wgmma still writes must not be touched (PTX ISA, wgmma.wait_group), so each statement fences, issues its two
+/// products, commits and waits for them. A block's two warpgroups, and the other block on the multiprocessor, keep the
+/// tensor cores busy while one waits.
+///
+/// Off CUDA (ILGPU's CPU accelerator, the tests in CI) each thread sums its 64 outputs itself, reading x from the swizzled
+/// tile and W through the descriptor's meaning (<see cref="Core"/>): the staging and both layouts are checked against the
+/// twin there, the instruction and ldmatrix's mapping on the GPU (audit, tests with CUDA as the device).
+/// </summary>
+public static class GemmWgmma
+{
+    const int Bm = 128, Bn = 128, Bk = 32, Threads = 256;
+    const int TileBytes = 128 * Bk * 2, StageBytes = 2 * TileBytes;
+
+    /// <summary>Stages of the ring: 6 × 16 KB by default (past the 48 KB a block gets without asking:
+    /// <see cref="SharedBytesAttribute"/>), two blocks a multiprocessor in 192 KB; 3 (48 KB) for comparison in the
+    /// bench.</summary>
+    const int DeepStages = 6, ShallowStages = 3;
+
+    /// <summary>Descriptor offsets of W's core-matrix tile: 128 bytes between core matrices along K, 512 along N.</summary>
+    const int Leading = 128, Stride = 512;
+
+    /// <summary>Use this GEMM where it runs (<see cref="Runs"/>) instead of GemmHalf's mma.sync form.</summary>
+    public static bool Enabled { get; set; } = true;
+
+    /// <summary>Whether the device runs it: a Hopper GPU (the kernels' PTX names sm_90a), or ILGPU's CPU accelerator
+    /// (the emulation).</summary>
+    public static bool Runs(Device dev) =>
+        dev.IsIlgpu && (dev.Kind != DeviceKind.Cuda || dev.Accelerator is CudaAccelerator { Architecture: var a } && a == CudaArchitecture.SM_90);
+
+    /// <summary>y (+)= x·Wᵀ as <see cref="GemmHalf.Run"/> takes it (same checks), on the warpgroup products.</summary>
+    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool deep = true, bool overlap = false)
+    {
+        Need.SameDevice(x, w, y);
+        if (x.DType != DType.F16 && x.DType != DType.BF16) throw new ArgumentException($"wgmma gemm x: expected F16 or BF16, got {x}");
+        if (w.DType != x.DType) throw new ArgumentException($"wgmma gemm weight: expected {x.DType} like x, got {w}");
+        Need.F32("wgmma gemm y", y);
+        if (w.Rank != 2) throw new ArgumentException($"wgmma gemm weight: expected [out, in], got {w}");
+        int outDim = w.Dim(0), inDim = w.Dim(1);
+        if (x.Rank == 0 || x.Dim(-1) != inDim) throw new ArgumentException($"wgmma gemm x: expected last dimension {inDim} (weight {w}), got {x}");
+        long rows = inDim == 0 ? 0 : x.ElementCount / inDim;
+        Need.Count("wgmma gemm y", y, rows * outDim);
+        if (!GemmHalf.Applies(x, w) || !Runs(x.Device))
+            throw new ArgumentException($"wgmma gemm: needs a Hopper GPU or ILGPU's CPU accelerator, in a multiple of 8 and 16-byte aligned operands, got {x} and {w} on {x.Device}");
+        if (rows == 0 || outDim == 0) return;
+        if (rows > int.MaxValue / 2) throw new ArgumentException($"wgmma gemm x: too many rows in {x}");
+        int m = (int)rows, mTiles = (m + Bm - 1) / Bm, nTiles = (outDim + Bn - 1) / Bn;
+        bool bf16 = x.DType == DType.BF16;
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
+            overlap ? (bf16 ? Bf16OverlapKernel : F16OverlapKernel) : deep ? (bf16 ? Bf16Kernel : F16Kernel) : (bf16 ? Bf16ShallowKernel : F16ShallowKernel))(
+            new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>((deep || overlap ? DeepStages : ShallowStages) * StageBytes)),
+            x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
+    }
+
+    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
+    static void F16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, DeepStages, false);
+
+    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
+    static void Bf16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, DeepStages, false);
+
+    [ArchSpecific, PromoteLocals]
+    static void F16ShallowKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, ShallowStages, false);
+
+    [ArchSpecific, PromoteLocals]
+    static void Bf16ShallowKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, ShallowStages, false);
+
+    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
+    static void F16OverlapKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, DeepStages, true);
+
+    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
+    static void Bf16OverlapKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, DeepStages, true);
+
+    /// <summary><paramref name="overlap"/>: the first statement of a step does not wait, so its products run on while
+    /// the second is issued, and the second waits for both (if ptxas lets ILGPU's accumulator copies between the two
+    /// statements wait for them instead of serializing: its warning C7510 says when it does not). <paramref name="bf16"/>,
+    /// <paramref name="stages"/> and <paramref name="overlap"/> are constants in each kernel (ILGPU inlines the
+    /// body): one kind of product, and the immediate of cp.async.wait_group.</summary>
+    static void Body(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags, bool bf16, int stages, bool overlap)
+    {
+        var sh = SharedMemory.GetDynamic<uint>();
+        uint shAt = Bulk.Dynamic(0);
+        int tid = Group.IdxX, lane = tid & 31, wi = tid >> 5;
+        int mTiles = (m + Bm - 1) / Bm;
+        int m0 = Grid.IdxX % mTiles * Bm, n0 = Grid.IdxX / mTiles * Bn;
+        // warp wi's 16 rows of its warpgroup's 64 (wgmma's A from registers)
+        int wr = (wi >> 2) * 64 + 16 * (wi & 3);
+        int steps = (k + Bk - 1) / Bk;
+
+        for (int s = 0; s < stages - 1; s++)
+        {
+            if (s < steps) Issue(x16, w16, xAt, wAt, sh, shAt, s, s * Bk, m0, n0, m, n, k, tid);
+            Commit();
+        }
+        Row8 lo = default, hi = default;
+        for (int kt = 0; kt < steps; kt++)
+        {
+            // this thread's copies of step kt have landed; the proxy fence hands them to the tensor cores' (async)
+            // proxy, the barrier makes everyone's visible and tells that step kt − 1's products, whose stage the next
+            // issue refills, are done (each statement waits for its own)
+            WaitAllButNewest(stages - 2);
+            if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
+            Group.Barrier();
+            int nk = kt + stages - 1;
+            if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % stages, nk * Bk, m0, n0, m, n, k, tid);
+            Commit();
+            int st = kt % stages * StageBytes;
+            if (CudaAsm.IsSupported)
+            {
+                var a0 = LoadA(sh, shAt, st, wr, 0, lane);
+                var a1 = LoadA(sh, shAt, st, wr, 1, lane);
+                ulong d = Wgmma.Descriptor(shAt + (uint)(st + TileBytes), Leading, Stride);
+                lo = Product(lo, a0, a1, d, bf16, !overlap);
+                // outputs 64 … 127: 8 core-matrix rows on, 4096 bytes (the descriptor counts 16-byte units)
+                hi = Product(hi, a0, a1, d + (8 * Stride >> 4), bf16, true);
+            }
+            else
+            {
+                lo = Emulate(lo, sh, st, wr, 0, lane, bf16);
+                hi = Emulate(hi, sh, st, wr, 64, lane, bf16);
+            }
+        }
+        int g = lane >> 2, col = n0 + 2 * (lane & 3);
+        Put(y, lo, m0 + wr + g, col, m, n, flags & 1, true);
+        Put(y, hi, m0 + wr + g, col + 64, m, n, flags & 1, true);
+    }
+
+    /// <summary>Byte offset of chunk <paramref name="c"/> (16 bytes) of W's tile row <paramref name="row"/> in core
+    /// matrices (see the class comment).</summary>
+    static int Core(int row, int c) => (row >> 3) * Stride + c * Leading + ((row & 7) << 4);
+
+    /// <summary>Step <paramref name="k0"/>'s tiles into stage <paramref name="stage"/>: thread i copies chunks i and i + 256
+    /// of x's 128 × 4 and of W's, zeros past the ends. x's chunk v is row v / 4, inputs 8·(v mod 4) … +8, into its swizzled
+    /// row; W's is row 8·(v / 32) + v mod 8, inputs 8·((v / 8) mod 4) … +8, so that a quarter-warp's 8 chunks fill one
+    /// core matrix, 128 contiguous bytes.</summary>
+    static void Issue(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<uint> sh, uint shAt, int stage, int k0,
+                      int m0, int n0, int m, int n, int k, int tid)
+    {
+        int st = stage * StageBytes, kv = k / 8;
+        for (int j = 0; j < 512 / Threads; j++)
+        {
+            int v = tid + Threads * j;
+            int xr = v >> 2, xc = k0 + 8 * (v & 3);
+            int wr = ((v >> 5) << 3) | (v & 7), wc = (v >> 3) & 3, wcol = k0 + 8 * wc;
+            Copy16(x16, xAt, (long)(m0 + xr) * kv + xc / 8, xc < k && m0 + xr < m, sh, shAt, st + Swz(xr, v & 3));
+            Copy16(w16, wAt, (long)(n0 + wr) * kv + wcol / 8, wcol < k && n0 + wr < n, sh, shAt, st + TileBytes + Core(wr, wc));
+        }
+    }
+
+    // One statement's text: fence, the step's two products (A from %32–%35, then %36–%39; B at descriptor %40, then 16
+    // units = 256 bytes on), commit, and a wait for every product of this warpgroup (Wait) or none (NoWait). C# joins
+    // the constants at compile time: ILGPU needs the text as one literal.
+    const string Head = "{ .reg .pred p; .reg .b64 e; setp.ne.b32 p, %41, 0; add.s64 e, %40, 16; wgmma.fence.sync.aligned; ";
+    const string D = "{%0,%1,%2,%3,%4,%5,%6,%7,%8,%9,%10,%11,%12,%13,%14,%15,%16,%17,%18,%19,%20,%21,%22,%23,%24,%25,%26,%27,%28,%29,%30,%31}";
+    const string F16 = "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 ", Bf16 = "wgmma.mma_async.sync.aligned.m64n64k16.f32.bf16.bf16 ";
+    const string First = D + ", {%32,%33,%34,%35}, %40, p, 1, 1, 0; ", Second = D + ", {%36,%37,%38,%39}, e, p, 1, 1, 0; ";
+    const string Wait = "wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }", NoWait = "wgmma.commit_group.sync.aligned; }";
+    const string F16Wait = Head + F16 + First + F16 + Second + Wait, F16NoWait = Head + F16 + First + F16 + Second + NoWait;
+    const string Bf16Wait = Head + Bf16 + First + Bf16 + Second + Wait, Bf16NoWait = Head + Bf16 + First + Bf16 + Second + NoWait;
+
+    /// <summary>The warpgroup's two products of one 32-wide step for 64 of its outputs: A from this lane's fragments of
+    /// the step's two 16-wide halves, B through descriptor <paramref name="desc"/>, accumulated into <paramref name="c"/>
+    /// in mma.m16n8's layout per 8 outputs; then, if <paramref name="wait"/>, a wait for all of this warpgroup's
+    /// products (without it the accumulators are still being written when the statement ends: see the class
+    /// comment).</summary>
+    static Row8 Product(Row8 c, Frag4 x0, Frag4 x1, ulong desc, bool bf16, bool wait)
+    {
+        Ref<float> c0 = c.N0.X, c1 = c.N0.Y, c2 = c.N0.Z, c3 = c.N0.W, c4 = c.N1.X, c5 = c.N1.Y, c6 = c.N1.Z, c7 = c.N1.W, c8 = c.N2.X, c9 = c.N2.Y, c10 = c.N2.Z, c11 = c.N2.W, c12 = c.N3.X, c13 = c.N3.Y, c14 = c.N3.Z, c15 = c.N3.W, c16 = c.N4.X, c17 = c.N4.Y, c18 = c.N4.Z, c19 = c.N4.W, c20 = c.N5.X, c21 = c.N5.Y, c22 = c.N5.Z, c23 = c.N5.W, c24 = c.N6.X, c25 = c.N6.Y, c26 = c.N6.Z, c27 = c.N6.W, c28 = c.N7.X, c29 = c.N7.Y, c30 = c.N7.Z, c31 = c.N7.W;
+        Input<uint> a0 = x0.R0, a1 = x0.R1, a2 = x0.R2, a3 = x0.R3, a4 = x1.R0, a5 = x1.R1, a6 = x1.R2, a7 = x1.R3;
+        Input<ulong> d = desc;
+        Input<int> scale = 1;
+        if (bf16 && wait) CudaAsm.EmitRef(Bf16Wait, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
+        else if (bf16) CudaAsm.EmitRef(Bf16NoWait, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
+        else if (wait) CudaAsm.EmitRef(F16Wait, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
+        else CudaAsm.EmitRef(F16NoWait, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
+        c.N0.X = c0.Value; c.N0.Y = c1.Value; c.N0.Z = c2.Value; c.N0.W = c3.Value; c.N1.X = c4.Value; c.N1.Y = c5.Value; c.N1.Z = c6.Value; c.N1.W = c7.Value; c.N2.X = c8.Value; c.N2.Y = c9.Value; c.N2.Z = c10.Value; c.N2.W = c11.Value; c.N3.X = c12.Value; c.N3.Y = c13.Value; c.N3.Z = c14.Value; c.N3.W = c15.Value; c.N4.X = c16.Value; c.N4.Y = c17.Value; c.N4.Z = c18.Value; c.N4.W = c19.Value; c.N5.X = c20.Value; c.N5.Y = c21.Value; c.N5.Z = c22.Value; c.N5.W = c23.Value; c.N6.X = c24.Value; c.N6.Y = c25.Value; c.N6.Z = c26.Value; c.N6.W = c27.Value; c.N7.X = c28.Value; c.N7.Y = c29.Value; c.N7.Z = c30.Value; c.N7.W = c31.Value;
+        return c;
+    }
+
+    /// <summary>The same 64 outputs' sums off CUDA: lane 4g + t's rows <paramref name="row"/> + g and +8, outputs
+    /// <paramref name="out0"/> + 8j + 2t and +1, over the stage's 32 inputs in order, x from the swizzled tile and W from
+    /// the core matrices.</summary>
+    static Row8 Emulate(Row8 c, ArrayView<uint> sh, int st, int row, int out0, int lane, bool bf16)
+    {
+        int r0 = row + (lane >> 2), o0 = out0 + 2 * (lane & 3);
+        c.N0 = Emulate4(c.N0, sh, st, r0, o0, bf16);
+        c.N1 = Emulate4(c.N1, sh, st, r0, o0 + 8, bf16);
+        c.N2 = Emulate4(c.N2, sh, st, r0, o0 + 16, bf16);
+        c.N3 = Emulate4(c.N3, sh, st, r0, o0 + 24, bf16);
+        c.N4 = Emulate4(c.N4, sh, st, r0, o0 + 32, bf16);
+        c.N5 = Emulate4(c.N5, sh, st, r0, o0 + 40, bf16);
+        c.N6 = Emulate4(c.N6, sh, st, r0, o0 + 48, bf16);
+        c.N7 = Emulate4(c.N7, sh, st, r0, o0 + 56, bf16);
+        return c;
+    }
+
+    static Mma.Float4 Emulate4(Mma.Float4 c, ArrayView<uint> sh, int st, int row, int o, bool bf16)
+    {
+        for (int kk = 0; kk < Bk; kk++)
+        {
+            float a = Half(sh, st + Swz(row, kk >> 3) + ((kk & 7) << 1), bf16), b = Half(sh, st + Swz(row + 8, kk >> 3) + ((kk & 7) << 1), bf16);
+            float p = Half(sh, st + TileBytes + Core(o, kk >> 3) + ((kk & 7) << 1), bf16);
+            float q = Half(sh, st + TileBytes + Core(o + 1, kk >> 3) + ((kk & 7) << 1), bf16);
+            c.X += a * p;
+            c.Y += a * q;
+            c.Z += b * p;
+            c.W += b * q;
+        }
+        return c;
+    }
+
+    /// <summary>The half at shared byte <paramref name="at"/> as f32.</summary>
+    static float Half(ArrayView<uint> sh, int at, bool bf16)
+    {
+        uint bits = (sh[at >> 2] >> ((at & 2) << 3)) & 0xFFFFu;
+        return bf16 ? Interop.IntAsFloat(bits << 16) : (float)Interop.IntAsFloat((ushort)bits);
+    }
+
+    // ---- audit ----
+
+    /// <summary>As <see cref="GemmHalf.Case"/>: f16 or bf16, accumulate or not, ragged rows and outputs over 1–3 tiles of
+    /// 128, inputs a multiple of 8 with a partial last step; operands the half type holds, so the f64 twin is exact.</summary>
+    public static AuditCase Case => new("gemm wgmma", Check.F32Bound, (dev, rng) =>
+    {
+        if (!Runs(dev)) return (0, $"not run: needs a Hopper GPU (sm_90) or ILGPU's CPU accelerator");
+        var dt = rng.Next(2) == 0 ? DType.F16 : DType.BF16;
+        bool cuda = dev.Kind == DeviceKind.Cuda;
+        int rows = Check.Size(rng, cuda ? 300 : 140), inDim = 8 * Check.Size(rng, cuda ? 20 : 12), outDim = Check.Size(rng, cuda ? 300 : 140);
+        bool accumulate = rng.Next(2) == 0;
+        var x = Check.Rounded(Check.Values(rng, (long)rows * inDim, 2f), dt);
+        var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), dt);
+        var want = accumulate ? Check.Values(rng, (long)rows * outDim, 3f) : new float[rows * outDim];
+        using var tx = Tensor.From(x, [rows, inDim], dev, dt);
+        using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
+        using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
+        int form = rng.Next(3);
+        bool deep = form != 1, overlap = form == 2;
+        Run(tx, tw, ty, accumulate, deep, overlap);
+        MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{(overlap ? " overlapped" : deep ? " 6 stages" : " 3 stages")}");
+    });
+}

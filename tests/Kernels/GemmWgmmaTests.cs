@@ -1,0 +1,84 @@
+using System.Reflection;
+using BitDeltaNative.Kernels;
+using Check = BitDeltaNative.Kernels.Check;
+
+namespace BitDeltaNative.Tests.Kernels;
+
+/// <summary>
+/// The GEMM on warpgroup products (GemmWgmma.cs) beyond its audit case "gemm wgmma": the PTX the driver gets (sm_90a,
+/// m64n64k16 products with A from registers, each statement waiting for its own products, cp.async copies, no local
+/// memory after the passes), fixed shapes that cross every edge at once, and that GemmHalf.Run hands it the work on
+/// Hopper only when no form is asked for.
+/// </summary>
+[Collection(IlgpuCpuCollection.Name)]
+public class GemmWgmmaTests
+{
+    [Theory]
+    [InlineData("F16Kernel", ".f16.f16", ".bf16.bf16")]
+    [InlineData("Bf16Kernel", ".bf16.bf16", "f32.f16.f16")]
+    [InlineData("F16ShallowKernel", ".f16.f16", ".bf16.bf16")]
+    [InlineData("F16OverlapKernel", ".f16.f16", ".bf16.bf16")]
+    public void Ptx_holds_warpgroup_products_that_each_statement_waits_for(string kernel, string has, string hasNot)
+    {
+        var m = typeof(GemmWgmma).GetMethod(kernel, BindingFlags.Static | BindingFlags.NonPublic)!;
+        string raw = Ptx.CompileKernel(m, passes: false).PTXAssembly, ptx = Ptx.CompileKernel(m).PTXAssembly;
+        Assert.Contains("\n.target sm_90a\n", ptx);
+        Assert.Contains("st.local", raw);
+        Assert.DoesNotContain("st.local", ptx);
+        Assert.DoesNotContain("ld.local", ptx);
+        Assert.Contains($"wgmma.mma_async.sync.aligned.m64n64k16.f32{has}", ptx);
+        Assert.DoesNotContain($"m64n64k16{hasNot}", ptx);
+        Assert.Contains("cp.async.cg.shared.global", ptx);
+        Assert.Contains("fence.proxy.async.shared::cta", ptx);
+        Assert.Contains("ldmatrix.sync.aligned.m8n8.x4.shared.b16", ptx);
+        int Count(string what) => ptx.Split(what).Length - 1;
+        // two statements a step (outputs 0–63 and 64–127), two products each, and each waits for its own: ILGPU copies
+        // the accumulators between statements, which an unfinished product must not meet
+        Assert.Equal(4, Count("wgmma.mma_async"));
+        Assert.Equal(2, Count("wgmma.fence.sync.aligned"));
+        Assert.Equal(kernel.Contains("Overlap") ? 1 : 2, Count("wgmma.wait_group.sync.aligned 0"));
+    }
+
+    [Theory]
+    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
+    public void Ragged_tiles_and_several_steps_match_the_twin(string device)
+    {
+        var dev = Device.Parse(device);
+        if (!GemmWgmma.Runs(dev)) Assert.Skip($"wgmma needs a Hopper GPU or ILGPU's CPU accelerator, not {dev}");
+        var rng = new Random(37);
+        // rows and outputs one past a 128 tile (the second warpgroup's rows and the high 64 outputs ragged), 4 steps of 32
+        // (the last 8 wide) through the 6-stage ring (prologue longer than the loop) and the 3-stage one
+        int rows = 129, inDim = 104, outDim = 197;
+        foreach (var (deep, overlap) in new[] { (true, false), (false, false), (true, true) })
+        foreach (var dt in new[] { DType.F16, DType.BF16 })
+            foreach (bool accumulate in new[] { false, true })
+            {
+                var x = Check.Rounded(Check.Values(rng, rows * inDim, 2f), dt);
+                var w = Check.Rounded(Check.Values(rng, outDim * inDim), dt);
+                var want = Check.Values(rng, rows * outDim, 3f);
+                using var tx = Tensor.From(x, [rows, inDim], dev, dt);
+                using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
+                using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
+                if (!accumulate) Array.Clear(want);
+                GemmWgmma.Run(tx, tw, ty, accumulate, deep, overlap);
+                MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
+                double err = Check.RelativeError(ty.ToFloatArray(), want);
+                Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(overlap ? " overlapped" : deep ? " 6 stages" : " 3 stages")}: relative error {err:E2}");
+            }
+    }
+
+    [Fact]
+    public void Runs_on_the_cpu_accelerator_and_refuses_what_GemmHalf_refuses()
+    {
+        var dev = Device.IlgpuCpu();
+        Assert.True(GemmWgmma.Runs(dev));
+        Assert.False(GemmWgmma.Runs(Device.Cpu));
+        using var x16 = Tensor.From(new float[2 * 8], [2, 8], dev, DType.F16);
+        using var wb = Tensor.From(new float[3 * 8], [3, 8], dev, DType.BF16);
+        using var y = Tensor.Empty([2, 3], DType.F32, dev);
+        Assert.Contains("BF16", Assert.Throws<ArgumentException>(() => GemmWgmma.Run(x16, wb, y)).Message);
+        using var x12 = Tensor.From(new float[2 * 12], [2, 12], dev, DType.F16);
+        using var w12 = Tensor.From(new float[3 * 12], [3, 12], dev, DType.F16);
+        Assert.Contains("multiple of 8", Assert.Throws<ArgumentException>(() => GemmWgmma.Run(x12, w12, y)).Message);
+    }
+}
