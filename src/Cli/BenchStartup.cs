@@ -92,13 +92,13 @@ public static partial class Cli
         int first = gen.Generate([ids], 1, new SamplingOptions(), tokenizer.EosIds)[0].FirstOrDefault(-1);
         double tFirst = Lap(), at = SinceStart();
         int kernels = dev.CompiledKernels;
-        double compile = dev.CompileTime.TotalSeconds, ilgpu = dev.IlgpuCompileTime.TotalSeconds, driver = dev.DriverLoadTime.TotalSeconds;
+        double ilgpu = dev.IlgpuCompileTime.TotalSeconds, driver = dev.DriverLoadTime.TotalSeconds;
         int cached = dev.KernelsFromCache;
         int again = gen.Generate([ids], 1, new SamplingOptions(), tokenizer.EosIds)[0].FirstOrDefault(-1);
         double tAgain = Lap();
         if (again != first) throw new BitDeltaException($"the second run made token {again}, the first {first}");
         Console.WriteLine(FormattableString.Invariant(
-            $"startup runtime={runtime:F3} device={tDevice:F3} tokenizer={tTokenizer:F3} weights={tWeights:F3} gb={m.Weights.ByteLength / 1e9:F3} first={tFirst:F3} at={at:F3} kernels={kernels} cached={cached} compile={compile:F3} ilgpu={ilgpu:F3} driver={driver:F3} again={tAgain:F4}"));
+            $"startup runtime={runtime:F3} device={tDevice:F3} tokenizer={tTokenizer:F3} weights={tWeights:F3} gb={m.Weights.ByteLength / 1e9:F3} first={tFirst:F3} at={at:F3} kernels={kernels} cached={cached} ilgpu={ilgpu:F3} driver={driver:F3} again={tAgain:F4}"));
         return 0;
     }
 

@@ -54,7 +54,7 @@ public static class GemmWgmma
         dev.IsIlgpu && (dev.Kind != DeviceKind.Cuda || dev.Accelerator is CudaAccelerator { Architecture: var a } && a == CudaArchitecture.SM_90);
 
     /// <summary>y (+)= x·Wᵀ as <see cref="GemmHalf.Run"/> takes it (same checks), on the warpgroup products.</summary>
-    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool deep = true, bool overlap = false)
+    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool deep = true, bool overlap = false, bool noFence = false, bool swizzled = false)
     {
         Need.SameDevice(x, w, y);
         if (x.DType != DType.F16 && x.DType != DType.BF16) throw new ArgumentException($"wgmma gemm x: expected F16 or BF16, got {x}");
@@ -71,9 +71,17 @@ public static class GemmWgmma
         if (rows > int.MaxValue / 2) throw new ArgumentException($"wgmma gemm x: too many rows in {x}");
         int m = (int)rows, mTiles = (m + Bm - 1) / Bm, nTiles = (outDim + Bn - 1) / Bn;
         bool bf16 = x.DType == DType.BF16;
+        if (swizzled)
+        {
+            y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
+                bf16 ? Bf16SwizzledKernel : F16SwizzledKernel)(
+                new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>(StagesS * StageBytesS + 1024)),
+                x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
+            return;
+        }
         y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
-            overlap ? (bf16 ? Bf16OverlapKernel : F16OverlapKernel) : deep ? (bf16 ? Bf16Kernel : F16Kernel) : (bf16 ? Bf16ShallowKernel : F16ShallowKernel))(
-            new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>((deep || overlap ? DeepStages : ShallowStages) * StageBytes)),
+            noFence ? F16NoFenceKernel : overlap ? (bf16 ? Bf16OverlapKernel : F16OverlapKernel) : deep ? (bf16 ? Bf16Kernel : F16Kernel) : (bf16 ? Bf16ShallowKernel : F16ShallowKernel))(
+            new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>((deep || overlap || noFence ? DeepStages : ShallowStages) * StageBytes)),
             x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
     }
 
@@ -100,6 +108,11 @@ public static class GemmWgmma
     [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
     static void Bf16OverlapKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
         Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, DeepStages, true);
+
+    /// <summary>Experiment: the deep form without the proxy fence (bench/NOTES.md).</summary>
+    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
+    static void F16NoFenceKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags | 2, false, DeepStages, false);
 
     /// <summary><paramref name="overlap"/>: the first statement of a step does not wait, so its products run on while
     /// the second is issued, and the second waits for both (if ptxas lets ILGPU's accumulator copies between the two
@@ -129,7 +142,7 @@ public static class GemmWgmma
             // proxy, the barrier makes everyone's visible and tells that step kt − 1's products, whose stage the next
             // issue refills, are done (each statement waits for its own)
             WaitAllButNewest(stages - 2);
-            if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
+            if (CudaAsm.IsSupported && (flags & 2) == 0) CudaAsm.Emit("fence.proxy.async.shared::cta;");
             Group.Barrier();
             int nk = kt + stages - 1;
             if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % stages, nk * Bk, m0, n0, m, n, k, tid);
@@ -153,6 +166,139 @@ public static class GemmWgmma
         int g = lane >> 2, col = n0 + 2 * (lane & 3);
         Put(y, lo, m0 + wr + g, col, m, n, flags & 1, true);
         Put(y, hi, m0 + wr + g, col + 64, m, n, flags & 1, true);
+    }
+
+    // ---- 64-wide steps, both tiles in 128-byte swizzled rows (bench/NOTES.md: the 32-wide steps' half-line reads
+    // held L2 at 82% of its throughput) ----
+
+    const int BkS = 64, TileBytesS = 128 * BkS * 2, StageBytesS = 2 * TileBytesS, StagesS = 3;
+
+    /// <summary>Byte offset of chunk <paramref name="c"/> (16 bytes, of 8) of tile row <paramref name="row"/> in the
+    /// 128-byte swizzle (PTX ISA §9.7.15.5.1, swizzle mode 1): row r at 128·r, its chunk c at chunk c ⊕ (r mod 8). ldmatrix
+    /// reads x's 8 rows of one chunk from 8 bank groups; the tensor cores read W's through a descriptor in that mode
+    /// (stride 1024 bytes between 8-row groups; the tile 1024-byte aligned).</summary>
+    static int Swz128(int row, int c) => (row << 7) + ((c ^ (row & 7)) << 4);
+
+    /// <summary>Descriptor for a 128-byte-swizzled K-major tile at shared address <paramref name="at"/> (1024-aligned):
+    /// mode 1 in bits 62–63, stride 1024 bytes, leading offset unused (1, as CUTLASS writes it).</summary>
+    static ulong DescriptorS(uint at) => ((at & 0x3FFFFu) >> 4) | (1ul << 16) | ((ulong)(1024 >> 4) << 32) | (1ul << 62);
+
+    [ArchSpecific, PromoteLocals, SharedBytes(StagesS * StageBytesS + 1024)]
+    static void F16SwizzledKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        BodySwizzled(x16, w16, xAt, wAt, y, m, n, k, flags, false);
+
+    [ArchSpecific, PromoteLocals, SharedBytes(StagesS * StageBytesS + 1024)]
+    static void Bf16SwizzledKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        BodySwizzled(x16, w16, xAt, wAt, y, m, n, k, flags, true);
+
+    /// <summary>As <see cref="Body"/> with 64-wide steps: 3 stages of 32 KB (and 1 KB to align them to 1024 bytes), a
+    /// warp's copies reading whole 128-byte rows, four statements a step (outputs 0–63 and 64–127, inputs 0–31 and
+    /// 32–63), only the last waiting.</summary>
+    static void BodySwizzled(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags, bool bf16)
+    {
+        var sh = SharedMemory.GetDynamic<uint>();
+        uint shAt = Bulk.Dynamic(0);
+        int pad = (int)((1024 - (shAt & 1023)) & 1023);
+        int tid = Group.IdxX, lane = tid & 31, wi = tid >> 5;
+        int mTiles = (m + Bm - 1) / Bm;
+        int m0 = Grid.IdxX % mTiles * Bm, n0 = Grid.IdxX / mTiles * Bn;
+        int wr = (wi >> 2) * 64 + 16 * (wi & 3);
+        int steps = (k + BkS - 1) / BkS;
+
+        for (int s = 0; s < StagesS - 1; s++)
+        {
+            if (s < steps) IssueSwizzled(x16, w16, xAt, wAt, sh, shAt, pad + s * StageBytesS, s * BkS, m0, n0, m, n, k, tid);
+            Commit();
+        }
+        Row8 lo = default, hi = default;
+        for (int kt = 0; kt < steps; kt++)
+        {
+            WaitAllButNewest(StagesS - 2);
+            if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
+            Group.Barrier();
+            int nk = kt + StagesS - 1;
+            if (nk < steps) IssueSwizzled(x16, w16, xAt, wAt, sh, shAt, pad + nk % StagesS * StageBytesS, nk * BkS, m0, n0, m, n, k, tid);
+            Commit();
+            int st = pad + kt % StagesS * StageBytesS;
+            if (CudaAsm.IsSupported)
+            {
+                ulong d = DescriptorS(shAt + (uint)(st + TileBytesS));
+                for (int q = 0; q < 2; q++)
+                {
+                    var a0 = LoadAS(shAt, st, wr, 2 * q, lane);
+                    var a1 = LoadAS(shAt, st, wr, 2 * q + 1, lane);
+                    // inputs 32q …: 64 bytes along the swizzled row (4 units); outputs 64 …: 64 rows on (8192 bytes)
+                    lo = Product(lo, a0, a1, d + (ulong)(4 * q), bf16, false, true);
+                    hi = Product(hi, a0, a1, d + (ulong)(4 * q + 512), bf16, q == 1, true);
+                }
+            }
+            else
+            {
+                lo = EmulateS(lo, sh, st, wr, 0, lane, bf16);
+                hi = EmulateS(hi, sh, st, wr, 64, lane, bf16);
+            }
+        }
+        int g = lane >> 2, col = n0 + 2 * (lane & 3);
+        Put(y, lo, m0 + wr + g, col, m, n, flags & 1, true);
+        Put(y, hi, m0 + wr + g, col + 64, m, n, flags & 1, true);
+    }
+
+    /// <summary>Step <paramref name="k0"/>'s tiles at shared byte <paramref name="st"/>: thread i copies chunks i + 256j
+    /// (j &lt; 4) of x's 128 × 8 and of W's, chunk v being row v / 8, inputs 8·(v mod 8) … +8, so that a warp reads 4
+    /// whole 128-byte rows of each; zeros past the ends.</summary>
+    static void IssueSwizzled(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<uint> sh, uint shAt, int st, int k0,
+                              int m0, int n0, int m, int n, int k, int tid)
+    {
+        int kv = k / 8;
+        for (int j = 0; j < 1024 / Threads; j++)
+        {
+            int v = tid + Threads * j, row = v >> 3, c = v & 7, col = k0 + 8 * c;
+            bool colOk = col < k;
+            Copy16(x16, xAt, (long)(m0 + row) * kv + col / 8, colOk && m0 + row < m, sh, shAt, st + Swz128(row, c));
+            Copy16(w16, wAt, (long)(n0 + row) * kv + col / 8, colOk && n0 + row < n, sh, shAt, st + TileBytesS + Swz128(row, c));
+        }
+    }
+
+    /// <summary>ldmatrix.x4 of x's A fragment for tile rows <paramref name="row0"/> … +16, inputs 16h … +16, from the
+    /// swizzled tile (as <see cref="GemmHalf.LoadA"/>).</summary>
+    static Frag4 LoadAS(uint shAt, int st, int row0, int h, int lane)
+    {
+        int q = lane >> 3, row = row0 + ((q & 1) << 3) + (lane & 7), c = 2 * h + (q >> 1);
+        Output<uint> d0 = default, d1 = default, d2 = default, d3 = default;
+        Input<uint> a = shAt + (uint)(st + Swz128(row, c));
+        CudaAsm.EmitRef("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];", ref d0, ref d1, ref d2, ref d3, ref a);
+        Frag4 f;
+        f.R0 = d0.Value; f.R1 = d1.Value; f.R2 = d2.Value; f.R3 = d3.Value;
+        return f;
+    }
+
+    static Row8 EmulateS(Row8 c, ArrayView<uint> sh, int st, int row, int out0, int lane, bool bf16)
+    {
+        int r0 = row + (lane >> 2), o0 = out0 + 2 * (lane & 3);
+        c.N0 = EmulateS4(c.N0, sh, st, r0, o0, bf16);
+        c.N1 = EmulateS4(c.N1, sh, st, r0, o0 + 8, bf16);
+        c.N2 = EmulateS4(c.N2, sh, st, r0, o0 + 16, bf16);
+        c.N3 = EmulateS4(c.N3, sh, st, r0, o0 + 24, bf16);
+        c.N4 = EmulateS4(c.N4, sh, st, r0, o0 + 32, bf16);
+        c.N5 = EmulateS4(c.N5, sh, st, r0, o0 + 40, bf16);
+        c.N6 = EmulateS4(c.N6, sh, st, r0, o0 + 48, bf16);
+        c.N7 = EmulateS4(c.N7, sh, st, r0, o0 + 56, bf16);
+        return c;
+    }
+
+    static Mma.Float4 EmulateS4(Mma.Float4 c, ArrayView<uint> sh, int st, int row, int o, bool bf16)
+    {
+        for (int kk = 0; kk < BkS; kk++)
+        {
+            int e = (kk & 7) << 1;
+            float a = Half(sh, st + Swz128(row, kk >> 3) + e, bf16), b = Half(sh, st + Swz128(row + 8, kk >> 3) + e, bf16);
+            float p = Half(sh, st + TileBytesS + Swz128(o, kk >> 3) + e, bf16), q = Half(sh, st + TileBytesS + Swz128(o + 1, kk >> 3) + e, bf16);
+            c.X += a * p;
+            c.Y += a * q;
+            c.Z += b * p;
+            c.W += b * q;
+        }
+        return c;
     }
 
     /// <summary>Byte offset of chunk <paramref name="c"/> (16 bytes) of W's tile row <paramref name="row"/> in core
@@ -186,6 +332,10 @@ public static class GemmWgmma
     const string First = D + ", {%32,%33,%34,%35}, %40, p, 1, 1, 0; ", Second = D + ", {%36,%37,%38,%39}, e, p, 1, 1, 0; ";
     const string Wait = "wgmma.commit_group.sync.aligned; wgmma.wait_group.sync.aligned 0; }", NoWait = "wgmma.commit_group.sync.aligned; }";
     const string F16Wait = Head + F16 + First + F16 + Second + Wait, F16NoWait = Head + F16 + First + F16 + Second + NoWait;
+    // the 128-byte-swizzled tiles' (BodySwizzled): the second 16 inputs 32 bytes on along the swizzled row, 2 units
+    const string HeadS = "{ .reg .pred p; .reg .b64 e; setp.ne.b32 p, %41, 0; add.s64 e, %40, 2; wgmma.fence.sync.aligned; ";
+    const string F16WaitS = HeadS + F16 + First + F16 + Second + Wait, F16NoWaitS = HeadS + F16 + First + F16 + Second + NoWait;
+    const string Bf16WaitS = HeadS + Bf16 + First + Bf16 + Second + Wait, Bf16NoWaitS = HeadS + Bf16 + First + Bf16 + Second + NoWait;
     const string Bf16Wait = Head + Bf16 + First + Bf16 + Second + Wait, Bf16NoWait = Head + Bf16 + First + Bf16 + Second + NoWait;
 
     /// <summary>The warpgroup's two products of one 32-wide step for 64 of its outputs: A from this lane's fragments of
@@ -193,13 +343,17 @@ public static class GemmWgmma
     /// in mma.m16n8's layout per 8 outputs; then, if <paramref name="wait"/>, a wait for all of this warpgroup's
     /// products (without it the accumulators are still being written when the statement ends: see the class
     /// comment).</summary>
-    static Row8 Product(Row8 c, Frag4 x0, Frag4 x1, ulong desc, bool bf16, bool wait)
+    static Row8 Product(Row8 c, Frag4 x0, Frag4 x1, ulong desc, bool bf16, bool wait, bool swizzled = false)
     {
         Ref<float> c0 = c.N0.X, c1 = c.N0.Y, c2 = c.N0.Z, c3 = c.N0.W, c4 = c.N1.X, c5 = c.N1.Y, c6 = c.N1.Z, c7 = c.N1.W, c8 = c.N2.X, c9 = c.N2.Y, c10 = c.N2.Z, c11 = c.N2.W, c12 = c.N3.X, c13 = c.N3.Y, c14 = c.N3.Z, c15 = c.N3.W, c16 = c.N4.X, c17 = c.N4.Y, c18 = c.N4.Z, c19 = c.N4.W, c20 = c.N5.X, c21 = c.N5.Y, c22 = c.N5.Z, c23 = c.N5.W, c24 = c.N6.X, c25 = c.N6.Y, c26 = c.N6.Z, c27 = c.N6.W, c28 = c.N7.X, c29 = c.N7.Y, c30 = c.N7.Z, c31 = c.N7.W;
         Input<uint> a0 = x0.R0, a1 = x0.R1, a2 = x0.R2, a3 = x0.R3, a4 = x1.R0, a5 = x1.R1, a6 = x1.R2, a7 = x1.R3;
         Input<ulong> d = desc;
         Input<int> scale = 1;
-        if (bf16 && wait) CudaAsm.EmitRef(Bf16Wait, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
+        if (swizzled && bf16 && wait) CudaAsm.EmitRef(Bf16WaitS, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
+        else if (swizzled && bf16) CudaAsm.EmitRef(Bf16NoWaitS, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
+        else if (swizzled && wait) CudaAsm.EmitRef(F16WaitS, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
+        else if (swizzled) CudaAsm.EmitRef(F16NoWaitS, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
+        else if (bf16 && wait) CudaAsm.EmitRef(Bf16Wait, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
         else if (bf16) CudaAsm.EmitRef(Bf16NoWait, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
         else if (wait) CudaAsm.EmitRef(F16Wait, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
         else CudaAsm.EmitRef(F16NoWait, ref c0, ref c1, ref c2, ref c3, ref c4, ref c5, ref c6, ref c7, ref c8, ref c9, ref c10, ref c11, ref c12, ref c13, ref c14, ref c15, ref c16, ref c17, ref c18, ref c19, ref c20, ref c21, ref c22, ref c23, ref c24, ref c25, ref c26, ref c27, ref c28, ref c29, ref c30, ref c31, ref a0, ref a1, ref a2, ref a3, ref a4, ref a5, ref a6, ref a7, ref d, ref scale);
@@ -263,10 +417,10 @@ public static class GemmWgmma
         using var tx = Tensor.From(x, [rows, inDim], dev, dt);
         using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-        int form = rng.Next(3);
-        bool deep = form != 1, overlap = form == 2;
-        Run(tx, tw, ty, accumulate, deep, overlap);
+        int form = rng.Next(4);
+        bool deep = form != 1, overlap = form == 2, swizzled = form == 3;
+        Run(tx, tw, ty, accumulate, deep, overlap, swizzled: swizzled);
         MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
-        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{(overlap ? " overlapped" : deep ? " 6 stages" : " 3 stages")}");
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{(swizzled ? " swizzled" : overlap ? " overlapped" : deep ? " 6 stages" : " 3 stages")}");
     });
 }

@@ -49,7 +49,7 @@ public class GemmWgmmaTests
         // rows and outputs one past a 128 tile (the second warpgroup's rows and the high 64 outputs ragged), 4 steps of 32
         // (the last 8 wide) through the 6-stage ring (prologue longer than the loop) and the 3-stage one
         int rows = 129, inDim = 104, outDim = 197;
-        foreach (var (deep, overlap) in new[] { (true, false), (false, false), (true, true) })
+        foreach (var (deep, overlap, swizzled) in new[] { (true, false, false), (false, false, false), (true, true, false), (true, false, true) })
         foreach (var dt in new[] { DType.F16, DType.BF16 })
             foreach (bool accumulate in new[] { false, true })
             {
@@ -60,10 +60,10 @@ public class GemmWgmmaTests
                 using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
                 using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
                 if (!accumulate) Array.Clear(want);
-                GemmWgmma.Run(tx, tw, ty, accumulate, deep, overlap);
+                GemmWgmma.Run(tx, tw, ty, accumulate, deep, overlap, swizzled: swizzled);
                 MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
                 double err = Check.RelativeError(ty.ToFloatArray(), want);
-                Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(overlap ? " overlapped" : deep ? " 6 stages" : " 3 stages")}: relative error {err:E2}");
+                Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(swizzled ? " swizzled" : overlap ? " overlapped" : deep ? " 6 stages" : " 3 stages")}: relative error {err:E2}");
             }
     }
 
