@@ -12,21 +12,23 @@ namespace BitDeltaNative.Kernels;
 /// × 16 product of a whole warpgroup (4 warps), where <c>mma.sync</c> is 16 × 8 × 16 of one warp, and it reads B from
 /// shared memory itself. cuBLAS's 550–730 TFLOP/s at 7B shapes on the H200 runs on it; <c>mma.sync</c> peaks near 460.
 ///
-/// A block of 2 warpgroups owns a 128 × 128 tile of y and walks K in steps of 32 through a ring of 6 stages of
-/// <c>cp.async</c> copies (96 KB; GemmHalf's 3 stages gave the same rate as its mma.sync: bench/NOTES.md). x's tile keeps GemmHalf's swizzled rows and goes to
-/// registers by <c>ldmatrix</c> (wgmma's A from registers: warp w of a warpgroup gives rows 16w … +16 in mma.m16n8k16's
-/// A layout). W's tile is stored in core matrices (8 rows × 16 bytes, 128 contiguous bytes, no swizzle; PTX ISA
-/// §9.7.15.5.1) that the tensor cores read through a matrix descriptor: chunk c (inputs 8c … +8) of tile row r at byte
-/// 512·(r / 8) + 128·c + 16·(r mod 8), so the descriptor's leading offset (along K) is 128 and its stride offset (along
-/// N) 512, as <see cref="Wgmma"/> pinned down. Warpgroup g computes rows 64g … +64 and all 128 outputs, as two
-/// accumulator sets of 64 outputs (32 f32 a thread each).
+/// A block of 2 warpgroups owns a 128 × 128 tile of y; warpgroup g computes rows 64g … +64 and all 128 outputs, as two
+/// accumulator sets of 64 outputs (32 f32 a thread each). x's tile goes to registers by <c>ldmatrix</c> (wgmma's A from
+/// registers: warp w of a warpgroup gives rows 16w … +16 in mma.m16n8k16's A layout); the tensor cores read W's tile
+/// from shared memory through a matrix descriptor (PTX ISA §9.7.15.5.1). Two forms:
+/// - the default walks K in steps of 64 through a ring of 3 stages of 32 KB filled by <c>cp.async</c> (97 KB a block,
+///   past the 48 KB a block gets without asking: <see cref="SharedBytesAttribute"/>), both tiles in rows of 128 bytes
+///   in the 128-byte swizzle (chunk c of row r at chunk c ⊕ (r mod 8); the descriptor's mode 1, 1024 bytes between
+///   8-row groups), so that a warp's copies read whole 128-byte lines of L2;
+/// - <c>swizzled: false</c> walks K in steps of 32 through 3 stages of 16 KB, W in core matrices without swizzle
+///   (chunk c of row r at 512·(r / 8) + 128·c + 16·(r mod 8): leading offset 128, stride 512, as <see cref="Wgmma"/>
+///   pinned down). Its warps read half lines; L2 held it at GemmHalf's rate (bench/NOTES.md).
 ///
-/// Why two asm statements a step and a wait inside each: ILGPU's <c>EmitRef</c> takes at most 44 operands, so one
-/// statement holds 32 accumulators (m64n64), the 8 A registers of the step's two 16-wide halves, the descriptor and the
-/// scale flag: 42. Between statements ILGPU copies every accumulator through its operand register, and a register an
-/// unfinished wgmma still writes must not be touched (PTX ISA, wgmma.wait_group), so each statement fences, issues its two
-/// products, commits and waits for them. A block's two warpgroups, and the other block on the multiprocessor, keep the
-/// tensor cores busy while one waits.
+/// Why several asm statements a step: ILGPU's <c>EmitRef</c> takes at most 44 operands, so one statement holds 32
+/// accumulators (m64n64), the 8 A registers of two 16-wide halves, the descriptor and the scale flag: 42. A register an
+/// unfinished wgmma still writes must not be touched (PTX ISA, wgmma.wait_group), and ILGPU copies the accumulators
+/// between statements; ptxas allocates them in place (the SASS has no moves there, and no serialization warning), so
+/// the statements of a step are issued back to back and the last one waits for all of them.
 ///
 /// Off CUDA (ILGPU's CPU accelerator, the tests in CI) each thread sums its 64 outputs itself, reading x from the swizzled
 /// tile and W through the descriptor's meaning (<see cref="Core"/>): the staging and both layouts are checked against the
@@ -37,10 +39,8 @@ public static class GemmWgmma
     const int Bm = 128, Bn = 128, Bk = 32, Threads = 256;
     const int TileBytes = 128 * Bk * 2, StageBytes = 2 * TileBytes;
 
-    /// <summary>Stages of the ring: 6 × 16 KB by default (past the 48 KB a block gets without asking:
-    /// <see cref="SharedBytesAttribute"/>), two blocks a multiprocessor in 192 KB; 3 (48 KB) for comparison in the
-    /// bench.</summary>
-    const int DeepStages = 6, ShallowStages = 3;
+    /// <summary>Stages of the core-matrix form's ring (48 KB).</summary>
+    const int Stages = 3;
 
     /// <summary>Descriptor offsets of W's core-matrix tile: 128 bytes between core matrices along K, 512 along N.</summary>
     const int Leading = 128, Stride = 512;
@@ -53,8 +53,9 @@ public static class GemmWgmma
     public static bool Runs(Device dev) =>
         dev.IsIlgpu && (dev.Kind != DeviceKind.Cuda || dev.Accelerator is CudaAccelerator { Architecture: var a } && a == CudaArchitecture.SM_90);
 
-    /// <summary>y (+)= x·Wᵀ as <see cref="GemmHalf.Run"/> takes it (same checks), on the warpgroup products.</summary>
-    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool deep = true, bool overlap = false, bool noFence = false, bool swizzled = false)
+    /// <summary>y (+)= x·Wᵀ as <see cref="GemmHalf.Run"/> takes it (same checks), on the warpgroup products;
+    /// <paramref name="swizzled"/> picks the form (see the class comment).</summary>
+    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool swizzled = true)
     {
         Need.SameDevice(x, w, y);
         if (x.DType != DType.F16 && x.DType != DType.BF16) throw new ArgumentException($"wgmma gemm x: expected F16 or BF16, got {x}");
@@ -74,52 +75,27 @@ public static class GemmWgmma
         if (swizzled)
         {
             y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
-                bf16 ? Bf16SwizzledKernel : F16SwizzledKernel)(
+                bf16 ? Bf16Kernel : F16Kernel)(
                 new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>(StagesS * StageBytesS + 1024)),
                 x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
             return;
         }
         y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
-            noFence ? F16NoFenceKernel : overlap ? (bf16 ? Bf16OverlapKernel : F16OverlapKernel) : deep ? (bf16 ? Bf16Kernel : F16Kernel) : (bf16 ? Bf16ShallowKernel : F16ShallowKernel))(
-            new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>((deep || overlap || noFence ? DeepStages : ShallowStages) * StageBytes)),
+            bf16 ? Bf16CoreKernel : F16CoreKernel)(
+            new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>(Stages * StageBytes)),
             x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
     }
 
-    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
-    static void F16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, DeepStages, false);
-
-    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
-    static void Bf16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, DeepStages, false);
+    [ArchSpecific, PromoteLocals]
+    static void F16CoreKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false);
 
     [ArchSpecific, PromoteLocals]
-    static void F16ShallowKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, ShallowStages, false);
+    static void Bf16CoreKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true);
 
-    [ArchSpecific, PromoteLocals]
-    static void Bf16ShallowKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, ShallowStages, false);
-
-    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
-    static void F16OverlapKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false, DeepStages, true);
-
-    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
-    static void Bf16OverlapKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true, DeepStages, true);
-
-    /// <summary>Experiment: the deep form without the proxy fence (bench/NOTES.md).</summary>
-    [ArchSpecific, PromoteLocals, SharedBytes(DeepStages * StageBytes)]
-    static void F16NoFenceKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags | 2, false, DeepStages, false);
-
-    /// <summary><paramref name="overlap"/>: the first statement of a step does not wait, so its products run on while
-    /// the second is issued, and the second waits for both (if ptxas lets ILGPU's accumulator copies between the two
-    /// statements wait for them instead of serializing: its warning C7510 says when it does not). <paramref name="bf16"/>,
-    /// <paramref name="stages"/> and <paramref name="overlap"/> are constants in each kernel (ILGPU inlines the
-    /// body): one kind of product, and the immediate of cp.async.wait_group.</summary>
-    static void Body(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags, bool bf16, int stages, bool overlap)
+    /// <summary>The core-matrix form; <paramref name="bf16"/> is a constant in each kernel (ILGPU inlines the body).</summary>
+    static void Body(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags, bool bf16)
     {
         var sh = SharedMemory.GetDynamic<uint>();
         uint shAt = Bulk.Dynamic(0);
@@ -130,7 +106,7 @@ public static class GemmWgmma
         int wr = (wi >> 2) * 64 + 16 * (wi & 3);
         int steps = (k + Bk - 1) / Bk;
 
-        for (int s = 0; s < stages - 1; s++)
+        for (int s = 0; s < Stages - 1; s++)
         {
             if (s < steps) Issue(x16, w16, xAt, wAt, sh, shAt, s, s * Bk, m0, n0, m, n, k, tid);
             Commit();
@@ -141,19 +117,19 @@ public static class GemmWgmma
             // this thread's copies of step kt have landed; the proxy fence hands them to the tensor cores' (async)
             // proxy, the barrier makes everyone's visible and tells that step kt − 1's products, whose stage the next
             // issue refills, are done (each statement waits for its own)
-            WaitAllButNewest(stages - 2);
-            if (CudaAsm.IsSupported && (flags & 2) == 0) CudaAsm.Emit("fence.proxy.async.shared::cta;");
+            WaitAllButNewest(Stages - 2);
+            if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
             Group.Barrier();
-            int nk = kt + stages - 1;
-            if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % stages, nk * Bk, m0, n0, m, n, k, tid);
+            int nk = kt + Stages - 1;
+            if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % Stages, nk * Bk, m0, n0, m, n, k, tid);
             Commit();
-            int st = kt % stages * StageBytes;
+            int st = kt % Stages * StageBytes;
             if (CudaAsm.IsSupported)
             {
                 var a0 = LoadA(sh, shAt, st, wr, 0, lane);
                 var a1 = LoadA(sh, shAt, st, wr, 1, lane);
                 ulong d = Wgmma.Descriptor(shAt + (uint)(st + TileBytes), Leading, Stride);
-                lo = Product(lo, a0, a1, d, bf16, !overlap);
+                lo = Product(lo, a0, a1, d, bf16, false);
                 // outputs 64 … 127: 8 core-matrix rows on, 4096 bytes (the descriptor counts 16-byte units)
                 hi = Product(hi, a0, a1, d + (8 * Stride >> 4), bf16, true);
             }
@@ -184,11 +160,11 @@ public static class GemmWgmma
     static ulong DescriptorS(uint at) => ((at & 0x3FFFFu) >> 4) | (1ul << 16) | ((ulong)(1024 >> 4) << 32) | (1ul << 62);
 
     [ArchSpecific, PromoteLocals, SharedBytes(StagesS * StageBytesS + 1024)]
-    static void F16SwizzledKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+    static void F16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
         BodySwizzled(x16, w16, xAt, wAt, y, m, n, k, flags, false);
 
     [ArchSpecific, PromoteLocals, SharedBytes(StagesS * StageBytesS + 1024)]
-    static void Bf16SwizzledKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
+    static void Bf16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
         BodySwizzled(x16, w16, xAt, wAt, y, m, n, k, flags, true);
 
     /// <summary>As <see cref="Body"/> with 64-wide steps: 3 stages of 32 KB (and 1 KB to align them to 1024 bytes), a
@@ -204,10 +180,18 @@ public static class GemmWgmma
         int m0 = Grid.IdxX % mTiles * Bm, n0 = Grid.IdxX / mTiles * Bn;
         int wr = (wi >> 2) * 64 + 16 * (wi & 3);
         int steps = (k + BkS - 1) / BkS;
+        // this thread's chunks: rows tid / 8 + 32j of both tiles, inputs 8·(tid mod 8) … of each step
+        int r0 = tid >> 3, c0 = 8 * (tid & 7), rowsOk = 0;
+        for (int j = 0; j < 4; j++)
+        {
+            if (m0 + r0 + 32 * j < m) rowsOk |= 1 << j;
+            if (n0 + r0 + 32 * j < n) rowsOk |= 1 << (4 + j);
+        }
+        long xFrom = xAt + 2L * ((long)(m0 + r0) * k + c0), wFrom = wAt + 2L * ((long)(n0 + r0) * k + c0);
 
         for (int s = 0; s < StagesS - 1; s++)
         {
-            if (s < steps) IssueSwizzled(x16, w16, xAt, wAt, sh, shAt, pad + s * StageBytesS, s * BkS, m0, n0, m, n, k, tid);
+            if (s < steps) IssueSwizzled(x16, w16, xAt, wAt, xFrom, wFrom, rowsOk, sh, shAt, pad + s * StageBytesS, s * BkS, k, tid);
             Commit();
         }
         Row8 lo = default, hi = default;
@@ -217,7 +201,7 @@ public static class GemmWgmma
             if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
             Group.Barrier();
             int nk = kt + StagesS - 1;
-            if (nk < steps) IssueSwizzled(x16, w16, xAt, wAt, sh, shAt, pad + nk % StagesS * StageBytesS, nk * BkS, m0, n0, m, n, k, tid);
+            if (nk < steps) IssueSwizzled(x16, w16, xAt, wAt, xFrom, wFrom, rowsOk, sh, shAt, pad + nk % StagesS * StageBytesS, nk * BkS, k, tid);
             Commit();
             int st = pad + kt % StagesS * StageBytesS;
             if (CudaAsm.IsSupported)
@@ -245,18 +229,34 @@ public static class GemmWgmma
 
     /// <summary>Step <paramref name="k0"/>'s tiles at shared byte <paramref name="st"/>: thread i copies chunks i + 256j
     /// (j &lt; 4) of x's 128 × 8 and of W's, chunk v being row v / 8, inputs 8·(v mod 8) … +8, so that a warp reads 4
-    /// whole 128-byte rows of each; zeros past the ends.</summary>
-    static void IssueSwizzled(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<uint> sh, uint shAt, int st, int k0,
-                              int m0, int n0, int m, int n, int k, int tid)
+    /// whole 128-byte rows of each; zeros past the ends. A thread's chunks share their input column and lie 32 rows apart,
+    /// so their addresses are one base and fixed strides (<paramref name="xFrom"/>, <paramref name="wFrom"/>: the
+    /// thread's first chunk at step 0; <paramref name="rowsOk"/>: bit j for x's chunk j, bit 4 + j for W's).</summary>
+    static void IssueSwizzled(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, long xFrom, long wFrom, int rowsOk,
+                              ArrayView<uint> sh, uint shAt, int st, int k0, int k, int tid)
     {
-        int kv = k / 8;
+        int row = tid >> 3, c = tid & 7, dst = st + Swz128(row, c);
+        bool colOk = k0 + 8 * c < k;
+        long stride = 32L * k * 2, step = 2L * k0;
         for (int j = 0; j < 1024 / Threads; j++)
         {
-            int v = tid + Threads * j, row = v >> 3, c = v & 7, col = k0 + 8 * c;
-            bool colOk = col < k;
-            Copy16(x16, xAt, (long)(m0 + row) * kv + col / 8, colOk && m0 + row < m, sh, shAt, st + Swz128(row, c));
-            Copy16(w16, wAt, (long)(n0 + row) * kv + col / 8, colOk && n0 + row < n, sh, shAt, st + TileBytesS + Swz128(row, c));
+            // row + 32j has the same row mod 8, so the same swizzle: 32 rows on is 4096 bytes on
+            CopyAt(x16, xAt, xFrom + j * stride + step, colOk && (rowsOk >> j & 1) != 0, sh, shAt, dst + 4096 * j);
+            CopyAt(w16, wAt, wFrom + j * stride + step, colOk && (rowsOk >> (4 + j) & 1) != 0, sh, shAt, dst + TileBytesS + 4096 * j);
         }
+    }
+
+    /// <summary>cp.async of the 16 bytes at device address <paramref name="from"/> (in <paramref name="src"/>, which starts
+    /// at <paramref name="srcAt"/>) to shared byte <paramref name="dst"/>, zeros when not <paramref name="ok"/>; off CUDA
+    /// the element index comes back from the address.</summary>
+    static void CopyAt(ArrayView<Vec16> src, long srcAt, long from, bool ok, ArrayView<uint> sh, uint shAt, int dst)
+    {
+        if (CudaAsm.IsSupported)
+        {
+            CudaAsm.Emit("cp.async.cg.shared.global [%0], [%1], 16, %2;", shAt + (uint)dst, ok ? from : srcAt, ok ? 16 : 0);
+            return;
+        }
+        Copy16(src, srcAt, ok ? (from - srcAt) / 16 : 0, ok, sh, shAt, dst);
     }
 
     /// <summary>ldmatrix.x4 of x's A fragment for tile rows <paramref name="row0"/> … +16, inputs 16h … +16, from the
@@ -417,10 +417,9 @@ public static class GemmWgmma
         using var tx = Tensor.From(x, [rows, inDim], dev, dt);
         using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-        int form = rng.Next(4);
-        bool deep = form != 1, overlap = form == 2, swizzled = form == 3;
-        Run(tx, tw, ty, accumulate, deep, overlap, swizzled: swizzled);
+        bool swizzled = rng.Next(2) == 0;
+        Run(tx, tw, ty, accumulate, swizzled);
         MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
-        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{(swizzled ? " swizzled" : overlap ? " overlapped" : deep ? " 6 stages" : " 3 stages")}");
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{(swizzled ? " swizzled" : " core matrices")}");
     });
 }

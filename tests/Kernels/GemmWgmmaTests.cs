@@ -6,9 +6,8 @@ namespace BitDeltaNative.Tests.Kernels;
 
 /// <summary>
 /// The GEMM on warpgroup products (GemmWgmma.cs) beyond its audit case "gemm wgmma": the PTX the driver gets (sm_90a,
-/// m64n64k16 products with A from registers, each statement waiting for its own products, cp.async copies, no local
-/// memory after the passes), fixed shapes that cross every edge at once, and that GemmHalf.Run hands it the work on
-/// Hopper only when no form is asked for.
+/// m64n64k16 products with A from registers, one wait a step, cp.async copies, no local memory after the passes), fixed
+/// shapes that cross every edge at once in both forms, and its refusals.
 /// </summary>
 [Collection(IlgpuCpuCollection.Name)]
 public class GemmWgmmaTests
@@ -16,8 +15,7 @@ public class GemmWgmmaTests
     [Theory]
     [InlineData("F16Kernel", ".f16.f16", ".bf16.bf16")]
     [InlineData("Bf16Kernel", ".bf16.bf16", "f32.f16.f16")]
-    [InlineData("F16ShallowKernel", ".f16.f16", ".bf16.bf16")]
-    [InlineData("F16OverlapKernel", ".f16.f16", ".bf16.bf16")]
+    [InlineData("F16CoreKernel", ".f16.f16", ".bf16.bf16")]
     public void Ptx_holds_warpgroup_products_that_each_statement_waits_for(string kernel, string has, string hasNot)
     {
         var m = typeof(GemmWgmma).GetMethod(kernel, BindingFlags.Static | BindingFlags.NonPublic)!;
@@ -34,9 +32,14 @@ public class GemmWgmmaTests
         int Count(string what) => ptx.Split(what).Length - 1;
         // two statements a step (outputs 0–63 and 64–127), two products each, and each waits for its own: ILGPU copies
         // the accumulators between statements, which an unfinished product must not meet
-        Assert.Equal(4, Count("wgmma.mma_async"));
-        Assert.Equal(2, Count("wgmma.fence.sync.aligned"));
-        Assert.Equal(kernel.Contains("Overlap") ? 1 : 2, Count("wgmma.wait_group.sync.aligned 0"));
+        // statements of two products each (outputs 0–63 and 64–127; the swizzled form's inputs 0–31 and 32–63, its last
+        // statement waiting or not), and one wait for all of a step's: ptxas keeps the accumulators in place between them
+        bool swizzled = !kernel.Contains("Core");
+        Assert.Equal(swizzled ? 6 : 4, Count("wgmma.mma_async"));
+        Assert.Equal(swizzled ? 3 : 2, Count("wgmma.fence.sync.aligned"));
+        Assert.Equal(1, Count("wgmma.wait_group.sync.aligned 0"));
+        // the second 16 inputs of a statement: 32 bytes on along a swizzled row, 256 bytes on in core matrices
+        Assert.Contains(swizzled ? ", 2; wgmma.fence" : ", 16; wgmma.fence", ptx);
     }
 
     [Theory]
@@ -46,10 +49,10 @@ public class GemmWgmmaTests
         var dev = Device.Parse(device);
         if (!GemmWgmma.Runs(dev)) Assert.Skip($"wgmma needs a Hopper GPU or ILGPU's CPU accelerator, not {dev}");
         var rng = new Random(37);
-        // rows and outputs one past a 128 tile (the second warpgroup's rows and the high 64 outputs ragged), 4 steps of 32
-        // (the last 8 wide) through the 6-stage ring (prologue longer than the loop) and the 3-stage one
+        // rows and outputs one past a 128 tile (the second warpgroup's rows and the high 64 outputs ragged); 2 steps of 64
+        // (the last 40 wide) in the swizzled form, 4 of 32 (the last 8 wide) in the core-matrix one
         int rows = 129, inDim = 104, outDim = 197;
-        foreach (var (deep, overlap, swizzled) in new[] { (true, false, false), (false, false, false), (true, true, false), (true, false, true) })
+        foreach (bool swizzled in new[] { true, false })
         foreach (var dt in new[] { DType.F16, DType.BF16 })
             foreach (bool accumulate in new[] { false, true })
             {
@@ -60,10 +63,10 @@ public class GemmWgmmaTests
                 using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
                 using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
                 if (!accumulate) Array.Clear(want);
-                GemmWgmma.Run(tx, tw, ty, accumulate, deep, overlap, swizzled: swizzled);
+                GemmWgmma.Run(tx, tw, ty, accumulate, swizzled);
                 MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
                 double err = Check.RelativeError(ty.ToFloatArray(), want);
-                Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(swizzled ? " swizzled" : overlap ? " overlapped" : deep ? " 6 stages" : " 3 stages")}: relative error {err:E2}");
+                Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(swizzled ? " swizzled" : " core matrices")}: relative error {err:E2}");
             }
     }
 
