@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# One GPU call for the half-operand GEMM (GemmHalf.cs, issue 9): its audit cases and the product's, its tests with CUDA
+# One GPU call for the half-operand GEMMs (GemmHalf.cs, GemmWgmma.cs; issue 9): their audit cases and the product's, tests with CUDA
 # as the device, ptxas's registers for both kernels, then `bench gemm` beside cuBLAS through PyTorch at the same shapes.
 # Usage (device tool, carry [".gpu"]): bash tools/gpu/gemm-half.sh [bench gemm options]. Logs under $OUT.
 set -uo pipefail
@@ -14,7 +14,7 @@ timeout 60 $A/bitdelta audit --device cuda --kernel "wgmma" --cases 50 2>&1 | gr
 ptxas -arch=sm_90a -v /tmp/ptx/Wgmma.ProbeKernel.ptx -o /tmp/w.cubin 2>&1 | grep -E "error|Used|spill"; cuobjdump -sass /tmp/w.cubin 2>/dev/null | grep -E "HGMMA|WARPGROUP" | head -4
 for k in F16Kernel F16WideKernel F16AsyncKernel F16AsyncWideKernel Bf16AsyncWideKernel; do echo "$k:"; ptxas -arch=sm_90 -v /tmp/ptx/GemmHalf.$k.ptx -o /tmp/g.cubin 2>&1 | grep -E "error|Used|spill"; done
 # the warpgroup GEMM: registers, and any warning (C7510: ptxas serializing the wgmma products), then its SASS products
-for k in F16ShallowKernel F16OverlapKernel F16Kernel Bf16Kernel; do echo "GemmWgmma.$k:"; ptxas -arch=sm_90a -v /tmp/ptx/GemmWgmma.$k.ptx -o /tmp/gw.cubin 2>&1 | grep -iE "error|warn|Used|spill"; done
+for k in F16CoreKernel F16Kernel Bf16Kernel; do echo "GemmWgmma.$k:"; ptxas -arch=sm_90a -v /tmp/ptx/GemmWgmma.$k.ptx -o /tmp/gw.cubin 2>&1 | grep -iE "error|warn|Used|spill"; done
 cuobjdump -sass /tmp/gw.cubin 2>/dev/null | grep -cE "HGMMA" | sed 's/^/HGMMA in the bf16 SASS: /'
 cuobjdump -sass /tmp/gw.cubin 2>/dev/null | grep -E "HGMMA|WARPGROUP" | head -6
 echo "== GemmHalfTests, CUDA as the device"
