@@ -94,7 +94,7 @@ public static partial class Cli
                 }
             Console.WriteLine("err: ‖y − y_f64‖ / ‖y_f64‖ over the first 4 rows, against the f64 twin (x split into f16 hi + lo for the tensor cores).");
             Console.WriteLine("f16 / bf16: GemmHalf, x and W both rounded to that type (one product a step), y f32; err against the f64 twin of the rounded operands.");
-            Console.WriteLine("f16, bf16: the defaults, tiles through a 3-stage cp.async ring (GemmHalf.Async; its PTX's locals made registers) and 4 warps of 64 × 64 (GemmHalf.Wide);");
+            Console.WriteLine("f16, bf16: GemmHalf's mma.sync form (GemmHalf.Run's pick off Hopper), tiles through a 3-stage cp.async ring (GemmHalf.Async; its PTX's locals made registers) and 4 warps of 64 × 64 (GemmHalf.Wide);");
             Console.WriteLine("wgmma: GemmWgmma, the same operands on Hopper's warpgroup products (wgmma.mma_async m64n64k16), 64-wide steps, tiles in the 128-byte swizzle:");
             Console.WriteLine("GemmHalf.Run's pick on sm_90 (NaN elsewhere); wg 32-wide: GemmWgmma's 32-wide steps, W in core matrices without swizzle, f16.");
             Console.WriteLine("64×32: the same in f16 with 8 warps of 64 × 32; staged: 8 warps of 64 × 32, tiles staged through registers (two stages), the default until 2026-12-03.");

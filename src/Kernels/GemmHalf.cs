@@ -370,7 +370,7 @@ public static class GemmHalf
 
     /// <summary>ldmatrix.x4: lane l gives the row of matrix l / 8 at shared byte <paramref name="at"/>; register j of lane l
     /// is matrix j's row l / 4, halves 2·(l mod 4) and +1.</summary>
-    static Frag4 LdMatrix(uint shAt, int at)
+    internal static Frag4 LdMatrix(uint shAt, int at)
     {
         Output<uint> d0 = default, d1 = default, d2 = default, d3 = default;
         Input<uint> a = shAt + (uint)at;

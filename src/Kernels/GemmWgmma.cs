@@ -116,7 +116,7 @@ public static class GemmWgmma
         {
             // this thread's copies of step kt have landed; the proxy fence hands them to the tensor cores' (async)
             // proxy, the barrier makes everyone's visible and tells that step kt − 1's products, whose stage the next
-            // issue refills, are done (each statement waits for its own)
+            // issue refills, are done (the step's last statement waits for all of them)
             WaitAllButNewest(Stages - 2);
             if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
             Group.Barrier();
@@ -135,8 +135,8 @@ public static class GemmWgmma
             }
             else
             {
-                lo = Emulate(lo, sh, st, wr, 0, lane, bf16);
-                hi = Emulate(hi, sh, st, wr, 64, lane, bf16);
+                lo = Emulate(lo, sh, st, wr, 0, lane, bf16, false);
+                hi = Emulate(hi, sh, st, wr, 64, lane, bf16, false);
             }
         }
         int g = lane >> 2, col = n0 + 2 * (lane & 3);
@@ -218,8 +218,8 @@ public static class GemmWgmma
             }
             else
             {
-                lo = EmulateS(lo, sh, st, wr, 0, lane, bf16);
-                hi = EmulateS(hi, sh, st, wr, 64, lane, bf16);
+                lo = Emulate(lo, sh, st, wr, 0, lane, bf16, true);
+                hi = Emulate(hi, sh, st, wr, 64, lane, bf16, true);
             }
         }
         int g = lane >> 2, col = n0 + 2 * (lane & 3);
@@ -264,41 +264,7 @@ public static class GemmWgmma
     static Frag4 LoadAS(uint shAt, int st, int row0, int h, int lane)
     {
         int q = lane >> 3, row = row0 + ((q & 1) << 3) + (lane & 7), c = 2 * h + (q >> 1);
-        Output<uint> d0 = default, d1 = default, d2 = default, d3 = default;
-        Input<uint> a = shAt + (uint)(st + Swz128(row, c));
-        CudaAsm.EmitRef("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];", ref d0, ref d1, ref d2, ref d3, ref a);
-        Frag4 f;
-        f.R0 = d0.Value; f.R1 = d1.Value; f.R2 = d2.Value; f.R3 = d3.Value;
-        return f;
-    }
-
-    static Row8 EmulateS(Row8 c, ArrayView<uint> sh, int st, int row, int out0, int lane, bool bf16)
-    {
-        int r0 = row + (lane >> 2), o0 = out0 + 2 * (lane & 3);
-        c.N0 = EmulateS4(c.N0, sh, st, r0, o0, bf16);
-        c.N1 = EmulateS4(c.N1, sh, st, r0, o0 + 8, bf16);
-        c.N2 = EmulateS4(c.N2, sh, st, r0, o0 + 16, bf16);
-        c.N3 = EmulateS4(c.N3, sh, st, r0, o0 + 24, bf16);
-        c.N4 = EmulateS4(c.N4, sh, st, r0, o0 + 32, bf16);
-        c.N5 = EmulateS4(c.N5, sh, st, r0, o0 + 40, bf16);
-        c.N6 = EmulateS4(c.N6, sh, st, r0, o0 + 48, bf16);
-        c.N7 = EmulateS4(c.N7, sh, st, r0, o0 + 56, bf16);
-        return c;
-    }
-
-    static Mma.Float4 EmulateS4(Mma.Float4 c, ArrayView<uint> sh, int st, int row, int o, bool bf16)
-    {
-        for (int kk = 0; kk < BkS; kk++)
-        {
-            int e = (kk & 7) << 1;
-            float a = Half(sh, st + Swz128(row, kk >> 3) + e, bf16), b = Half(sh, st + Swz128(row + 8, kk >> 3) + e, bf16);
-            float p = Half(sh, st + TileBytesS + Swz128(o, kk >> 3) + e, bf16), q = Half(sh, st + TileBytesS + Swz128(o + 1, kk >> 3) + e, bf16);
-            c.X += a * p;
-            c.Y += a * q;
-            c.Z += b * p;
-            c.W += b * q;
-        }
-        return c;
+        return LdMatrix(shAt, st + Swz128(row, c));
     }
 
     /// <summary>Byte offset of chunk <paramref name="c"/> (16 bytes) of W's tile row <paramref name="row"/> in core
@@ -362,29 +328,32 @@ public static class GemmWgmma
     }
 
     /// <summary>The same 64 outputs' sums off CUDA: lane 4g + t's rows <paramref name="row"/> + g and +8, outputs
-    /// <paramref name="out0"/> + 8j + 2t and +1, over the stage's 32 inputs in order, x from the swizzled tile and W from
-    /// the core matrices.</summary>
-    static Row8 Emulate(Row8 c, ArrayView<uint> sh, int st, int row, int out0, int lane, bool bf16)
+    /// <paramref name="out0"/> + 8j + 2t and +1, over the stage's inputs in order, from the tiles as the form lays them
+    /// (<paramref name="swizzled"/>: both in the 128-byte swizzle; otherwise x in GemmHalf's rows, W in core matrices).</summary>
+    static Row8 Emulate(Row8 c, ArrayView<uint> sh, int st, int row, int out0, int lane, bool bf16, bool swizzled)
     {
         int r0 = row + (lane >> 2), o0 = out0 + 2 * (lane & 3);
-        c.N0 = Emulate4(c.N0, sh, st, r0, o0, bf16);
-        c.N1 = Emulate4(c.N1, sh, st, r0, o0 + 8, bf16);
-        c.N2 = Emulate4(c.N2, sh, st, r0, o0 + 16, bf16);
-        c.N3 = Emulate4(c.N3, sh, st, r0, o0 + 24, bf16);
-        c.N4 = Emulate4(c.N4, sh, st, r0, o0 + 32, bf16);
-        c.N5 = Emulate4(c.N5, sh, st, r0, o0 + 40, bf16);
-        c.N6 = Emulate4(c.N6, sh, st, r0, o0 + 48, bf16);
-        c.N7 = Emulate4(c.N7, sh, st, r0, o0 + 56, bf16);
+        c.N0 = Emulate4(c.N0, sh, st, r0, o0, bf16, swizzled);
+        c.N1 = Emulate4(c.N1, sh, st, r0, o0 + 8, bf16, swizzled);
+        c.N2 = Emulate4(c.N2, sh, st, r0, o0 + 16, bf16, swizzled);
+        c.N3 = Emulate4(c.N3, sh, st, r0, o0 + 24, bf16, swizzled);
+        c.N4 = Emulate4(c.N4, sh, st, r0, o0 + 32, bf16, swizzled);
+        c.N5 = Emulate4(c.N5, sh, st, r0, o0 + 40, bf16, swizzled);
+        c.N6 = Emulate4(c.N6, sh, st, r0, o0 + 48, bf16, swizzled);
+        c.N7 = Emulate4(c.N7, sh, st, r0, o0 + 56, bf16, swizzled);
         return c;
     }
 
-    static Mma.Float4 Emulate4(Mma.Float4 c, ArrayView<uint> sh, int st, int row, int o, bool bf16)
+    static Mma.Float4 Emulate4(Mma.Float4 c, ArrayView<uint> sh, int st, int row, int o, bool bf16, bool swizzled)
     {
-        for (int kk = 0; kk < Bk; kk++)
+        int w = st + (swizzled ? TileBytesS : TileBytes);
+        for (int kk = 0; kk < (swizzled ? BkS : Bk); kk++)
         {
-            float a = Half(sh, st + Swz(row, kk >> 3) + ((kk & 7) << 1), bf16), b = Half(sh, st + Swz(row + 8, kk >> 3) + ((kk & 7) << 1), bf16);
-            float p = Half(sh, st + TileBytes + Core(o, kk >> 3) + ((kk & 7) << 1), bf16);
-            float q = Half(sh, st + TileBytes + Core(o + 1, kk >> 3) + ((kk & 7) << 1), bf16);
+            int ch = kk >> 3, e = (kk & 7) << 1;
+            float a = Half(sh, st + (swizzled ? Swz128(row, ch) : Swz(row, ch)) + e, bf16);
+            float b = Half(sh, st + (swizzled ? Swz128(row + 8, ch) : Swz(row + 8, ch)) + e, bf16);
+            float p = Half(sh, w + (swizzled ? Swz128(o, ch) : Core(o, ch)) + e, bf16);
+            float q = Half(sh, w + (swizzled ? Swz128(o + 1, ch) : Core(o + 1, ch)) + e, bf16);
             c.X += a * p;
             c.Y += a * q;
             c.Z += b * p;
