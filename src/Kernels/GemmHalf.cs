@@ -68,16 +68,8 @@ public static class GemmHalf
     /// warp tile (default: <see cref="Wide"/>).</summary>
     public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool? async = null, bool? wide = null)
     {
-        Need.SameDevice(x, w, y);
-        if (x.DType != DType.F16 && x.DType != DType.BF16) throw new ArgumentException($"half gemm x: expected F16 or BF16, got {x}");
-        if (w.DType != x.DType) throw new ArgumentException($"half gemm weight: expected {x.DType} like x, got {w}");
-        Need.F32("half gemm y", y);
-        if (w.Rank != 2) throw new ArgumentException($"half gemm weight: expected [out, in], got {w}");
+        long rows = Rows(x, w, y, "half gemm");
         int outDim = w.Dim(0), inDim = w.Dim(1);
-        if (x.Rank == 0 || x.Dim(-1) != inDim) throw new ArgumentException($"half gemm x: expected last dimension {inDim} (weight {w}), got {x}");
-        long rows = x.ElementCount / Math.Max(1, inDim);
-        if (inDim == 0) rows = x.Rank == 1 ? 1 : x.ElementCount;
-        Need.Count("half gemm y", y, rows * outDim);
         if (!Applies(x, w)) throw new ArgumentException($"half gemm: needs an ILGPU device, in a multiple of 8 and 16-byte aligned operands, got {x} and {w}");
         if (rows == 0 || outDim == 0) return;
         if (rows > int.MaxValue / 2) throw new ArgumentException($"half gemm x: too many rows in {x}");
@@ -107,6 +99,23 @@ public static class GemmHalf
                              SharedMemoryConfig.RequestDynamic<byte>(SharedBytes + (dev.Kind == DeviceKind.Cuda ? 0 : threads * EmuWords * 4))),
             x.View<Vec16>(), w.View<Vec16>(), y.View<float>(), m, outDim, inDim,
             accumulate ? 1 : 0);
+    }
+
+    /// <summary>The checks of a half GEMM's operands (<paramref name="what"/> names it in the errors): x [.., in] and W
+    /// [out, in] of one half type, y F32 of x's rows × out, one device; gives x's rows.</summary>
+    internal static long Rows(Tensor x, Tensor w, Tensor y, string what)
+    {
+        Need.SameDevice(x, w, y);
+        if (x.DType != DType.F16 && x.DType != DType.BF16) throw new ArgumentException($"{what} x: expected F16 or BF16, got {x}");
+        if (w.DType != x.DType) throw new ArgumentException($"{what} weight: expected {x.DType} like x, got {w}");
+        Need.F32($"{what} y", y);
+        if (w.Rank != 2) throw new ArgumentException($"{what} weight: expected [out, in], got {w}");
+        int outDim = w.Dim(0), inDim = w.Dim(1);
+        if (x.Rank == 0 || x.Dim(-1) != inDim) throw new ArgumentException($"{what} x: expected last dimension {inDim} (weight {w}), got {x}");
+        long rows = x.ElementCount / Math.Max(1, inDim);
+        if (inDim == 0) rows = x.Rank == 1 ? 1 : x.ElementCount;
+        Need.Count($"{what} y", y, rows * outDim);
+        return rows;
     }
 
     /// <summary>One 16-row tile's accumulators: its 8 tiles of 8 outputs (4 with the default 64 × 32 warps).</summary>
@@ -514,7 +523,17 @@ public static class GemmHalf
     /// multiple of 8 up to 160 (steps of 32 through both stages and back, a partial last one). Off CUDA at
     /// most 2 tiles each way and 96 inputs: ILGPU's CPU accelerator pays per barrier and shuffle of 256 OS threads.
     /// Operands are values the half type holds, so the f64 twin over them is the exact answer.</summary>
-    public static AuditCase Case => new("gemm half", Check.F32Bound, (dev, rng) =>
+    public static AuditCase Case => HalfCase("gemm half", (x, w, y, accumulate, rng) =>
+    {
+        // the staged form or the cp.async one (GemmHalf.Async), warp tiles of 64 × 64 or 64 × 32, at random
+        bool async = rng.Next(2) == 0, wide = rng.Next(2) == 0;
+        Run(x, w, y, accumulate, async, wide);
+        return $"{(async ? " cp.async" : " staged")}{(wide ? " 64×64" : " 64×32")}";
+    });
+
+    /// <summary>An audit case of a half-operand GEMM: the operands as <see cref="Case"/> says, <paramref name="run"/>
+    /// computes y (+)= x·Wᵀ in its form and names it, checked against the f64 twin.</summary>
+    internal static AuditCase HalfCase(string name, Func<Tensor, Tensor, Tensor, bool, Random, string> run) => new(name, Check.F32Bound, (dev, rng) =>
     {
         var dt = rng.Next(2) == 0 ? DType.F16 : DType.BF16;
         bool cuda = dev.Kind == DeviceKind.Cuda;
@@ -526,10 +545,8 @@ public static class GemmHalf
         using var tx = Tensor.From(x, [rows, inDim], dev, dt);
         using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-        // the staged form or the cp.async one (GemmHalf.Async), warp tiles of 64 × 64 or 64 × 32, at random
-        bool async = rng.Next(2) == 0, wide = rng.Next(2) == 0;
-        Run(tx, tw, ty, accumulate, async, wide);
+        string form = run(tx, tw, ty, accumulate, rng);
         MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
-        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{(async ? " cp.async" : " staged")}{(wide ? " 64×64" : " 64×32")}");
+        return (Check.RelativeError(ty.ToFloatArray(), want), $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {dt}{(accumulate ? " +=" : "")}{form}");
     });
 }
