@@ -211,7 +211,7 @@ public static class GemmHalf
         {
             // this thread's copies of step kt have landed; the barrier makes everyone's visible and tells that every warp
             // is done with step kt − 1, whose stage the next issue refills
-            WaitAllButNewest(stages - 2);
+            WaitAllButNewest();
             Group.Barrier();
             int nk = kt + stages - 1;
             if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % stages, nk * Bk, m0, n0, m, n, k, tid, threads);
@@ -263,16 +263,11 @@ public static class GemmHalf
         if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.commit_group;");
     }
 
-    /// <summary>Every group of this thread's copies but the newest <paramref name="n"/> committed has landed (stages − 2
-    /// groups stay in flight; n is 0 to 4 and a constant in each kernel, as the instruction needs an immediate).</summary>
-    internal static void WaitAllButNewest(int n)
+    /// <summary>Every group of this thread's copies but the newest committed has landed: with three stages one group stays
+    /// in flight (every ring here has three; the instruction takes the count as an immediate).</summary>
+    internal static void WaitAllButNewest()
     {
-        if (!CudaAsm.IsSupported) return;
-        if (n == 0) CudaAsm.Emit("cp.async.wait_group 0;");
-        else if (n == 1) CudaAsm.Emit("cp.async.wait_group 1;");
-        else if (n == 2) CudaAsm.Emit("cp.async.wait_group 2;");
-        else if (n == 3) CudaAsm.Emit("cp.async.wait_group 3;");
-        else CudaAsm.Emit("cp.async.wait_group 4;");
+        if (CudaAsm.IsSupported) CudaAsm.Emit("cp.async.wait_group 1;");
     }
 
     /// <summary>A warp's four row tiles of accumulators (its 64 rows).</summary>

@@ -39,7 +39,7 @@ public static class GemmWgmma
     const int Bm = 128, Bn = 128, Bk = 32, Threads = 256;
     const int TileBytes = 128 * Bk * 2, StageBytes = 2 * TileBytes;
 
-    /// <summary>Stages of the core-matrix form's ring (48 KB).</summary>
+    /// <summary>Stages of both forms' rings (48 KB of 16 KB stages, 96 KB of 32 KB).</summary>
     const int Stages = 3;
 
     /// <summary>Descriptor offsets of W's core-matrix tile: 128 bytes between core matrices along K, 512 along N.</summary>
@@ -69,7 +69,7 @@ public static class GemmWgmma
         {
             y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
                 bf16 ? Bf16Kernel : F16Kernel)(
-                new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>(StagesS * StageBytesS + 1024)),
+                new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>(Stages * StageBytesS + 1024)),
                 x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
             return;
         }
@@ -110,7 +110,7 @@ public static class GemmWgmma
             // this thread's copies of step kt have landed; the proxy fence hands them to the tensor cores' (async)
             // proxy, the barrier makes everyone's visible and tells that step kt − 1's products, whose stage the next
             // issue refills, are done (the step's last statement waits for all of them)
-            WaitAllButNewest(Stages - 2);
+            WaitAllButNewest();
             if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
             Group.Barrier();
             int nk = kt + Stages - 1;
@@ -140,7 +140,7 @@ public static class GemmWgmma
     // ---- 64-wide steps, both tiles in 128-byte swizzled rows (bench/NOTES.md: the 32-wide steps' half-line reads
     // held L2 at 82% of its throughput) ----
 
-    const int BkS = 64, TileBytesS = 128 * BkS * 2, StageBytesS = 2 * TileBytesS, StagesS = 3;
+    const int BkS = 64, TileBytesS = 128 * BkS * 2, StageBytesS = 2 * TileBytesS;
 
     /// <summary>Byte offset of chunk <paramref name="c"/> (16 bytes, of 8) of tile row <paramref name="row"/> in the
     /// 128-byte swizzle (PTX ISA §9.7.15.5.1, swizzle mode 1): row r at 128·r, its chunk c at chunk c ⊕ (r mod 8). ldmatrix
@@ -152,11 +152,11 @@ public static class GemmWgmma
     /// mode 1 in bits 62–63, stride 1024 bytes, leading offset unused (1, as CUTLASS writes it).</summary>
     static ulong DescriptorS(uint at) => ((at & 0x3FFFFu) >> 4) | (1ul << 16) | ((ulong)(1024 >> 4) << 32) | (1ul << 62);
 
-    [ArchSpecific, PromoteLocals, SharedBytes(StagesS * StageBytesS + 1024)]
+    [ArchSpecific, PromoteLocals, SharedBytes(Stages * StageBytesS + 1024)]
     static void F16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
         BodySwizzled(x16, w16, xAt, wAt, y, m, n, k, flags, false);
 
-    [ArchSpecific, PromoteLocals, SharedBytes(StagesS * StageBytesS + 1024)]
+    [ArchSpecific, PromoteLocals, SharedBytes(Stages * StageBytesS + 1024)]
     static void Bf16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
         BodySwizzled(x16, w16, xAt, wAt, y, m, n, k, flags, true);
 
@@ -182,7 +182,7 @@ public static class GemmWgmma
         }
         long xFrom = xAt + 2L * ((long)(m0 + r0) * k + c0), wFrom = wAt + 2L * ((long)(n0 + r0) * k + c0);
 
-        for (int s = 0; s < StagesS - 1; s++)
+        for (int s = 0; s < Stages - 1; s++)
         {
             if (s < steps) IssueSwizzled(x16, w16, xAt, wAt, xFrom, wFrom, rowsOk, sh, shAt, pad + s * StageBytesS, s * BkS, k, tid);
             Commit();
@@ -190,13 +190,13 @@ public static class GemmWgmma
         Row8 lo = default, hi = default;
         for (int kt = 0; kt < steps; kt++)
         {
-            WaitAllButNewest(StagesS - 2);
+            WaitAllButNewest();
             if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
             Group.Barrier();
-            int nk = kt + StagesS - 1;
-            if (nk < steps) IssueSwizzled(x16, w16, xAt, wAt, xFrom, wFrom, rowsOk, sh, shAt, pad + nk % StagesS * StageBytesS, nk * BkS, k, tid);
+            int nk = kt + Stages - 1;
+            if (nk < steps) IssueSwizzled(x16, w16, xAt, wAt, xFrom, wFrom, rowsOk, sh, shAt, pad + nk % Stages * StageBytesS, nk * BkS, k, tid);
             Commit();
-            int st = pad + kt % StagesS * StageBytesS;
+            int st = pad + kt % Stages * StageBytesS;
             if (CudaAsm.IsSupported)
             {
                 ulong d = DescriptorS(shAt + (uint)(st + TileBytesS));
