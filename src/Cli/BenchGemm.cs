@@ -32,7 +32,7 @@ public static partial class Cli
             Console.WriteLine($"bench gemm on {dev}, {DateTime.UtcNow:yyyy-MM-dd}: f16 W, f32 x and y; median of {samples} samples");
             if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
             Console.WriteLine($"{"rows",6} {"out×in",-12} {"mma µs",10} {"mma TFLOP/s",11} {"fma µs",10} {"fma TFLOP/s",11} {"speedup",7} {"mma err",9} {"fma err",9}"
-                              + $" {"f16 µs",9} {"f16 TF/s",9} {"f16 err",9} {"bf16 µs",9} {"bf16 TF/s",9} {"bf16 err",9} {"64×32 TF/s",10} {"staged f16",10} {"staged bf16",11} {"staged err",10} {"wgmma f16",9} {"wgmma bf16",10} {"wgmma err",9} {"wg 32-wide",11} {"32w err",9}");
+                              + $" {"f16 µs",9} {"f16 TF/s",9} {"f16 err",9} {"bf16 µs",9} {"bf16 TF/s",9} {"bf16 err",9} {"64×32 TF/s",10} {"staged f16",10} {"staged bf16",11} {"staged err",10} {"wgmma f16",9} {"wgmma bf16",10} {"wgmma err",9} {"wg 32-wide",11} {"32w err",9} {"wg 1 range",10}");
             var rng = new Random(3);
             foreach (int m in ms)
                 foreach (var (outDim, inDim) in list)
@@ -58,13 +58,13 @@ public static partial class Cli
                     Record("gemm", $"{m} rows × {outDim}×{inDim}, f16 tensor cores", flop / usMma / 1e6, "TFLOP/s", "≥ 60% of cuBLAS (tools/oracle/bench_torch_gemm.py)");
                     // the half-operand GEMM (GemmHalf.cs): x and W both f16, then both bf16, as cuBLAS runs them for
                     // transformers' half models; its error against the f64 twin over the rounded operands
-                    (double Us, double Err) Half(DType dt, bool? wide = null, bool? async = null, bool wgmma = false, bool swizzled = true)
+                    (double Us, double Err) Half(DType dt, bool? wide = null, bool? async = null, bool wgmma = false, bool swizzled = true, int split = 0)
                     {
                         using var xh = x.Cast(dt);
                         using var wh = w.Cast(dt);
                         using var yh = Tensor.Empty([m, outDim], DType.F32, dev);
                         double us;
-                        us = wgmma ? Median(dev, 1, samples, 1, () => GemmWgmma.Run(xh, wh, yh, swizzled: swizzled))
+                        us = wgmma ? Median(dev, 1, samples, 1, () => GemmWgmma.Run(xh, wh, yh, swizzled: swizzled, split: split))
                                    : Median(dev, 1, samples, 1, () => GemmHalf.Run(xh, wh, yh, async: async, wide: wide));
                         var wantH = new float[check * outDim];
                         MatMul.Twin(xh.ToFloatArray().AsSpan(0, check * inDim), wh.ToFloatArray(), wantH, check, inDim, outDim);
@@ -77,6 +77,7 @@ public static partial class Cli
                     var wgF16 = hopper ? Half(DType.F16, wgmma: true) : (Us: double.NaN, Err: double.NaN);
                     var wgBf16 = hopper ? Half(DType.BF16, wgmma: true) : (Us: double.NaN, Err: double.NaN);
                     var wgCore = hopper ? Half(DType.F16, wgmma: true, swizzled: false) : (Us: double.NaN, Err: double.NaN);
+                    var wgOne = hopper ? Half(DType.F16, wgmma: true, split: 1) : (Us: double.NaN, Err: double.NaN);
                     var narrow = Half(DType.F16, wide: false);
                     var stagedF16 = Half(DType.F16, wide: false, async: false);
                     var stagedBf16 = Half(DType.BF16, wide: false, async: false);
@@ -90,13 +91,14 @@ public static partial class Cli
                     Console.WriteLine($"{m,6} {$"{outDim}×{inDim}",-12} {usMma,10:F1} {flop / usMma / 1e6,11:F1} {usFma,10:F1} {flop / usFma / 1e6,11:F1} {usFma / usMma,7:F1} {ErrOf(yMma),9:E1} {ErrOf(yFma),9:E1}"
                                       + $" {f16.Us,9:F1} {flop / f16.Us / 1e6,9:F1} {f16.Err,9:E1} {bf16.Us,9:F1} {flop / bf16.Us / 1e6,9:F1} {bf16.Err,9:E1} {flop / narrow.Us / 1e6,10:F1}"
                                       + $" {flop / stagedF16.Us / 1e6,10:F1} {flop / stagedBf16.Us / 1e6,11:F1} {Math.Max(stagedF16.Err, stagedBf16.Err),10:E1}"
-                                      + $" {flop / wgF16.Us / 1e6,9:F1} {flop / wgBf16.Us / 1e6,10:F1} {Math.Max(wgF16.Err, wgBf16.Err),9:E1} {flop / wgCore.Us / 1e6,10:F1} {wgCore.Err,9:E1}");
+                                      + $" {flop / wgF16.Us / 1e6,9:F1} {flop / wgBf16.Us / 1e6,10:F1} {Math.Max(wgF16.Err, wgBf16.Err),9:E1} {flop / wgCore.Us / 1e6,10:F1} {wgCore.Err,9:E1} {flop / wgOne.Us / 1e6,10:F1}");
                 }
             Console.WriteLine("err: ‖y − y_f64‖ / ‖y_f64‖ over the first 4 rows, against the f64 twin (x split into f16 hi + lo for the tensor cores).");
             Console.WriteLine("f16 / bf16: GemmHalf, x and W both rounded to that type (one product a step), y f32; err against the f64 twin of the rounded operands.");
             Console.WriteLine("f16, bf16: GemmHalf's mma.sync form (GemmHalf.Run's pick off Hopper), tiles through a 3-stage cp.async ring (GemmHalf.Async; its PTX's locals made registers) and 4 warps of 64 × 64 (GemmHalf.Wide);");
             Console.WriteLine("wgmma: GemmWgmma, the same operands on Hopper's warpgroup products (wgmma.mma_async m64n64k16), 64-wide steps, tiles in the 128-byte swizzle:");
-            Console.WriteLine("GemmHalf.Run's pick on sm_90 (NaN elsewhere); wg 32-wide: GemmWgmma's 32-wide steps, W in core matrices without swizzle, f16.");
+            Console.WriteLine("GemmHalf.Run's pick on sm_90 (NaN elsewhere), K in as many ranges as GemmWgmma.SplitFor picks; wg 32-wide: GemmWgmma's 32-wide steps, W in core matrices without swizzle, f16;");
+            Console.WriteLine("wg 1 range: the wgmma f16 with K whole (no partial sums).");
             Console.WriteLine("64×32: the same in f16 with 8 warps of 64 × 32; staged: 8 warps of 64 × 32, tiles staged through registers (two stages), the default until 2026-12-03.");
             return 0;
         }));

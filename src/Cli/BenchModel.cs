@@ -22,6 +22,7 @@ public static partial class Cli
         var prefill = new Option<int>("--prefill") { Description = "prompt tokens for the prefill measurement", DefaultValueFactory = _ => 512 };
         var batches = new Option<string>("--batches") { Description = "decode batch sizes, comma-separated", DefaultValueFactory = _ => "1,16" };
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
+        var noStream = new Option<bool>("--no-stream") { Description = "decode linears of 1–3 rows without the tenant linear's streamed form (1 row: the GEMV; 2–3: the base form's three launches), to compare" };
         var cmd = new Command("model", "Time loading, prefill and batched decode of a checkpoint (random prompts, greedy).");
         cmd.Options.Add(model);
         cmd.Options.Add(prefill);
@@ -34,6 +35,7 @@ public static partial class Cli
         cmd.Options.Add(bf16);
         cmd.Options.Add(batches);
         cmd.Options.Add(newTokens);
+        cmd.Options.Add(noStream);
         cmd.Options.Add(DeviceOption);
         cmd.SetAction(r => Guard(() =>
         {
@@ -51,6 +53,7 @@ public static partial class Cli
             if (profile && dev.Kind != DeviceKind.Cuda) throw new BitDeltaException("--profile-prefill: needs --device cuda (it times with CUDA events)");
             RecordTo(r, dev);
             int n = r.GetValue(prefill), steps = r.GetValue(newTokens);
+            if (r.GetValue(noStream)) TenantLinear.UseStream = false;
             var bs = ParseInts(r.GetValue(batches)!, "--batches");
             var sw = Stopwatch.StartNew();
             int maxPositions = Math.Max(n, 16 + Math.Max(steps, 4)) + 1;   // the decode warm-up takes 4 tokens

@@ -24,6 +24,9 @@ namespace BitDeltaNative.Kernels;
 ///   (chunk c of row r at 512·(r / 8) + 128·c + 16·(r mod 8): leading offset 128, stride 512, as <see cref="Wgmma"/>
 ///   pinned down). Its warps read half lines; L2 held it at GemmHalf's rate (bench/NOTES.md).
 ///
+/// A grid under one block a multiprocessor (512 rows × 4096 outputs: 128 tiles on 132) cuts K into ranges
+/// (<see cref="SplitFor"/>): range 0 writes y, the others f32 planes added into y in range order by a second launch.
+///
 /// Why several asm statements a step: ILGPU's <c>EmitRef</c> takes at most 44 operands, so one statement holds 32
 /// accumulators (m64n64), the 8 A registers of two 16-wide halves, the descriptor and the scale flag: 42. A register an
 /// unfinished wgmma still writes must not be touched (PTX ISA, wgmma.wait_group), and ILGPU copies the accumulators
@@ -54,54 +57,101 @@ public static class GemmWgmma
         dev.IsIlgpu && (dev.Kind != DeviceKind.Cuda || dev.Accelerator is CudaAccelerator { Architecture: var a } && a == CudaArchitecture.SM_90);
 
     /// <summary>y (+)= x·Wᵀ as <see cref="GemmHalf.Run"/> takes it (same checks), on the warpgroup products;
-    /// <paramref name="swizzled"/> picks the form (see the class comment).</summary>
-    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool swizzled = true)
+    /// <paramref name="swizzled"/> picks the form (see the class comment), <paramref name="split"/> the number of K ranges
+    /// (0: <see cref="SplitFor"/> picks).</summary>
+    public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false, bool swizzled = true, int split = 0)
     {
         long rows = Rows(x, w, y, "wgmma gemm");
         int outDim = w.Dim(0), inDim = w.Dim(1);
         if (!GemmHalf.Applies(x, w) || !Runs(x.Device))
             throw new ArgumentException($"wgmma gemm: needs a Hopper GPU or ILGPU's CPU accelerator, in a multiple of 8 and 16-byte aligned operands, got {x} and {w} on {x.Device}");
+        if (split < 0 || split > MaxSplit) throw new ArgumentException($"wgmma gemm: split {split} outside 0 … {MaxSplit}");
         if (rows == 0 || outDim == 0) return;
         if (rows > int.MaxValue / 2) throw new ArgumentException($"wgmma gemm x: too many rows in {x}");
-        int m = (int)rows, mTiles = (m + Bm - 1) / Bm, nTiles = (outDim + Bn - 1) / Bn;
+        int m = (int)rows, mTiles = (m + Bm - 1) / Bm, nTiles = (outDim + Bn - 1) / Bn, tiles = mTiles * nTiles;
+        int steps = (inDim + (swizzled ? BkS : Bk) - 1) / (swizzled ? BkS : Bk);
+        if (split == 0) split = SplitFor(y.Device, tiles, steps);
+        split = Math.Max(1, Math.Min(split, steps));
         bool bf16 = x.DType == DType.BF16;
-        if (swizzled)
+        var dev = y.Device;
+        // planes 1 … split − 1 of the partial sums (plane 0 goes to y), added into y in plane order after the products
+        using var part = Tensor.Empty([split > 1 ? checked((split - 1) * m * outDim) : 1], DType.F32, dev);
+        int flags = (accumulate ? 1 : 0) | split << 8;
+        var run = dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, ArrayView<float>, int, int, int, int>>(
+            swizzled ? bf16 ? Bf16Kernel : F16Kernel : bf16 ? Bf16CoreKernel : F16CoreKernel);
+        run(new KernelConfig(tiles * split, Threads, SharedMemoryConfig.RequestDynamic<byte>(swizzled ? Stages * StageBytesS + 1024 : Stages * StageBytes)),
+            x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), part.View<float>(), m, outDim, inDim, flags);
+        if (split > 1)
         {
-            y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
-                bf16 ? Bf16Kernel : F16Kernel)(
-                new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>(Stages * StageBytesS + 1024)),
-                x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
-            return;
+            long mn = (long)m * outDim;
+            dev.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, long, int>>(AddPlanesKernel)((int)mn, y.View<float>(), part.View<float>(), mn, split - 1);
         }
-        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, long, ArrayView<float>, int, int, int, int>>(
-            bf16 ? Bf16CoreKernel : F16CoreKernel)(
-            new KernelConfig(mTiles * nTiles, Threads, SharedMemoryConfig.RequestDynamic<byte>(Stages * StageBytes)),
-            x.View<Vec16>(), w.View<Vec16>(), x.DeviceAddress, w.DeviceAddress, y.View<float>(), m, outDim, inDim, accumulate ? 1 : 0);
     }
 
-    [ArchSpecific, PromoteLocals]
-    static void F16CoreKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, false);
+    /// <summary>Most K ranges a call takes.</summary>
+    public const int MaxSplit = 8;
+
+    /// <summary>
+    /// K ranges for a grid of <paramref name="tiles"/> tiles: doubled while the grid still fits two blocks a
+    /// multiprocessor (registers and shared memory hold two) and each range keeps at least 8 steps. A grid under one block
+    /// a multiprocessor (512 rows × 4096 outputs: 128 tiles on the H200's 132) runs its one block per multiprocessor with
+    /// no second to cover its waits, where 2048 rows run two and reach 1.3–1.6× the rate (bench/RESULTS.md); the partial
+    /// sums cost one f32 plane of y per extra range, written and read once.
+    /// </summary>
+    public static int SplitFor(Device dev, int tiles, int steps) => SplitFor(dev.Accelerator?.NumMultiprocessors ?? 1, tiles, steps);
+
+    /// <summary><see cref="SplitFor(Device, int, int)"/> for <paramref name="multiprocessors"/>.</summary>
+    public static int SplitFor(int multiprocessors, int tiles, int steps)
+    {
+        int slots = 2 * multiprocessors, split = 1;
+        while (split * 2 <= MaxSplit && tiles * split * 2 <= slots && steps / (split * 2) >= 8) split *= 2;
+        return split;
+    }
+
+    /// <summary>y[i] += planes[0][i] + … in plane order (the K ranges after the first).</summary>
+    static void AddPlanesKernel(Index1D i, ArrayView<float> y, ArrayView<float> planes, long mn, int count)
+    {
+        float v = y[i];
+        for (int z = 0; z < count; z++) v += planes[z * mn + i];
+        y[i] = v;
+    }
+
+    /// <summary>Block <paramref name="b"/>'s tile and K range: tile b mod tiles (rows fastest, so neighbours share W's tile),
+    /// steps [s0, s0 + steps) of <paramref name="all"/>, range b / tiles of the split in flags' bits 8 and up.</summary>
+    static (int M0, int N0, int Range, int S0, int Steps) Place(int b, int m, int flags, int all)
+    {
+        int mTiles = (m + Bm - 1) / Bm, split = IntrinsicMath.Max(1, flags >> 8);
+        int tiles = Grid.DimX / split, z = b / tiles, t = b % tiles;
+        int per = (all + split - 1) / split, s0 = z * per;
+        return (t % mTiles * Bm, t / mTiles * Bn, z, s0, IntrinsicMath.Max(0, IntrinsicMath.Min(all, s0 + per) - s0));
+    }
+
+    /// <summary>Where a block's sums go: range 0 into y (added to it when accumulating), range z into plane z − 1.</summary>
+    static (ArrayView<float> To, int Accumulate) Target(ArrayView<float> y, ArrayView<float> part, int z, int m, int n, int flags) =>
+        z == 0 ? (y, flags & 1) : (part.SubView((long)(z - 1) * m * n, (long)m * n), 0);
 
     [ArchSpecific, PromoteLocals]
-    static void Bf16CoreKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        Body(x16, w16, xAt, wAt, y, m, n, k, flags, true);
+    static void F16CoreKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, ArrayView<float> part, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, part, m, n, k, flags, false);
+
+    [ArchSpecific, PromoteLocals]
+    static void Bf16CoreKernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, ArrayView<float> part, int m, int n, int k, int flags) =>
+        Body(x16, w16, xAt, wAt, y, part, m, n, k, flags, true);
 
     /// <summary>The core-matrix form; <paramref name="bf16"/> is a constant in each kernel (ILGPU inlines the body).</summary>
-    static void Body(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags, bool bf16)
+    static void Body(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, ArrayView<float> part, int m, int n, int k,
+                     int flags, bool bf16)
     {
         var sh = SharedMemory.GetDynamic<uint>();
         uint shAt = Bulk.Dynamic(0);
         int tid = Group.IdxX, lane = tid & 31, wi = tid >> 5;
-        int mTiles = (m + Bm - 1) / Bm;
-        int m0 = Grid.IdxX % mTiles * Bm, n0 = Grid.IdxX / mTiles * Bn;
+        var (m0, n0, z, s0, steps) = Place(Grid.IdxX, m, flags, (k + Bk - 1) / Bk);
         // warp wi's 16 rows of its warpgroup's 64 (wgmma's A from registers)
         int wr = (wi >> 2) * 64 + 16 * (wi & 3);
-        int steps = (k + Bk - 1) / Bk;
 
         for (int s = 0; s < Stages - 1; s++)
         {
-            if (s < steps) Issue(x16, w16, xAt, wAt, sh, shAt, s, s * Bk, m0, n0, m, n, k, tid);
+            if (s < steps) Issue(x16, w16, xAt, wAt, sh, shAt, s, (s0 + s) * Bk, m0, n0, m, n, k, tid);
             Commit();
         }
         Row8 lo = default, hi = default;
@@ -114,7 +164,7 @@ public static class GemmWgmma
             if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
             Group.Barrier();
             int nk = kt + Stages - 1;
-            if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % Stages, nk * Bk, m0, n0, m, n, k, tid);
+            if (nk < steps) Issue(x16, w16, xAt, wAt, sh, shAt, nk % Stages, (s0 + nk) * Bk, m0, n0, m, n, k, tid);
             Commit();
             int st = kt % Stages * StageBytes;
             if (CudaAsm.IsSupported)
@@ -133,8 +183,9 @@ public static class GemmWgmma
             }
         }
         int g = lane >> 2, col = n0 + 2 * (lane & 3);
-        Put(y, lo, m0 + wr + g, col, m, n, flags & 1, true);
-        Put(y, hi, m0 + wr + g, col + 64, m, n, flags & 1, true);
+        var (to, acc) = Target(y, part, z, m, n, flags);
+        Put(to, lo, m0 + wr + g, col, m, n, acc, true);
+        Put(to, hi, m0 + wr + g, col + 64, m, n, acc, true);
     }
 
     // ---- 64-wide steps, both tiles in 128-byte swizzled rows (bench/NOTES.md: the 32-wide steps' half-line reads
@@ -153,26 +204,25 @@ public static class GemmWgmma
     static ulong DescriptorS(uint at) => ((at & 0x3FFFFu) >> 4) | (1ul << 16) | ((ulong)(1024 >> 4) << 32) | (1ul << 62);
 
     [ArchSpecific, PromoteLocals, SharedBytes(Stages * StageBytesS + 1024)]
-    static void F16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        BodySwizzled(x16, w16, xAt, wAt, y, m, n, k, flags, false);
+    static void F16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, ArrayView<float> part, int m, int n, int k, int flags) =>
+        BodySwizzled(x16, w16, xAt, wAt, y, part, m, n, k, flags, false);
 
     [ArchSpecific, PromoteLocals, SharedBytes(Stages * StageBytesS + 1024)]
-    static void Bf16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags) =>
-        BodySwizzled(x16, w16, xAt, wAt, y, m, n, k, flags, true);
+    static void Bf16Kernel(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, ArrayView<float> part, int m, int n, int k, int flags) =>
+        BodySwizzled(x16, w16, xAt, wAt, y, part, m, n, k, flags, true);
 
     /// <summary>As <see cref="Body"/> with 64-wide steps: 3 stages of 32 KB (and 1 KB to align them to 1024 bytes), a
     /// warp's copies reading whole 128-byte rows, four statements a step (outputs 0–63 and 64–127, inputs 0–31 and
     /// 32–63), only the last waiting.</summary>
-    static void BodySwizzled(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, int m, int n, int k, int flags, bool bf16)
+    static void BodySwizzled(ArrayView<Vec16> x16, ArrayView<Vec16> w16, long xAt, long wAt, ArrayView<float> y, ArrayView<float> part, int m, int n,
+                             int k, int flags, bool bf16)
     {
         var sh = SharedMemory.GetDynamic<uint>();
         uint shAt = Bulk.Dynamic(0);
         int pad = (int)((1024 - (shAt & 1023)) & 1023);
         int tid = Group.IdxX, lane = tid & 31, wi = tid >> 5;
-        int mTiles = (m + Bm - 1) / Bm;
-        int m0 = Grid.IdxX % mTiles * Bm, n0 = Grid.IdxX / mTiles * Bn;
+        var (m0, n0, z, s0, steps) = Place(Grid.IdxX, m, flags, (k + BkS - 1) / BkS);
         int wr = (wi >> 2) * 64 + 16 * (wi & 3);
-        int steps = (k + BkS - 1) / BkS;
         // this thread's chunks: rows tid / 8 + 32j of both tiles, inputs 8·(tid mod 8) … of each step
         int r0 = tid >> 3, c0 = 8 * (tid & 7), rowsOk = 0;
         for (int j = 0; j < 4; j++)
@@ -184,7 +234,7 @@ public static class GemmWgmma
 
         for (int s = 0; s < Stages - 1; s++)
         {
-            if (s < steps) IssueSwizzled(x16, w16, xAt, wAt, xFrom, wFrom, rowsOk, sh, shAt, pad + s * StageBytesS, s * BkS, k, tid);
+            if (s < steps) IssueSwizzled(x16, w16, xAt, wAt, xFrom, wFrom, rowsOk, sh, shAt, pad + s * StageBytesS, (s0 + s) * BkS, k, tid);
             Commit();
         }
         Row8 lo = default, hi = default;
@@ -194,7 +244,7 @@ public static class GemmWgmma
             if (CudaAsm.IsSupported) CudaAsm.Emit("fence.proxy.async.shared::cta;");
             Group.Barrier();
             int nk = kt + Stages - 1;
-            if (nk < steps) IssueSwizzled(x16, w16, xAt, wAt, xFrom, wFrom, rowsOk, sh, shAt, pad + nk % Stages * StageBytesS, nk * BkS, k, tid);
+            if (nk < steps) IssueSwizzled(x16, w16, xAt, wAt, xFrom, wFrom, rowsOk, sh, shAt, pad + nk % Stages * StageBytesS, (s0 + nk) * BkS, k, tid);
             Commit();
             int st = pad + kt % Stages * StageBytesS;
             if (CudaAsm.IsSupported)
@@ -216,8 +266,9 @@ public static class GemmWgmma
             }
         }
         int g = lane >> 2, col = n0 + 2 * (lane & 3);
-        Put(y, lo, m0 + wr + g, col, m, n, flags & 1, true);
-        Put(y, hi, m0 + wr + g, col + 64, m, n, flags & 1, true);
+        var (to, acc) = Target(y, part, z, m, n, flags);
+        Put(to, lo, m0 + wr + g, col, m, n, acc, true);
+        Put(to, hi, m0 + wr + g, col + 64, m, n, acc, true);
     }
 
     /// <summary>Step <paramref name="k0"/>'s tiles at shared byte <paramref name="st"/>: thread i copies chunks i + 256j
@@ -373,7 +424,8 @@ public static class GemmWgmma
     static readonly AuditCase Both = HalfCase("gemm wgmma", (x, w, y, accumulate, rng) =>
     {
         bool swizzled = rng.Next(2) == 0;
-        Run(x, w, y, accumulate, swizzled);
-        return swizzled ? " swizzled" : " core matrices";
+        int split = rng.Next(4);   // 0: as Run picks
+        Run(x, w, y, accumulate, swizzled, split);
+        return (swizzled ? " swizzled" : " core matrices") + (split > 0 ? $", K in ≤ {split} ranges" : "");
     });
 }

@@ -49,8 +49,8 @@ public static partial class MatMul
     /// at batch 16 took 246 ms through the GEMM, whose 64-row tiles leave 48 of 64 rows idle and give only
     /// out/64 groups; an 8-row GEMV pass over 11008×4096 takes 128 µs. Predicted: batch-16 steps ≈ 2 GEMV passes,
     /// about 4× faster. On CUDA, where the tenant linear's base form applies (f16 W, in a multiple of 64, out of 16), it
-    /// takes 2–32 rows instead and reads W once (<see cref="TenantLinear.TryBase"/>; the lm_head of a 32-row decode step
-    /// went from 4 × 330 µs to ~240 µs on the H200).
+    /// takes 1–32 rows instead and reads W once (<see cref="TenantLinear.TryBase"/>; the lm_head of a 32-row decode step
+    /// went from 4 × 330 µs to ~240 µs on the H200; 1–3 rows in the streamed form's one launch).
     /// </summary>
     public const int ChunkedGemvMaxRows = 32;
 
@@ -59,7 +59,7 @@ public static partial class MatMul
     public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false)
     {
         var (rows, inDim, outDim) = Shapes(x, w, y);
-        if (rows >= 2 && rows <= ChunkedGemvMaxRows && y.Device.Kind == DeviceKind.Cuda)
+        if (rows >= 1 && rows <= ChunkedGemvMaxRows && y.Device.Kind == DeviceKind.Cuda)
         {
             // W read once for all rows, on tensor cores, where the form applies. CUDA only: on ILGPU's CPU accelerator its
             // emulated products are far slower than the GEMV, and its tests call it directly (MatMulMmaTests).

@@ -70,6 +70,47 @@ public class GemmWgmmaTests
             }
     }
 
+    /// <summary>K cut into ranges whose partial sums are added in range order: uneven ranges, an empty last range (4 ranges
+    /// of 6 steps: 2, 2, 2, 0), more ranges asked than steps, both forms, accumulate on and off.</summary>
+    [Theory]
+    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
+    public void K_in_ranges_matches_the_twin(string device)
+    {
+        var dev = Device.Parse(device);
+        if (!GemmWgmma.Runs(dev)) Assert.Skip($"wgmma needs a Hopper GPU or ILGPU's CPU accelerator, not {dev}");
+        var rng = new Random(41);
+        // 6 steps of 64 (the last 8 wide) in the swizzled form, 11 of 32 in the core-matrix one; rows and outputs ragged
+        int rows = 72, inDim = 328, outDim = 136, run = 0;
+        foreach (int split in new[] { 2, 3, 4, 8 })
+            foreach (bool swizzled in new[] { true, false })
+            {
+                var dt = run % 2 == 0 ? DType.F16 : DType.BF16;
+                bool accumulate = run++ % 3 != 0;
+                var x = Check.Rounded(Check.Values(rng, rows * inDim, 2f), dt);
+                var w = Check.Rounded(Check.Values(rng, outDim * inDim), dt);
+                var want = Check.Values(rng, rows * outDim, 3f);
+                using var tx = Tensor.From(x, [rows, inDim], dev, dt);
+                using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
+                using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
+                if (!accumulate) Array.Clear(want);
+                GemmWgmma.Run(tx, tw, ty, accumulate, swizzled, split);
+                MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
+                double err = Check.RelativeError(ty.ToFloatArray(), want);
+                Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(swizzled ? " swizzled" : " core matrices")}, {split} ranges: relative error {err:E2}");
+            }
+    }
+
+    [Fact]
+    public void K_is_split_only_while_the_grid_fits_two_blocks_a_multiprocessor()
+    {
+        Assert.Equal(2, GemmWgmma.SplitFor(132, 128, 64));    // 512 rows × 4096 outputs, in 4096: one block an SM → two
+        Assert.Equal(1, GemmWgmma.SplitFor(132, 344, 64));    // 512 rows × 11008 outputs: already past one wave
+        Assert.Equal(1, GemmWgmma.SplitFor(132, 512, 172));   // 2048 rows
+        Assert.Equal(8, GemmWgmma.SplitFor(132, 32, 64));     // 128 rows: up to the most ranges
+        Assert.Equal(2, GemmWgmma.SplitFor(132, 32, 24));     // … while a range keeps 8 steps
+        Assert.Equal(1, GemmWgmma.SplitFor(132, 128, 15));
+    }
+
     [Fact]
     public void Runs_on_the_cpu_accelerator_and_refuses_what_GemmHalf_refuses()
     {

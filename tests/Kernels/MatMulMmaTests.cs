@@ -22,19 +22,19 @@ public class MatMulMmaTests
         Assert.Contains("ld.global.v4.b32", ptx);
     }
 
-    /// <summary>2–32 rows of an f16 W take the tenant linear's base form (W read once) on CUDA, not the GEMV chunk by
-    /// chunk: the form itself on every ILGPU device, and MatMul.Run, against the twin, plain and accumulating, at 2, 9, 17
-    /// and 32 rows.</summary>
+    /// <summary>1–32 rows of an f16 W take the tenant linear's base forms (W read once) on CUDA, not the GEMV chunk by
+    /// chunk: the forms themselves on every ILGPU device, and MatMul.Run, against the twin, plain and accumulating, at 1,
+    /// 2 and 3 rows (the streamed form), 4, 8, 9, 17 and 32 (the base form's three launches).</summary>
     [Theory]
     [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
-    public void Two_to_32_rows_read_w_once_through_the_base_form(string device)
+    public void One_to_32_rows_read_w_once_through_the_base_forms(string device)
     {
         var dev = Device.Parse(device);
         var rng = new Random(23);
         int inDim = 128, outDim = 48;
         var w = Check.Rounded(Check.Values(rng, outDim * inDim, 0.5f), DType.F16);
         using var tw = Tensor.From(w, [outDim, inDim], dev, DType.F16);
-        foreach (int rows in new[] { 2, 9, 17, 32 })
+        foreach (int rows in new[] { 1, 2, 3, 4, 8, 9, 17, 32 })
             foreach (bool accumulate in new[] { false, true })
             {
                 var x = Check.Values(rng, rows * inDim, 2f);
