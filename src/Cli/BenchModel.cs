@@ -22,6 +22,7 @@ public static partial class Cli
         var prefill = new Option<int>("--prefill") { Description = "prompt tokens for the prefill measurement", DefaultValueFactory = _ => 512 };
         var batches = new Option<string>("--batches") { Description = "decode batch sizes, comma-separated", DefaultValueFactory = _ => "1,16" };
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
+        var randomDelta = new Option<bool>("--random-delta") { Description = "then decode again with a BitDelta delta of random signs on every linear: its decode rows as a one-slot pool (one launch a linear) and with the base and signs products apart, to compare" };
         var noStream = new Option<bool>("--no-stream") { Description = "decode linears of 1–3 rows without the tenant linear's streamed form (1 row: the GEMV; 2–3: the base form's three launches), to compare" };
         var cmd = new Command("model", "Time loading, prefill and batched decode of a checkpoint (random prompts, greedy).");
         cmd.Options.Add(model);
@@ -36,6 +37,7 @@ public static partial class Cli
         cmd.Options.Add(batches);
         cmd.Options.Add(newTokens);
         cmd.Options.Add(noStream);
+        cmd.Options.Add(randomDelta);
         cmd.Options.Add(DeviceOption);
         cmd.SetAction(r => Guard(() =>
         {
@@ -140,15 +142,32 @@ public static partial class Cli
                     }
                 }
             }
-            var gen = new Generator(m);
-            foreach (int b in bs)
+            void Decode(Generator gen, string what)
             {
-                var prompts = Enumerable.Range(0, b).Select(_ => Prompt(16)).ToList();
-                gen.Generate(prompts, 4, new SamplingOptions(), []);   // warm-up
-                dev.Pool?.Trim();
-                var stats = Enumerable.Range(0, 3).Select(_ => { gen.Generate(prompts, steps, new SamplingOptions(), []); return gen.LastStats!; }).ToList();
-                var best = stats.OrderBy(s => s.MsPerDecodeStep).ElementAt(1);
-                Console.WriteLine($"decode batch {b}: {best.DecodeTokensPerSecond:F1} tokens/s, {best.MsPerDecodeStep:F2} ms/step, {best.LaunchesPerDecodeStep:F0} kernel launches a step (median of 3 runs of {steps} tokens)");
+                foreach (int b in bs)
+                {
+                    var prompts = Enumerable.Range(0, b).Select(_ => Prompt(16)).ToList();
+                    gen.Generate(prompts, 4, new SamplingOptions(), []);   // warm-up
+                    dev.Pool?.Trim();
+                    var stats = Enumerable.Range(0, 3).Select(_ => { gen.Generate(prompts, steps, new SamplingOptions(), []); return gen.LastStats!; }).ToList();
+                    var best = stats.OrderBy(s => s.MsPerDecodeStep).ElementAt(1);
+                    Console.WriteLine($"decode batch {b}{what}: {best.DecodeTokensPerSecond:F1} tokens/s, {best.MsPerDecodeStep:F2} ms/step, {best.LaunchesPerDecodeStep:F0} kernel launches a step (median of 3 runs of {steps} tokens)");
+                }
+            }
+            Decode(new Generator(m), "");
+            if (r.GetValue(randomDelta))
+            {
+                using var delta = DeltaWeights.Random(m.Config, dev, 1);
+                var was = LlamaModel.DeltaDecodeAsPool;
+                try
+                {
+                    foreach (bool pool in new[] { true, false })
+                    {
+                        LlamaModel.DeltaDecodeAsPool = pool;
+                        Decode(new Generator(m, delta), pool ? ", random delta (rows ≤ 2 as a one-slot pool)" : ", random delta (base and signs products apart)");
+                    }
+                }
+                finally { LlamaModel.DeltaDecodeAsPool = was; }
             }
             if (dev.Pool != null)
                 Console.WriteLine($"peak device memory through the pool: {dev.Pool.PeakBytesInUse / (double)(1L << 30):F2} GiB");

@@ -171,8 +171,54 @@ public sealed class DeltaWeights : IDisposable
         return (layer, linear);
     }
 
+    /// <summary>A delta of random signs (<see cref="Kernels.RandomFill"/>, from <paramref name="seed"/>) and scale
+    /// <paramref name="scale"/> on every linear of a model of <paramref name="config"/>, made on the device: for benchmarks
+    /// (`bench model --random-delta`), as <see cref="DeltaPool.LoadRandom"/> makes a pool's tenants.</summary>
+    public static DeltaWeights Random(LlamaConfig config, Device device, ulong seed, float scale = 1e-3f)
+    {
+        var owned = new List<Tensor>();
+        var layers = Enumerable.Range(0, config.NumLayers).Select(_ => new LayerDelta()).ToArray();
+        var shapes = LlamaWeights.ExpectedTensors(config).ToDictionary(e => e.Name, e => e.Shape);
+        long bytes = 0;
+        for (int l = 0; l < config.NumLayers; l++)
+            for (int k = 0; k < LayerWeights.LinearNames.Length; k++)
+            {
+                var shape = shapes[$"model.layers.{l}.{LayerWeights.LinearNames[k]}.weight"];
+                var signs = Tensor.Empty([(int)shape[0], (int)shape[1]], DType.Sign1, device);
+                owned.Add(signs);
+                Kernels.RandomFill.Run(signs, seed * 7919UL + (ulong)(l * 16 + k));
+                layers[l].Bits[k] = new BitLinearWeight(signs, scale);
+                bytes += signs.ByteLength + 4;
+            }
+        var d = new DeltaWeights { Path = "(random)", Layers = layers, ByteLength = bytes };
+        d.owned.AddRange(owned);
+        return d;
+    }
+
+    Tensor? scales;
+
+    /// <summary>Every linear's α on <paramref name="device"/>, f32 [layers × 7] in <see cref="LayerWeights.LinearNames"/>
+    /// order (0 where a linear has no BitDelta term), made on first use: linear (l, k) as a one-slot pool's scales
+    /// (<see cref="LlamaModel.Forward"/> decodes a sequence through the multi-tenant linear).</summary>
+    public Tensor Scales(Device device)
+    {
+        if (scales == null)
+        {
+            int n = LayerWeights.LinearNames.Length;
+            var all = new float[Layers.Length * n];
+            for (int l = 0; l < Layers.Length; l++)
+                for (int k = 0; k < n; k++)
+                    all[l * n + k] = Layers[l].Bits[k]?.Scale ?? 0f;
+            scales = Tensor.From(all, [all.Length], device);
+        }
+        if (scales.Device != device) throw new ArgumentException($"{Path}: scales are on {scales.Device}, asked for {device}");
+        return scales;
+    }
+
     public void Dispose()
     {
+        scales?.Dispose();
+        scales = null;
         foreach (var t in owned) t.Dispose();
         owned.Clear();
         foreach (var f in ownedFactors) f.Dispose();

@@ -62,6 +62,15 @@ public sealed class LlamaModel : IDisposable
         return true;
     }
 
+    /// <summary>
+    /// Decode rows with a BitDelta delta (at most <see cref="TenantLinear.BitsMaxRows"/> tokens in a forward) run each
+    /// linear as the multi-tenant engine runs a tenant's rows: the delta as a one-slot pool, base and sign terms in one
+    /// launch (TenantLinear's streamed form), not the base product and then the signs' product. Off until measured on
+    /// the GPU (`bench model --random-7b --random-delta` times both; bench/NOTES.md has the prediction); the tests run it
+    /// against PyTorch's logits.
+    /// </summary>
+    public static bool DeltaDecodeAsPool { get; set; }
+
     public KvCacheMemory NewCache(int slots, int maxSeq, DType? dtype = null) =>
         new(Config, slots, Math.Min(maxSeq, MaxPositions), dtype ?? DType.F32, Device);
 
@@ -154,6 +163,9 @@ public sealed class LlamaModel : IDisposable
         using var rowPick = pick != null && lr.Length > 0 ? Tensor.From(lr.Select(r => tenants![r] + 1).ToArray(), [lr.Length], dev) : null;
 
         bool half = HalfPrefill && T >= HalfPrefillMinRows && dev.IsIlgpu && tenants == null;
+        using var oneSlot = delta != null && T <= TenantLinear.BitsMaxRows && dev.IsIlgpu && DeltaDecodeAsPool
+            ? TenantRows.All(T, 0, dev) : null;
+        int linears = LayerWeights.LinearNames.Length;
         var embedding = delta?.Embedding ?? Weights.Embedding;
         Embedding.Run(tIds, embedding, x);
         if (rowsT != null)
@@ -183,6 +195,12 @@ public sealed class LlamaModel : IDisposable
                         LowRankLinear.Run(input, lowRank, output);
                         SparseLinear.Run(input, sparse, output);
                     }
+                }
+                else if (d?.Bits[k] is { } bits && oneSlot != null)
+                {
+                    using var s1 = bits.Signs.Reshape(1, bits.Signs.Dim(0), bits.Signs.Dim(1));
+                    using var a1 = delta!.Scales(dev).Slice(l * linears + k, 1);
+                    TenantLinear.Run(input, baseWeight, s1, a1, oneSlot, output, accumulate);
                 }
                 else if (d?.Bits[k] is { } b)
                 {

@@ -87,6 +87,74 @@ public class BitDeltaGoldenTests
         }
     }
 
+    /// <summary>Decoding one token a step with the delta as a one-slot pool (each linear one multi-tenant launch,
+    /// LlamaModel.DeltaDecodeAsPool) and with the base and signs products apart give PyTorch's last logits, the cache
+    /// filled token by token.</summary>
+    [Theory]
+    [MemberData(nameof(IlgpuCases))]
+    public void One_token_steps_with_the_delta_as_a_one_slot_pool_give_pytorchs_last_logits(string model, string device)
+    {
+        using var dir = new TempDir();
+        string path = dir.File("delta.safetensors");
+        Compressor.Compress(Fixtures.Model(model), FineTune(model), path);
+        var dev = Device.Parse(device);
+        using var m = LlamaModel.Load(Fixtures.Model(model), dev);
+        using var delta = DeltaWeights.Load(path, Fixtures.Model(model), m.Config, dev);
+        using var golden = SafetensorsFile.Open(Path.Combine(FineTune(model), "goldens.safetensors"));
+        var ids = golden.Get("p0.ids").ToArray<int>();
+        var want = golden.Get("p0.last_logits").ToFloatArray();
+        var was = LlamaModel.DeltaDecodeAsPool;
+        try
+        {
+            foreach (bool pool in new[] { true, false })
+            {
+                LlamaModel.DeltaDecodeAsPool = pool;
+                using var cache = m.NewCache(1, ids.Length);
+                using var logits = Tensor.Empty([1, m.Config.VocabSize], DType.F32, dev);
+                for (int p = 0; p < ids.Length; p++)
+                    m.Forward([ids[p]], [0], [p], [0], cache, logits, delta);
+                double e = Check.RelativeError(logits.ToFloatArray(), want);
+                Assert.True(e < LogitBound, $"{model} on {device}, {(pool ? "one-slot pool" : "base and signs apart")}: last logits relative error {e:E2}");
+            }
+        }
+        finally { LlamaModel.DeltaDecodeAsPool = was; }
+    }
+
+    [Fact]
+    public void A_random_delta_has_every_linears_shape_its_scale_and_signs_that_follow_the_seed()
+    {
+        var config = LlamaConfig.Load(Fixtures.Model("llama-f16"));
+        using var a = DeltaWeights.Random(config, Device.Cpu, 5, 0.25f);
+        using var again = DeltaWeights.Random(config, Device.Cpu, 5, 0.25f);
+        using var other = DeltaWeights.Random(config, Device.Cpu, 6, 0.25f);
+        var shapes = LlamaWeights.ExpectedTensors(config).ToDictionary(e => e.Name, e => e.Shape);
+        for (int l = 0; l < config.NumLayers; l++)
+            for (int k = 0; k < LayerWeights.LinearNames.Length; k++)
+            {
+                var b = a.Layers[l].Bits[k]!;
+                Assert.Equal(shapes[$"model.layers.{l}.{LayerWeights.LinearNames[k]}.weight"], b.Signs.Shape);
+                Assert.Equal(DType.Sign1, b.Signs.DType);
+                Assert.Equal(0.25f, b.Scale);
+                Assert.Equal(b.Signs.ToArray<uint>(), again.Layers[l].Bits[k]!.Signs.ToArray<uint>());
+                Assert.NotEqual(b.Signs.ToArray<uint>(), other.Layers[l].Bits[k]!.Signs.ToArray<uint>());
+            }
+        // the one-slot scales: linear (l, k) at l·7 + k
+        var scales = a.Scales(Device.Cpu).ToFloatArray();
+        Assert.Equal(config.NumLayers * LayerWeights.LinearNames.Length, scales.Length);
+        Assert.All(scales, v => Assert.Equal(0.25f, v));
+    }
+
+    public static TheoryData<string, string> IlgpuCases
+    {
+        get
+        {
+            var d = new TheoryData<string, string>();
+            foreach (var m in Fixtures.Models)
+                foreach (var n in TestDevices.Names) d.Add(m, n.Data);
+            return d;
+        }
+    }
+
     [Fact]
     public void A_delta_is_refused_over_another_base()
     {
