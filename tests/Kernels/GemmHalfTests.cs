@@ -75,18 +75,25 @@ public class GemmHalfTests
         foreach (var dt in new[] { DType.F16, DType.BF16 })
             foreach (bool accumulate in new[] { false, true })
             {
-                var x = Check.Rounded(Check.Values(rng, rows * inDim, 2f), dt);
-                var w = Check.Rounded(Check.Values(rng, outDim * inDim), dt);
-                var want = Check.Values(rng, rows * outDim, 3f);
-                using var tx = Tensor.From(x, [rows, inDim], dev, dt);
-                using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
-                using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-                if (!accumulate) Array.Clear(want);
-                GemmHalf.Run(tx, tw, ty, accumulate, async, wide);
-                MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
-                double err = Check.RelativeError(ty.ToFloatArray(), want);
+                double err = AgainstTwin(dev, rng, rows, inDim, outDim, dt, accumulate, (x, w, y) => GemmHalf.Run(x, w, y, accumulate, async, wide));
                 Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(wide ? " wide" : "")}{(async ? " cp.async" : " staged")}: relative error {err:E2}");
             }
+    }
+
+    /// <summary>A half GEMM <paramref name="run"/> (x, W, y) over random operands the half type holds, y from a poisoned start
+    /// or random values to add to, against the f64 twin: the relative error. Shared with GemmWgmmaTests.</summary>
+    internal static double AgainstTwin(Device dev, Random rng, int rows, int inDim, int outDim, DType dt, bool accumulate, Action<Tensor, Tensor, Tensor> run)
+    {
+        var x = Check.Rounded(Check.Values(rng, rows * inDim, 2f), dt);
+        var w = Check.Rounded(Check.Values(rng, outDim * inDim), dt);
+        var want = Check.Values(rng, rows * outDim, 3f);
+        using var tx = Tensor.From(x, [rows, inDim], dev, dt);
+        using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
+        using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
+        if (!accumulate) Array.Clear(want);
+        run(tx, tw, ty);
+        MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
+        return Check.RelativeError(ty.ToFloatArray(), want);
     }
 
     [Fact]

@@ -56,16 +56,7 @@ public class GemmWgmmaTests
         foreach (var dt in new[] { DType.F16, DType.BF16 })
             foreach (bool accumulate in new[] { false, true })
             {
-                var x = Check.Rounded(Check.Values(rng, rows * inDim, 2f), dt);
-                var w = Check.Rounded(Check.Values(rng, outDim * inDim), dt);
-                var want = Check.Values(rng, rows * outDim, 3f);
-                using var tx = Tensor.From(x, [rows, inDim], dev, dt);
-                using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
-                using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-                if (!accumulate) Array.Clear(want);
-                GemmWgmma.Run(tx, tw, ty, accumulate, swizzled);
-                MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
-                double err = Check.RelativeError(ty.ToFloatArray(), want);
+                double err = GemmHalfTests.AgainstTwin(dev, rng, rows, inDim, outDim, dt, accumulate, (x, w, y) => GemmWgmma.Run(x, w, y, accumulate, swizzled));
                 Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(swizzled ? " swizzled" : " core matrices")}: relative error {err:E2}");
             }
     }
@@ -86,16 +77,7 @@ public class GemmWgmmaTests
             {
                 var dt = run % 2 == 0 ? DType.F16 : DType.BF16;
                 bool accumulate = run++ % 3 != 0;
-                var x = Check.Rounded(Check.Values(rng, rows * inDim, 2f), dt);
-                var w = Check.Rounded(Check.Values(rng, outDim * inDim), dt);
-                var want = Check.Values(rng, rows * outDim, 3f);
-                using var tx = Tensor.From(x, [rows, inDim], dev, dt);
-                using var tw = Tensor.From(w, [outDim, inDim], dev, dt);
-                using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-                if (!accumulate) Array.Clear(want);
-                GemmWgmma.Run(tx, tw, ty, accumulate, swizzled, split);
-                MatMul.Twin(x, w, want, rows, inDim, outDim, accumulate);
-                double err = Check.RelativeError(ty.ToFloatArray(), want);
+                double err = GemmHalfTests.AgainstTwin(dev, rng, rows, inDim, outDim, dt, accumulate, (x, w, y) => GemmWgmma.Run(x, w, y, accumulate, swizzled, split));
                 Assert.True(err <= Check.F32Bound, $"{dt}{(accumulate ? " +=" : "")}{(swizzled ? " swizzled" : " core matrices")}, {split} ranges: relative error {err:E2}");
             }
     }

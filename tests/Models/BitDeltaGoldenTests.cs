@@ -59,13 +59,9 @@ public class BitDeltaGoldenTests
     [MemberData(nameof(Cases))]
     public void Base_plus_delta_logits_equal_the_binarized_model_in_pytorch(string model, string device)
     {
-        using var dir = new TempDir();
-        string path = dir.File("delta.safetensors");
-        Compressor.Compress(Fixtures.Model(model), FineTune(model), path);
         var dev = Device.Parse(device);
-        using var m = LlamaModel.Load(Fixtures.Model(model), dev);
-        using var delta = DeltaWeights.Load(path, Fixtures.Model(model), m.Config, dev);
-        using var golden = SafetensorsFile.Open(Path.Combine(FineTune(model), "goldens.safetensors"));
+        using var c = new Compressed(model, dev);
+        var (m, delta, golden) = (c.Model, c.Delta, c.Golden);
         int vocab = m.Config.VocabSize;
         for (int i = 0; golden.Contains($"p{i}.ids"); i++)
         {
@@ -94,13 +90,9 @@ public class BitDeltaGoldenTests
     [MemberData(nameof(IlgpuCases))]
     public void One_token_steps_with_the_delta_as_a_one_slot_pool_give_pytorchs_last_logits(string model, string device)
     {
-        using var dir = new TempDir();
-        string path = dir.File("delta.safetensors");
-        Compressor.Compress(Fixtures.Model(model), FineTune(model), path);
         var dev = Device.Parse(device);
-        using var m = LlamaModel.Load(Fixtures.Model(model), dev);
-        using var delta = DeltaWeights.Load(path, Fixtures.Model(model), m.Config, dev);
-        using var golden = SafetensorsFile.Open(Path.Combine(FineTune(model), "goldens.safetensors"));
+        using var c = new Compressed(model, dev);
+        var (m, delta, golden) = (c.Model, c.Delta, c.Golden);
         var ids = golden.Get("p0.ids").ToArray<int>();
         var want = golden.Get("p0.last_logits").ToFloatArray();
         var was = LlamaModel.DeltaDecodeAsPool;
@@ -142,6 +134,33 @@ public class BitDeltaGoldenTests
         var scales = a.Scales(Device.Cpu).ToFloatArray();
         Assert.Equal(config.NumLayers * LayerWeights.LinearNames.Length, scales.Length);
         Assert.All(scales, v => Assert.Equal(0.25f, v));
+    }
+
+    /// <summary>The tiny model's fine-tune compressed by us into a temp file, the base and the delta loaded on a device, and
+    /// PyTorch's goldens.</summary>
+    sealed class Compressed : IDisposable
+    {
+        readonly TempDir dir = new();
+        public readonly LlamaModel Model;
+        public readonly DeltaWeights Delta;
+        public readonly SafetensorsFile Golden;
+
+        public Compressed(string model, Device dev)
+        {
+            string path = dir.File("delta.safetensors");
+            Compressor.Compress(Fixtures.Model(model), FineTune(model), path);
+            Model = LlamaModel.Load(Fixtures.Model(model), dev);
+            Delta = DeltaWeights.Load(path, Fixtures.Model(model), Model.Config, dev);
+            Golden = SafetensorsFile.Open(Path.Combine(FineTune(model), "goldens.safetensors"));
+        }
+
+        public void Dispose()
+        {
+            Golden.Dispose();
+            Delta.Dispose();
+            Model.Dispose();
+            dir.Dispose();
+        }
     }
 
     public static TheoryData<string, string> IlgpuCases
