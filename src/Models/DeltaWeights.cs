@@ -183,7 +183,7 @@ public sealed class DeltaWeights : IDisposable
         for (int l = 0; l < config.NumLayers; l++)
             for (int k = 0; k < LayerWeights.LinearNames.Length; k++)
             {
-                var shape = shapes[$"model.layers.{l}.{LayerWeights.LinearNames[k]}.weight"];
+                var shape = shapes[LlamaWeights.LayerPrefix(l) + LayerWeights.LinearNames[k] + ".weight"];
                 var signs = Tensor.Empty([(int)shape[0], (int)shape[1]], DType.Sign1, device);
                 owned.Add(signs);
                 Kernels.RandomFill.Run(signs, seed * 7919UL + (ulong)(l * 16 + k));

@@ -124,7 +124,7 @@ public class BitDeltaGoldenTests
             for (int k = 0; k < LayerWeights.LinearNames.Length; k++)
             {
                 var b = a.Layers[l].Bits[k]!;
-                Assert.Equal(shapes[$"model.layers.{l}.{LayerWeights.LinearNames[k]}.weight"], b.Signs.Shape);
+                Assert.Equal(shapes[LlamaWeights.LayerPrefix(l) + LayerWeights.LinearNames[k] + ".weight"], b.Signs.Shape);
                 Assert.Equal(DType.Sign1, b.Signs.DType);
                 Assert.Equal(0.25f, b.Scale);
                 Assert.Equal(b.Signs.ToArray<uint>(), again.Layers[l].Bits[k]!.Signs.ToArray<uint>());
