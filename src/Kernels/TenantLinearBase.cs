@@ -52,13 +52,6 @@ public static partial class TenantLinear
     }
 
     /// <summary>
-    /// y (+)= x·Wᵀ for a few rows with no tenant (x f32 [rows, in], W [out, in], y f32 [rows, out]) through this base
-    /// form, which reads W once for up to 8 groups of 8 rows, where it applies (an f16 W whose shape and alignment the
-    /// tensor-core forms take); false where it does not, and then nothing was launched. MatMul takes it on CUDA for 1–32
-    /// rows, where its GEMV read W once per 8 rows: the 32-row lm_head of a decode step took 4 × 330 µs, and one row ran
-    /// at 0.40 of copy against the streamed form's 0.59–0.72 (bench/NOTES.md), which it takes for 1–3 rows.
-    /// </summary>
-    /// <summary>
     /// <see cref="TryBase"/> takes the streamed form (one launch) for at most this many rows, the base form's three
     /// launches above. A 7B decode step on the H200 (`bench model --random-7b`, ms, streamed against three launches): 1 row
     /// 6.57–6.91 against the GEMV's 9.65, 2 rows 6.89–7.00 against 7.36–7.44, 3 rows 7.33–7.52 against 7.86, 4 rows
@@ -67,6 +60,13 @@ public static partial class TenantLinear
     /// </summary>
     public const int BaseStreamMaxRows = 3;
 
+    /// <summary>
+    /// y (+)= x·Wᵀ for a few rows with no tenant (x f32 [rows, in], W [out, in], y f32 [rows, out]) through this base
+    /// form, which reads W once for up to 8 groups of 8 rows, where it applies (an f16 W whose shape and alignment the
+    /// tensor-core forms take); false where it does not, and then nothing was launched. MatMul takes it on CUDA for 1–32
+    /// rows, where its GEMV read W once per 8 rows: the 32-row lm_head of a decode step took 4 × 330 µs, and one row ran
+    /// at 0.40 of copy against the streamed form's 0.59–0.72 (bench/NOTES.md), which it takes for 1–3 rows.
+    /// </summary>
     public static bool TryBase(Tensor x, Tensor w, Tensor y, bool accumulate)
     {
         if (!UseBase || x.Rank != 2 || x.Dim(0) >= PrefillMinRows || !x.Device.IsIlgpu) return false;
@@ -77,8 +77,7 @@ public static partial class TenantLinear
         // multi-tenant engine's decode rows run the same); more: split, products, sums (three launches)
         if (x.Dim(0) <= BaseStreamMaxRows && TakesStream(rows, w))
         {
-            using var none = Tensor.Empty([4], DType.I32, x.Device);   // no tenant rows: the signs and scales are not read
-            DecodeStream(x, w, none, none, rows, y, accumulate);
+            DecodeStream(x, w, w, w, rows, y, accumulate);   // no tenant rows: signs and scales are never read (W stands in)
             return true;
         }
         DecodeBase(x, w, rows.MmaGroups!, rows.MmaGroupCount, y, accumulate);
