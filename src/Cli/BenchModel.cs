@@ -23,6 +23,7 @@ public static partial class Cli
         var batches = new Option<string>("--batches") { Description = "decode batch sizes, comma-separated", DefaultValueFactory = _ => "1,16" };
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
         var randomDelta = new Option<bool>("--random-delta") { Description = "then decode again with a BitDelta delta of random signs on every linear: its decode rows as a one-slot pool (one launch a linear) and with the base and signs products apart, to compare" };
+        var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "one-row decode linears without GemvOne (the streamed form or --no-stream's), to compare" };
         var noStream = new Option<bool>("--no-stream") { Description = "decode linears of 1–3 rows without the tenant linear's streamed form (1 row: the GEMV; 2–3: the base form's three launches), to compare" };
         var cmd = new Command("model", "Time loading, prefill and batched decode of a checkpoint (random prompts, greedy).");
         cmd.Options.Add(model);
@@ -37,6 +38,7 @@ public static partial class Cli
         cmd.Options.Add(batches);
         cmd.Options.Add(newTokens);
         cmd.Options.Add(noStream);
+        cmd.Options.Add(noGemvOne);
         cmd.Options.Add(randomDelta);
         cmd.Options.Add(DeviceOption);
         cmd.SetAction(r => Guard(() =>
@@ -56,6 +58,7 @@ public static partial class Cli
             RecordTo(r, dev);
             int n = r.GetValue(prefill), steps = r.GetValue(newTokens);
             if (r.GetValue(noStream)) TenantLinear.UseStream = false;
+            if (r.GetValue(noGemvOne)) GemvOne.Use = false;
             var bs = ParseInts(r.GetValue(batches)!, "--batches");
             var sw = Stopwatch.StartNew();
             int maxPositions = Math.Max(n, 16 + Math.Max(steps, 4)) + 1;   // the decode warm-up takes 4 tokens

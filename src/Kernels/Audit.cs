@@ -12,6 +12,7 @@ public static class Audit
         KvCache.Case,
         .. Attention.Cases,
         .. MatMul.Cases,
+        GemvOne.Case,
         GemmHalf.Case,
         GemmWgmma.Case,
         BitLinear.Case,

@@ -99,6 +99,23 @@ public static class Check
         return den == 0 ? (num == 0 ? 0 : double.PositiveInfinity) : Math.Sqrt(num / den);
     }
 
+    /// <summary>‖got − want‖ / ‖magnitude‖, where magnitude[o] = Σ_i |x_i·w_oi| of each output's dot product: f32
+    /// summation's error bound scales with it (Higham, Accuracy and Stability of Numerical Algorithms, §3.1), not with
+    /// |want|, which cancellation can make small at a single output.</summary>
+    public static double ErrorOfDots(ReadOnlySpan<float> got, ReadOnlySpan<float> want, ReadOnlySpan<double> magnitude)
+    {
+        if (got.Length != want.Length || got.Length != magnitude.Length) throw new ArgumentException($"lengths {got.Length}, {want.Length}, {magnitude.Length}");
+        double num = 0, den = 0;
+        for (int i = 0; i < got.Length; i++)
+        {
+            if (!float.IsFinite(got[i])) return double.PositiveInfinity;
+            double d = (double)got[i] - want[i];
+            num += d * d;
+            den += magnitude[i] * magnitude[i];
+        }
+        return den == 0 ? (num == 0 ? 0 : double.PositiveInfinity) : Math.Sqrt(num / den);
+    }
+
     /// <summary>An output tensor on <paramref name="dev"/>, poisoned.</summary>
     public static Tensor Poisoned(ReadOnlySpan<int> shape, DType dtype, Device dev)
     {

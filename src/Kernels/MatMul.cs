@@ -59,6 +59,11 @@ public static partial class MatMul
     public static void Run(Tensor x, Tensor w, Tensor y, bool accumulate = false)
     {
         var (rows, inDim, outDim) = Shapes(x, w, y);
+        if (rows == 1 && GemvOne.Takes(x, w))
+        {
+            GemvOne.Run(x, w, null, null, -1, y, accumulate);
+            return;
+        }
         if (rows >= 1 && rows <= ChunkedGemvMaxRows && y.Device.Kind == DeviceKind.Cuda)
         {
             // W read once for all rows, on tensor cores, where the form applies. CUDA only: on ILGPU's CPU accelerator its

@@ -74,6 +74,12 @@ public static partial class TenantLinear
         foreach (var s in tenants.Slots)
             if (s < -1 || s >= capacity) throw new ArgumentException($"tenant linear: slot {s} outside the pool's {capacity}");
         if (rows == 0 || outDim == 0) return;
+        if (rows == 1 && GemvOne.Takes(x, w) && (tenants.Slots[0] < 0 || GemvOne.ForTenants))
+        {
+            // one decode row: one warp an output reads its whole row of W, no block meets another (GemvOne.cs)
+            GemvOne.Run(x, w, signs, scales, tenants.Slots[0], y, accumulate);
+            return;
+        }
         using var x2 = x.Reshape(rows, inDim);
         using var y2 = y.Reshape(rows, outDim);
         if (!y.Device.IsIlgpu)
@@ -366,6 +372,7 @@ public static partial class TenantLinear
         if (dev.IsIlgpu && path == " tensor cores" && TakesStream(tenants, tw)) path += $", streamed ({tenants.FewCount} tenant rows)";
         else if (dev.IsIlgpu && TakesBits(tenants, tw)) path += $", {tenants.BitsCount} rows bit-serial{(UseBase && tenants.DecodeTenantsAllBits ? FuseBits ? ", base form, three launches" : ", base form" : "")}";
         if (bits && dev.IsIlgpu && !TakesBits(tenants, tw) && !TakesStream(tenants, tw)) throw new InvalidOperationException($"{name}: the bit-serial form did not apply to [{outDim}, {inDim}]");
+        if (rows == 1 && GemvOne.Takes(tx, tw)) path = " gemv one";
         return (Check.RelativeError(ty.ToFloatArray(), want),
                 $"{rows} rows in {tenants.Segments.Length} segments over {capacity} slots, [{outDim}, {inDim}] w {wt}{(accumulate ? " +=" : "")}{path}");
     });

@@ -180,7 +180,9 @@ public class TenantLinearStreamTests
         public float[] Run()
         {
             using var y = Check.Poisoned([rows, outDim], DType.F32, x.Device);
-            TenantLinear.Run(x, w, signs, scales, Tenants, y);
+            GemvOne.Use = false;   // one-row batches here test the streamed form
+            try { TenantLinear.Run(x, w, signs, scales, Tenants, y); }
+            finally { GemvOne.Use = true; }
             return y.ToFloatArray();
         }
 
@@ -230,11 +232,13 @@ public class TenantLinearStreamTests
         int max = TenantLinear.StreamMaxRows, bitsSplit = TenantLinear.StreamBitsSplit;
         TenantLinear.StreamMaxRows = int.MaxValue;   // the streamed form whatever the engine's threshold
         TenantLinear.StreamBitsSplit = seed % 2 == 1 ? 4 : 0;   // both layouts of the tenant-row blocks (the CPU's few slots pick 1)
+        GemvOne.Use = false;   // one row too: GemvOne has its own audit case
         try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty, accumulate); }
         finally
         {
             TenantLinear.StreamMaxRows = max;
             TenantLinear.StreamBitsSplit = bitsSplit;
+            GemvOne.Use = true;
         }
         TenantLinear.Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, accumulate);
         double err = Check.RelativeError(ty.ToFloatArray(), want);

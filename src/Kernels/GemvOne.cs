@@ -1,0 +1,200 @@
+using System.Runtime.CompilerServices;
+using ILGPU;
+using ILGPU.Runtime;
+using static BitDeltaNative.Kernels.MatMul;
+
+namespace BitDeltaNative.Kernels;
+
+/// <summary>
+/// One row of x through one linear, with or without one tenant's BitDelta term: y (+)= x·(W + α·S)ᵀ, x f32 [1, in],
+/// W f16 or bf16 [out, in], S the ±1 signs packed 32 a word along in (<see cref="DType.Sign1"/>), α one scale. This is
+/// the decode step of one sequence, which reads every weight once and does two flops with it: the bytes decide.
+///
+/// One warp an output row, no shared memory and no barrier: lane l reads 16-byte chunks l, l + 32, … of W's row, eight
+/// of them issued before the first is used (4 KB in flight a warp; 31 warps a multiprocessor at 4096 outputs on 132
+/// multiprocessors is ~127 KB, where Little's law at 4.8 TB/s and ~1 µs asks ~36 KB), x's matching 32 bytes from L1, and
+/// a chunk past the row's end reads the row's last chunk and counts 0 (no branch sits between the loads, so they issue
+/// together: bench/NOTES.md, decode attention). The tenant's 8 sign bits of a chunk are one byte of its row; α is folded
+/// into the 8 weights in f32 as the twin does (W + α·S, BitLinear.cs). The streamed form (TenantLinearStream.cs) reached
+/// 0.59 of copy at 4096² with one row: its blocks meet at barriers inside every chunk of 64 inputs (a fifth of its stall
+/// cycles, Nsight, bench/NOTES.md), which a warp that owns its whole row never does.
+/// </summary>
+public static class GemvOne
+{
+    /// <summary>Take this kernel for one-row linears where it applies (the bench turns it off to compare).</summary>
+    public static bool Use { get; set; } = true;
+
+    /// <summary>Take it for a tenant's row too (<see cref="TenantLinear.Run"/>), not only for the base alone.</summary>
+    public static bool ForTenants { get; set; } = true;
+
+    const int Warps = 4, Batch = 8;
+
+    /// <summary>The scalar spec: y[o] (+)= Σ_i x[i]·(W[o, i] + α·S[o, i]) in f32, S read from the packed words when
+    /// <paramref name="signs"/> is given (<paramref name="words"/> words a row).</summary>
+    public static void Twin(ReadOnlySpan<float> x, ReadOnlySpan<float> w, ReadOnlySpan<uint> signs, float alpha, Span<float> y,
+                            int inDim, int outDim, bool accumulate)
+    {
+        int words = DTypes.SignWordsPerRow(inDim);
+        for (int o = 0; o < outDim; o++)
+        {
+            double s = 0;
+            for (int i = 0; i < inDim; i++)
+            {
+                float wi = w[o * inDim + i];
+                if (!signs.IsEmpty) wi += alpha * BitLinear.Sign(signs, words, o, i);
+                s += (double)x[i] * wi;
+            }
+            y[o] = (float)(accumulate ? y[o] + s : s);
+        }
+    }
+
+    /// <summary>Whether the kernel takes this linear: one row, an f16 or bf16 W whose rows are whole 16-byte chunks, x and
+    /// W 16-byte aligned, on an ILGPU device.</summary>
+    public static bool Takes(Tensor x, Tensor w) =>
+        Use && x.Device.IsIlgpu && (w.DType == DType.F16 || w.DType == DType.BF16) && w.Rank == 2
+        && x.ElementCount == w.Dim(1) && w.Dim(1) % 8 == 0 && VectorPath(x, w, w.Dim(1));
+
+    /// <summary>y (+)= x·Wᵀ, plus α·x·Sᵀ where <paramref name="signs"/> is given: its slot <paramref name="slot"/> of a
+    /// [capacity, out, in] Sign1 tensor (or a 2-D [out, in] one with slot 0), α = scales[slot]. The caller checked
+    /// <see cref="Takes"/> and the shapes.</summary>
+    public static void Run(Tensor x, Tensor w, Tensor? signs, Tensor? scales, int slot, Tensor y, bool accumulate)
+    {
+        int outDim = w.Dim(0), inDim = w.Dim(1);
+        if (outDim == 0) return;
+        bool tenant = signs != null && slot >= 0;
+        long offset = tenant ? (long)slot * outDim * DTypes.SignWordsPerRow(inDim) : 0;
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, long, ArrayView<float>, int,
+                                      ArrayView<float>, int, int, int>>(GemvOneKernel)(
+            new KernelConfig((outDim + Warps - 1) / Warps, Warps * 32),
+            w.View<Vec16>(), Elem.Code(w.DType), x.View<Vec16>(),
+            tenant ? signs!.View<uint>() : w.View<uint>(), offset,   // no tenant: W stands in for the signs and scales, never read
+            tenant ? scales!.View<float>() : y.View<float>(), tenant ? slot : -1,
+            y.View<float>(), inDim, outDim, accumulate ? 1 : 0);
+    }
+
+    static void GemvOneKernel(ArrayView<Vec16> w16, int code, ArrayView<Vec16> x16, ArrayView<uint> signs, long signOffset,
+                              ArrayView<float> scales, int slot, ArrayView<float> y, int inDim, int outDim, int accumulate)
+    {
+        int o = Grid.IdxX * Warps + Warp.WarpIdx;
+        if (o >= outDim) return;   // the whole warp leaves together
+        int lane = Warp.LaneIdx;
+        var w = w16.AsAligned(16);
+        var x = x16.AsAligned(16);
+        int chunks = inDim / 8;
+        long row = (long)o * chunks;
+        long signRow = signOffset + (long)o * DTypes.SignWordsPerRow(inDim);
+        // four copies of the loop, each with its flags constant: a branch inside the batch (as on the weights' type, per
+        // chunk) would stop ptxas from issuing the later chunks' x loads early
+        float alpha = slot >= 0 ? scales[slot] : 0f;
+        float s = slot >= 0
+            ? code == Elem.BF16 ? Row(w, true, x, signs, signRow, alpha, true, row, chunks, lane) : Row(w, false, x, signs, signRow, alpha, true, row, chunks, lane)
+            : code == Elem.BF16 ? Row(w, true, x, signs, signRow, 0f, false, row, chunks, lane) : Row(w, false, x, signs, signRow, 0f, false, row, chunks, lane);
+        s = WarpTotal(s);
+        if (lane == 0) Put(y, o, s, accumulate);
+    }
+
+    /// <summary>The lane's share of one output row. <paramref name="bf16"/> and <paramref name="tenant"/> are constants at
+    /// each call, so after inlining the base-only loop carries no sign loads and no loop a branch on the type.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Row(ArrayView<Vec16> w, bool bf16, ArrayView<Vec16> x, ArrayView<uint> signs, long signRow, float alpha, bool tenant,
+                     long row, int chunks, int lane)
+    {
+        float a0 = 0f, a1 = 0f;
+        int last = chunks - 1;
+        for (int b = lane; b - lane < chunks; b += 32 * Batch)
+        {
+            int c0 = b, c1 = b + 32, c2 = b + 64, c3 = b + 96, c4 = b + 128, c5 = b + 160, c6 = b + 192, c7 = b + 224;
+            int k0 = Math.Min(c0, last), k1 = Math.Min(c1, last), k2 = Math.Min(c2, last), k3 = Math.Min(c3, last);
+            int k4 = Math.Min(c4, last), k5 = Math.Min(c5, last), k6 = Math.Min(c6, last), k7 = Math.Min(c7, last);
+            var q0 = w[row + k0]; var q1 = w[row + k1]; var q2 = w[row + k2]; var q3 = w[row + k3];
+            var q4 = w[row + k4]; var q5 = w[row + k5]; var q6 = w[row + k6]; var q7 = w[row + k7];
+            uint s0 = 0, s1 = 0, s2 = 0, s3 = 0, s4 = 0, s5 = 0, s6 = 0, s7 = 0;
+            if (tenant)
+            {
+                s0 = signs[signRow + (k0 >> 2)]; s1 = signs[signRow + (k1 >> 2)]; s2 = signs[signRow + (k2 >> 2)]; s3 = signs[signRow + (k3 >> 2)];
+                s4 = signs[signRow + (k4 >> 2)]; s5 = signs[signRow + (k5 >> 2)]; s6 = signs[signRow + (k6 >> 2)]; s7 = signs[signRow + (k7 >> 2)];
+            }
+            a0 += Chunk(q0, bf16, x, k0, s0, alpha, tenant, c0 <= last);
+            a1 += Chunk(q1, bf16, x, k1, s1, alpha, tenant, c1 <= last);
+            a0 += Chunk(q2, bf16, x, k2, s2, alpha, tenant, c2 <= last);
+            a1 += Chunk(q3, bf16, x, k3, s3, alpha, tenant, c3 <= last);
+            a0 += Chunk(q4, bf16, x, k4, s4, alpha, tenant, c4 <= last);
+            a1 += Chunk(q5, bf16, x, k5, s5, alpha, tenant, c5 <= last);
+            a0 += Chunk(q6, bf16, x, k6, s6, alpha, tenant, c6 <= last);
+            a1 += Chunk(q7, bf16, x, k7, s7, alpha, tenant, c7 <= last);
+        }
+        return a0 + a1;
+    }
+
+    /// <summary>Chunk k's 8 weights (α·S folded in when <paramref name="tenant"/>) times x[8k .. 8k+7]; 0 for a chunk past
+    /// the row's end (a select after the loads, not a branch around them).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Chunk(Vec16 q, bool bf16, ArrayView<Vec16> x, int k, uint word, float alpha, bool tenant, bool valid)
+    {
+        W8 w8;
+        if (bf16)
+        {
+            w8.A0 = Interop.IntAsFloat(q.X << 16); w8.A1 = Interop.IntAsFloat(q.X & 0xFFFF0000u);
+            w8.A2 = Interop.IntAsFloat(q.Y << 16); w8.A3 = Interop.IntAsFloat(q.Y & 0xFFFF0000u);
+            w8.A4 = Interop.IntAsFloat(q.Z << 16); w8.A5 = Interop.IntAsFloat(q.Z & 0xFFFF0000u);
+            w8.A6 = Interop.IntAsFloat(q.W << 16); w8.A7 = Interop.IntAsFloat(q.W & 0xFFFF0000u);
+        }
+        else
+        {
+            w8.A0 = (float)Interop.IntAsFloat((ushort)q.X); w8.A1 = (float)Interop.IntAsFloat((ushort)(q.X >> 16));
+            w8.A2 = (float)Interop.IntAsFloat((ushort)q.Y); w8.A3 = (float)Interop.IntAsFloat((ushort)(q.Y >> 16));
+            w8.A4 = (float)Interop.IntAsFloat((ushort)q.Z); w8.A5 = (float)Interop.IntAsFloat((ushort)(q.Z >> 16));
+            w8.A6 = (float)Interop.IntAsFloat((ushort)q.W); w8.A7 = (float)Interop.IntAsFloat((ushort)(q.W >> 16));
+        }
+        if (tenant)
+        {
+            uint bits = word >> ((k & 3) * 8);   // chunk k's signs are byte k % 4 of word k / 4 (least significant bit first)
+            float na = -alpha;
+            w8.A0 += (bits & 1u) != 0 ? alpha : na;
+            w8.A1 += (bits & 2u) != 0 ? alpha : na;
+            w8.A2 += (bits & 4u) != 0 ? alpha : na;
+            w8.A3 += (bits & 8u) != 0 ? alpha : na;
+            w8.A4 += (bits & 16u) != 0 ? alpha : na;
+            w8.A5 += (bits & 32u) != 0 ? alpha : na;
+            w8.A6 += (bits & 64u) != 0 ? alpha : na;
+            w8.A7 += (bits & 128u) != 0 ? alpha : na;
+        }
+        float d = Dot8(w8, x[2L * k], x[2L * k + 1], 0f);
+        return valid ? d : 0f;
+    }
+
+    // ---- audit ----
+
+    /// <summary>W f16 or bf16, with a tenant's signs (slot 0–2 of a 3-slot pool) or without, accumulate on or off, at
+    /// random; the error against Σ|x·w| of each output (<see cref="Check.ErrorOfDots"/>); in a multiple of 8 up to 8·600 = 4800 (one and more batches of 8 × 32 chunks, ragged: 8·257 is one chunk
+    /// past a batch), out up to 70 (a partial last block of 4 warps).</summary>
+    public static AuditCase Case => new("gemv one", Check.F32Bound, (dev, rng) =>
+    {
+        var wt = rng.Next(2) == 0 ? DType.F16 : DType.BF16;
+        int inDim = 8 * Check.Size(rng, 600), outDim = Check.Size(rng, 70);
+        bool tenant = rng.Next(3) > 0, accumulate = rng.Next(2) == 0;
+        int capacity = 3, slot = rng.Next(capacity);
+        int words = DTypes.SignWordsPerRow(inDim);
+        var x = Check.Values(rng, inDim, 2f);
+        var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), wt);
+        var signs = Check.Signs(rng, capacity * outDim, inDim);
+        var scales = Enumerable.Range(0, capacity).Select(_ => Check.Value(rng, 0.05f)).ToArray();
+        var want = accumulate ? Check.Values(rng, outDim, 3f) : new float[outDim];
+        using var tx = Tensor.From(x, [1, inDim], dev);
+        using var tw = Tensor.From(w, [outDim, inDim], dev, wt);
+        using var ts = Tensor.From(signs, [capacity, outDim, inDim], dev);
+        using var ta = Tensor.From(scales, [capacity], dev);
+        using var ty = accumulate ? Tensor.From(want, [1, outDim], dev) : Check.Poisoned([1, outDim], DType.F32, dev);
+        if (!Takes(tx, tw)) throw new InvalidOperationException($"gemv one: the kernel did not take [1, {inDim}]·[{outDim}, {inDim}]ᵀ {wt} on {dev}");
+        Run(tx, tw, tenant ? ts : null, tenant ? ta : null, slot, ty, accumulate);
+        var slotSigns = signs.AsSpan(slot * outDim * words, outDim * words);
+        Twin(x, w, tenant ? slotSigns : [], scales[slot], want, inDim, outDim, accumulate);
+        // one output whose dot product cancels would fail |want|'s measure on f32 summation alone: measured against
+        // Σ|x·w| instead, as the error bound of a sum is
+        var magnitude = new double[outDim];
+        for (int o = 0; o < outDim; o++)
+            for (int i = 0; i < inDim; i++)
+                magnitude[o] += Math.Abs((double)x[i] * (w[o * inDim + i] + (tenant ? scales[slot] * BitLinear.Sign(slotSigns, words, o, i) : 0f)));
+        return (Check.ErrorOfDots(ty.ToFloatArray(), want, magnitude), $"[1, {inDim}]·[{outDim}, {inDim}]ᵀ w {wt}{(tenant ? $" + α·S slot {slot}" : "")}{(accumulate ? " +=" : "")}");
+    });
+}
