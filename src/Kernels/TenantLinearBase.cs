@@ -64,7 +64,7 @@ public static partial class TenantLinear
     /// y (+)= x·Wᵀ for a few rows with no tenant (x f32 [rows, in], W [out, in], y f32 [rows, out]) through this base
     /// form, which reads W once for up to 8 groups of 8 rows, where it applies (an f16 W whose shape and alignment the
     /// tensor-core forms take); false where it does not, and then nothing was launched. MatMul takes it on CUDA for 1–32
-    /// rows, where its GEMV read W once per 8 rows: the 32-row lm_head of a decode step took 4 × 330 µs, and one row ran
+    /// rows (one row only where GemvOne does not apply), where its GEMV read W once per 8 rows: the 32-row lm_head of a decode step took 4 × 330 µs, and one row ran
     /// at 0.40 of copy against the streamed form's 0.59–0.72 (bench/NOTES.md), which it takes for 1–3 rows.
     /// </summary>
     public static bool TryBase(Tensor x, Tensor w, Tensor y, bool accumulate)

@@ -10,7 +10,8 @@ mkdir -p $A && tar -C $A -xJf .gpu/app.tar.xz
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 python3 tools/oracle/bench_hf_7b.py --make /tmp/llama7b 2>&1 | tail -1
-cp .gpu/shared/llama2/tokenizer.model /tmp/llama7b/
+# start-up's generate needs a tokenizer: before the call, mkdir -p .gpu/shared/llama2 && cp ../shared/fixtures/llama2/tokenizer.model there
+cp .gpu/shared/llama2/tokenizer.model /tmp/llama7b/ || echo "no .gpu/shared/llama2/tokenizer.model: bench startup will fail"
 timeout 120 python3 tools/oracle/bench_torch_gemm.py --rows 512,2048 > $OUT/torch-gemm.txt 2>&1; cat $OUT/torch-gemm.txt
 timeout 480 $A/bitdelta bench all --device cuda --model /tmp/llama7b --record $OUT/figures.jsonl > $OUT/all.txt 2>&1
 echo "bench all exit $?"; tail -60 $OUT/all.txt
