@@ -83,7 +83,7 @@ public static partial class Cli
                 int units = (int)(wBytes / 16);
                 double copyKernel = Median(dev, warm, samples, perSample, () => copy(units, ws[next++ % nBuf].View<MatMul.Vec16>(), dst.View<MatMul.Vec16>()));
                 double memcpy = Median(dev, warm, samples, perSample, () => dst.CopyFrom(ws[next++ % nBuf]));
-                if (nRows == 1 && dt == DType.F16 && cuda) OneRowForms(dev, ws, x, y, warm, samples, perSample, 2.0 * wBytes / copyKernel / 1e3);
+                if (nRows <= 2 && dt == DType.F16 && cuda) FewRowForms(dev, ws, x, y, nRows, warm, samples, perSample, 2.0 * wBytes / copyKernel / 1e3);
                 foreach (var w in ws) w.Dispose();
 
                 double gemvBytes = wBytes + 4.0 * nRows * inDim + 4.0 * nRows * outDim;
@@ -97,32 +97,33 @@ public static partial class Cli
         return cmd;
     }
 
-    /// <summary>One row, the forms a decode linear can take (bench/NOTES.md): GemvOne without and with one tenant's signs,
-    /// and the tenant linear's streamed form without and with them (GemvOne off), each over the same rotating W.</summary>
-    static void OneRowForms(Device dev, Tensor[] ws, Tensor x, Tensor y, int warm, int samples, int perSample, double copyGbs)
+    /// <summary>1 or 2 rows, the forms a decode linear can take (bench/NOTES.md): GemvOne (one row) or its few-row form
+    /// without and with a tenant a row (each its own), and the tenant linear's streamed form without and with them
+    /// (GemvOne off), each over the same rotating W.</summary>
+    static void FewRowForms(Device dev, Tensor[] ws, Tensor x, Tensor y, int rows, int warm, int samples, int perSample, double copyGbs)
     {
         int outDim = ws[0].Dim(0), inDim = ws[0].Dim(1), nBuf = ws.Length, next = 0;
         var rng = new Random(7);
-        using var signs = Tensor.From(Check.Signs(rng, outDim, inDim), [1, outDim, inDim], dev);
-        using var scales = Tensor.From([0.01f], [1], dev);
-        using var none = TenantRows.All(1, -1, dev);
-        using var one = TenantRows.All(1, 0, dev);
+        using var signs = Tensor.From(Check.Signs(rng, rows * outDim, inDim), [rows, outDim, inDim], dev);
+        using var scales = Tensor.From(Enumerable.Range(1, rows).Select(i => 0.01f * i).ToArray(), [rows], dev);
+        using var none = TenantRows.All(rows, -1, dev);
+        using var own = new TenantRows(Enumerable.Range(0, rows).ToArray(), dev);
         double bitsBytes = signs.ByteLength;
         void Line(string form, double us, double bytes)
         {
-            double gb = (ws[0].ByteLength + bytes + 4.0 * (inDim + outDim)) / us / 1e3;
-            Record("gemv", $"{outDim}×{inDim}, 1 row, {form}: of copy", gb / copyGbs, "fraction");
+            double gb = (ws[0].ByteLength + bytes + 4.0 * rows * (inDim + outDim)) / us / 1e3;
+            Record("gemv", $"{outDim}×{inDim}, {rows} row(s), {form}: of copy", gb / copyGbs, "fraction");
             Console.WriteLine($"  {form,-22} {us,9:F1} µs {gb,8:F0} GB/s {gb / copyGbs,6:F2} of copy");
         }
         bool was = GemvOne.Use;
         try
         {
             GemvOne.Use = true;
-            Line("gemv one", Median(dev, warm, samples, perSample, () => GemvOne.Run(x, ws[next++ % nBuf], null, null, -1, y, false)), 0);
-            Line("gemv one + tenant", Median(dev, warm, samples, perSample, () => GemvOne.Run(x, ws[next++ % nBuf], signs, scales, 0, y, false)), bitsBytes);
+            Line("gemv one", Median(dev, warm, samples, perSample, () => TenantLinear.Run(x, ws[next++ % nBuf], signs, scales, none, y)), 0);
+            Line("gemv one + tenants", Median(dev, warm, samples, perSample, () => TenantLinear.Run(x, ws[next++ % nBuf], signs, scales, own, y)), bitsBytes);
             GemvOne.Use = false;
             Line("streamed", Median(dev, warm, samples, perSample, () => TenantLinear.Run(x, ws[next++ % nBuf], signs, scales, none, y)), 0);
-            Line("streamed + tenant", Median(dev, warm, samples, perSample, () => TenantLinear.Run(x, ws[next++ % nBuf], signs, scales, one, y)), bitsBytes);
+            Line("streamed + tenants", Median(dev, warm, samples, perSample, () => TenantLinear.Run(x, ws[next++ % nBuf], signs, scales, own, y)), bitsBytes);
         }
         finally { GemvOne.Use = was; }
     }

@@ -23,7 +23,7 @@ public static partial class Cli
         var batches = new Option<string>("--batches") { Description = "decode batch sizes, comma-separated", DefaultValueFactory = _ => "1,16" };
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
         var randomDelta = new Option<bool>("--random-delta") { Description = "then decode again with a BitDelta delta of random signs on every linear: its decode rows as a one-slot pool (one launch a linear) and with the base and signs products apart, to compare" };
-        var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "one-row decode linears without GemvOne (the streamed form or --no-stream's), to compare" };
+        var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "decode linears of 1 and 2 rows without GemvOne (the streamed or base forms), to compare" };
         var noStream = new Option<bool>("--no-stream") { Description = "decode linears of 1–3 rows without the tenant linear's streamed form (1 row: the GEMV; 2–3: the base form's three launches), to compare" };
         var cmd = new Command("model", "Time loading, prefill and batched decode of a checkpoint (random prompts, greedy).");
         cmd.Options.Add(model);

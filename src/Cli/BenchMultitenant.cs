@@ -45,7 +45,7 @@ public static partial class Cli
         var bitsRows = new Option<int?>("--bits-max-rows") { Description = "tenants with at most this many decode rows take the bit-serial form (default: the engine's)" };
         var bitsTenants = new Option<int?>("--bits-min-tenants") { Description = "… when at least this many tenants have so few (default: the engine's)" };
         var streamRows = new Option<int?>("--stream-max-rows") { Description = "take the streamed form for at most this many decode rows (default: the engine's)" };
-        var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "one-row decode linears without GemvOne (to compare)" };
+        var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "decode linears of 1 and 2 rows without GemvOne (to compare)" };
         var noStream = new Option<bool>("--no-stream") { Description = "leave the streamed form out of the engine (to compare)" };
         var noFuseBits = new Option<bool>("--no-fuse-bits") { Description = "past the streamed form's rows, the bit-serial and base forms as seven launches, not three (to compare)" };
         var baseBlocks = new Option<int?>("--base-blocks") { Description = "blocks per multiprocessor the base form's split of K aims for (default: the engine's)" };

@@ -54,6 +54,36 @@ public static class GemvOne
         Use && x.Device.IsIlgpu && (w.DType == DType.F16 || w.DType == DType.BF16) && w.Rank == 2
         && x.ElementCount == w.Dim(1) && w.Dim(1) % 8 == 0 && VectorPath(x, w, w.Dim(1));
 
+    /// <summary>The most rows the few-row form takes (<see cref="RunFew"/>): W read once, each row's products on CUDA
+    /// cores; past it the tensor-core forms. 2: with copies of its loop for 3 and 4 rows the kernel took 142 registers and
+    /// lost to the streamed form at 3–4 rows by 20–60% (bench/NOTES.md), so only two rows are compiled. MatMul takes it
+    /// for two rows (the plain model's step 7.23 → 6.47 ms at 7B); the tenant linear only for two base rows: with
+    /// tenants' signs it lost to the streamed form (24.9 against 22.6 µs at 4096²). 0 or 1 keeps it off.</summary>
+    public static int FewMaxRows { get; set; } = 2;
+
+    /// <summary>Whether the few-row form takes <paramref name="rows"/> rows (2, up to <see cref="FewMaxRows"/>) of x through W:
+    /// as <see cref="Takes"/>, rows after rows.</summary>
+    public static bool TakesFew(Tensor x, Tensor w, int rows) =>
+        Use && rows >= 2 && rows <= Math.Min(FewMaxRows, 2) && x.Device.IsIlgpu && (w.DType == DType.F16 || w.DType == DType.BF16)
+        && w.Rank == 2 && x.ElementCount == (long)rows * w.Dim(1) && w.Dim(1) % 8 == 0 && VectorPath(x, w, w.Dim(1));
+
+    /// <summary>y (+)= x·Wᵀ for 2 rows (x [rows, in], y [rows, out]), each row r plus α·x_r·S_{slot r}ᵀ where
+    /// <paramref name="slots"/> (I32 [rows] on the device) gives it a slot ≥ 0 of the [capacity, out, in] signs; W is read
+    /// once for all rows. The caller checked <see cref="TakesFew"/> and the shapes.</summary>
+    public static void RunFew(Tensor x, Tensor w, Tensor? signs, Tensor? scales, Tensor? slots, Tensor y, bool accumulate)
+    {
+        int outDim = w.Dim(0), inDim = w.Dim(1), rows = (int)(x.ElementCount / inDim);
+        if (outDim == 0) return;
+        bool tenant = signs != null && slots != null;
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, ArrayView<float>, ArrayView<int>, int,
+                                      ArrayView<float>, int, int, int, int>>(GemvFewKernel)(
+            new KernelConfig((outDim + Warps - 1) / Warps, Warps * 32),
+            w.View<Vec16>(), Elem.Code(w.DType), x.View<Vec16>(),
+            tenant ? signs!.View<uint>() : w.View<uint>(), tenant ? scales!.View<float>() : y.View<float>(),
+            tenant ? slots!.View<int>() : y.View<int>(), tenant ? 1 : 0,   // no tenant: stand-ins, never read
+            y.View<float>(), inDim, outDim, rows, accumulate ? 1 : 0);
+    }
+
     /// <summary>y (+)= x·Wᵀ, plus α·x·Sᵀ where <paramref name="signs"/> is given: its slot <paramref name="slot"/> of a
     /// [capacity, out, in] Sign1 tensor (or a 2-D [out, in] one with slot 0), α = scales[slot]. The caller checked
     /// <see cref="Takes"/> and the shapes.</summary>
@@ -126,10 +156,86 @@ public static class GemvOne
         return a0 + a1;
     }
 
+    /// <summary>Two rows' sums, and the per-row constants of a two-row call (fields, not arrays: registers).</summary>
+    struct Two
+    {
+        public float R0, R1;
+    }
+
+    struct TwoRows
+    {
+        public long S0, S1;    // each row's first sign word of this output
+        public float A0, A1;   // each row's α (0 for a base row)
+    }
+
+    static void GemvFewKernel(ArrayView<Vec16> w16, int code, ArrayView<Vec16> x16, ArrayView<uint> signs, ArrayView<float> scales,
+                              ArrayView<int> slots, int tenant, ArrayView<float> y, int inDim, int outDim, int rows, int accumulate)
+    {
+        int o = Grid.IdxX * Warps + Warp.WarpIdx;
+        if (o >= outDim) return;
+        int lane = Warp.LaneIdx;
+        var w = w16.AsAligned(16);
+        var x = x16.AsAligned(16);
+        int chunks = inDim / 8, words = DTypes.SignWordsPerRow(inDim);
+        long row = (long)o * chunks, slotWords = (long)outDim * words;
+        TwoRows c = default;
+        if (tenant != 0)
+        {
+            // a base row (slot −1) reads slot 0's signs with α = 0: its products stay W's alone, with no branch per row
+            int t0 = slots[0], t1 = slots[1];
+            c.S0 = Math.Max(t0, 0) * slotWords + (long)o * words; c.A0 = t0 >= 0 ? scales[t0] : 0f;
+            c.S1 = Math.Max(t1, 0) * slotWords + (long)o * words; c.A1 = t1 >= 0 ? scales[t1] : 0f;
+        }
+        long xs = inDim / 4;   // one row of x in 16-byte units
+        bool bf = code == Elem.BF16, t = tenant != 0;
+        // each (type, tenant) its own copy of the loop, all constant inside it (see GemvOneKernel). Two rows only
+        // (FewMaxRows): copies for 3 and 4 rows took the kernel to 142 registers and lost to the streamed form
+        Two a = bf ? (t ? Few(w, true, x, xs, signs, c, true, row, chunks, lane) : Few(w, true, x, xs, signs, c, false, row, chunks, lane))
+                   : (t ? Few(w, false, x, xs, signs, c, true, row, chunks, lane) : Few(w, false, x, xs, signs, c, false, row, chunks, lane));
+        float s0 = WarpTotal(a.R0), s1 = WarpTotal(a.R1);
+        if (lane == 0) { Put(y, o, s0, accumulate); Put(y, outDim + o, s1, accumulate); }
+    }
+
+    /// <summary>The lane's share of one output for two rows: 4 chunks of W a batch, each unpacked once and, with a tenant,
+    /// folded per row with that row's sign byte and α.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Two Few(ArrayView<Vec16> w, bool bf16, ArrayView<Vec16> x, long xs, ArrayView<uint> signs, TwoRows c, bool tenant,
+                   long row, int chunks, int lane)
+    {
+        Two a = default;
+        int last = chunks - 1;
+        for (int b = lane; b - lane < chunks; b += 32 * 4)
+        {
+            int c0 = b, c1 = b + 32, c2 = b + 64, c3 = b + 96;
+            int k0 = Math.Min(c0, last), k1 = Math.Min(c1, last), k2 = Math.Min(c2, last), k3 = Math.Min(c3, last);
+            var q0 = w[row + k0]; var q1 = w[row + k1]; var q2 = w[row + k2]; var q3 = w[row + k3];
+            a = FewChunk(a, q0, bf16, x, xs, signs, c, tenant, k0, c0 <= last);
+            a = FewChunk(a, q1, bf16, x, xs, signs, c, tenant, k1, c1 <= last);
+            a = FewChunk(a, q2, bf16, x, xs, signs, c, tenant, k2, c2 <= last);
+            a = FewChunk(a, q3, bf16, x, xs, signs, c, tenant, k3, c3 <= last);
+        }
+        return a;
+    }
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Two FewChunk(Two a, Vec16 q, bool bf16, ArrayView<Vec16> x, long xs, ArrayView<uint> signs, TwoRows c, bool tenant, int k, bool valid)
+    {
+        int word = k >> 2;
+        var w8 = Weights8(q, bf16);
+        a.R0 += Dot(w8, x, 0, k, tenant ? signs[c.S0 + word] : 0u, c.A0, tenant, valid);
+        a.R1 += Dot(w8, x, xs, k, tenant ? signs[c.S1 + word] : 0u, c.A1, tenant, valid);
+        return a;
+    }
+
     /// <summary>Chunk k's 8 weights (α·S folded in when <paramref name="tenant"/>) times x[8k .. 8k+7]; 0 for a chunk past
     /// the row's end (a select after the loads, not a branch around them).</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float Chunk(Vec16 q, bool bf16, ArrayView<Vec16> x, int k, uint word, float alpha, bool tenant, bool valid)
+    static float Chunk(Vec16 q, bool bf16, ArrayView<Vec16> x, int k, uint word, float alpha, bool tenant, bool valid) =>
+        Dot(Weights8(q, bf16), x, 0, k, word, alpha, tenant, valid);
+
+    /// <summary>Eight f16 or bf16 weights as f32 (little-endian: the low half of each word first).</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static W8 Weights8(Vec16 q, bool bf16)
     {
         W8 w8;
         if (bf16)
@@ -146,6 +252,14 @@ public static class GemvOne
             w8.A4 = (float)Interop.IntAsFloat((ushort)q.Z); w8.A5 = (float)Interop.IntAsFloat((ushort)(q.Z >> 16));
             w8.A6 = (float)Interop.IntAsFloat((ushort)q.W); w8.A7 = (float)Interop.IntAsFloat((ushort)(q.W >> 16));
         }
+        return w8;
+    }
+
+    /// <summary>8 weights, α·S folded in with the chunk's sign byte when <paramref name="tenant"/>, times x[8k .. 8k+7] of
+    /// the row that starts at 16-byte unit <paramref name="xo"/>.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Dot(W8 w8, ArrayView<Vec16> x, long xo, int k, uint word, float alpha, bool tenant, bool valid)
+    {
         if (tenant)
         {
             uint bits = word >> ((k & 3) * 8);   // chunk k's signs are byte k % 4 of word k / 4 (least significant bit first)
@@ -159,42 +273,52 @@ public static class GemvOne
             w8.A6 += (bits & 64u) != 0 ? alpha : na;
             w8.A7 += (bits & 128u) != 0 ? alpha : na;
         }
-        float d = Dot8(w8, x[2L * k], x[2L * k + 1], 0f);
+        float d = Dot8(w8, x[xo + 2L * k], x[xo + 2L * k + 1], 0f);
         return valid ? d : 0f;
     }
 
     // ---- audit ----
 
-    /// <summary>W f16 or bf16, with a tenant's signs (slot 0–2 of a 3-slot pool) or without, accumulate on or off, at
-    /// random; the error against Σ|x·w| of each output (<see cref="Check.ErrorOfDots"/>); in a multiple of 8 up to 8·600 = 4800 (one and more batches of 8 × 32 chunks, ragged: 8·257 is one chunk
-    /// past a batch), out up to 70 (a partial last block of 4 warps).</summary>
+    /// <summary>W f16 or bf16; 1 or 2 rows (one row: <see cref="Run"/>, more: <see cref="RunFew"/>), with tenants' signs
+    /// (each row slot −1 … 2 of a 3-slot pool, at random) or without; accumulate on or off; the error against Σ|x·w| of
+    /// each output (<see cref="Check.ErrorOfDots"/>); in a multiple of 8 up to 8·600 = 4800 (one and more batches of
+    /// chunks, ragged: 8·257 is one chunk past a batch of the one-row loop), out up to 70 (a partial last block of 4 warps).</summary>
     public static AuditCase Case => new("gemv one", Check.F32Bound, (dev, rng) =>
     {
         var wt = rng.Next(2) == 0 ? DType.F16 : DType.BF16;
-        int inDim = 8 * Check.Size(rng, 600), outDim = Check.Size(rng, 70);
+        int rows = 1 + rng.Next(2), inDim = 8 * Check.Size(rng, 600), outDim = Check.Size(rng, 70);
         bool tenant = rng.Next(3) > 0, accumulate = rng.Next(2) == 0;
-        int capacity = 3, slot = rng.Next(capacity);
-        int words = DTypes.SignWordsPerRow(inDim);
-        var x = Check.Values(rng, inDim, 2f);
+        int capacity = 3, words = DTypes.SignWordsPerRow(inDim);
+        var slots = Enumerable.Range(0, rows).Select(_ => tenant ? rng.Next(-1, capacity) : -1).ToArray();
+        if (tenant && slots.All(t => t < 0)) slots[rng.Next(rows)] = rng.Next(capacity);
+        var x = Check.Values(rng, (long)rows * inDim, 2f);
         var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), wt);
         var signs = Check.Signs(rng, capacity * outDim, inDim);
         var scales = Enumerable.Range(0, capacity).Select(_ => Check.Value(rng, 0.05f)).ToArray();
-        var want = accumulate ? Check.Values(rng, outDim, 3f) : new float[outDim];
-        using var tx = Tensor.From(x, [1, inDim], dev);
+        var want = accumulate ? Check.Values(rng, (long)rows * outDim, 3f) : new float[rows * outDim];
+        using var tx = Tensor.From(x, [rows, inDim], dev);
         using var tw = Tensor.From(w, [outDim, inDim], dev, wt);
         using var ts = Tensor.From(signs, [capacity, outDim, inDim], dev);
         using var ta = Tensor.From(scales, [capacity], dev);
-        using var ty = accumulate ? Tensor.From(want, [1, outDim], dev) : Check.Poisoned([1, outDim], DType.F32, dev);
-        if (!Takes(tx, tw)) throw new InvalidOperationException($"gemv one: the kernel did not take [1, {inDim}]·[{outDim}, {inDim}]ᵀ {wt} on {dev}");
-        Run(tx, tw, tenant ? ts : null, tenant ? ta : null, slot, ty, accumulate);
-        var slotSigns = signs.AsSpan(slot * outDim * words, outDim * words);
-        Twin(x, w, tenant ? slotSigns : [], scales[slot], want, inDim, outDim, accumulate);
+        using var tslots = Tensor.From(slots, [rows], dev);
+        using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
+        if (rows == 1 ? !Takes(tx, tw) : !TakesFew(tx, tw, rows))
+            throw new InvalidOperationException($"gemv one: the kernel did not take [{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ {wt} on {dev}");
+        if (rows == 1) Run(tx, tw, tenant ? ts : null, tenant ? ta : null, slots[0], ty, accumulate);
+        else RunFew(tx, tw, tenant ? ts : null, tenant ? ta : null, tenant ? tslots : null, ty, accumulate);
         // one output whose dot product cancels would fail |want|'s measure on f32 summation alone: measured against
         // Σ|x·w| instead, as the error bound of a sum is
-        var magnitude = new double[outDim];
-        for (int o = 0; o < outDim; o++)
-            for (int i = 0; i < inDim; i++)
-                magnitude[o] += Math.Abs((double)x[i] * (w[o * inDim + i] + (tenant ? scales[slot] * BitLinear.Sign(slotSigns, words, o, i) : 0f)));
-        return (Check.ErrorOfDots(ty.ToFloatArray(), want, magnitude), $"[1, {inDim}]·[{outDim}, {inDim}]ᵀ w {wt}{(tenant ? $" + α·S slot {slot}" : "")}{(accumulate ? " +=" : "")}");
+        var magnitude = new double[rows * outDim];
+        for (int r = 0; r < rows; r++)
+        {
+            int t = slots[r];
+            var own = t >= 0 ? signs.AsSpan(t * outDim * words, outDim * words) : [];
+            GemvOne.Twin(x.AsSpan(r * inDim, inDim), w, own, t >= 0 ? scales[t] : 0f, want.AsSpan(r * outDim, outDim), inDim, outDim, accumulate);
+            for (int o = 0; o < outDim; o++)
+                for (int i = 0; i < inDim; i++)
+                    magnitude[r * outDim + o] += Math.Abs((double)x[r * inDim + i] * (w[o * inDim + i] + (t >= 0 ? scales[t] * BitLinear.Sign(own, words, o, i) : 0f)));
+        }
+        return (Check.ErrorOfDots(ty.ToFloatArray(), want, magnitude),
+                $"[{rows}, {inDim}]·[{outDim}, {inDim}]ᵀ w {wt}{(tenant ? $" + α·S slots {string.Join(",", slots)}" : "")}{(accumulate ? " +=" : "")}");
     });
 }

@@ -64,6 +64,11 @@ public static partial class MatMul
             GemvOne.Run(x, w, null, null, -1, y, accumulate);
             return;
         }
+        if (GemvOne.TakesFew(x, w, rows))
+        {
+            GemvOne.RunFew(x, w, null, null, null, y, accumulate);
+            return;
+        }
         if (rows >= 1 && rows <= ChunkedGemvMaxRows && y.Device.Kind == DeviceKind.Cuda)
         {
             // W read once for all rows, on tensor cores, where the form applies. CUDA only: on ILGPU's CPU accelerator its

@@ -80,6 +80,12 @@ public static partial class TenantLinear
             GemvOne.Run(x, w, signs, scales, tenants.Slots[0], y, accumulate);
             return;
         }
+        if (GemvOne.TakesFew(x, w, rows) && tenants.Slots.All(t => t < 0))
+        {
+            // two base rows; with tenants' signs the few-row form lost to the streamed form (bench/NOTES.md)
+            GemvOne.RunFew(x, w, null, null, null, y, accumulate);
+            return;
+        }
         using var x2 = x.Reshape(rows, inDim);
         using var y2 = y.Reshape(rows, outDim);
         if (!y.Device.IsIlgpu)
@@ -365,14 +371,18 @@ public static partial class TenantLinear
         using var ta = Tensor.From(scales, [capacity], dev);
         using var tenants = new TenantRows(slots, dev);
         using var ty = accumulate ? Tensor.From(want, [rows, outDim], dev) : Check.Poisoned([rows, outDim], DType.F32, dev);
-        Run(tx, tw, ts, ta, tenants, ty, accumulate);
+        bool gemvOne = GemvOne.Use;
+        GemvOne.Use = !(mma || bits);   // those cases test the tensor-core forms, whatever the rows
+        try { Run(tx, tw, ts, ta, tenants, ty, accumulate); }
+        finally { GemvOne.Use = gemvOne; }
         Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, accumulate);
         string path = TakesMma(tenants, tx, tw) ? " tensor cores" : dev.IsIlgpu && wt != DType.F32 && inDim % 8 == 0 ? " 16-byte" : "";
         if (mma && dev.IsIlgpu && path != " tensor cores") throw new InvalidOperationException($"{name}: the tensor-core form did not apply to [{outDim}, {inDim}]");
         if (dev.IsIlgpu && path == " tensor cores" && TakesStream(tenants, tw)) path += $", streamed ({tenants.FewCount} tenant rows)";
         else if (dev.IsIlgpu && TakesBits(tenants, tw)) path += $", {tenants.BitsCount} rows bit-serial{(UseBase && tenants.DecodeTenantsAllBits ? FuseBits ? ", base form, three launches" : ", base form" : "")}";
         if (bits && dev.IsIlgpu && !TakesBits(tenants, tw) && !TakesStream(tenants, tw)) throw new InvalidOperationException($"{name}: the bit-serial form did not apply to [{outDim}, {inDim}]");
-        if (rows == 1 && GemvOne.Takes(tx, tw)) path = " gemv one";
+        if (!(mma || bits) && rows == 1 && GemvOne.Takes(tx, tw)) path = " gemv one";
+        else if (!(mma || bits) && GemvOne.TakesFew(tx, tw, rows) && slots.All(t => t < 0)) path = $" gemv one, {rows} rows";
         return (Check.RelativeError(ty.ToFloatArray(), want),
                 $"{rows} rows in {tenants.Segments.Length} segments over {capacity} slots, [{outDim}, {inDim}] w {wt}{(accumulate ? " +=" : "")}{path}");
     });

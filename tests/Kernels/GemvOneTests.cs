@@ -12,40 +12,51 @@ namespace BitDeltaNative.Tests.Kernels;
 [Collection(IlgpuCpuCollection.Name)]
 public class GemvOneTests
 {
-    /// <summary>In 8·k with k around one batch of 8 × 32 chunks (256, 257) and odd outputs; f16 and bf16; the base alone
-    /// through MatMul.Run, and rows of slot −1 and of slots 0–2 of a pool through TenantLinear.Run.</summary>
+    /// <summary>In 8·k with k around a batch of chunks (128, 256, 257) and odd outputs; f16 and bf16; 1 and 2 rows, the base
+    /// alone through MatMul.Run, and rows of slot −1 and of slots 0–2 of a pool, mixed, through TenantLinear.Run.</summary>
     [Theory]
     [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
-    public void One_row_linears_take_it_and_match_the_twin(string device)
+    public void Linears_of_one_and_two_rows_take_it_and_match_the_twin(string device)
     {
         var dev = Device.Parse(device);
         var rng = new Random(5);
-        foreach (var (outDim, inDim, wt) in new[] { (37, 8 * 256, DType.F16), (5, 8 * 257, DType.BF16), (64, 8 * 3, DType.F16), (9, 4096, DType.BF16) })
+        foreach (var (outDim, inDim, wt) in new[] { (37, 8 * 256, DType.F16), (5, 8 * 257, DType.BF16), (64, 8 * 3, DType.F16), (9, 8 * 128 + 8, DType.BF16) })
         {
             int cap = 3, words = DTypes.SignWordsPerRow(inDim);
-            var x = Check.Values(rng, inDim, 2f);
             var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), wt);
             var signs = Check.Signs(rng, cap * outDim, inDim);
             var scales = new[] { 0.03f, 0.07f, 0.11f };
-            using var tx = Tensor.From(x, [1, inDim], dev);
             using var tw = Tensor.From(w, [outDim, inDim], dev, wt);
             using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
             using var ta = Tensor.From(scales, [cap], dev);
-            Assert.True(GemvOne.Takes(tx, tw));
-            for (int slot = -2; slot < cap; slot++)   // −2: MatMul.Run, −1: a base row of the pool
+            foreach (int[] slots in new int[][] { [-2], [-1], [0], [2], [-2, -2], [1, -1], [-1, -1], [2, 2], [0, 1] })
             {
-                using var ty = Check.Poisoned([1, outDim], DType.F32, dev);
-                if (slot == -2) MatMul.Run(tx, tw, ty);
+                int rows = slots.Length;
+                var x = Check.Values(rng, (long)rows * inDim, 2f);
+                using var tx = Tensor.From(x, [rows, inDim], dev);
+                Assert.True(rows == 1 ? GemvOne.Takes(tx, tw) : GemvOne.TakesFew(tx, tw, rows));
+                using var ty = Check.Poisoned([rows, outDim], DType.F32, dev);
+                if (slots[0] == -2) MatMul.Run(tx, tw, ty);   // −2: no pool at all
+                else if (rows == 2 && slots.Any(t => t >= 0))
+                {
+                    // two rows with tenants: the tenant linear takes the streamed form, so the kernel is called directly
+                    using var ds = Tensor.From(slots, [rows], dev);
+                    GemvOne.RunFew(tx, tw, ts, ta, ds, ty, accumulate: false);
+                }
                 else
                 {
-                    using var rows = TenantRows.All(1, slot, dev);
-                    TenantLinear.Run(tx, tw, ts, ta, rows, ty);
+                    using var tenants = new TenantRows(slots, dev);
+                    TenantLinear.Run(tx, tw, ts, ta, tenants, ty);
                 }
-                var want = new float[outDim];
-                var own = slot >= 0 ? signs.AsSpan(slot * outDim * words, outDim * words) : [];
-                GemvOne.Twin(x, w, own, slot >= 0 ? scales[slot] : 0f, want, inDim, outDim, accumulate: false);
+                var want = new float[rows * outDim];
+                for (int r = 0; r < rows; r++)
+                {
+                    int t = slots[r];
+                    var own = t >= 0 ? signs.AsSpan(t * outDim * words, outDim * words) : [];
+                    GemvOne.Twin(x.AsSpan(r * inDim, inDim), w, own, t >= 0 ? scales[t] : 0f, want.AsSpan(r * outDim, outDim), inDim, outDim, accumulate: false);
+                }
                 double err = Check.RelativeError(ty.ToFloatArray(), want);
-                Assert.True(err < Check.F32Bound, $"[{outDim}, {inDim}] {wt} slot {slot} on {device}: relative error {err:E2}");
+                Assert.True(err < Check.F32Bound, $"[{outDim}, {inDim}] {wt} slots {string.Join(",", slots)} on {device}: relative error {err:E2}");
             }
         }
     }
@@ -61,14 +72,17 @@ public class GemvOneTests
         using var wF32 = Tensor.Empty([16, 64], DType.F32, dev);
         using var w60 = Tensor.Empty([16, 60], DType.F16, dev);
         Assert.True(GemvOne.Takes(x1, wHalf));
-        Assert.False(GemvOne.Takes(x2, wHalf));    // two rows: the tenant linear's forms
+        Assert.False(GemvOne.Takes(x2, wHalf));    // two rows: the few-row form
+        Assert.True(GemvOne.TakesFew(x2, wHalf, 2));
+        using var x3 = Tensor.Empty([3, 64], DType.F32, dev);
+        Assert.False(GemvOne.TakesFew(x3, wHalf, 3));   // past FewMaxRows: the tensor-core forms
         Assert.False(GemvOne.Takes(x1, wF32));     // f32 weights: the GEMV
         Assert.False(GemvOne.Takes(x60, w60));     // rows of W not whole 16-byte chunks
         using var xCpu = Tensor.Empty([1, 64], DType.F32, Device.Cpu);
         using var wCpu = Tensor.Empty([16, 64], DType.F16, Device.Cpu);
         Assert.False(GemvOne.Takes(xCpu, wCpu));   // the host device: MatMul's own loops
         GemvOne.Use = false;
-        try { Assert.False(GemvOne.Takes(x1, wHalf)); }
+        try { Assert.False(GemvOne.Takes(x1, wHalf) || GemvOne.TakesFew(x2, wHalf, 2)); }
         finally { GemvOne.Use = true; }
     }
 
@@ -89,6 +103,28 @@ public class GemvOneTests
             for (; j < lines.Length && !lines[j].Contains("bra", StringComparison.Ordinal); j++)
                 if (lines[j].Contains("ld.global.v4.b32", StringComparison.Ordinal)) loads++;
             Assert.True(loads >= 24, $"{loads} 16-byte loads in the basic block at PTX line {i} (a branch at line {j})");
+            loops++;
+            i = j;
+        }
+        Assert.Equal(4, loops);
+    }
+
+    [Fact]
+    public void Few_row_ptx_keeps_each_batch_in_one_basic_block()
+    {
+        // 4 loops (f16/bf16 × with/without tenants), each a batch of 4 chunks: 4 loads of W and 2 of x a row and chunk,
+        // 4 + 16 for two rows, with no branch among them
+        var ptx = Ptx.Compile(typeof(GemvOne).GetMethod("GemvFewKernel", BindingFlags.Static | BindingFlags.NonPublic)!);
+        Assert.DoesNotContain(".local", ptx);
+        var lines = ptx.Split('\n');
+        int loops = 0;
+        for (int i = 0; i < lines.Length; i++)
+        {
+            if (!lines[i].Contains("ld.global.v4.b32", StringComparison.Ordinal)) continue;
+            int j = i, loads = 0;
+            for (; j < lines.Length && !lines[j].Contains("bra", StringComparison.Ordinal); j++)
+                if (lines[j].Contains("ld.global.v4.b32", StringComparison.Ordinal)) loads++;
+            Assert.True(loads >= 20, $"{loads} 16-byte loads in the basic block at PTX line {i} (a branch at line {j})");
             loops++;
             i = j;
         }
