@@ -233,27 +233,9 @@ public static class GemvOne
     static float Chunk(Vec16 q, bool bf16, ArrayView<Vec16> x, int k, uint word, float alpha, bool tenant, bool valid) =>
         Dot(Weights8(q, bf16), x, 0, k, word, alpha, tenant, valid);
 
-    /// <summary>Eight f16 or bf16 weights as f32 (little-endian: the low half of each word first).</summary>
+    /// <summary>MatMul's unpacking with the type constant at each call: inlined, its branch on the type folds away.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static W8 Weights8(Vec16 q, bool bf16)
-    {
-        W8 w8;
-        if (bf16)
-        {
-            w8.A0 = Interop.IntAsFloat(q.X << 16); w8.A1 = Interop.IntAsFloat(q.X & 0xFFFF0000u);
-            w8.A2 = Interop.IntAsFloat(q.Y << 16); w8.A3 = Interop.IntAsFloat(q.Y & 0xFFFF0000u);
-            w8.A4 = Interop.IntAsFloat(q.Z << 16); w8.A5 = Interop.IntAsFloat(q.Z & 0xFFFF0000u);
-            w8.A6 = Interop.IntAsFloat(q.W << 16); w8.A7 = Interop.IntAsFloat(q.W & 0xFFFF0000u);
-        }
-        else
-        {
-            w8.A0 = (float)Interop.IntAsFloat((ushort)q.X); w8.A1 = (float)Interop.IntAsFloat((ushort)(q.X >> 16));
-            w8.A2 = (float)Interop.IntAsFloat((ushort)q.Y); w8.A3 = (float)Interop.IntAsFloat((ushort)(q.Y >> 16));
-            w8.A4 = (float)Interop.IntAsFloat((ushort)q.Z); w8.A5 = (float)Interop.IntAsFloat((ushort)(q.Z >> 16));
-            w8.A6 = (float)Interop.IntAsFloat((ushort)q.W); w8.A7 = (float)Interop.IntAsFloat((ushort)(q.W >> 16));
-        }
-        return w8;
-    }
+    static W8 Weights8(Vec16 q, bool bf16) => Unpack(q, bf16 ? Elem.BF16 : Elem.F16);
 
     /// <summary>8 weights, α·S folded in with the chunk's sign byte when <paramref name="tenant"/>, times x[8k .. 8k+7] of
     /// the row that starts at 16-byte unit <paramref name="xo"/>.</summary>

@@ -86,48 +86,42 @@ public class GemvOneTests
         finally { GemvOne.Use = true; }
     }
 
-    [Fact]
-    public void Ptx_keeps_each_batch_in_one_basic_block_and_has_no_barrier()
+    /// <summary>The basic blocks that hold 16-byte loads, and the loads in each: a batch of a loop is one block, so ptxas
+    /// can issue its loads together (it does not move loads across a branch).</summary>
+    static List<int> LoadBlocks(string kernel)
     {
-        var ptx = Ptx.Compile(typeof(GemvOne).GetMethod("GemvOneKernel", BindingFlags.Static | BindingFlags.NonPublic)!);
+        var ptx = Ptx.Compile(typeof(GemvOne).GetMethod(kernel, BindingFlags.Static | BindingFlags.NonPublic)!);
         Assert.DoesNotContain("bar.sync", ptx);
         Assert.DoesNotContain(".local", ptx);
-        // Each of the four loops (f16/bf16, with/without a tenant) is one basic block: a batch's 8 loads of W and 16 of x
-        // with no branch among them (ptxas then issues them early; it does not move loads across a branch).
         var lines = ptx.Split('\n');
-        int loops = 0;
+        var blocks = new List<int>();
         for (int i = 0; i < lines.Length; i++)
         {
             if (!lines[i].Contains("ld.global.v4.b32", StringComparison.Ordinal)) continue;
             int j = i, loads = 0;
             for (; j < lines.Length && !lines[j].Contains("bra", StringComparison.Ordinal); j++)
                 if (lines[j].Contains("ld.global.v4.b32", StringComparison.Ordinal)) loads++;
-            Assert.True(loads >= 24, $"{loads} 16-byte loads in the basic block at PTX line {i} (a branch at line {j})");
-            loops++;
+            blocks.Add(loads);
             i = j;
         }
-        Assert.Equal(4, loops);
+        return blocks;
     }
 
     [Fact]
-    public void Few_row_ptx_keeps_each_batch_in_one_basic_block()
+    public void Ptx_keeps_each_batch_in_one_basic_block_and_has_no_barrier()
     {
-        // 4 loops (f16/bf16 × with/without tenants), each a batch of 4 chunks: 4 loads of W and 2 of x a row and chunk,
-        // 4 + 16 for two rows, with no branch among them
-        var ptx = Ptx.Compile(typeof(GemvOne).GetMethod("GemvFewKernel", BindingFlags.Static | BindingFlags.NonPublic)!);
-        Assert.DoesNotContain(".local", ptx);
-        var lines = ptx.Split('\n');
-        int loops = 0;
-        for (int i = 0; i < lines.Length; i++)
-        {
-            if (!lines[i].Contains("ld.global.v4.b32", StringComparison.Ordinal)) continue;
-            int j = i, loads = 0;
-            for (; j < lines.Length && !lines[j].Contains("bra", StringComparison.Ordinal); j++)
-                if (lines[j].Contains("ld.global.v4.b32", StringComparison.Ordinal)) loads++;
-            Assert.True(loads >= 20, $"{loads} 16-byte loads in the basic block at PTX line {i} (a branch at line {j})");
-            loops++;
-            i = j;
-        }
-        Assert.Equal(4, loops);
+        // four loops (f16/bf16, with/without a tenant), each batch 8 loads of W and 16 of x with no branch among them
+        var blocks = LoadBlocks("GemvOneKernel");
+        Assert.Equal(4, blocks.Count);
+        Assert.All(blocks, n => Assert.True(n >= 24, $"a basic block of {n} 16-byte loads"));
+    }
+
+    [Fact]
+    public void Two_row_ptx_keeps_each_batch_in_one_basic_block()
+    {
+        // four loops, each batch 4 chunks: 4 loads of W and 2 of x a row and chunk, 4 + 16
+        var blocks = LoadBlocks("GemvFewKernel");
+        Assert.Equal(4, blocks.Count);
+        Assert.All(blocks, n => Assert.True(n >= 20, $"a basic block of {n} 16-byte loads"));
     }
 }
