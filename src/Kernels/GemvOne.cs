@@ -24,9 +24,6 @@ public static class GemvOne
     /// <summary>Take this kernel for one-row linears where it applies (the bench turns it off to compare).</summary>
     public static bool Use { get; set; } = true;
 
-    /// <summary>Take it for a tenant's row too (<see cref="TenantLinear.Run"/>), not only for the base alone.</summary>
-    public static bool ForTenants { get; set; } = true;
-
     const int Warps = 4, Batch = 8;
 
     /// <summary>The scalar spec: y[o] (+)= Σ_i x[i]·(W[o, i] + α·S[o, i]) in f32, S read from the packed words when
@@ -54,17 +51,17 @@ public static class GemvOne
         Use && x.Device.IsIlgpu && (w.DType == DType.F16 || w.DType == DType.BF16) && w.Rank == 2
         && x.ElementCount == w.Dim(1) && w.Dim(1) % 8 == 0 && VectorPath(x, w, w.Dim(1));
 
-    /// <summary>The most rows the few-row form takes (<see cref="RunFew"/>): W read once, each row's products on CUDA
-    /// cores; past it the tensor-core forms. 2: with copies of its loop for 3 and 4 rows the kernel took 142 registers and
+    /// <summary>The rows the few-row form takes (<see cref="RunFew"/>): W read once, each row's products on CUDA cores;
+    /// past it the tensor-core forms. 2: with copies of its loop for 3 and 4 rows the kernel took 142 registers and
     /// lost to the streamed form at 3–4 rows by 20–60% (bench/NOTES.md), so only two rows are compiled. MatMul takes it
     /// for two rows (the plain model's step 7.23 → 6.47 ms at 7B); the tenant linear only for two base rows: with
-    /// tenants' signs it lost to the streamed form (24.9 against 22.6 µs at 4096²). 0 or 1 keeps it off.</summary>
-    public static int FewMaxRows { get; set; } = 2;
+    /// tenants' signs it lost to the streamed form (24.9 against 22.6 µs at 4096²).</summary>
+    public const int FewRows = 2;
 
-    /// <summary>Whether the few-row form takes <paramref name="rows"/> rows (2, up to <see cref="FewMaxRows"/>) of x through W:
+    /// <summary>Whether the few-row form takes <paramref name="rows"/> rows (<see cref="FewRows"/>) of x through W:
     /// as <see cref="Takes"/>, rows after rows.</summary>
     public static bool TakesFew(Tensor x, Tensor w, int rows) =>
-        Use && rows >= 2 && rows <= Math.Min(FewMaxRows, 2) && x.Device.IsIlgpu && (w.DType == DType.F16 || w.DType == DType.BF16)
+        Use && rows == FewRows && x.Device.IsIlgpu && (w.DType == DType.F16 || w.DType == DType.BF16)
         && w.Rank == 2 && x.ElementCount == (long)rows * w.Dim(1) && w.Dim(1) % 8 == 0 && VectorPath(x, w, w.Dim(1));
 
     /// <summary>y (+)= x·Wᵀ for 2 rows (x [rows, in], y [rows, out]), each row r plus α·x_r·S_{slot r}ᵀ where
@@ -72,16 +69,16 @@ public static class GemvOne
     /// once for all rows. The caller checked <see cref="TakesFew"/> and the shapes.</summary>
     public static void RunFew(Tensor x, Tensor w, Tensor? signs, Tensor? scales, Tensor? slots, Tensor y, bool accumulate)
     {
-        int outDim = w.Dim(0), inDim = w.Dim(1), rows = (int)(x.ElementCount / inDim);
+        int outDim = w.Dim(0), inDim = w.Dim(1);
         if (outDim == 0) return;
         bool tenant = signs != null && slots != null;
         y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, ArrayView<float>, ArrayView<int>, int,
-                                      ArrayView<float>, int, int, int, int>>(GemvFewKernel)(
+                                      ArrayView<float>, int, int, int>>(GemvFewKernel)(
             new KernelConfig((outDim + Warps - 1) / Warps, Warps * 32),
             w.View<Vec16>(), Elem.Code(w.DType), x.View<Vec16>(),
             tenant ? signs!.View<uint>() : w.View<uint>(), tenant ? scales!.View<float>() : y.View<float>(),
             tenant ? slots!.View<int>() : y.View<int>(), tenant ? 1 : 0,   // no tenant: stand-ins, never read
-            y.View<float>(), inDim, outDim, rows, accumulate ? 1 : 0);
+            y.View<float>(), inDim, outDim, accumulate ? 1 : 0);
     }
 
     /// <summary>y (+)= x·Wᵀ, plus α·x·Sᵀ where <paramref name="signs"/> is given: its slot <paramref name="slot"/> of a
@@ -169,7 +166,7 @@ public static class GemvOne
     }
 
     static void GemvFewKernel(ArrayView<Vec16> w16, int code, ArrayView<Vec16> x16, ArrayView<uint> signs, ArrayView<float> scales,
-                              ArrayView<int> slots, int tenant, ArrayView<float> y, int inDim, int outDim, int rows, int accumulate)
+                              ArrayView<int> slots, int tenant, ArrayView<float> y, int inDim, int outDim, int accumulate)
     {
         int o = Grid.IdxX * Warps + Warp.WarpIdx;
         if (o >= outDim) return;
@@ -189,7 +186,7 @@ public static class GemvOne
         long xs = inDim / 4;   // one row of x in 16-byte units
         bool bf = code == Elem.BF16, t = tenant != 0;
         // each (type, tenant) its own copy of the loop, all constant inside it (see GemvOneKernel). Two rows only
-        // (FewMaxRows): copies for 3 and 4 rows took the kernel to 142 registers and lost to the streamed form
+        // (FewRows): copies for 3 and 4 rows took the kernel to 142 registers and lost to the streamed form
         Two a = bf ? (t ? Few(w, true, x, xs, signs, c, true, row, chunks, lane) : Few(w, true, x, xs, signs, c, false, row, chunks, lane))
                    : (t ? Few(w, false, x, xs, signs, c, true, row, chunks, lane) : Few(w, false, x, xs, signs, c, false, row, chunks, lane));
         float s0 = WarpTotal(a.R0), s1 = WarpTotal(a.R1);

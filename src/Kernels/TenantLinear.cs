@@ -74,7 +74,7 @@ public static partial class TenantLinear
         foreach (var s in tenants.Slots)
             if (s < -1 || s >= capacity) throw new ArgumentException($"tenant linear: slot {s} outside the pool's {capacity}");
         if (rows == 0 || outDim == 0) return;
-        if (rows == 1 && GemvOne.Takes(x, w) && (tenants.Slots[0] < 0 || GemvOne.ForTenants))
+        if (rows == 1 && GemvOne.Takes(x, w))
         {
             // one decode row: one warp an output reads its whole row of W, no block meets another (GemvOne.cs)
             GemvOne.Run(x, w, signs, scales, tenants.Slots[0], y, accumulate);

@@ -75,7 +75,7 @@ public class GemvOneTests
         Assert.False(GemvOne.Takes(x2, wHalf));    // two rows: the few-row form
         Assert.True(GemvOne.TakesFew(x2, wHalf, 2));
         using var x3 = Tensor.Empty([3, 64], DType.F32, dev);
-        Assert.False(GemvOne.TakesFew(x3, wHalf, 3));   // past FewMaxRows: the tensor-core forms
+        Assert.False(GemvOne.TakesFew(x3, wHalf, 3));   // past FewRows: the tensor-core forms
         Assert.False(GemvOne.Takes(x1, wF32));     // f32 weights: the GEMV
         Assert.False(GemvOne.Takes(x60, w60));     // rows of W not whole 16-byte chunks
         using var xCpu = Tensor.Empty([1, 64], DType.F32, Device.Cpu);
