@@ -47,9 +47,13 @@ public static class GemvOne
 
     /// <summary>Whether the kernel takes this linear: one row, an f16 or bf16 W whose rows are whole 16-byte chunks, x and
     /// W 16-byte aligned, on an ILGPU device.</summary>
-    public static bool Takes(Tensor x, Tensor w) =>
+    public static bool Takes(Tensor x, Tensor w) => Fits(x, w, 1);
+
+    /// <summary><paramref name="rows"/> rows of x and an f16/bf16 W of whole 16-byte chunks a row, both aligned, on an
+    /// ILGPU device, with the kernels on.</summary>
+    static bool Fits(Tensor x, Tensor w, int rows) =>
         Use && x.Device.IsIlgpu && (w.DType == DType.F16 || w.DType == DType.BF16) && w.Rank == 2
-        && x.ElementCount == w.Dim(1) && w.Dim(1) % 8 == 0 && VectorPath(x, w, w.Dim(1));
+        && x.ElementCount == (long)rows * w.Dim(1) && w.Dim(1) % 8 == 0 && VectorPath(x, w, w.Dim(1));
 
     /// <summary>The rows the few-row form takes (<see cref="RunFew"/>): W read once, each row's products on CUDA cores;
     /// past it the tensor-core forms. 2: with copies of its loop for 3 and 4 rows the kernel took 142 registers and
@@ -60,9 +64,7 @@ public static class GemvOne
 
     /// <summary>Whether the few-row form takes <paramref name="rows"/> rows (<see cref="FewRows"/>) of x through W:
     /// as <see cref="Takes"/>, rows after rows.</summary>
-    public static bool TakesFew(Tensor x, Tensor w, int rows) =>
-        Use && rows == FewRows && x.Device.IsIlgpu && (w.DType == DType.F16 || w.DType == DType.BF16)
-        && w.Rank == 2 && x.ElementCount == (long)rows * w.Dim(1) && w.Dim(1) % 8 == 0 && VectorPath(x, w, w.Dim(1));
+    public static bool TakesFew(Tensor x, Tensor w, int rows) => rows == FewRows && Fits(x, w, rows);
 
     /// <summary>y (+)= x·Wᵀ for 2 rows (x [rows, in], y [rows, out]), each row r plus α·x_r·S_{slot r}ᵀ where
     /// <paramref name="slots"/> (I32 [rows] on the device) gives it a slot ≥ 0 of the [capacity, out, in] signs; W is read
