@@ -118,9 +118,18 @@ public static partial class Cli
         bool was = GemvOne.Use;
         try
         {
+            // the kernels called directly: the tenant linear sends two rows with tenants to the streamed form, where this lost
             GemvOne.Use = true;
-            Line("gemv one", Median(dev, warm, samples, perSample, () => TenantLinear.Run(x, ws[next++ % nBuf], signs, scales, none, y)), 0);
-            Line("gemv one + tenants", Median(dev, warm, samples, perSample, () => TenantLinear.Run(x, ws[next++ % nBuf], signs, scales, own, y)), bitsBytes);
+            Line("gemv one", Median(dev, warm, samples, perSample, () =>
+            {
+                if (rows == 1) GemvOne.Run(x, ws[next++ % nBuf], null, null, -1, y, false);
+                else GemvOne.RunFew(x, ws[next++ % nBuf], null, null, null, y, false);
+            }), 0);
+            Line("gemv one + tenants", Median(dev, warm, samples, perSample, () =>
+            {
+                if (rows == 1) GemvOne.Run(x, ws[next++ % nBuf], signs, scales, 0, y, false);
+                else GemvOne.RunFew(x, ws[next++ % nBuf], signs, scales, own.DeviceSlots, y, false);
+            }), bitsBytes);
             GemvOne.Use = false;
             Line("streamed", Median(dev, warm, samples, perSample, () => TenantLinear.Run(x, ws[next++ % nBuf], signs, scales, none, y)), 0);
             Line("streamed + tenants", Median(dev, warm, samples, perSample, () => TenantLinear.Run(x, ws[next++ % nBuf], signs, scales, own, y)), bitsBytes);

@@ -67,7 +67,8 @@ public sealed class LlamaModel : IDisposable
     /// linear as the multi-tenant engine runs a tenant's rows: the delta as a one-slot pool, base and sign terms in one
     /// launch (GemvOne for one row, TenantLinear's streamed form for two), not the base product and then the signs'
     /// product: on the H200 at 7B shapes one token took 6.20 ms a step this way (7.20 through the streamed form) against
-    /// 57.5 ms (`bench model --random-7b --random-delta`, bench/NOTES.md). The tests run both against PyTorch's logits; the bench turns it off to compare.
+    /// 57.5 ms (`bench model --random-7b --random-delta`, bench/NOTES.md). The tests run both against PyTorch's logits;
+    /// the bench turns it off to compare.
     /// </summary>
     public static bool DeltaDecodeAsPool { get; set; } = true;
 
