@@ -24,6 +24,8 @@ public static partial class Cli
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
         var randomDelta = new Option<bool>("--random-delta") { Description = "then decode again with a BitDelta delta of random signs on every linear: its decode rows as a one-slot pool (one launch a linear) and with the base and signs products apart, to compare" };
         var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "decode linears of 1 and 2 rows without GemvOne (the streamed or base forms), to compare" };
+        var noGemvNorm = new Option<bool>("--no-gemv-norm") { Description = "one-row steps without GemvNorm (norms, q/k/v, gate/up and SwiGLU as separate launches), to compare" };
+        var gemvNormTenants = new Option<bool>("--gemv-norm-tenants") { Description = "one-row steps of a tenant through GemvNorm too (off by default: it did not win there), to compare" };
         var noStream = new Option<bool>("--no-stream") { Description = "decode linears of 1–3 rows without the tenant linear's streamed form (1 row: the GEMV; 2–3: the base form's three launches), to compare" };
         var cmd = new Command("model", "Time loading, prefill and batched decode of a checkpoint (random prompts, greedy).");
         cmd.Options.Add(model);
@@ -39,6 +41,8 @@ public static partial class Cli
         cmd.Options.Add(newTokens);
         cmd.Options.Add(noStream);
         cmd.Options.Add(noGemvOne);
+        cmd.Options.Add(noGemvNorm);
+        cmd.Options.Add(gemvNormTenants);
         cmd.Options.Add(randomDelta);
         cmd.Options.Add(DeviceOption);
         cmd.SetAction(r => Guard(() =>
@@ -59,6 +63,8 @@ public static partial class Cli
             int n = r.GetValue(prefill), steps = r.GetValue(newTokens);
             if (r.GetValue(noStream)) TenantLinear.UseStream = false;
             if (r.GetValue(noGemvOne)) GemvOne.Use = false;
+            if (r.GetValue(noGemvNorm)) GemvNorm.Use = false;
+            if (r.GetValue(gemvNormTenants)) LlamaModel.FuseTenantRows = true;
             var bs = ParseInts(r.GetValue(batches)!, "--batches");
             var sw = Stopwatch.StartNew();
             int maxPositions = Math.Max(n, 16 + Math.Max(steps, 4)) + 1;   // the decode warm-up takes 4 tokens

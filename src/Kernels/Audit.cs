@@ -13,6 +13,7 @@ public static class Audit
         .. Attention.Cases,
         .. MatMul.Cases,
         GemvOne.Case,
+        GemvNorm.Case,
         GemmHalf.Case,
         GemmWgmma.Case,
         BitLinear.Case,

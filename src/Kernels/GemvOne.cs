@@ -125,7 +125,7 @@ public static class GemvOne
     /// <summary>The lane's share of one output row. <paramref name="bf16"/> and <paramref name="tenant"/> are constants at
     /// each call, so after inlining the base-only loop carries no sign loads and no loop a branch on the type.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float Row(ArrayView<Vec16> w, bool bf16, ArrayView<Vec16> x, ArrayView<uint> signs, long signRow, float alpha, bool tenant,
+    internal static float Row(ArrayView<Vec16> w, bool bf16, ArrayView<Vec16> x, ArrayView<uint> signs, long signRow, float alpha, bool tenant,
                      long row, int chunks, int lane)
     {
         float a0 = 0f, a1 = 0f;
@@ -234,28 +234,34 @@ public static class GemvOne
 
     /// <summary>MatMul's unpacking with the type constant at each call: inlined, its branch on the type folds away.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static W8 Weights8(Vec16 q, bool bf16) => Unpack(q, bf16 ? Elem.BF16 : Elem.F16);
+    internal static W8 Weights8(Vec16 q, bool bf16) => Unpack(q, bf16 ? Elem.BF16 : Elem.F16);
 
     /// <summary>8 weights, α·S folded in with the chunk's sign byte when <paramref name="tenant"/>, times x[8k .. 8k+7] of
     /// the row that starts at 16-byte unit <paramref name="xo"/>.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static float Dot(W8 w8, ArrayView<Vec16> x, long xo, int k, uint word, float alpha, bool tenant, bool valid)
     {
-        if (tenant)
-        {
-            uint bits = word >> ((k & 3) * 8);   // chunk k's signs are byte k % 4 of word k / 4 (least significant bit first)
-            float na = -alpha;
-            w8.A0 += (bits & 1u) != 0 ? alpha : na;
-            w8.A1 += (bits & 2u) != 0 ? alpha : na;
-            w8.A2 += (bits & 4u) != 0 ? alpha : na;
-            w8.A3 += (bits & 8u) != 0 ? alpha : na;
-            w8.A4 += (bits & 16u) != 0 ? alpha : na;
-            w8.A5 += (bits & 32u) != 0 ? alpha : na;
-            w8.A6 += (bits & 64u) != 0 ? alpha : na;
-            w8.A7 += (bits & 128u) != 0 ? alpha : na;
-        }
+        if (tenant) w8 = Fold(w8, word, k, alpha);
         float d = Dot8(w8, x[xo + 2L * k], x[xo + 2L * k + 1], 0f);
         return valid ? d : 0f;
+    }
+
+    /// <summary>W + α·S for chunk k's 8 weights, its signs byte k % 4 of <paramref name="word"/> (word k / 4 of the row,
+    /// least significant bit first), in f32 as the twin adds them.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    internal static W8 Fold(W8 w8, uint word, int k, float alpha)
+    {
+        uint bits = word >> ((k & 3) * 8);
+        float na = -alpha;
+        w8.A0 += (bits & 1u) != 0 ? alpha : na;
+        w8.A1 += (bits & 2u) != 0 ? alpha : na;
+        w8.A2 += (bits & 4u) != 0 ? alpha : na;
+        w8.A3 += (bits & 8u) != 0 ? alpha : na;
+        w8.A4 += (bits & 16u) != 0 ? alpha : na;
+        w8.A5 += (bits & 32u) != 0 ? alpha : na;
+        w8.A6 += (bits & 64u) != 0 ? alpha : na;
+        w8.A7 += (bits & 128u) != 0 ? alpha : na;
+        return w8;
     }
 
     // ---- audit ----

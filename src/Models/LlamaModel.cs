@@ -72,6 +72,14 @@ public sealed class LlamaModel : IDisposable
     /// </summary>
     public static bool DeltaDecodeAsPool { get; set; } = true;
 
+    /// <summary>
+    /// One-row steps of a tenant (a pool's tenant row, one delta as a one-slot pool) also take <see cref="GemvNorm"/>'s
+    /// fused launches. Off: on the H200 at 7B shapes the fused launches with a tenant's signs were no faster than the
+    /// separate ones (a 7B step of one delta 6.5 against 6.1 ms, bench/NOTES.md), while a row of the base alone gained
+    /// 12%; the bench turns it on to compare.
+    /// </summary>
+    public static bool FuseTenantRows { get; set; }
+
     public KvCacheMemory NewCache(int slots, int maxSeq, DType? dtype = null) =>
         new(Config, slots, Math.Min(maxSeq, MaxPositions), dtype ?? DType.F32, Device);
 
@@ -167,6 +175,11 @@ public sealed class LlamaModel : IDisposable
         using var oneSlot = delta != null && T <= TenantLinear.BitsMaxRows && dev.IsIlgpu && DeltaDecodeAsPool
             ? TenantRows.All(T, 0, dev) : null;
         int linears = LayerWeights.LinearNames.Length;
+        // One row on the GPU: each RMSNorm goes into the linears that read it, q/k/v in one launch, gate/up and SwiGLU in
+        // another, the final norm into the head (GemvNorm.cs): 6 launches a layer, not 12. Factor codecs' terms and the
+        // linears' input hook need h itself.
+        bool fuseRow = T == 1 && dev.IsIlgpu && LinearInputs == null && factorRuns.Count == 0;
+        int rowTenant = tenants != null ? tenants[0] : -1;
         var embedding = delta?.Embedding ?? Weights.Embedding;
         Embedding.Run(tIds, embedding, x);
         if (rowsT != null)
@@ -221,19 +234,61 @@ public sealed class LlamaModel : IDisposable
                 if (pick != null) RmsNorm.Run(x, table!, h, eps, pick);
                 else RmsNorm.Run(x, own ?? baseWeight, h, eps);
             }
+            // Linear k of a fused call as the unfused path would run it (W, its slot's signs and scales, the slot), or null
+            // where that path is not one of W + α·S (a factor codec's term).
+            (GemvNorm.Linear L, int Slot)? Plan(int k, Tensor baseWeight, List<Tensor> temps)
+            {
+                if (rowsT != null)
+                    return rowTenant >= 0 ? (new(baseWeight, pool!.Signs[l][k], pool.Scales[l][k]), rowTenant) : (new(baseWeight, null, null), -1);
+                if (d == null) return (new(baseWeight, null, null), -1);
+                if (d.LowRank[k] != null || d.Sparse[k] != null) return null;
+                if (d.Bits[k] is not { } bits) return (new(d.Whole[k] ?? baseWeight, null, null), -1);
+                if (oneSlot == null) return null;
+                var alpha = delta!.Scales(dev).Slice(l * linears + k, 1);
+                temps.Add(alpha);
+                return (new(baseWeight, bits.Signs, alpha), 0);
+            }
+            // rmsnorm(x) through linears ks (with SwiGLU: gate and up into outs[0]) in one launch, where it applies
+            bool Fused(int[] ks, Tensor[] weights, Tensor? own, Tensor baseNorm, Tensor? table, Tensor[] outs, bool swiGlu)
+            {
+                if (!fuseRow) return false;
+                var temps = new List<Tensor>();
+                try
+                {
+                    var plans = ks.Select((k, i) => Plan(k, weights[i], temps)).ToArray();
+                    if (plans.Any(p => p == null) || plans.Any(p => p!.Value.Slot != plans[0]!.Value.Slot)) return false;
+                    if (plans[0]!.Value.Slot >= 0 && !FuseTenantRows) return false;
+                    var g = NormRow(own ?? baseNorm, table, rowTenant, temps);
+                    var ls = plans.Select(p => p!.Value.L).ToArray();
+                    if (!GemvNorm.Takes(x, g, ls.Select(p => p.W).ToArray())) return false;
+                    if (swiGlu) GemvNorm.RunSwiGlu(x, g, eps, ls[0], ls[1], plans[0]!.Value.Slot, outs[0]);
+                    else GemvNorm.Run(x, g, eps, ls, plans[0]!.Value.Slot, outs);
+                    return true;
+                }
+                finally
+                {
+                    foreach (var t in temps) t.Dispose();
+                }
+            }
             // Attention block: x += o(attention(rope(q(h)), rope(k(h)), v(h))), h = rmsnorm(x).
-            Norm(d?.InputNorm, w.InputNorm, pool?.InputNorms[l]);
-            Linear(h, 0, w.Q, q);
-            Linear(h, 1, w.K, k);
-            Linear(h, 2, w.V, v);
+            if (!Fused([0, 1, 2], [w.Q, w.K, w.V], d?.InputNorm, w.InputNorm, pool?.InputNorms[l], [q, k, v], swiGlu: false))
+            {
+                Norm(d?.InputNorm, w.InputNorm, pool?.InputNorms[l]);
+                Linear(h, 0, w.Q, q);
+                Linear(h, 1, w.K, k);
+                Linear(h, 2, w.V, v);
+            }
             RopeCache.Run(q3, k3, v3, tSlots, tPos, rope, cache.K[l], cache.V[l]);
             Attention.Run(q3, cache.K[l], cache.V[l], tSlots, tPos, attn3, window, scale, keys);
             Linear(attn, 3, w.O, x, accumulate: true);
             // MLP block: x += down(silu(gate(h)) · up(h)), h = rmsnorm(x).
-            Norm(d?.PostAttentionNorm, w.PostAttentionNorm, pool?.PostNorms[l]);
-            Linear(h, 4, w.Gate, gate);
-            Linear(h, 5, w.Up, up);
-            SwiGlu.Run(gate, up, gate);
+            if (!Fused([4, 5], [w.Gate, w.Up], d?.PostAttentionNorm, w.PostAttentionNorm, pool?.PostNorms[l], [gate], swiGlu: true))
+            {
+                Norm(d?.PostAttentionNorm, w.PostAttentionNorm, pool?.PostNorms[l]);
+                Linear(h, 4, w.Gate, gate);
+                Linear(h, 5, w.Up, up);
+                SwiGlu.Run(gate, up, gate);
+            }
             Linear(gate, 6, w.Down, x, accumulate: true);
         }
 
@@ -243,17 +298,37 @@ public sealed class LlamaModel : IDisposable
         using var xr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
         using var hr = Tensor.Empty([R, c.HiddenSize], DType.F32, dev);
         Embedding.Run(rows!, x, xr);
-        if (pick != null) RmsNorm.Run(xr, pool!.FinalNorms, hr, eps, rowPick!);
-        else RmsNorm.Run(xr, delta?.FinalNorm ?? Weights.FinalNorm, hr, eps);
         // Tied embeddings: the head is the (possibly replaced) embedding.
         var head = Weights.LmHeadIsEmbedding ? embedding : delta?.LmHead ?? Weights.LmHead;
+        // Per run of logit rows that share a head: the base's, or a tenant's own (lm_head, or embedding when tied).
+        Tensor HeadOf(int slot) => slot < 0 ? head : (Weights.LmHeadIsEmbedding ? pool!.Embedding(slot) : pool!.LmHead(slot)) ?? head;
+        if (R == 1 && dev.IsIlgpu)
+        {
+            // one row: the final norm inside the head's launch (GemvNorm.cs)
+            int slot = tenants != null ? tenants[lr[0]] : -1;
+            var temps = new List<Tensor>();
+            try
+            {
+                var g = NormRow(delta?.FinalNorm ?? Weights.FinalNorm, pick != null ? pool!.FinalNorms : null, slot, temps);
+                var hd = tenants != null ? HeadOf(slot) : head;
+                if (GemvNorm.Takes(xr, g, hd))
+                {
+                    GemvNorm.Run(xr, g, eps, [new(hd, null, null)], -1, [logits]);
+                    return;
+                }
+            }
+            finally
+            {
+                foreach (var t in temps) t.Dispose();
+            }
+        }
+        if (pick != null) RmsNorm.Run(xr, pool!.FinalNorms, hr, eps, rowPick!);
+        else RmsNorm.Run(xr, delta?.FinalNorm ?? Weights.FinalNorm, hr, eps);
         if (tenants == null)
         {
             MatMul.Run(hr, head, logits);
             return;
         }
-        // Per run of logit rows that share a head: the base's, or a tenant's own (lm_head, or embedding when tied).
-        Tensor HeadOf(int slot) => slot < 0 ? head : (Weights.LmHeadIsEmbedding ? pool!.Embedding(slot) : pool!.LmHead(slot)) ?? head;
         for (int a = 0; a < R;)
         {
             var hd = HeadOf(tenants[logitRows[a]]);
@@ -266,6 +341,28 @@ public sealed class LlamaModel : IDisposable
         }
     }
 
+    /// <summary>One row's norm weights in f32 for <see cref="GemvNorm"/>: row 1 + <paramref name="tenant"/> of a pool's
+    /// table when there is one (each tenant may bring its own), else <paramref name="weight"/> in f32, cast once and kept
+    /// for the model's life (norm weights are a few KB; a delta's own ones are kept too).</summary>
+    Tensor NormRow(Tensor weight, Tensor? table, int tenant, List<Tensor> temps)
+    {
+        if (table != null)
+        {
+            var row = table.Slice(tenant + 1, 1);
+            temps.Add(row);
+            return row;
+        }
+        if (weight.DType == DType.F32) return weight;
+        lock (normsF32)
+        {
+            if (!normsF32.TryGetValue(weight, out var f))
+                normsF32[weight] = f = weight.Cast(DType.F32);
+            return f;
+        }
+    }
+
+    readonly Dictionary<Tensor, Tensor> normsF32 = new(ReferenceEqualityComparer.Instance);
+
     static void Need(Tensor t, int[] shape)
     {
         if (t.DType != DType.F32 || !t.Shape.SequenceEqual(shape))
@@ -275,6 +372,7 @@ public sealed class LlamaModel : IDisposable
     public void Dispose()
     {
         rope.Dispose();
+        foreach (var f in normsF32.Values) f.Dispose();
         Weights.Dispose();
     }
 }

@@ -88,9 +88,9 @@ public class GemvOneTests
 
     /// <summary>The basic blocks that hold 16-byte loads, and the loads in each: a batch of a loop is one block, so ptxas
     /// can issue its loads together (it does not move loads across a branch).</summary>
-    static List<int> LoadBlocks(string kernel)
+    internal static List<int> LoadBlocks(string kernel, Type? of = null)
     {
-        var ptx = Ptx.Compile(typeof(GemvOne).GetMethod(kernel, BindingFlags.Static | BindingFlags.NonPublic)!);
+        var ptx = Ptx.Compile((of ?? typeof(GemvOne)).GetMethod(kernel, BindingFlags.Static | BindingFlags.NonPublic)!);
         Assert.DoesNotContain("bar.sync", ptx);
         Assert.DoesNotContain(".local", ptx);
         var lines = ptx.Split('\n');
