@@ -123,12 +123,21 @@ public static class GemvNorm
         }
         int warps = swiGlu ? p.Out0 : p.Out0 + p.Out1 + p.Out2;
         if (warps == 0) return;
-        x.Device.GroupedKernel<Action<KernelConfig, Parts, ArrayView<Vec16>, ArrayView<Vec16>, float, int, int, int, int>>(Kernel)(
+        x.Device.GroupedKernel<Action<KernelConfig, Parts, ArrayView<Vec16>, ArrayView<Vec16>, float, int, int, int>>(tenant ? TenantKernel : Kernel)(
             new KernelConfig((warps + Warps - 1) / Warps, Warps * 32), p, x.View<Vec16>(), g.View<Vec16>(), eps, inDim,
-            Elem.Code(linears[0].W.DType), tenant ? 1 : 0, swiGlu ? 1 : 0);
+            Elem.Code(linears[0].W.DType), swiGlu ? 1 : 0);
     }
 
-    static void Kernel(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, int tenant, int swiGlu)
+    /// <summary>Rows of the base alone: a kernel of its own, so the tenant loops' registers do not count against it.</summary>
+    static void Kernel(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, int swiGlu) =>
+        Body(p, x16, g16, eps, inDim, code, false, swiGlu);
+
+    /// <summary>A tenant's row: each linear's α·S folded into its weights.</summary>
+    static void TenantKernel(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, int swiGlu) =>
+        Body(p, x16, g16, eps, inDim, code, true, swiGlu);
+
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static void Body(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, bool t, int swiGlu)
     {
         int o = Grid.IdxX * Warps + Warp.WarpIdx;
         if (o >= (swiGlu != 0 ? p.Out0 : p.Out0 + p.Out1 + p.Out2)) return;   // the whole warp leaves together
@@ -136,7 +145,7 @@ public static class GemvNorm
         var x = x16.AsAligned(16);
         var g = g16.AsAligned(16);
         int chunks = inDim / 8, words = DTypes.SignWordsPerRow(inDim);
-        bool bf = code == Elem.BF16, t = tenant != 0;
+        bool bf = code == Elem.BF16;
         Sums s;
         var y = p.Y0;
         if (swiGlu != 0)

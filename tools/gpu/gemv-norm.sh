@@ -10,9 +10,9 @@ cp -r tests/fixtures $A/fixtures 2>/dev/null
 OUT=${OUT:-/tmp/out}; mkdir -p $OUT
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
 echo "== audit (CUDA), ptxas"
-timeout 90 $A/bitdelta audit --device cuda --kernel "gemv norm" --cases 300 --ptx /tmp/ptx 2>&1 | tail -3
+timeout 90 $A/bitdelta audit --device cuda --kernel "gemv norm" --cases 300 --ptx /tmp/ptx --seed 7 2>&1 | tail -3
 timeout 60 $A/bitdelta audit --device cuda --kernel "gemv one" --cases 100 2>&1 | tail -3
-ptxas -arch=sm_90 -v /tmp/ptx/GemvNorm.Kernel.ptx -o /tmp/g.cubin 2>&1 | grep -E "error|Used|spill" | head -4
+for k in Kernel TenantKernel; do ptxas -arch=sm_90 -v /tmp/ptx/GemvNorm.$k.ptx -o /tmp/g.cubin 2>&1 | grep -E "error|Used|spill" | sed "s/^/$k: /" | head -4; done
 echo "== tests with CUDA as the device"
 (cd $A && BITDELTA_TEST_DEVICES=cuda timeout 200 ./BitDeltaNative.Tests -class "BitDeltaNative.Tests.Models.GemvNormRouteTests" \
   -class "BitDeltaNative.Tests.Kernels.GemvOneTests" -class "BitDeltaNative.Tests.Models.ForwardGoldenTests" > $OUT/tests-cuda.log 2>&1)
