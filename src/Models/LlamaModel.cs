@@ -235,15 +235,16 @@ public sealed class LlamaModel : IDisposable
                 else RmsNorm.Run(x, own ?? baseWeight, h, eps);
             }
             // Linear k of a fused call as the unfused path would run it (W, its slot's signs and scales, the slot), or null
-            // where that path is not one of W + α·S (a factor codec's term).
+            // where that path is not one of W + α·S (a factor codec's term) or is a tenant's and those stay unfused.
             (GemvNorm.Linear L, int Slot)? Plan(int k, Tensor baseWeight, List<Tensor> temps)
             {
                 if (rowsT != null)
-                    return rowTenant >= 0 ? (new(baseWeight, pool!.Signs[l][k], pool.Scales[l][k]), rowTenant) : (new(baseWeight, null, null), -1);
+                    return rowTenant < 0 ? (new(baseWeight, null, null), -1)
+                         : FuseTenantRows ? (new(baseWeight, pool!.Signs[l][k], pool.Scales[l][k]), rowTenant) : null;
                 if (d == null) return (new(baseWeight, null, null), -1);
                 if (d.LowRank[k] != null || d.Sparse[k] != null) return null;
                 if (d.Bits[k] is not { } bits) return (new(d.Whole[k] ?? baseWeight, null, null), -1);
-                if (oneSlot == null) return null;
+                if (oneSlot == null || !FuseTenantRows) return null;
                 var alpha = delta!.Scales(dev).Slice(l * linears + k, 1);
                 temps.Add(alpha);
                 return (new(baseWeight, bits.Signs, alpha), 0);
@@ -257,7 +258,6 @@ public sealed class LlamaModel : IDisposable
                 {
                     var plans = ks.Select((k, i) => Plan(k, weights[i], temps)).ToArray();
                     if (plans.Any(p => p == null) || plans.Any(p => p!.Value.Slot != plans[0]!.Value.Slot)) return false;
-                    if (plans[0]!.Value.Slot >= 0 && !FuseTenantRows) return false;
                     var g = NormRow(own ?? baseNorm, table, rowTenant, temps);
                     var ls = plans.Select(p => p!.Value.L).ToArray();
                     if (!GemvNorm.Takes(x, g, ls.Select(p => p.W).ToArray())) return false;
@@ -310,7 +310,7 @@ public sealed class LlamaModel : IDisposable
             try
             {
                 var g = NormRow(delta?.FinalNorm ?? Weights.FinalNorm, pick != null ? pool!.FinalNorms : null, slot, temps);
-                var hd = tenants != null ? HeadOf(slot) : head;
+                var hd = HeadOf(slot);
                 if (GemvNorm.Takes(xr, g, hd))
                 {
                     GemvNorm.Run(xr, g, eps, [new(hd, null, null)], -1, [logits]);
