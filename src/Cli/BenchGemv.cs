@@ -26,6 +26,7 @@ public static partial class Cli
         var iters = new Option<int?>("--iters") { Description = "timed samples per shape (default 100 on CUDA, 3 on ilgpu-cpu)" };
         var launches = new Option<int?>("--launches") { Description = "launches per timed sample (default 20 on CUDA, 1 on ilgpu-cpu)" };
         var shapes = new Option<string?>("--shapes") { Description = "shapes out×in, comma-separated (default: Llama-2-7B's 4096x4096,11008x4096,4096x11008)" };
+        var noPdl = new Option<bool>("--no-pdl") { Description = "launch GemvOne the plain way, not as dependent launches that overlap the launch ahead (DependentLaunch.cs), to compare" };
         var cmd = new Command("gemv", "Time the decode GEMV (y = x·Wᵀ, few rows) at Llama-2-7B shapes and compare its bandwidth with a device-to-device copy.");
         cmd.Options.Add(DeviceOption);
         cmd.Options.Add(dtype);
@@ -33,8 +34,10 @@ public static partial class Cli
         cmd.Options.Add(iters);
         cmd.Options.Add(launches);
         cmd.Options.Add(shapes);
+        cmd.Options.Add(noPdl);
         cmd.SetAction(r => Guard(() =>
         {
+            if (r.GetValue(noPdl)) DependentLaunch.Use = false;
             var name = r.GetValue(DeviceOption)!;
             var dev = Device.Parse(name == "auto" && !Device.CudaAvailable ? "ilgpu-cpu" : name);
             if (!dev.IsIlgpu) throw new BitDeltaException("--device cpu: the benchmark times GPU kernels; use cuda, or ilgpu-cpu to run them on ILGPU's CPU accelerator");

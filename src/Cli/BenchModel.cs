@@ -24,6 +24,7 @@ public static partial class Cli
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
         var randomDelta = new Option<bool>("--random-delta") { Description = "then decode again with a BitDelta delta of random signs on every linear: its decode rows as a one-slot pool (one launch a linear) and with the base and signs products apart, to compare" };
         var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "decode linears of 1 and 2 rows without GemvOne (the streamed or base forms), to compare" };
+        var noPdl = new Option<bool>("--no-pdl") { Description = "launch the one-row linears (GemvOne, GemvNorm) the plain way, not as dependent launches that overlap the kernel ahead (DependentLaunch.cs), to compare" };
         var noGemvNorm = new Option<bool>("--no-gemv-norm") { Description = "one-row steps without GemvNorm (norms, q/k/v, gate/up and SwiGLU as separate launches), to compare" };
         var gemvNormTenants = new Option<bool>("--gemv-norm-tenants") { Description = "one-row steps of a tenant through GemvNorm too (off by default: it did not win there), to compare" };
         var noStream = new Option<bool>("--no-stream") { Description = "decode linears of 1–3 rows without the tenant linear's streamed form (1 row: the GEMV; 2–3: the base form's three launches), to compare" };
@@ -42,6 +43,7 @@ public static partial class Cli
         cmd.Options.Add(noStream);
         cmd.Options.Add(noGemvOne);
         cmd.Options.Add(noGemvNorm);
+        cmd.Options.Add(noPdl);
         cmd.Options.Add(gemvNormTenants);
         cmd.Options.Add(randomDelta);
         cmd.Options.Add(DeviceOption);
@@ -64,6 +66,7 @@ public static partial class Cli
             if (r.GetValue(noStream)) TenantLinear.UseStream = false;
             if (r.GetValue(noGemvOne)) GemvOne.Use = false;
             if (r.GetValue(noGemvNorm)) GemvNorm.Use = false;
+            if (r.GetValue(noPdl)) DependentLaunch.Use = false;
             if (r.GetValue(gemvNormTenants)) LlamaModel.FuseTenantRows = true;
             var bs = ParseInts(r.GetValue(batches)!, "--batches");
             var sw = Stopwatch.StartNew();

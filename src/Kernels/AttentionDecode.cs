@@ -81,6 +81,8 @@ public static partial class Attention
                              ArrayView<int> slots, ArrayView<int> positions, ArrayView<float> output,
                              ArrayView<float> partM, ArrayView<float> partL, ArrayView<float> partAcc, Dims s)
     {
+        GridDependency.Release();   // a dependent launch after it may start its blocks as ours finish (DependentLaunch.cs)
+        GridDependency.Wait();      // launched dependent itself: q and the cache are the kernels' ahead
         var accS = SharedMemory.Allocate<float>(DecodeWarps * MaxHeadDim);
         var mS = SharedMemory.Allocate<float>(DecodeWarps);
         var lS = SharedMemory.Allocate<float>(DecodeWarps);
@@ -183,6 +185,8 @@ public static partial class Attention
     static void CombineKernel(ArrayView<int> slots, ArrayView<int> positions, ArrayView<float> partM, ArrayView<float> partL,
                               ArrayView<float> partAcc, ArrayView<float> output, Dims s)
     {
+        GridDependency.Release();
+        GridDependency.Wait();
         int row = Grid.IdxX, t = row / s.Heads, D = s.HeadDim;
         long outRow = (long)row * D, part = (long)row * s.Splits;
         int slot = slots[t], pos = positions[t];
@@ -222,13 +226,13 @@ public static partial class Attention
         var vm = pm?.View<float>() ?? output.View<float>();
         var vl = pl?.View<float>() ?? output.View<float>();
         var va = pa?.View<float>() ?? output.View<float>();
-        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, int, ArrayView<int>, ArrayView<int>, ArrayView<float>,
+        dev.DependentKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, int, ArrayView<int>, ArrayView<int>, ArrayView<float>,
                                  ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims>>(DecodeKernel)(
             new KernelConfig(rows * shape.Splits, DecodeThreads),
             q.View<float>(), Elem.View(kCache), Elem.View(vCache), Elem.Code(kCache.DType), slots.View<int>(), positions.View<int>(), output.View<float>(),
             vm, vl, va, shape);
         if (shape.Splits > 1)
-            dev.GroupedKernel<Action<KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims>>(CombineKernel)(
+            dev.DependentKernel<Action<KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims>>(CombineKernel)(
                 new KernelConfig(rows, DecodeThreads), slots.View<int>(), positions.View<int>(), vm, vl, va, output.View<float>(), shape);
     }
 }

@@ -123,7 +123,7 @@ public static class GemvNorm
         }
         int warps = swiGlu ? p.Out0 : p.Out0 + p.Out1 + p.Out2;
         if (warps == 0) return;
-        x.Device.GroupedKernel<Action<KernelConfig, Parts, ArrayView<Vec16>, ArrayView<Vec16>, float, int, int, int>>(tenant ? TenantKernel : Kernel)(
+        x.Device.DependentKernel<Action<KernelConfig, Parts, ArrayView<Vec16>, ArrayView<Vec16>, float, int, int, int>>(tenant ? TenantKernel : Kernel)(
             new KernelConfig((warps + Warps - 1) / Warps, Warps * 32), p, x.View<Vec16>(), g.View<Vec16>(), eps, inDim,
             Elem.Code(linears[0].W.DType), swiGlu ? 1 : 0);
     }
@@ -139,6 +139,7 @@ public static class GemvNorm
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static void Body(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, bool t, int swiGlu)
     {
+        GridDependency.Release();   // the next kernel's blocks may start theirs as ours finish (DependentLaunch.cs)
         int o = Grid.IdxX * Warps + Warp.WarpIdx;
         if (o >= (swiGlu != 0 ? p.Out0 : p.Out0 + p.Out1 + p.Out2)) return;   // the whole warp leaves together
         int lane = Warp.LaneIdx;
@@ -151,6 +152,7 @@ public static class GemvNorm
         if (swiGlu != 0)
         {
             long row = (long)o * chunks, signRow = (long)o * words;
+            GridDependency.Wait();   // x is the kernel ahead's: wait for its end (DependentLaunch.cs)
             float a0 = t ? p.A0[0] : 0f, a1 = t ? p.A1[0] : 0f;
             var w0 = p.W0.AsAligned(16);
             var w1 = p.W1.AsAligned(16);
@@ -169,6 +171,7 @@ public static class GemvNorm
             var signs = m == 0 ? p.S0 : m == 1 ? p.S1 : p.S2;
             float alpha = t ? (m == 0 ? p.A0 : m == 1 ? p.A1 : p.A2)[0] : 0f;
             long row = (long)r * chunks, signRow = (long)r * words;
+            GridDependency.Wait();
             s = bf ? (t ? One(w, true, signs, alpha, true, x, g, row, signRow, chunks, lane) : One(w, true, signs, 0f, false, x, g, row, signRow, chunks, lane))
                    : (t ? One(w, false, signs, alpha, true, x, g, row, signRow, chunks, lane) : One(w, false, signs, 0f, false, x, g, row, signRow, chunks, lane));
             o = r;

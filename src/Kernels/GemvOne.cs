@@ -74,7 +74,7 @@ public static class GemvOne
         int outDim = w.Dim(0), inDim = w.Dim(1);
         if (outDim == 0) return;
         bool tenant = signs != null && slots != null;
-        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, ArrayView<float>, ArrayView<int>, int,
+        y.Device.DependentKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, ArrayView<float>, ArrayView<int>, int,
                                       ArrayView<float>, int, int, int>>(GemvFewKernel)(
             new KernelConfig((outDim + Warps - 1) / Warps, Warps * 32),
             w.View<Vec16>(), Elem.Code(w.DType), x.View<Vec16>(),
@@ -92,7 +92,7 @@ public static class GemvOne
         if (outDim == 0) return;
         bool tenant = signs != null && slot >= 0;
         long offset = tenant ? (long)slot * outDim * DTypes.SignWordsPerRow(inDim) : 0;
-        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, long, ArrayView<float>, int,
+        y.Device.DependentKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, long, ArrayView<float>, int,
                                       ArrayView<float>, int, int, int>>(GemvOneKernel)(
             new KernelConfig((outDim + Warps - 1) / Warps, Warps * 32),
             w.View<Vec16>(), Elem.Code(w.DType), x.View<Vec16>(),
@@ -104,6 +104,7 @@ public static class GemvOne
     static void GemvOneKernel(ArrayView<Vec16> w16, int code, ArrayView<Vec16> x16, ArrayView<uint> signs, long signOffset,
                               ArrayView<float> scales, int slot, ArrayView<float> y, int inDim, int outDim, int accumulate)
     {
+        GridDependency.Release();   // the next linear's blocks may start theirs as ours finish (DependentLaunch.cs)
         int o = Grid.IdxX * Warps + Warp.WarpIdx;
         if (o >= outDim) return;   // the whole warp leaves together
         int lane = Warp.LaneIdx;
@@ -111,6 +112,7 @@ public static class GemvOne
         var x = x16.AsAligned(16);
         int chunks = inDim / 8;
         long row = (long)o * chunks;
+        GridDependency.Wait();   // x (and y, when adding to it) are the kernel ahead's: wait for its end
         long signRow = signOffset + (long)o * DTypes.SignWordsPerRow(inDim);
         // four copies of the loop, each with its flags constant: a branch inside the batch (as on the weights' type, per
         // chunk) would stop ptxas from issuing the later chunks' x loads early
@@ -170,6 +172,7 @@ public static class GemvOne
     static void GemvFewKernel(ArrayView<Vec16> w16, int code, ArrayView<Vec16> x16, ArrayView<uint> signs, ArrayView<float> scales,
                               ArrayView<int> slots, int tenant, ArrayView<float> y, int inDim, int outDim, int accumulate)
     {
+        GridDependency.Release();
         int o = Grid.IdxX * Warps + Warp.WarpIdx;
         if (o >= outDim) return;
         int lane = Warp.LaneIdx;
@@ -177,6 +180,7 @@ public static class GemvOne
         var x = x16.AsAligned(16);
         int chunks = inDim / 8, words = DTypes.SignWordsPerRow(inDim);
         long row = (long)o * chunks, slotWords = (long)outDim * words;
+        GridDependency.Wait();
         TwoRows c = default;
         if (tenant != 0)
         {

@@ -39,6 +39,8 @@ public static class RmsNorm
     /// a phase, ~16 µs a launch on the H200 (bench/NOTES.md).</summary>
     static void Kernel(ArrayView<float> x, ArrayView<ushort> w, int wCode, ArrayView<float> y, int dim, float eps, ArrayView<int> pick, int picked)
     {
+        GridDependency.Release();   // a dependent launch after it may start its blocks as ours finish (DependentLaunch.cs)
+        GridDependency.Wait();      // launched dependent itself: x is the kernel's ahead
         var scratch = SharedMemory.Allocate<float>(33);
         long row = (long)Grid.IdxX * dim;
         long wRow = picked != 0 ? (long)pick[Grid.IdxX] * dim : 0;
@@ -90,7 +92,7 @@ public static class RmsNorm
             return;
         }
         // Without a pick, x's storage stands in for the pick view, which is then never read.
-        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, int, ArrayView<float>, int, float, ArrayView<int>, int>>(Kernel)(
+        y.Device.DependentKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, int, ArrayView<float>, int, float, ArrayView<int>, int>>(Kernel)(
             new KernelConfig(rows, Threads(dim, y.Device)), x.View<float>(), Elem.View(w), Elem.Code(w.DType), y.View<float>(), dim, eps,
             pick?.View<int>() ?? x.View<int>(), pick != null ? 1 : 0);
     }

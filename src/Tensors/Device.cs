@@ -141,6 +141,41 @@ public sealed class Device
     public TLaunch GroupedKernel<TLaunch>(Delegate kernel) where TLaunch : Delegate =>
         (TLaunch)kernels.GetOrAdd(kernel.Method, _ => Load(implicitlyGrouped: false, kernel));
 
+    readonly ConcurrentDictionary<MethodInfo, Delegate> dependents = new();
+
+    /// <summary>As <see cref="GroupedKernel{TLaunch}"/>, launched so that it may start while the kernel ahead of it
+    /// finishes (<see cref="DependentLaunch"/>) where <see cref="DependentLaunch.Use"/> is on and the device is a CUDA GPU
+    /// of sm_90 or newer; elsewhere the plain launcher. The kernel must run <c>griddepcontrol.wait</c> (Kernels'
+    /// <c>GridDependency.Wait</c>) before it reads or writes anything another kernel writes or reads.</summary>
+    public TLaunch DependentKernel<TLaunch>(Delegate kernel) where TLaunch : Delegate
+    {
+        if (!DependentLaunch.Use || accelerator is not CudaAccelerator cu || !ArchAtLeast(cu, DependentLaunch.MinArchitecture))
+            return GroupedKernel<TLaunch>(kernel);
+        return (TLaunch)dependents.GetOrAdd(kernel.Method, _ =>
+        {
+            var (loaded, compiled) = LoadKernel(implicitlyGrouped: false, kernel);
+            var function = ((CudaKernel)loaded).FunctionPtr;
+            string name = $"{kernel.Method.DeclaringType?.Name}.{kernel.Method.Name}";
+            var stream = ((CudaStream)cu.DefaultStream).StreamPtr;
+            Type[] launchArgs = [typeof(KernelConfig), .. kernel.GetType().GetGenericArguments()];
+            unsafe
+            {
+                void Launch(KernelConfig c, byte[] args)
+                {
+                    using var bound = cu.BindScoped();
+                    fixed (byte* p = args)
+                        CudaDriver.LaunchDependent(function, (c.GridDim.X, c.GridDim.Y, c.GridDim.Z), (c.GroupDim.X, c.GroupDim.Y, c.GroupDim.Z),
+                                                   c.SharedMemoryConfig.ArraySize, stream, p, args.Length, name);
+                    Marked(name);
+                    GC.KeepAlive(loaded);   // the module (and so the function) lives as long as ILGPU's kernel object
+                }
+                return DependentLaunch.Launcher(Expr.GetActionType(launchArgs), Launch, ((PTXCompiledKernel)compiled).PTXAssembly, name, CountLaunch);
+            }
+        });
+    }
+
+    static bool ArchAtLeast(CudaAccelerator cu, int sm) => cu.Architecture is { } a && a.Major * 10 + a.Minor >= sm;
+
     /// <summary>ILGPU's loaders in their steps (KernelLoaders.LoadStreamKernel / LoadAutoGroupedStreamKernel): the
     /// entry point, the compiled kernel (from <see cref="PtxCache"/> on CUDA when it has it), the driver's load, the
     /// launcher that takes a stream, bound here to the default stream. Split so that start-up can tell ILGPU's time
@@ -149,6 +184,19 @@ public sealed class Device
     {
         var method = kernel.Method;
         var args = kernel.GetType().GetGenericArguments();
+        var (loaded, _) = LoadKernel(implicitlyGrouped, kernel);
+        // ILGPU's launcher takes Action<AcceleratorStream, KernelConfig | TIndex, T1, ...>
+        Type[] launchArgs = implicitlyGrouped ? args : [typeof(KernelConfig), .. args];
+        var streamType = Expr.GetActionType([typeof(AcceleratorStream), .. launchArgs]);
+        var streamLaunch = (Delegate)typeof(ILGPU.Runtime.Kernel).GetMethod(nameof(ILGPU.Runtime.Kernel.CreateLauncherDelegate))!
+            .MakeGenericMethod(streamType).Invoke(loaded, null)!;
+        return Counted(Expr.GetActionType(launchArgs), streamLaunch, $"{method.DeclaringType?.Name}.{method.Name}");
+    }
+
+    /// <summary>The kernel compiled (or read from the cache) and loaded by the driver, with the compiled form it came from.</summary>
+    (ILGPU.Runtime.Kernel Loaded, CompiledKernel Compiled) LoadKernel(bool implicitlyGrouped, Delegate kernel)
+    {
+        var method = kernel.Method;
         var entry = implicitlyGrouped ? EntryPointDescription.FromImplicitlyGroupedKernel(method) : EntryPointDescription.FromExplicitlyGroupedKernel(method);
         long t0 = System.Diagnostics.Stopwatch.GetTimestamp();
         string? key = null;
@@ -178,12 +226,7 @@ public sealed class Device
         Interlocked.Add(ref ilgpuTicks, t1 - t0);
         Interlocked.Add(ref driverTicks, t2 - t1);
         if (cached) Interlocked.Increment(ref fromCache);
-        // ILGPU's launcher takes Action<AcceleratorStream, KernelConfig | TIndex, T1, ...>
-        Type[] launchArgs = implicitlyGrouped ? args : [typeof(KernelConfig), .. args];
-        var streamType = Expr.GetActionType([typeof(AcceleratorStream), .. launchArgs]);
-        var streamLaunch = (Delegate)typeof(ILGPU.Runtime.Kernel).GetMethod(nameof(ILGPU.Runtime.Kernel.CreateLauncherDelegate))!
-            .MakeGenericMethod(streamType).Invoke(loaded, null)!;
-        return Counted(Expr.GetActionType(launchArgs), streamLaunch, $"{method.DeclaringType?.Name}.{method.Name}");
+        return (loaded, compiled);
     }
 
     /// <summary>ILGPU's compile, then on CUDA the PTX passes a kernel asks for (<see cref="PtxPasses"/>).</summary>

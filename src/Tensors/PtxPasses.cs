@@ -46,7 +46,19 @@ public static class PtxPasses
         if (method.GetCustomAttribute<PromoteLocalsAttribute>() != null) ptx = Promote(ptx).Ptx;
         if (method.GetCustomAttribute<LaunchBoundsAttribute>() is { } b) ptx = Bound(ptx, b.MaxThreads, b.MinBlocks);
         if (method.GetCustomAttribute<ArchSpecificAttribute>() != null) ptx = ArchSpecific(ptx);
+        ptx = WithoutGridDependency(ptx);
         return ReferenceEquals(ptx, compiled.PTXAssembly) ? compiled : PtxCache.WithPtx(compiled, ptx);
+    }
+
+    /// <summary><c>griddepcontrol</c> (dependent launches, DependentLaunch.cs) is sm_90's: for an older target its
+    /// lines are taken out, which is what they mean there (a kernel launched the plain way waits for nothing and
+    /// releases nothing).</summary>
+    public static string WithoutGridDependency(string ptx)
+    {
+        if (!ptx.Contains("griddepcontrol", StringComparison.Ordinal)) return ptx;
+        var m = Regex.Match(ptx, @"^\.target[ \t]+sm_(\d+)", RegexOptions.Multiline);
+        if (m.Success && int.Parse(m.Groups[1].Value) >= DependentLaunch.MinArchitecture) return ptx;
+        return Regex.Replace(ptx, @"^[ \t]*griddepcontrol\.[a-z_]+;[ \t]*\n", "", RegexOptions.Multiline);
     }
 
     /// <summary><c>.target sm_90</c> → <c>.target sm_90a</c>; any other target is refused (the instructions are Hopper's).</summary>

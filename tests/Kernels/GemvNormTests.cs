@@ -74,6 +74,10 @@ public class GemvNormTests
             Assert.Equal(4, blocks.Count);
             Assert.Equal(2, blocks.Count(n => n >= 40));
             Assert.All(blocks, n => Assert.True(n >= 24, $"{kernel}: a basic block of {n} 16-byte loads"));
+            // a dependent launch: one wait on each path (q/k/v's, the pair's) before the loops, none inside them
+            var ptx = Ptx.Compile(typeof(GemvNorm).GetMethod(kernel, System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)!);
+            Assert.Equal(2, ptx.Split('\n').Count(l => l.Trim().StartsWith("griddepcontrol.wait", StringComparison.Ordinal)));
+            Assert.All(GemvOneTests.LoadRuns(kernel, typeof(GemvNorm)), r => Assert.True(r.BeforeWait < 0, $"{kernel}: a wait inside a loop"));
         }
     }
 }

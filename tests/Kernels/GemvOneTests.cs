@@ -88,24 +88,54 @@ public class GemvOneTests
 
     /// <summary>The basic blocks that hold 16-byte loads, and the loads in each: a batch of a loop is one block, so ptxas
     /// can issue its loads together (it does not move loads across a branch).</summary>
-    internal static List<int> LoadBlocks(string kernel, Type? of = null)
+    /// <summary>For each run of 16-byte loads in <paramref name="kernel"/>'s PTX: how many 16-byte loads it reaches before
+    /// a conditional branch, following jumps that cannot fail and passing those never taken (ILGPU writes
+    /// <c>if (CudaAsm.IsSupported)</c> as a branch on a predicate set to 1 or 0, which ptxas folds), and how many of them come before a <c>griddepcontrol.wait</c> on the way
+    /// (−1 if none).</summary>
+    internal static List<(int Loads, int BeforeWait)> LoadRuns(string kernel, Type? of = null)
+    {
+        var (lines, labels) = Lines(kernel, of);
+        var runs = new List<(int, int)>();
+        var seen = new HashSet<int>();
+        for (int i = 0; i < lines.Length; i++)
+            if (!seen.Contains(i) && lines[i].StartsWith("ld.global.v4.b32", StringComparison.Ordinal))
+                runs.Add(Walk(lines, labels, i, seen));
+        return runs;
+    }
+
+    static (string[] Lines, Dictionary<string, int> Labels) Lines(string kernel, Type? of)
     {
         var ptx = Ptx.Compile((of ?? typeof(GemvOne)).GetMethod(kernel, BindingFlags.Static | BindingFlags.NonPublic)!);
         Assert.DoesNotContain("bar.sync", ptx);
         Assert.DoesNotContain(".local", ptx);
-        var lines = ptx.Split('\n');
-        var blocks = new List<int>();
+        var lines = ptx.Split('\n').Select(l => l.Trim()).ToArray();
+        var labels = new Dictionary<string, int>();
         for (int i = 0; i < lines.Length; i++)
-        {
-            if (!lines[i].Contains("ld.global.v4.b32", StringComparison.Ordinal)) continue;
-            int j = i, loads = 0;
-            for (; j < lines.Length && !lines[j].Contains("bra", StringComparison.Ordinal); j++)
-                if (lines[j].Contains("ld.global.v4.b32", StringComparison.Ordinal)) loads++;
-            blocks.Add(loads);
-            i = j;
-        }
-        return blocks;
+            if (lines[i].EndsWith(':')) labels[lines[i][..^1]] = i;
+        return (lines, labels);
     }
+
+    static (int Loads, int BeforeWait) Walk(string[] lines, Dictionary<string, int> labels, int from, HashSet<int> seen)
+    {
+        int loads = 0, beforeWait = -1;
+        for (int j = from, steps = 0; j < lines.Length && steps < 100000 && seen.Add(j); j++, steps++)
+        {
+            var l = lines[j];
+            if (l.StartsWith("ld.global.v4.b32", StringComparison.Ordinal)) loads++;
+            if (l.StartsWith("griddepcontrol.wait", StringComparison.Ordinal) && beforeWait < 0) beforeWait = loads;
+            if (!l.Contains("bra", StringComparison.Ordinal)) continue;
+            var target = l.Split(' ', '\t').Last().TrimEnd(';');
+            string set = l.StartsWith('@') && j > 0 ? $"mov.pred\t{l[1..l.IndexOfAny([' ', '\t'])]}, " : "";
+            if (set.Length > 0 && lines[j - 1] == set + "0;") continue;   // a branch on a predicate set to 0: never taken
+            bool always = l.StartsWith("bra", StringComparison.Ordinal) || (set.Length > 0 && lines[j - 1] == set + "1;");
+            if (!always || !labels.TryGetValue(target, out int to)) break;
+            j = to;   // the loop's j++ steps over the label
+        }
+        return (loads, beforeWait);
+    }
+
+    /// <summary>The runs' load counts (<see cref="LoadRuns"/>).</summary>
+    internal static List<int> LoadBlocks(string kernel, Type? of = null) => LoadRuns(kernel, of).Select(r => r.Loads).ToList();
 
     [Fact]
     public void Ptx_keeps_each_batch_in_one_basic_block_and_has_no_barrier()
@@ -114,6 +144,20 @@ public class GemvOneTests
         var blocks = LoadBlocks("GemvOneKernel");
         Assert.Equal(4, blocks.Count);
         Assert.All(blocks, n => Assert.True(n >= 24, $"a basic block of {n} 16-byte loads"));
+    }
+
+    [Fact]
+    public void Ptx_waits_once_for_the_kernel_ahead_and_never_inside_a_loop()
+    {
+        // a dependent launch (DependentLaunch.cs): one griddepcontrol.wait before the loops, none in them (in every
+        // batch it cost ~10% of a 7B step, bench/NOTES.md), and the release for the kernel after
+        foreach (var kernel in new[] { "GemvOneKernel", "GemvFewKernel" })
+        {
+            var ptx = Ptx.Compile(typeof(GemvOne).GetMethod(kernel, BindingFlags.Static | BindingFlags.NonPublic)!);
+            Assert.Equal(1, ptx.Split('\n').Count(l => l.Trim().StartsWith("griddepcontrol.wait", StringComparison.Ordinal)));
+            Assert.Contains("griddepcontrol.launch_dependents", ptx);
+            Assert.All(LoadRuns(kernel), r => Assert.True(r.BeforeWait < 0, $"{kernel}: a wait inside a loop"));
+        }
     }
 
     [Fact]

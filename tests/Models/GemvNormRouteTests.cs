@@ -132,4 +132,49 @@ public class GemvNormRouteTests(EngineDeltas deltas) : IClassFixture<EngineDelta
         Compare(m, Rows(-1), $"{model} pool, base row");
         TenantRowsFused(() => Compare(m, Rows(0), $"{model} pool, tenant row fused"));
     }
+    /// <summary>The one-row kernels go out as dependent launches on CUDA (DependentLaunch.cs: packed by us, launched with
+    /// cuLaunchKernelEx, waiting in the kernel for the one ahead). Against ILGPU's own launches of the same kernels: the
+    /// same bits, the same launch count, for the plain model (GemvNorm's base kernel, GemvOne's), a delta (GemvOne's
+    /// tenant loop) and a pool's tenant row fused (GemvNorm's tenant kernel). Only where CUDA is a test device.</summary>
+    [Fact]
+    public void Dependent_launches_give_the_same_bits_as_ilgpus_own()
+    {
+        var dev = TestDevices.All.FirstOrDefault(d => d.Kind == DeviceKind.Cuda);
+        if (dev == null) Assert.Skip("no CUDA device among the test devices: dependent launches are CUDA's (sm_90 and newer)");
+        const string model = "llama-f16";
+        using var m = LlamaModel.Load(Fixtures.Model(model), dev);
+        using var delta = DeltaWeights.Load(deltas.For(model).A, Fixtures.Model(model), m.Config, dev);
+        using var pool = new DeltaPool(m.Weights, 2, dev);
+        using (var file = DeltaFile.Open(deltas.For(model).B)) Assert.Equal(0, pool.Load(file, "b"));
+        var cases = new (string, Action<int[], int[], KvCacheMemory, Tensor>)[]
+        {
+            ("plain", (ids, pos, cache, logits) => m.Forward(ids, new int[ids.Length], pos, [ids.Length - 1], cache, logits)),
+            ("delta", (ids, pos, cache, logits) => m.Forward(ids, new int[ids.Length], pos, [ids.Length - 1], cache, logits, delta)),
+            ("pool tenant row fused", (ids, pos, cache, logits) => m.Forward(ids, new int[ids.Length], pos, [ids.Length - 1], cache, logits, pool,
+                                                                   Enumerable.Repeat(0, ids.Length).ToArray())),
+        };
+        foreach (var (what, forward) in cases)
+        {
+            (float[] Logits, long Launches)[] plain, dependent;
+            try
+            {
+                LlamaModel.FuseTenantRows = what.EndsWith("fused");
+                DependentLaunch.Use = false;
+                Steps(m, forward);   // once first, so that kernels loaded on first use count in neither run
+                plain = Steps(m, forward);
+                DependentLaunch.Use = true;
+                dependent = Steps(m, forward);
+            }
+            finally
+            {
+                DependentLaunch.Use = true;
+                LlamaModel.FuseTenantRows = false;
+            }
+            for (int s = 0; s < plain.Length; s++)
+            {
+                Assert.True(plain[s].Logits.AsSpan().SequenceEqual(dependent[s].Logits), $"{what}, step {s}: dependent launches changed the logits");
+                Assert.Equal(plain[s].Launches, dependent[s].Launches);
+            }
+        }
+    }
 }
