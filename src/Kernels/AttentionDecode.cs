@@ -226,13 +226,13 @@ public static partial class Attention
         var vm = pm?.View<float>() ?? output.View<float>();
         var vl = pl?.View<float>() ?? output.View<float>();
         var va = pa?.View<float>() ?? output.View<float>();
-        dev.DependentKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, int, ArrayView<int>, ArrayView<int>, ArrayView<float>,
+        dev.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, ArrayView<ushort>, int, ArrayView<int>, ArrayView<int>, ArrayView<float>,
                                  ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims>>(DecodeKernel)(
             new KernelConfig(rows * shape.Splits, DecodeThreads),
             q.View<float>(), Elem.View(kCache), Elem.View(vCache), Elem.Code(kCache.DType), slots.View<int>(), positions.View<int>(), output.View<float>(),
             vm, vl, va, shape);
         if (shape.Splits > 1)
-            dev.DependentKernel<Action<KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims>>(CombineKernel)(
+            dev.GroupedKernel<Action<KernelConfig, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<float>, Dims>>(CombineKernel)(
                 new KernelConfig(rows, DecodeThreads), slots.View<int>(), positions.View<int>(), vm, vl, va, output.View<float>(), shape);
     }
 }

@@ -123,7 +123,7 @@ public static class GemvNorm
         }
         int warps = swiGlu ? p.Out0 : p.Out0 + p.Out1 + p.Out2;
         if (warps == 0) return;
-        x.Device.DependentKernel<Action<KernelConfig, Parts, ArrayView<Vec16>, ArrayView<Vec16>, float, int, int, int>>(tenant ? TenantKernel : Kernel)(
+        x.Device.GroupedKernel<Action<KernelConfig, Parts, ArrayView<Vec16>, ArrayView<Vec16>, float, int, int, int>>(tenant ? TenantKernel : Kernel)(
             new KernelConfig((warps + Warps - 1) / Warps, Warps * 32), p, x.View<Vec16>(), g.View<Vec16>(), eps, inDim,
             Elem.Code(linears[0].W.DType), swiGlu ? 1 : 0);
     }

@@ -74,7 +74,7 @@ public static class GemvOne
         int outDim = w.Dim(0), inDim = w.Dim(1);
         if (outDim == 0) return;
         bool tenant = signs != null && slots != null;
-        y.Device.DependentKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, ArrayView<float>, ArrayView<int>, int,
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, ArrayView<float>, ArrayView<int>, int,
                                       ArrayView<float>, int, int, int>>(GemvFewKernel)(
             new KernelConfig((outDim + Warps - 1) / Warps, Warps * 32),
             w.View<Vec16>(), Elem.Code(w.DType), x.View<Vec16>(),
@@ -92,7 +92,7 @@ public static class GemvOne
         if (outDim == 0) return;
         bool tenant = signs != null && slot >= 0;
         long offset = tenant ? (long)slot * outDim * DTypes.SignWordsPerRow(inDim) : 0;
-        y.Device.DependentKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, long, ArrayView<float>, int,
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, int, ArrayView<Vec16>, ArrayView<uint>, long, ArrayView<float>, int,
                                       ArrayView<float>, int, int, int>>(GemvOneKernel)(
             new KernelConfig((outDim + Warps - 1) / Warps, Warps * 32),
             w.View<Vec16>(), Elem.Code(w.DType), x.View<Vec16>(),

@@ -3,11 +3,12 @@ using ILGPU.Runtime.Cuda;
 namespace BitDeltaNative.Kernels;
 
 /// <summary>
-/// The device side of a dependent launch (Device.DependentKernel, DependentLaunch.cs; PTX ISA §9.7.13.13
-/// <c>griddepcontrol</c>). A kernel launched so may start before the kernel ahead of it has finished: everything before
-/// <see cref="Wait"/> must read only what no kernel writes (weights, signs, scales), and nothing before it may write.
-/// <see cref="Release"/> lets the kernel after this one start its blocks as this one's finish. On a GPU older than
-/// sm_90 the PTX passes take both out; on ILGPU's CPU accelerator kernels run one after another and both do nothing.
+/// The device side of a dependent launch (DependentLaunch.cs; PTX ISA §9.7.13.13 <c>griddepcontrol</c>). A kernel that
+/// calls <see cref="Wait"/> is launched so by Device.GroupedKernel on sm_90 and newer, and may start before the kernel
+/// ahead of it has finished: everything before <see cref="Wait"/> must read only what no kernel writes (weights, signs,
+/// scales), and nothing before it may write. <see cref="Release"/> lets the kernel after this one start its blocks as
+/// this one's finish. On a GPU older than sm_90 the PTX passes take both out; on ILGPU's CPU accelerator kernels run one
+/// after another and both do nothing.
 /// </summary>
 public static class GridDependency
 {

@@ -92,7 +92,7 @@ public static class RmsNorm
             return;
         }
         // Without a pick, x's storage stands in for the pick view, which is then never read.
-        y.Device.DependentKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, int, ArrayView<float>, int, float, ArrayView<int>, int>>(Kernel)(
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<ushort>, int, ArrayView<float>, int, float, ArrayView<int>, int>>(Kernel)(
             new KernelConfig(rows, Threads(dim, y.Device)), x.View<float>(), Elem.View(w), Elem.Code(w.DType), y.View<float>(), dim, eps,
             pick?.View<int>() ?? x.View<int>(), pick != null ? 1 : 0);
     }

@@ -127,6 +127,8 @@ public static partial class TenantLinear
     /// form's (TenantLinearMma.cs class comment): step s takes x16 at 16c + 2t + {0, 1, 8, 9}[s].</summary>
     static void SplitXKernel(ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<Vec16> xs, int inDim, int chunks)
     {
+        GridDependency.Release();   // launched dependent: the next kernel may start as ours finish (DependentLaunch.cs)
+        GridDependency.Wait();      // nothing read or written before the kernel ahead has finished
         int gc = Grid.IdxX;
         SplitX(x16, groups, xs, gc / chunks, gc % chunks, Group.IdxX / 32, Group.IdxX % 32, inDim, chunks);
     }
@@ -185,6 +187,8 @@ public static partial class TenantLinear
     static void BaseBody(ArrayView<Vec16> w16, ArrayView<Vec16> xs16, ArrayView<int> groups, ArrayView<float> y, int first, int nGroups,
                          int inDim, int outDim, int rows, int per, int mode, bool one)
     {
+        GridDependency.Release();   // launched dependent: the next kernel may start as ours finish (DependentLaunch.cs)
+        GridDependency.Wait();      // nothing read or written before the kernel ahead has finished
         var emu = SharedMemory.Allocate<float>(BaseWarps * 384);   // Mma's scratch where it is emulated
         var w16a = w16.AsAligned(16);
         var xs = xs16.AsAligned(16);
@@ -409,6 +413,8 @@ public static partial class TenantLinear
     /// the split count, bit 16 accumulate, bit 17 only the rows on the base, whose slot in the group table is −1).</summary>
     static void SumSplitsKernel(ArrayView<float> partial, ArrayView<int> groups, ArrayView<float> y, int slots, int rows, int outDim, int mode)
     {
+        GridDependency.Release();   // launched dependent: the next kernel may start as ours finish (DependentLaunch.cs)
+        GridDependency.Wait();      // nothing read or written before the kernel ahead has finished
         long i = Grid.GlobalIndex.X;
         if (i >= (long)slots * outDim) return;
         int j = (int)(i / outDim), o = (int)(i % outDim), split = mode & 0xFFFF;

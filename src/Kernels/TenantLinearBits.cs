@@ -121,8 +121,12 @@ public static partial class TenantLinear
 
     /// <summary>The preparation of <see cref="DecodeBaseBits"/>: block b as the streamed grid's preparation block b.</summary>
     static void BitsPrepKernel(ArrayView<Vec16> x16, ArrayView<int> groups, ArrayView<int> list, ArrayView<Vec16> xs, ArrayView<uint> planes,
-                               ArrayView<long> meta, StreamShape s) =>
+                               ArrayView<long> meta, StreamShape s)
+    {
+        GridDependency.Release();   // launched dependent: the next kernel may start as ours finish (DependentLaunch.cs)
+        GridDependency.Wait();      // nothing read or written before the kernel ahead has finished
         PrepWork(Grid.IdxX, x16, groups, list, xs, planes, meta, s);
+    }
 
     /// <summary>The products of <see cref="DecodeBaseBits"/>: as <see cref="BitsKernel"/>, then per output y (+)= the base
     /// partials in split order (when K was split), then + the tenant term. The row's scalars and its base partials are
@@ -130,6 +134,8 @@ public static partial class TenantLinear
     static void BitsEndKernel(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, ArrayView<long> meta,
                               ArrayView<int> list, ArrayView<float> scales, ArrayView<float> partial, ArrayView<float> y, StreamShape s)
     {
+        GridDependency.Release();   // launched dependent: the next kernel may start as ours finish (DependentLaunch.cs)
+        GridDependency.Wait();      // nothing read or written before the kernel ahead has finished
         var part = SharedMemory.Allocate<long>(4 * 32);
         int b = Grid.IdxX, row = b / s.BitsPerRow, tid = Group.IdxX, perBlock = 4 / s.BitsSplit;
         int mine = tid / 32, oMine = (b % s.BitsPerRow * perBlock + mine) * 32 + tid % 32;

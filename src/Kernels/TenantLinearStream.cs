@@ -293,6 +293,8 @@ public static partial class TenantLinear
                            ArrayView<int> list, ArrayView<long> meta, ArrayView<float> scales, ArrayView<float> parts, ArrayView<int> counters,
                            ArrayView<float> y, StreamShape s, bool one)
     {
+        GridDependency.Release();   // launched dependent: the next kernel may start as ours finish (DependentLaunch.cs)
+        GridDependency.Wait();      // nothing read or written before the kernel ahead has finished
         var emu = SharedMemory.Allocate<float>(StreamWarps * 384);   // Mma's scratch where it is emulated
         var part = SharedMemory.Allocate<long>(4 * 32);
         var last = SharedMemory.Allocate<int>(2);

@@ -21,12 +21,14 @@ namespace BitDeltaNative;
 /// its PTX: each parameter at its natural alignment, an <see cref="ArrayView{T}"/> as its element address and length (16
 /// bytes, ILGPU's <c>ViewImplementation</c>), a struct's fields in order with its views so replaced. The layout is checked
 /// against the kernel's PTX parameter list when the kernel is loaded, so a layout ILGPU changes is an error at load, not
-/// wrong arguments.
+/// wrong arguments. Which kernels go so is the kernel's own say: Device.GroupedKernel launches dependent every explicitly
+/// grouped kernel whose PTX waits (Kernels' GridDependency.Wait), and no other.
 /// </summary>
 public static class DependentLaunch
 {
-    /// <summary>Launch the kernels that ask for it as dependent launches on GPUs that have them (sm_90 and newer); the
-    /// bench turns it off to compare (<c>--no-pdl</c>).</summary>
+    /// <summary>Launch the kernels that wait for the kernel ahead (their PTX has <c>griddepcontrol.wait</c>) as dependent
+    /// launches on GPUs that have them (sm_90 and newer); the bench turns it off to compare (<c>--no-pdl</c>). Read at
+    /// each launch.</summary>
     public static bool Use { get; set; } = true;
 
     /// <summary>The architectures that run <c>griddepcontrol</c> (PTX ISA: sm_90 or higher).</summary>
@@ -158,8 +160,9 @@ public static class DependentLaunch
     }
 
     /// <summary>The launcher of type <paramref name="launchType"/> (<c>Action&lt;KernelConfig, T1, …&gt;</c>): packs
-    /// T1… into one buffer and hands it to <paramref name="launch"/>, under a lock (one buffer a kernel).</summary>
-    internal static Delegate Launcher(Type launchType, Action<KernelConfig, byte[]> launch, string ptx, string kernel, Action before)
+    /// T1… into one buffer and hands it to <paramref name="launch"/>, under a lock (one buffer a kernel); while
+    /// <see cref="Use"/> is off it calls <paramref name="plain"/> (ILGPU's launch) instead, when given.</summary>
+    internal static Delegate Launcher(Type launchType, Action<KernelConfig, byte[]> launch, string ptx, string kernel, Action before, Delegate? plain = null)
     {
         var ps = launchType.GetMethod("Invoke")!.GetParameters().Select(p => Expr.Parameter(p.ParameterType, p.Name)).ToArray();
         // a kernel that never waits would read what the kernel ahead is still writing
@@ -175,7 +178,9 @@ public static class DependentLaunch
         body.Add(Expr.Invoke(Expr.Constant(launch), ps[0], buf));
         var enter = typeof(Monitor).GetMethod(nameof(Monitor.Enter), [typeof(object)])!;
         var exit = typeof(Monitor).GetMethod(nameof(Monitor.Exit), [typeof(object)])!;
-        var locked = Expr.Block(Expr.Call(enter, Expr.Constant(gate)), Expr.TryFinally(Expr.Block(body), Expr.Call(exit, Expr.Constant(gate))));
+        Expr locked = Expr.Block(Expr.Call(enter, Expr.Constant(gate)), Expr.TryFinally(Expr.Block(body), Expr.Call(exit, Expr.Constant(gate))));
+        if (plain != null)
+            locked = Expr.IfThenElse(Expr.Property(null, typeof(DependentLaunch), nameof(Use)), locked, Expr.Invoke(Expr.Constant(plain), ps));
         return Expr.Lambda(launchType, locked, ps).Compile();
     }
 }

@@ -137,44 +137,38 @@ public sealed class Device
         (TAction)kernels.GetOrAdd(kernel.Method, _ => Load(implicitlyGrouped: true, kernel));
 
     /// <summary>The launcher for an explicitly grouped kernel: the kernel is <c>Action&lt;T1, ...&gt;</c> and
-    /// the launcher <c>Action&lt;KernelConfig, T1, ...&gt;</c>.</summary>
+    /// the launcher <c>Action&lt;KernelConfig, T1, ...&gt;</c>. A kernel that runs <c>griddepcontrol.wait</c> is
+    /// launched so that it may start while the kernel ahead finishes (<see cref="DependentLauncher"/>).</summary>
     public TLaunch GroupedKernel<TLaunch>(Delegate kernel) where TLaunch : Delegate =>
         (TLaunch)kernels.GetOrAdd(kernel.Method, _ => Load(implicitlyGrouped: false, kernel));
 
-    readonly ConcurrentDictionary<MethodInfo, Delegate> dependents = new();
-
-    /// <summary>As <see cref="GroupedKernel{TLaunch}"/>, launched so that it may start while the kernel ahead of it
-    /// finishes (<see cref="DependentLaunch"/>) where <see cref="DependentLaunch.Use"/> is on and the device is a CUDA GPU
-    /// of sm_90 or newer; elsewhere the plain launcher. The kernel must run <c>griddepcontrol.wait</c> (Kernels'
-    /// <c>GridDependency.Wait</c>) before it reads or writes anything another kernel writes or reads.</summary>
-    public TLaunch DependentKernel<TLaunch>(Delegate kernel) where TLaunch : Delegate
-    {
-        if (!DependentLaunch.Use || accelerator is not CudaAccelerator cu || !ArchAtLeast(cu, DependentLaunch.MinArchitecture))
-            return GroupedKernel<TLaunch>(kernel);
-        return (TLaunch)dependents.GetOrAdd(kernel.Method, _ =>
-        {
-            var (loaded, compiled) = LoadKernel(implicitlyGrouped: false, kernel);
-            var function = ((CudaKernel)loaded).FunctionPtr;
-            string name = $"{kernel.Method.DeclaringType?.Name}.{kernel.Method.Name}";
-            var stream = ((CudaStream)cu.DefaultStream).StreamPtr;
-            Type[] launchArgs = [typeof(KernelConfig), .. kernel.GetType().GetGenericArguments()];
-            unsafe
-            {
-                void Launch(KernelConfig c, byte[] args)
-                {
-                    using var bound = cu.BindScoped();
-                    fixed (byte* p = args)
-                        CudaDriver.LaunchDependent(function, (c.GridDim.X, c.GridDim.Y, c.GridDim.Z), (c.GroupDim.X, c.GroupDim.Y, c.GroupDim.Z),
-                                                   c.SharedMemoryConfig.ArraySize, stream, p, args.Length, name);
-                    Marked(name);
-                    GC.KeepAlive(loaded);   // the module (and so the function) lives as long as ILGPU's kernel object
-                }
-                return DependentLaunch.Launcher(Expr.GetActionType(launchArgs), Launch, ((PTXCompiledKernel)compiled).PTXAssembly, name, CountLaunch);
-            }
-        });
-    }
-
     static bool ArchAtLeast(CudaAccelerator cu, int sm) => cu.Architecture is { } a && a.Major * 10 + a.Minor >= sm;
+
+    /// <summary>On a CUDA GPU of sm_90 or newer, the launcher of an explicitly grouped kernel whose PTX waits for the
+    /// kernel ahead (Kernels' <c>GridDependency.Wait</c>): a dependent launch (<see cref="DependentLaunch"/>) while
+    /// <see cref="DependentLaunch.Use"/> is on, ILGPU's own launch <paramref name="plain"/> while it is off (the bench and
+    /// the tests switch it between calls); null for any other kernel.</summary>
+    Delegate? DependentLauncher(ILGPU.Runtime.Kernel loaded, CompiledKernel compiled, Type launchType, Delegate plain, string name)
+    {
+        if (accelerator is not CudaAccelerator cu || !ArchAtLeast(cu, DependentLaunch.MinArchitecture) || loaded is not CudaKernel ck
+            || compiled is not PTXCompiledKernel ptx || !ptx.PTXAssembly.Contains("griddepcontrol.wait", StringComparison.Ordinal))
+            return null;
+        var function = ck.FunctionPtr;
+        var stream = ((CudaStream)cu.DefaultStream).StreamPtr;
+        unsafe
+        {
+            void Launch(KernelConfig c, byte[] args)
+            {
+                using var bound = cu.BindScoped();
+                fixed (byte* p = args)
+                    CudaDriver.LaunchDependent(function, (c.GridDim.X, c.GridDim.Y, c.GridDim.Z), (c.GroupDim.X, c.GroupDim.Y, c.GroupDim.Z),
+                                               c.SharedMemoryConfig.ArraySize, stream, p, args.Length, name);
+                Marked(name);
+                GC.KeepAlive(loaded);   // the module (and so the function) lives as long as ILGPU's kernel object
+            }
+            return DependentLaunch.Launcher(launchType, Launch, ptx.PTXAssembly, name, CountLaunch, plain);
+        }
+    }
 
     /// <summary>ILGPU's loaders in their steps (KernelLoaders.LoadStreamKernel / LoadAutoGroupedStreamKernel): the
     /// entry point, the compiled kernel (from <see cref="PtxCache"/> on CUDA when it has it), the driver's load, the
@@ -184,13 +178,15 @@ public sealed class Device
     {
         var method = kernel.Method;
         var args = kernel.GetType().GetGenericArguments();
-        var (loaded, _) = LoadKernel(implicitlyGrouped, kernel);
+        var (loaded, compiled) = LoadKernel(implicitlyGrouped, kernel);
         // ILGPU's launcher takes Action<AcceleratorStream, KernelConfig | TIndex, T1, ...>
         Type[] launchArgs = implicitlyGrouped ? args : [typeof(KernelConfig), .. args];
         var streamType = Expr.GetActionType([typeof(AcceleratorStream), .. launchArgs]);
         var streamLaunch = (Delegate)typeof(ILGPU.Runtime.Kernel).GetMethod(nameof(ILGPU.Runtime.Kernel.CreateLauncherDelegate))!
             .MakeGenericMethod(streamType).Invoke(loaded, null)!;
-        return Counted(Expr.GetActionType(launchArgs), streamLaunch, $"{method.DeclaringType?.Name}.{method.Name}");
+        string name = $"{method.DeclaringType?.Name}.{method.Name}";
+        var plain = Counted(Expr.GetActionType(launchArgs), streamLaunch, name);
+        return implicitlyGrouped ? plain : DependentLauncher(loaded, compiled, Expr.GetActionType(launchArgs), plain, name) ?? plain;
     }
 
     /// <summary>The kernel compiled (or read from the cache) and loaded by the driver, with the compiled form it came from.</summary>

@@ -135,7 +135,8 @@ public class GemvNormRouteTests(EngineDeltas deltas) : IClassFixture<EngineDelta
     /// <summary>The one-row kernels go out as dependent launches on CUDA (DependentLaunch.cs: packed by us, launched with
     /// cuLaunchKernelEx, waiting in the kernel for the one ahead). Against ILGPU's own launches of the same kernels: the
     /// same bits, the same launch count, for the plain model (GemvNorm's base kernel, GemvOne's), a delta (GemvOne's
-    /// tenant loop) and a pool's tenant row fused (GemvNorm's tenant kernel). Only where CUDA is a test device.</summary>
+    /// tenant loop), a pool's tenant row fused (GemvNorm's tenant kernel) and a batch of three sequences of two tenants
+    /// and the base (the multi-tenant forms). Only where CUDA is a test device.</summary>
     [Fact]
     public void Dependent_launches_give_the_same_bits_as_ilgpus_own()
     {
@@ -153,6 +154,39 @@ public class GemvNormRouteTests(EngineDeltas deltas) : IClassFixture<EngineDelta
             ("pool tenant row fused", (ids, pos, cache, logits) => m.Forward(ids, new int[ids.Length], pos, [ids.Length - 1], cache, logits, pool,
                                                                    Enumerable.Repeat(0, ids.Length).ToArray())),
         };
+        using (var fa = DeltaFile.Open(deltas.For(model).A)) Assert.Equal(1, pool.Load(fa, "a"));
+        // three sequences in one batch (tenant b, tenant a, the base): the multi-tenant forms, all launched dependent
+        float[] Batch()
+        {
+            int vocab = m.Config.VocabSize;
+            using var cache = m.NewCache(3, 16);
+            using var logits = Tensor.Empty([3, vocab], DType.F32, dev);
+            var all = new List<float>();
+            m.Forward([1, 5, 1, 9, 1, 13], [0, 0, 1, 1, 2, 2], [0, 1, 0, 1, 0, 1], [1, 3, 5], cache, logits, pool, [0, 0, 1, 1, -1, -1]);
+            for (int p = 2; p < 6; p++)
+            {
+                var last = logits.ToFloatArray();
+                all.AddRange(last);
+                var next = Enumerable.Range(0, 3).Select(r => Array.IndexOf(last, last.Skip(r * vocab).Take(vocab).Max(), r * vocab) - r * vocab).ToArray();
+                m.Forward(next, [0, 1, 2], [p, p, p], [0, 1, 2], cache, logits, pool, [0, 1, -1]);
+            }
+            all.AddRange(logits.ToFloatArray());
+            return all.ToArray();
+        }
+        float[] batchPlain, batchDependent;
+        try
+        {
+            DependentLaunch.Use = false;
+            Batch();
+            batchPlain = Batch();
+            DependentLaunch.Use = true;
+            batchDependent = Batch();
+        }
+        finally
+        {
+            DependentLaunch.Use = true;
+        }
+        Assert.True(batchPlain.AsSpan().SequenceEqual(batchDependent), "a three-tenant batch: dependent launches changed the logits");
         foreach (var (what, forward) in cases)
         {
             (float[] Logits, long Launches)[] plain, dependent;

@@ -16,7 +16,7 @@ namespace BitDeltaNative.Tests.Tensors;
 [Collection(IlgpuCpuCollection.Name)]
 public class DependentLaunchTests
 {
-    static readonly Type[] Launched = [typeof(GemvOne), typeof(GemvNorm), typeof(RmsNorm), typeof(Attention)];
+    static readonly Type[] Launched = [typeof(GemvOne), typeof(GemvNorm), typeof(RmsNorm), typeof(Attention), typeof(TenantLinear)];
 
     [Fact]
     public void The_packing_matches_the_ptx_parameter_list_of_every_explicitly_grouped_kernel_it_takes()
@@ -101,7 +101,9 @@ public class DependentLaunchTests
     {
         var kernels = new[] { (typeof(GemvOne), "GemvOneKernel"), (typeof(GemvOne), "GemvFewKernel"), (typeof(GemvNorm), "Kernel"),
                               (typeof(GemvNorm), "TenantKernel"), (typeof(RmsNorm), "Kernel"), (typeof(Attention), "DecodeKernel"),
-                              (typeof(Attention), "CombineKernel") };
+                              (typeof(Attention), "CombineKernel"), (typeof(TenantLinear), "StreamKernel"), (typeof(TenantLinear), "StreamOneKernel"),
+                              (typeof(TenantLinear), "BitsPrepKernel"), (typeof(TenantLinear), "BitsEndKernel"), (typeof(TenantLinear), "BaseKernel"),
+                              (typeof(TenantLinear), "BaseOneKernel"), (typeof(TenantLinear), "SumSplitsKernel"), (typeof(TenantLinear), "SplitXKernel") };
         foreach (var (type, name) in kernels)
         {
             var ptx = Ptx.Compile(type.GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!);

@@ -19,15 +19,16 @@ timeout 90 $A/bitdelta audit --device cuda --kernel "gemv one" --cases 100 2>&1 
 timeout 90 $A/bitdelta audit --device cuda --kernel "rmsnorm" --cases 50 2>&1 | tail -1
 timeout 90 $A/bitdelta audit --device cuda --kernel "attention decode" --cases 50 2>&1 | tail -1
 timeout 90 $A/bitdelta audit --device cuda --kernel "rmsnorm picked" --cases 50 2>&1 | tail -1
-echo "== bench gemv, one row: dependent launches, then plain"
-for f in "" "--no-pdl"; do
-  timeout 120 $A/bitdelta bench gemv --device cuda --rows 1 --shapes 4096x4096,11008x4096,4096x11008,32000x4096 $f 2>&1 | grep -E "^ *[0-9]+×|gemv one" | sed "s/^/[${f:-pdl}] /"
-done
+timeout 120 $A/bitdelta audit --device cuda --kernel "tenant linear" --cases 60 2>&1 | tail -1
 echo "== bench model, 7B, one row (plain, then one delta): dependent launches, then plain; twice"
-for f in "" "--no-pdl" "" "--no-pdl"; do
+for f in "" "--no-pdl" "" "--no-pdl" "--gemv-norm-tenants"; do
   timeout 120 $A/bitdelta bench model --device cuda --random-7b --batches 1 --prefill 64 --random-delta $f 2>&1 | grep -E "decode" | grep -v "apart" | sed "s/^/[${f:-pdl}] /"
 done
 echo "== engine, 1, 8 and 32 tenants of one request: dependent launches, then plain"
 for f in "" "--no-pdl"; do
   timeout 200 $A/bitdelta bench multitenant --device cuda --random-7b --tenants 1,8,32 --requests 1 --new-tokens 32 --no-kernel-table $f 2>&1 | grep -E "^ +[0-9]" | sed "s/^/[${f:-pdl}] /"
+done
+echo "== the multi-tenant kernel alone, 7B shapes, 1, 8 and 32 tenants of a row: dependent launches, then plain"
+for f in "" "--no-pdl"; do
+  timeout 200 $A/bitdelta bench multitenant --device cuda --random-7b --kernel-only --tenants 1,8,32 $f 2>&1 | tee $OUT/kernel${f}.txt | grep -E "^[0-9]+×" | cut -c1-60 | sed "s/^/[${f:-pdl}] /"
 done
