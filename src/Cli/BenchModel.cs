@@ -24,6 +24,7 @@ public static partial class Cli
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
         var randomDelta = new Option<bool>("--random-delta") { Description = "then decode again with a BitDelta delta of random signs on every linear: its decode rows as a one-slot pool (one launch a linear) and with the base and signs products apart, to compare" };
         var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "decode linears of 1 and 2 rows without GemvOne (the streamed or base forms), to compare" };
+        var tenantApart = new Option<bool>("--tenant-linears-apart") { Description = "a tenant's one-row step with each linear its own launch and SwiGLU another, not q/k/v in one and gate/up with SwiGLU in one (LlamaModel.TenantLinearsInOne off), to compare" };
         var noPdl = new Option<bool>("--no-pdl") { Description = "launch the one-row linears (GemvOne, GemvNorm) the plain way, not as dependent launches that overlap the kernel ahead (DependentLaunch.cs), to compare" };
         var noGemvNorm = new Option<bool>("--no-gemv-norm") { Description = "one-row steps without GemvNorm (norms, q/k/v, gate/up and SwiGLU as separate launches), to compare" };
         var gemvNormTenants = new Option<bool>("--gemv-norm-tenants") { Description = "one-row steps of a tenant through GemvNorm too (off by default: it did not win there), to compare" };
@@ -44,6 +45,7 @@ public static partial class Cli
         cmd.Options.Add(noGemvOne);
         cmd.Options.Add(noGemvNorm);
         cmd.Options.Add(noPdl);
+        cmd.Options.Add(tenantApart);
         cmd.Options.Add(gemvNormTenants);
         cmd.Options.Add(randomDelta);
         cmd.Options.Add(DeviceOption);
@@ -67,6 +69,7 @@ public static partial class Cli
             if (r.GetValue(noGemvOne)) GemvOne.Use = false;
             if (r.GetValue(noGemvNorm)) GemvNorm.Use = false;
             if (r.GetValue(noPdl)) DependentLaunch.Use = false;
+            if (r.GetValue(tenantApart)) LlamaModel.TenantLinearsInOne = false;
             if (r.GetValue(gemvNormTenants)) LlamaModel.FuseTenantRows = true;
             var bs = ParseInts(r.GetValue(batches)!, "--batches");
             var sw = Stopwatch.StartNew();

@@ -46,6 +46,7 @@ public static partial class Cli
         var bitsTenants = new Option<int?>("--bits-min-tenants") { Description = "… when at least this many tenants have so few (default: the engine's)" };
         var streamRows = new Option<int?>("--stream-max-rows") { Description = "take the streamed form for at most this many decode rows (default: the engine's)" };
         var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "decode linears of 1 and 2 rows without GemvOne (to compare)" };
+        var tenantApart = new Option<bool>("--tenant-linears-apart") { Description = "a tenant's one-row step with each linear its own launch and SwiGLU another, not q/k/v in one and gate/up with SwiGLU in one (LlamaModel.TenantLinearsInOne off), to compare" };
         var noPdl = new Option<bool>("--no-pdl") { Description = "launch the one-row linears (GemvOne, GemvNorm) the plain way, not as dependent launches that overlap the kernel ahead (DependentLaunch.cs), to compare" };
         var noGemvNorm = new Option<bool>("--no-gemv-norm") { Description = "one-row steps without GemvNorm (norms, q/k/v, gate/up and SwiGLU as separate launches), to compare" };
         var gemvNormTenants = new Option<bool>("--gemv-norm-tenants") { Description = "one-row steps of a tenant through GemvNorm too (off by default: it did not win there), to compare" };
@@ -61,7 +62,7 @@ public static partial class Cli
         var noKernels = new Option<bool>("--no-kernel-table") { Description = "leave the kernel table out" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, gemvNormTenants, noFuseBits, baseBlocks, rate, timeline, noOwn, scFence, streamBits, profile, noKernels, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, tenantApart, gemvNormTenants, noFuseBits, baseBlocks, rate, timeline, noOwn, scFence, streamBits, profile, noKernels, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -86,6 +87,7 @@ public static partial class Cli
             if (r.GetValue(noGemvOne)) GemvOne.Use = false;
             if (r.GetValue(noGemvNorm)) GemvNorm.Use = false;
             if (r.GetValue(noPdl)) DependentLaunch.Use = false;
+            if (r.GetValue(tenantApart)) LlamaModel.TenantLinearsInOne = false;
             if (r.GetValue(gemvNormTenants)) LlamaModel.FuseTenantRows = true;
             if (r.GetValue(noFuseBits)) TenantLinear.FuseBits = false;
             if (r.GetValue(noOwn)) TenantLinear.StreamOwnSplitVecs = 0;

@@ -42,7 +42,8 @@ public static class GemvNorm
                             bool swiGlu, float[][] ys, int inDim)
     {
         var h = new float[inDim];
-        RmsNorm.Twin(x, g, h, 1, inDim, eps);
+        if (g.IsEmpty) x[..inDim].CopyTo(h);   // x already normed (a tenant's call without norm weights)
+        else RmsNorm.Twin(x, g, h, 1, inDim, eps);
         var outs = new float[ws.Length][];
         for (int m = 0; m < ws.Length; m++)
         {
@@ -59,11 +60,12 @@ public static class GemvNorm
     }
 
     /// <summary>Whether the kernel takes x (one row, f32) through norm weights g (F32 [in]) and the linears: W f16 or
-    /// bf16, one type, [*, in] with in a multiple of 8, every view 16-byte aligned, on an ILGPU device.</summary>
-    public static bool Takes(Tensor x, Tensor g, params Tensor[] ws) =>
-        Use && GemvOne.Use && x.Device.IsIlgpu && x.DType == DType.F32 && g.DType == DType.F32 && ws.Length is >= 1 and <= 3
+    /// bf16, one type, [*, in] with in a multiple of 8, every view 16-byte aligned, on an ILGPU device. Without g
+    /// (null) x is already the norm's output h, and only a tenant's call takes it (<see cref="TenantPlainKernel"/>).</summary>
+    public static bool Takes(Tensor x, Tensor? g, params Tensor[] ws) =>
+        Use && GemvOne.Use && x.Device.IsIlgpu && x.DType == DType.F32 && ws.Length is >= 1 and <= 3
         && ws.All(w => w.DType == ws[0].DType && w.Rank == 2 && w.Dim(1) == ws[0].Dim(1) && GemvOne.Takes(x, w))
-        && g.ElementCount == ws[0].Dim(1) && Aligned16(g);
+        && (g == null || (g.DType == DType.F32 && g.ElementCount == ws[0].Dim(1) && Aligned16(g)));
 
     /// <summary>Up to three linears' views and outputs, one kernel parameter (ILGPU takes at most 15). A linear's signs
     /// and scale are views that start at its slot (row o's words at o·words, α at [0]); without a tenant, stand-ins.</summary>
@@ -78,7 +80,7 @@ public static class GemvNorm
 
     /// <summary>ys[m] = rmsnorm(x; g, eps)·(W_m + α_m·S_m)ᵀ for each linear (1–3), α·S where <paramref name="slot"/> ≥ 0
     /// (each linear then brings its signs and scales). One launch. The caller checked <see cref="Takes"/>.</summary>
-    public static void Run(Tensor x, Tensor g, float eps, Linear[] linears, int slot, Tensor[] ys)
+    public static void Run(Tensor x, Tensor? g, float eps, Linear[] linears, int slot, Tensor[] ys)
     {
         if (linears.Length != ys.Length) throw new ArgumentException("gemv norm: one output a linear");
         for (int m = 0; m < ys.Length; m++) Need.Count("gemv norm y", ys[m], linears[m].W.Dim(0));
@@ -87,17 +89,18 @@ public static class GemvNorm
 
     /// <summary>y = silu(h·(W_g + α_g·S_g)ᵀ)·(h·(W_u + α_u·S_u)ᵀ), h = rmsnorm(x; g, eps): the MLP's input to its down
     /// projection in one launch (gate, up and SwiGLU). The caller checked <see cref="Takes"/>.</summary>
-    public static void RunSwiGlu(Tensor x, Tensor g, float eps, Linear gate, Linear up, int slot, Tensor y)
+    public static void RunSwiGlu(Tensor x, Tensor? g, float eps, Linear gate, Linear up, int slot, Tensor y)
     {
         if (gate.W.Dim(0) != up.W.Dim(0)) throw new ArgumentException($"gemv norm: gate {gate.W} and up {up.W} differ in outputs");
         Need.Count("gemv norm y", y, gate.W.Dim(0));
         Launch(x, g, eps, [gate, up], slot, [y, y], swiGlu: true);
     }
 
-    static void Launch(Tensor x, Tensor g, float eps, Linear[] linears, int slot, Tensor[] ys, bool swiGlu)
+    static void Launch(Tensor x, Tensor? g, float eps, Linear[] linears, int slot, Tensor[] ys, bool swiGlu)
     {
         int inDim = linears[0].W.Dim(1);
         bool tenant = slot >= 0;
+        if (g == null && !tenant) throw new ArgumentException("gemv norm: without norm weights only a tenant's call (a base row takes its norm inside)");
         var p = new Parts();
         for (int m = 0; m < 3; m++)
         {
@@ -123,21 +126,27 @@ public static class GemvNorm
         }
         int warps = swiGlu ? p.Out0 : p.Out0 + p.Out1 + p.Out2;
         if (warps == 0) return;
-        x.Device.GroupedKernel<Action<KernelConfig, Parts, ArrayView<Vec16>, ArrayView<Vec16>, float, int, int, int>>(tenant ? TenantKernel : Kernel)(
-            new KernelConfig((warps + Warps - 1) / Warps, Warps * 32), p, x.View<Vec16>(), g.View<Vec16>(), eps, inDim,
+        x.Device.GroupedKernel<Action<KernelConfig, Parts, ArrayView<Vec16>, ArrayView<Vec16>, float, int, int, int>>(
+            g == null ? TenantPlainKernel : tenant ? TenantKernel : Kernel)(
+            new KernelConfig((warps + Warps - 1) / Warps, Warps * 32), p, x.View<Vec16>(), (g ?? x).View<Vec16>(), eps, inDim,
             Elem.Code(linears[0].W.DType), swiGlu ? 1 : 0);
     }
 
     /// <summary>Rows of the base alone: a kernel of its own, so the tenant loops' registers do not count against it.</summary>
     static void Kernel(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, int swiGlu) =>
-        Body(p, x16, g16, eps, inDim, code, false, swiGlu);
+        Body(p, x16, g16, eps, inDim, code, false, swiGlu, true);
 
     /// <summary>A tenant's row: each linear's α·S folded into its weights.</summary>
     static void TenantKernel(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, int swiGlu) =>
-        Body(p, x16, g16, eps, inDim, code, true, swiGlu);
+        Body(p, x16, g16, eps, inDim, code, true, swiGlu, true);
+
+    /// <summary>A tenant's row already normed (x is h; g16 a stand-in, never read): the linears' launches in one, without
+    /// the norm's work in every warp, which with the fold made the fused tenant loop issue-bound (bench/NOTES.md).</summary>
+    static void TenantPlainKernel(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, int swiGlu) =>
+        Body(p, x16, g16, eps, inDim, code, true, swiGlu, false);
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static void Body(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, bool t, int swiGlu)
+    static void Body(Parts p, ArrayView<Vec16> x16, ArrayView<Vec16> g16, float eps, int inDim, int code, bool t, int swiGlu, bool norm)
     {
         GridDependency.Release();   // the next kernel's blocks may start theirs as ours finish (DependentLaunch.cs)
         int o = Grid.IdxX * Warps + Warp.WarpIdx;
@@ -157,10 +166,10 @@ public static class GemvNorm
             var w0 = p.W0.AsAligned(16);
             var w1 = p.W1.AsAligned(16);
             // each (type, tenant) its own copy of the loop, all constant inside it (GemvOne.cs has why)
-            s = bf ? (t ? Pair(w0, w1, true, p.S0, p.S1, a0, a1, true, x, g, row, signRow, chunks, lane)
-                        : Pair(w0, w1, true, p.S0, p.S1, 0f, 0f, false, x, g, row, signRow, chunks, lane))
-                   : (t ? Pair(w0, w1, false, p.S0, p.S1, a0, a1, true, x, g, row, signRow, chunks, lane)
-                        : Pair(w0, w1, false, p.S0, p.S1, 0f, 0f, false, x, g, row, signRow, chunks, lane));
+            s = bf ? (t ? Pair(w0, w1, true, p.S0, p.S1, a0, a1, true, x, g, row, signRow, chunks, lane, norm)
+                        : Pair(w0, w1, true, p.S0, p.S1, 0f, 0f, false, x, g, row, signRow, chunks, lane, norm))
+                   : (t ? Pair(w0, w1, false, p.S0, p.S1, a0, a1, true, x, g, row, signRow, chunks, lane, norm)
+                        : Pair(w0, w1, false, p.S0, p.S1, 0f, 0f, false, x, g, row, signRow, chunks, lane, norm));
         }
         else
         {
@@ -172,14 +181,14 @@ public static class GemvNorm
             float alpha = t ? (m == 0 ? p.A0 : m == 1 ? p.A1 : p.A2)[0] : 0f;
             long row = (long)r * chunks, signRow = (long)r * words;
             GridDependency.Wait();
-            s = bf ? (t ? One(w, true, signs, alpha, true, x, g, row, signRow, chunks, lane) : One(w, true, signs, 0f, false, x, g, row, signRow, chunks, lane))
-                   : (t ? One(w, false, signs, alpha, true, x, g, row, signRow, chunks, lane) : One(w, false, signs, 0f, false, x, g, row, signRow, chunks, lane));
+            s = bf ? (t ? One(w, true, signs, alpha, true, x, g, row, signRow, chunks, lane, norm) : One(w, true, signs, 0f, false, x, g, row, signRow, chunks, lane, norm))
+                   : (t ? One(w, false, signs, alpha, true, x, g, row, signRow, chunks, lane, norm) : One(w, false, signs, 0f, false, x, g, row, signRow, chunks, lane, norm));
             o = r;
             y = m == 0 ? p.Y0 : m == 1 ? p.Y1 : p.Y2;
         }
         float d0 = WarpTotal(s.D0), d1 = WarpTotal(s.D1), ss = WarpTotal(s.Ss);
         if (lane != 0) return;
-        float inv = 1f / MathF.Sqrt(ss / inDim + eps);   // as RmsNorm's kernel forms it
+        float inv = norm ? 1f / MathF.Sqrt(ss / inDim + eps) : 1f;   // as RmsNorm's kernel forms it
         float y0 = d0 * inv;
         if (swiGlu != 0)
         {
@@ -203,12 +212,20 @@ public static class GemvNorm
     }
 
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static Scaled Load(ArrayView<Vec16> x, ArrayView<Vec16> g, int k, bool valid)
+    static Scaled Load(ArrayView<Vec16> x, ArrayView<Vec16> g, int k, bool valid, bool norm)
     {
-        Vec16 xa = x[2L * k], xb = x[2L * k + 1], ga = g[2L * k], gb = g[2L * k + 1];
+        Vec16 xa = x[2L * k], xb = x[2L * k + 1];
         float x0 = Interop.IntAsFloat(xa.X), x1 = Interop.IntAsFloat(xa.Y), x2 = Interop.IntAsFloat(xa.Z), x3 = Interop.IntAsFloat(xa.W);
         float x4 = Interop.IntAsFloat(xb.X), x5 = Interop.IntAsFloat(xb.Y), x6 = Interop.IntAsFloat(xb.Z), x7 = Interop.IntAsFloat(xb.W);
         Scaled c;
+        if (!norm)
+        {
+            // x is h already: no norm weights read, no Σx²
+            c.H.A0 = x0; c.H.A1 = x1; c.H.A2 = x2; c.H.A3 = x3; c.H.A4 = x4; c.H.A5 = x5; c.H.A6 = x6; c.H.A7 = x7;
+            c.Ss = 0f;
+            return c;
+        }
+        Vec16 ga = g[2L * k], gb = g[2L * k + 1];
         c.H.A0 = x0 * Interop.IntAsFloat(ga.X); c.H.A1 = x1 * Interop.IntAsFloat(ga.Y);
         c.H.A2 = x2 * Interop.IntAsFloat(ga.Z); c.H.A3 = x3 * Interop.IntAsFloat(ga.W);
         c.H.A4 = x4 * Interop.IntAsFloat(gb.X); c.H.A5 = x5 * Interop.IntAsFloat(gb.Y);
@@ -234,7 +251,7 @@ public static class GemvNorm
     /// <paramref name="bf16"/> and <paramref name="tenant"/> constant at each call.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Sums One(ArrayView<Vec16> w, bool bf16, ArrayView<uint> signs, float alpha, bool tenant, ArrayView<Vec16> x, ArrayView<Vec16> g,
-                    long row, long signRow, int chunks, int lane)
+                    long row, long signRow, int chunks, int lane, bool norm)
     {
         float a0 = 0f, a1 = 0f, s0 = 0f, s1 = 0f;
         int last = chunks - 1;
@@ -251,14 +268,14 @@ public static class GemvNorm
                 e0 = signs[signRow + (k0 >> 2)]; e1 = signs[signRow + (k1 >> 2)]; e2 = signs[signRow + (k2 >> 2)]; e3 = signs[signRow + (k3 >> 2)];
                 e4 = signs[signRow + (k4 >> 2)]; e5 = signs[signRow + (k5 >> 2)]; e6 = signs[signRow + (k6 >> 2)]; e7 = signs[signRow + (k7 >> 2)];
             }
-            var h0 = Load(x, g, k0, c0 <= last); a0 += Dot(q0, bf16, e0, k0, alpha, tenant, h0.H, c0 <= last); s0 += h0.Ss;
-            var h1 = Load(x, g, k1, c1 <= last); a1 += Dot(q1, bf16, e1, k1, alpha, tenant, h1.H, c1 <= last); s1 += h1.Ss;
-            var h2 = Load(x, g, k2, c2 <= last); a0 += Dot(q2, bf16, e2, k2, alpha, tenant, h2.H, c2 <= last); s0 += h2.Ss;
-            var h3 = Load(x, g, k3, c3 <= last); a1 += Dot(q3, bf16, e3, k3, alpha, tenant, h3.H, c3 <= last); s1 += h3.Ss;
-            var h4 = Load(x, g, k4, c4 <= last); a0 += Dot(q4, bf16, e4, k4, alpha, tenant, h4.H, c4 <= last); s0 += h4.Ss;
-            var h5 = Load(x, g, k5, c5 <= last); a1 += Dot(q5, bf16, e5, k5, alpha, tenant, h5.H, c5 <= last); s1 += h5.Ss;
-            var h6 = Load(x, g, k6, c6 <= last); a0 += Dot(q6, bf16, e6, k6, alpha, tenant, h6.H, c6 <= last); s0 += h6.Ss;
-            var h7 = Load(x, g, k7, c7 <= last); a1 += Dot(q7, bf16, e7, k7, alpha, tenant, h7.H, c7 <= last); s1 += h7.Ss;
+            var h0 = Load(x, g, k0, c0 <= last, norm); a0 += Dot(q0, bf16, e0, k0, alpha, tenant, h0.H, c0 <= last); s0 += h0.Ss;
+            var h1 = Load(x, g, k1, c1 <= last, norm); a1 += Dot(q1, bf16, e1, k1, alpha, tenant, h1.H, c1 <= last); s1 += h1.Ss;
+            var h2 = Load(x, g, k2, c2 <= last, norm); a0 += Dot(q2, bf16, e2, k2, alpha, tenant, h2.H, c2 <= last); s0 += h2.Ss;
+            var h3 = Load(x, g, k3, c3 <= last, norm); a1 += Dot(q3, bf16, e3, k3, alpha, tenant, h3.H, c3 <= last); s1 += h3.Ss;
+            var h4 = Load(x, g, k4, c4 <= last, norm); a0 += Dot(q4, bf16, e4, k4, alpha, tenant, h4.H, c4 <= last); s0 += h4.Ss;
+            var h5 = Load(x, g, k5, c5 <= last, norm); a1 += Dot(q5, bf16, e5, k5, alpha, tenant, h5.H, c5 <= last); s1 += h5.Ss;
+            var h6 = Load(x, g, k6, c6 <= last, norm); a0 += Dot(q6, bf16, e6, k6, alpha, tenant, h6.H, c6 <= last); s0 += h6.Ss;
+            var h7 = Load(x, g, k7, c7 <= last, norm); a1 += Dot(q7, bf16, e7, k7, alpha, tenant, h7.H, c7 <= last); s1 += h7.Ss;
         }
         Sums s;
         s.D0 = a0 + a1; s.D1 = 0f; s.Ss = s0 + s1;
@@ -269,7 +286,7 @@ public static class GemvNorm
     /// flight, as <see cref="One"/>), x·g made once a chunk for both.</summary>
     [MethodImpl(MethodImplOptions.AggressiveInlining)]
     static Sums Pair(ArrayView<Vec16> w0, ArrayView<Vec16> w1, bool bf16, ArrayView<uint> signs0, ArrayView<uint> signs1, float alpha0, float alpha1,
-                     bool tenant, ArrayView<Vec16> x, ArrayView<Vec16> g, long row, long signRow, int chunks, int lane)
+                     bool tenant, ArrayView<Vec16> x, ArrayView<Vec16> g, long row, long signRow, int chunks, int lane, bool norm)
     {
         float a0 = 0f, a1 = 0f, s0 = 0f;
         int last = chunks - 1;
@@ -285,13 +302,13 @@ public static class GemvNorm
                 e0 = signs0[signRow + (k0 >> 2)]; e1 = signs0[signRow + (k1 >> 2)]; e2 = signs0[signRow + (k2 >> 2)]; e3 = signs0[signRow + (k3 >> 2)];
                 f0 = signs1[signRow + (k0 >> 2)]; f1 = signs1[signRow + (k1 >> 2)]; f2 = signs1[signRow + (k2 >> 2)]; f3 = signs1[signRow + (k3 >> 2)];
             }
-            var h0 = Load(x, g, k0, c0 <= last);
+            var h0 = Load(x, g, k0, c0 <= last, norm);
             a0 += Dot(p0, bf16, e0, k0, alpha0, tenant, h0.H, c0 <= last); a1 += Dot(q0, bf16, f0, k0, alpha1, tenant, h0.H, c0 <= last); s0 += h0.Ss;
-            var h1 = Load(x, g, k1, c1 <= last);
+            var h1 = Load(x, g, k1, c1 <= last, norm);
             a0 += Dot(p1, bf16, e1, k1, alpha0, tenant, h1.H, c1 <= last); a1 += Dot(q1, bf16, f1, k1, alpha1, tenant, h1.H, c1 <= last); s0 += h1.Ss;
-            var h2 = Load(x, g, k2, c2 <= last);
+            var h2 = Load(x, g, k2, c2 <= last, norm);
             a0 += Dot(p2, bf16, e2, k2, alpha0, tenant, h2.H, c2 <= last); a1 += Dot(q2, bf16, f2, k2, alpha1, tenant, h2.H, c2 <= last); s0 += h2.Ss;
-            var h3 = Load(x, g, k3, c3 <= last);
+            var h3 = Load(x, g, k3, c3 <= last, norm);
             a0 += Dot(p3, bf16, e3, k3, alpha0, tenant, h3.H, c3 <= last); a1 += Dot(q3, bf16, f3, k3, alpha1, tenant, h3.H, c3 <= last); s0 += h3.Ss;
         }
         Sums s;
@@ -302,8 +319,8 @@ public static class GemvNorm
     // ---- audit ----
 
     /// <summary>One row, in a multiple of 8 up to 8·600 (ragged against the batch of 8·256 inputs); 1–3 linears of up to
-    /// 70 outputs each, or a gate/up pair through SwiGLU; f16 or bf16; with a tenant (slot 0–2 of a 3-slot pool) or
-    /// without. Error against Σ|h·w| of each output (<see cref="Check.ErrorOfDots"/>); through SwiGLU that magnitude is
+    /// 70 outputs each, or a gate/up pair through SwiGLU; f16 or bf16; with a tenant (slot 0–2 of a 3-slot pool, half the
+    /// time on an x already normed, without norm weights) or without. Error against Σ|h·w| of each output (<see cref="Check.ErrorOfDots"/>); through SwiGLU that magnitude is
     /// carried as its derivative carries an error: |silu'(a)|·|u|·M_a + |silu(a)|·M_u.</summary>
     public static AuditCase Case => new("gemv norm", Check.F32Bound, (dev, rng) =>
     {
@@ -311,6 +328,7 @@ public static class GemvNorm
         int inDim = 8 * Check.Size(rng, 600), capacity = 3, words = DTypes.SignWordsPerRow(inDim);
         bool swiGlu = rng.Next(3) == 0, tenant = rng.Next(3) > 0;
         int count = swiGlu ? 2 : 1 + rng.Next(3), slot = tenant ? rng.Next(capacity) : -1;
+        bool norm = !tenant || rng.Next(2) == 0;   // a tenant's call also without norm weights (x is h: TenantPlainKernel)
         var outs = Enumerable.Range(0, count).Select(_ => Check.Size(rng, 70)).ToArray();
         if (swiGlu) outs[1] = outs[0];
         float eps = 1e-5f;
@@ -329,16 +347,18 @@ public static class GemvNorm
             var linears = Enumerable.Range(0, count).Select(m => new Linear(Keep(Tensor.From(ws[m], [outs[m], inDim], dev, wt)),
                 Keep(Tensor.From(signs[m], [capacity, outs[m], inDim], dev)), Keep(Tensor.From(scales[m], [capacity], dev)))).ToArray();
             var tys = ys.Select(y => Keep(Check.Poisoned([y.Length], DType.F32, dev))).ToArray();
-            if (!Takes(tx, tg, linears.Select(l => l.W).ToArray()))
+            var gi = norm ? tg : null;
+            if (!Takes(tx, gi, linears.Select(l => l.W).ToArray()))
                 throw new InvalidOperationException($"gemv norm: the kernel did not take [1, {inDim}] through {count} linears of {wt} on {dev}");
-            if (swiGlu) RunSwiGlu(tx, tg, eps, linears[0], linears[1], slot, tys[0]);
-            else Run(tx, tg, eps, linears, slot, tys);
+            if (swiGlu) RunSwiGlu(tx, gi, eps, linears[0], linears[1], slot, tys[0]);
+            else Run(tx, gi, eps, linears, slot, tys);
             var own = Enumerable.Range(0, count).Select(m => tenant ? signs[m].AsSpan(slot * outs[m] * words, outs[m] * words).ToArray() : null).ToArray();
             var alphas = Enumerable.Range(0, count).Select(m => tenant ? scales[m][slot] : 0f).ToArray();
-            Twin(x, g, eps, ws, own, alphas, swiGlu, ys, inDim);
+            Twin(x, norm ? g : [], eps, ws, own, alphas, swiGlu, ys, inDim);
             // each output's Σ|h·(w + α·s)| and, through SwiGLU, the linears' own values
             var h = new float[inDim];
-            RmsNorm.Twin(x, g, h, 1, inDim, eps);
+            if (norm) RmsNorm.Twin(x, g, h, 1, inDim, eps);
+            else x.CopyTo(h, 0);
             var mags = new double[count][];
             var plain = new float[count][];
             for (int m = 0; m < count; m++)
@@ -365,7 +385,7 @@ public static class GemvNorm
                 }
             }
             return (Check.ErrorOfDots(got, want, magnitude),
-                    $"rmsnorm [1, {inDim}] → {(swiGlu ? "swiglu " : "")}[{string.Join(", ", outs)}] w {wt}{(tenant ? $" + α·S slot {slot}" : "")}");
+                    $"{(norm ? "rmsnorm " : "normed ")}[1, {inDim}] → {(swiGlu ? "swiglu " : "")}[{string.Join(", ", outs)}] w {wt}{(tenant ? $" + α·S slot {slot}" : "")}");
         }
         finally
         {

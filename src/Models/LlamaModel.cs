@@ -73,12 +73,18 @@ public sealed class LlamaModel : IDisposable
     public static bool DeltaDecodeAsPool { get; set; } = true;
 
     /// <summary>
-    /// One-row steps of a tenant (a pool's tenant row, one delta as a one-slot pool) also take <see cref="GemvNorm"/>'s
-    /// fused launches. Off: on the H200 at 7B shapes the fused launches with a tenant's signs were no faster than the
-    /// separate ones (a 7B step of one delta 6.5 against 6.1 ms, bench/NOTES.md), while a row of the base alone gained
-    /// 12%; the bench turns it on to compare.
+    /// One-row steps of a tenant (a pool's tenant row, one delta as a one-slot pool) also take the norms inside
+    /// <see cref="GemvNorm"/>'s launches. Off: on the H200 at 7B shapes those launches with a tenant's signs were no
+    /// faster than the separate ones (a 7B step of one delta 6.5 against 6.1 ms, bench/NOTES.md), while a row of the base
+    /// alone gained 12%; so a tenant's row runs each norm as its own launch, then q/k/v in one and gate/up with SwiGLU in
+    /// one (GemvNorm's kernel without the norm). The bench turns it on to compare.
     /// </summary>
     public static bool FuseTenantRows { get; set; }
+
+    /// <summary>A tenant's one-row step (norms apart, <see cref="FuseTenantRows"/> off) runs q/k/v in one launch and
+    /// gate/up with SwiGLU in one (GemvNorm's kernel without the norm); off, each linear is a GemvOne launch of its own
+    /// and SwiGLU another, as before (the bench turns it off to compare).</summary>
+    public static bool TenantLinearsInOne { get; set; } = true;
 
     public KvCacheMemory NewCache(int slots, int maxSeq, DType? dtype = null) =>
         new(Config, slots, Math.Min(maxSeq, MaxPositions), dtype ?? DType.F32, Device);
@@ -176,8 +182,8 @@ public sealed class LlamaModel : IDisposable
             ? TenantRows.All(T, 0, dev) : null;
         int linears = LayerWeights.LinearNames.Length;
         // One row on the GPU: each RMSNorm goes into the linears that read it, q/k/v in one launch, gate/up and SwiGLU in
-        // another, the final norm into the head (GemvNorm.cs): 6 launches a layer, not 12. Factor codecs' terms and the
-        // linears' input hook need h itself.
+        // another, the final norm into the head (GemvNorm.cs): 6 launches a layer, not 12 (a tenant's row: 8, its norms
+        // apart). Factor codecs' terms and the linears' input hook need h itself.
         bool fuseRow = T == 1 && dev.IsIlgpu && LinearInputs == null && factorRuns.Count == 0;
         int rowTenant = tenants != null ? tenants[0] : -1;
         var embedding = delta?.Embedding ?? Weights.Embedding;
@@ -235,16 +241,15 @@ public sealed class LlamaModel : IDisposable
                 else RmsNorm.Run(x, own ?? baseWeight, h, eps);
             }
             // Linear k of a fused call as the unfused path would run it (W, its slot's signs and scales, the slot), or null
-            // where that path is not one of W + α·S (a factor codec's term) or is a tenant's and those stay unfused.
+            // where that path is not one of W + α·S (a factor codec's term).
             (GemvNorm.Linear L, int Slot)? Plan(int k, Tensor baseWeight, List<Tensor> temps)
             {
                 if (rowsT != null)
-                    return rowTenant < 0 ? (new(baseWeight, null, null), -1)
-                         : FuseTenantRows ? (new(baseWeight, pool!.Signs[l][k], pool.Scales[l][k]), rowTenant) : null;
+                    return rowTenant < 0 ? (new(baseWeight, null, null), -1) : (new(baseWeight, pool!.Signs[l][k], pool.Scales[l][k]), rowTenant);
                 if (d == null) return (new(baseWeight, null, null), -1);
                 if (d.LowRank[k] != null || d.Sparse[k] != null) return null;
                 if (d.Bits[k] is not { } bits) return (new(d.Whole[k] ?? baseWeight, null, null), -1);
-                if (oneSlot == null || !FuseTenantRows) return null;
+                if (oneSlot == null) return null;
                 var alpha = delta!.Scales(dev).Slice(l * linears + k, 1);
                 temps.Add(alpha);
                 return (new(baseWeight, bits.Signs, alpha), 0);
@@ -258,8 +263,20 @@ public sealed class LlamaModel : IDisposable
                 {
                     var plans = ks.Select((k, i) => Plan(k, weights[i], temps)).ToArray();
                     if (plans.Any(p => p == null) || plans.Any(p => p!.Value.Slot != plans[0]!.Value.Slot)) return false;
-                    var g = NormRow(own ?? baseNorm, table, rowTenant, temps);
                     var ls = plans.Select(p => p!.Value.L).ToArray();
+                    int slot = plans[0]!.Value.Slot;
+                    if (slot >= 0 && !FuseTenantRows)
+                    {
+                        if (!TenantLinearsInOne) return false;
+                        // a tenant's row: the norm its own launch (with the fold, the norm's work in every warp made the
+                        // fused loop issue-bound), then its linears in one launch all the same (GemvNorm.TenantPlainKernel)
+                        if (!GemvNorm.Takes(h, null, ls.Select(p => p.W).ToArray())) return false;
+                        Norm(own, baseNorm, table);
+                        if (swiGlu) GemvNorm.RunSwiGlu(h, null, eps, ls[0], ls[1], slot, outs[0]);
+                        else GemvNorm.Run(h, null, eps, ls, slot, outs);
+                        return true;
+                    }
+                    var g = NormRow(own ?? baseNorm, table, rowTenant, temps);
                     if (!GemvNorm.Takes(x, g, ls.Select(p => p.W).ToArray())) return false;
                     if (swiGlu) GemvNorm.RunSwiGlu(x, g, eps, ls[0], ls[1], plans[0]!.Value.Slot, outs[0]);
                     else GemvNorm.Run(x, g, eps, ls, plans[0]!.Value.Slot, outs);

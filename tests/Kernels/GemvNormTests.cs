@@ -26,6 +26,8 @@ public class GemvNormTests
         using var other = Tensor.Empty([8, 56], DType.F16, dev);
         Assert.True(GemvNorm.Takes(x, g, q));
         Assert.True(GemvNorm.Takes(x, g, q, k, k));
+        Assert.True(GemvNorm.Takes(x, null, q, k, k));     // x already normed (a tenant's row: TenantPlainKernel)
+        Assert.False(GemvNorm.Takes(x2, null, q));         // two rows, normed or not
         Assert.False(GemvNorm.Takes(x, g));                // no linear
         Assert.False(GemvNorm.Takes(x, g, q, k, k, k));    // more than three
         Assert.False(GemvNorm.Takes(x2, g, q));            // two rows: the norm, then the linears
@@ -61,19 +63,23 @@ public class GemvNormTests
         Assert.Contains("signs and scales", Assert.Throws<ArgumentException>(() => GemvNorm.Run(x, g, 1e-5f, [new(w, null, null)], 0, [y])).Message);
         Assert.Contains("differ in outputs", Assert.Throws<ArgumentException>(() => GemvNorm.RunSwiGlu(x, g, 1e-5f, new(w, null, null), new(u, null, null), -1, y)).Message);
         Assert.Throws<ArgumentException>(() => GemvNorm.Run(x, g, 1e-5f, [new(w, null, null)], -1, [y, y]));
+        // without norm weights only a tenant's call: a base row takes its norm inside
+        Assert.Contains("only a tenant's call", Assert.Throws<ArgumentException>(() => GemvNorm.Run(x, null, 1e-5f, [new(w, null, null)], -1, [y])).Message);
     }
 
     [Fact]
     public void Ptx_keeps_each_batch_in_one_basic_block_and_has_no_barrier()
     {
-        // each kernel (base rows, a tenant's row) four loops: q/k/v and the gate/up pair, each f16/bf16; a q/k/v batch is
+        // each kernel (base rows, a tenant's row, a tenant's row already normed) four loops: q/k/v and the gate/up pair, each f16/bf16; a q/k/v batch is
         // 8 loads of W and 32 of x and g, a pair's 8 of W and 16 of x and g, with no branch among them
-        foreach (var kernel in new[] { "Kernel", "TenantKernel" })
+        foreach (var kernel in new[] { "Kernel", "TenantKernel", "TenantPlainKernel" })
         {
             var blocks = GemvOneTests.LoadBlocks(kernel, typeof(GemvNorm));
             Assert.Equal(4, blocks.Count);
-            Assert.Equal(2, blocks.Count(n => n >= 40));
-            Assert.All(blocks, n => Assert.True(n >= 24, $"{kernel}: a basic block of {n} 16-byte loads"));
+            // without the norm (x is h) the x·g loads go: a q/k/v batch 8 of W and 16 of x, a pair's 8 and 8
+            bool norm = kernel != "TenantPlainKernel";
+            Assert.Equal(2, blocks.Count(n => n >= (norm ? 40 : 24)));
+            Assert.All(blocks, n => Assert.True(n >= (norm ? 24 : 16), $"{kernel}: a basic block of {n} 16-byte loads"));
             // a dependent launch: one wait on each path (q/k/v's, the pair's) before the loops, none inside them
             var ptx = Ptx.Compile(typeof(GemvNorm).GetMethod(kernel, System.Reflection.BindingFlags.Static | System.Reflection.BindingFlags.NonPublic)!);
             Assert.Equal(2, ptx.Split('\n').Count(l => l.Trim().StartsWith("griddepcontrol.wait", StringComparison.Ordinal)));

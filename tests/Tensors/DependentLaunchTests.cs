@@ -100,7 +100,7 @@ public class DependentLaunchTests
     public void Every_kernel_launched_dependent_waits_before_it_reads_and_releases_the_next()
     {
         var kernels = new[] { (typeof(GemvOne), "GemvOneKernel"), (typeof(GemvOne), "GemvFewKernel"), (typeof(GemvNorm), "Kernel"),
-                              (typeof(GemvNorm), "TenantKernel"), (typeof(RmsNorm), "Kernel"), (typeof(Attention), "DecodeKernel"),
+                              (typeof(GemvNorm), "TenantKernel"), (typeof(GemvNorm), "TenantPlainKernel"), (typeof(RmsNorm), "Kernel"), (typeof(Attention), "DecodeKernel"),
                               (typeof(Attention), "CombineKernel"), (typeof(TenantLinear), "StreamKernel"), (typeof(TenantLinear), "StreamOneKernel"),
                               (typeof(TenantLinear), "BitsPrepKernel"), (typeof(TenantLinear), "BitsEndKernel"), (typeof(TenantLinear), "BaseKernel"),
                               (typeof(TenantLinear), "BaseOneKernel"), (typeof(TenantLinear), "SumSplitsKernel"), (typeof(TenantLinear), "SplitXKernel") };
