@@ -22,6 +22,8 @@ public static partial class Cli
         var prefill = new Option<int>("--prefill") { Description = "prompt tokens for the prefill measurement", DefaultValueFactory = _ => 512 };
         var batches = new Option<string>("--batches") { Description = "decode batch sizes, comma-separated", DefaultValueFactory = _ => "1,16" };
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
+        var decodeContext = new Option<int>("--decode-context") { Description = "prompt tokens before the decode measurements: the context decode attention reads (the KV cache in the weights' half type, as serve keeps it)", DefaultValueFactory = _ => 16 };
+        var splitKeys = new Option<int?>("--split-keys") { Description = "keys per range of the decode attention kernel (flash-decoding's split), a multiple of 32; default: the engine's" };
         var randomDelta = new Option<bool>("--random-delta") { Description = "then decode again with a BitDelta delta of random signs on every linear: its decode rows as a one-slot pool (one launch a linear) and with the base and signs products apart, to compare" };
         var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "decode linears of 1 and 2 rows without GemvOne (the streamed or base forms), to compare" };
         var tenantApart = new Option<bool>("--tenant-linears-apart") { Description = "a tenant's one-row step with each linear its own launch and SwiGLU another, not q/k/v in one and gate/up with SwiGLU in one (LlamaModel.TenantLinearsInOne off), to compare" };
@@ -41,6 +43,8 @@ public static partial class Cli
         cmd.Options.Add(bf16);
         cmd.Options.Add(batches);
         cmd.Options.Add(newTokens);
+        cmd.Options.Add(decodeContext);
+        cmd.Options.Add(splitKeys);
         cmd.Options.Add(noStream);
         cmd.Options.Add(noGemvOne);
         cmd.Options.Add(noGemvNorm);
@@ -64,7 +68,14 @@ public static partial class Cli
             var dev = Device.Parse(deviceName);
             if (profile && dev.Kind != DeviceKind.Cuda) throw new BitDeltaException("--profile-prefill: needs --device cuda (it times with CUDA events)");
             RecordTo(r, dev);
-            int n = r.GetValue(prefill), steps = r.GetValue(newTokens);
+            int n = r.GetValue(prefill), steps = r.GetValue(newTokens), context = r.GetValue(decodeContext);
+            if (context < 1) throw new BitDeltaException($"--decode-context: expected at least 1 prompt token, got {context}");
+            if (r.GetValue(splitKeys) is int sk)
+            {
+                if (sk < Attention.DecodeKeysPerStep || sk % Attention.DecodeKeysPerStep != 0)
+                    throw new BitDeltaException($"--split-keys: expected a positive multiple of {Attention.DecodeKeysPerStep}, got {sk}");
+                Attention.DecodeSplitKeys = sk;
+            }
             if (r.GetValue(noStream)) TenantLinear.UseStream = false;
             if (r.GetValue(noGemvOne)) GemvOne.Use = false;
             if (r.GetValue(noGemvNorm)) GemvNorm.Use = false;
@@ -73,7 +84,7 @@ public static partial class Cli
             if (r.GetValue(gemvNormTenants)) LlamaModel.FuseTenantRows = true;
             var bs = ParseInts(r.GetValue(batches)!, "--batches");
             var sw = Stopwatch.StartNew();
-            int maxPositions = Math.Max(n, 16 + Math.Max(steps, 4)) + 1;   // the decode warm-up takes 4 tokens
+            int maxPositions = Math.Max(n, context + Math.Max(steps, 4)) + 1;   // the decode warm-up takes 4 tokens
             LlamaModel Make()
             {
                 if (dir != null)
@@ -157,19 +168,21 @@ public static partial class Cli
                     }
                 }
             }
+            // decode as serve runs it: the KV cache in the weights' half type on a GPU (what long contexts read)
+            var kvDecode = BitDeltaNative.Serving.SchedulerOptions.KvTypeFor(m);
             void Decode(Generator gen, string what)
             {
                 foreach (int b in bs)
                 {
-                    var prompts = Enumerable.Range(0, b).Select(_ => Prompt(16)).ToList();
+                    var prompts = Enumerable.Range(0, b).Select(_ => Prompt(context)).ToList();
                     gen.Generate(prompts, 4, new SamplingOptions(), []);   // warm-up
                     dev.Pool?.Trim();
                     var stats = Enumerable.Range(0, 3).Select(_ => { gen.Generate(prompts, steps, new SamplingOptions(), []); return gen.LastStats!; }).ToList();
                     var best = stats.OrderBy(s => s.MsPerDecodeStep).ElementAt(1);
-                    Console.WriteLine($"decode batch {b}{what}: {best.DecodeTokensPerSecond:F1} tokens/s, {best.MsPerDecodeStep:F2} ms/step, {best.LaunchesPerDecodeStep:F0} kernel launches a step (median of 3 runs of {steps} tokens)");
+                    Console.WriteLine($"decode batch {b}{what}{(context != 16 ? $" at {context}+ positions" : "")}: {best.DecodeTokensPerSecond:F1} tokens/s, {best.MsPerDecodeStep:F2} ms/step, {best.LaunchesPerDecodeStep:F0} kernel launches a step (median of 3 runs of {steps} tokens)");
                 }
             }
-            Decode(new Generator(m), "");
+            Decode(new Generator(m) { KvDType = kvDecode }, "");
             if (r.GetValue(randomDelta))
             {
                 using var delta = DeltaWeights.Random(m.Config, dev, 1);
@@ -179,7 +192,7 @@ public static partial class Cli
                     foreach (bool pool in new[] { true, false })
                     {
                         LlamaModel.DeltaDecodeAsPool = pool;
-                        Decode(new Generator(m, delta), pool ? ", random delta (rows ≤ 2 as a one-slot pool)" : ", random delta (base and signs products apart)");
+                        Decode(new Generator(m, delta) { KvDType = kvDecode }, pool ? ", random delta (rows ≤ 2 as a one-slot pool)" : ", random delta (base and signs products apart)");
                     }
                 }
                 finally { LlamaModel.DeltaDecodeAsPool = was; }

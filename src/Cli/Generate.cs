@@ -22,8 +22,13 @@ public static partial class Cli
             AllowMultipleArgumentsPerToken = false,
         };
         var seed = new Option<ulong>("--seed") { Description = "seed for sampling: the same seed gives the same text", DefaultValueFactory = _ => 0UL };
+        var exact = new Option<bool>("--exact")
+        {
+            Description = "keep the KV cache and the prefill's linears in f32, as the golden fixtures were made; by default, on a CUDA GPU " +
+                          "with an f16/bf16 model, both run in the weights' half type as serve does (the tensor-core prefill, half the cache bytes)",
+        };
         var cmd = new Command("generate", "Generate text from a Llama/Mistral checkpoint, or from many compressed fine-tunes of it in one batch. Streams tokens as they come (one prompt) and reports tokens/s at the end.");
-        foreach (var o in new Option[] { model, delta, prompt, maxTokens, temperature, topK, topP, seed, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { model, delta, prompt, maxTokens, temperature, topK, topP, seed, exact, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var dev = Device.Parse(r.GetValue(DeviceOption)!);
@@ -42,6 +47,7 @@ public static partial class Cli
             using var m = LlamaModel.Load(dir, dev, progress: ProgressLine("loading weights"));
             Console.Error.WriteLine($"loaded {dir} on {dev} in {sw.Elapsed.TotalSeconds:F1} s ({m.Weights.ByteLength / 1e9:F2} GB)");
             if (d != null) Console.Error.WriteLine($"with delta {d.Path} ({d.ByteLength / 1e6:F2} MB on {dev})");
+            var kvType = HalfOnGpu(m, r.GetValue(exact));
             using var engine = tenants != null ? new Engine(m, deltas.Count, dir) : null;
             if (engine != null)
                 foreach (var (name, path) in deltas)
@@ -64,12 +70,12 @@ public static partial class Cli
             GenerationStats s;
             if (engine != null)
             {
-                outputs = engine.Generate(tenants!.Select((t, i) => ((string?)t.Tenant, prompts[i])).ToList(), r.GetValue(maxTokens), options, tokenizer.EosIds, OnToken);
+                outputs = engine.Generate(tenants!.Select((t, i) => ((string?)t.Tenant, prompts[i])).ToList(), r.GetValue(maxTokens), options, tokenizer.EosIds, OnToken, kvType);
                 s = engine.LastStats!;
             }
             else
             {
-                var gen = new Generator(m, d);
+                var gen = new Generator(m, d) { KvDType = kvType };
                 outputs = gen.Generate(prompts, r.GetValue(maxTokens), options, tokenizer.EosIds, OnToken);
                 s = gen.LastStats!;
             }
@@ -83,6 +89,21 @@ public static partial class Cli
             return 0;
         }));
         return cmd;
+    }
+
+    /// <summary>
+    /// The precision generate runs at: on a CUDA GPU with f16/bf16 weights and without <paramref name="exact"/>, the KV
+    /// cache in the weights' half type and the prefill's linears on x rounded to it (<see cref="LlamaModel.HalfPrefill"/>),
+    /// as <c>serve</c> runs (a 2048-token Llama-2-7B prefill: 185 ms against 1359 ms in f32, bench/RESULTS.md); the
+    /// returned cache type, null for f32. Says which on stderr. Elsewhere (the CPU paths, the tests' goldens) f32.
+    /// </summary>
+    internal static DType? HalfOnGpu(LlamaModel m, bool exact)
+    {
+        var kv = SchedulerOptions.KvTypeFor(m);
+        if (exact || m.Device.Kind != DeviceKind.Cuda || kv == DType.F32) return null;
+        m.HalfPrefill = true;
+        Console.Error.WriteLine($"precision: KV cache {kv.ToString().ToLowerInvariant()}, prefill linears on {kv.ToString().ToLowerInvariant()} x, as serve (--exact: f32)");
+        return kv;
     }
 
     /// <summary>--delta values: all FILE alone (at most one) or all NAME=FILE with distinct, valid names; files must exist.</summary>

@@ -1,5 +1,8 @@
+using System.Runtime.CompilerServices;
 using ILGPU;
 using ILGPU.Runtime;
+
+using static BitDeltaNative.Kernels.MatMul;
 
 namespace BitDeltaNative.Kernels;
 
@@ -35,24 +38,55 @@ public static partial class Attention
     /// Elements d0 … d0+3 of the row starting at element <paramref name="row"/>, times <paramref name="mask"/> (1 for an
     /// element of the lane's share, 0 past it). Without branches: an index past the head reads the row's last element
     /// and the mask zeroes it, so the loads of one step sit in one basic block and ptxas can issue them all before the
-    /// first is used. With a branch per load (the first version) every key was its own memory round trip.
+    /// first is used. With a branch per load (the first version) every key was its own memory round trip. Inlined with
+    /// <paramref name="code"/> and <paramref name="vec"/> constant (<see cref="Keys"/>), so no branch on them is left:
+    /// with the type a kernel parameter, each half element's load sat behind one, and an f16 cache ran a 7B decode step
+    /// at 2400 positions slower than an f32 one (7.4 against 5.9 ms, bench/NOTES.md).
+    /// <paramref name="vec"/> (a lane's share is 4 elements and D a multiple of 4): the share is one 8-byte load (f16,
+    /// bf16) or one 16-byte load (f32); a lane past the head reads the row's last 4 and is masked.
     /// </summary>
-    static Four Row(ArrayView<ushort> cache, long row, int d0, int D, int code, Four mask)
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static Four Row(ArrayView<ushort> cache, long row, int d0, int D, int code, Four mask, bool vec)
     {
-        int last = D - 1;
-        long i0 = row + Math.Min(d0, last), i1 = row + Math.Min(d0 + 1, last), i2 = row + Math.Min(d0 + 2, last), i3 = row + Math.Min(d0 + 3, last);
         var r = new Four();
-        if (code == Elem.F32)
+        if (vec)
         {
-            var f = cache.Cast<float>();
-            r.A = f[i0]; r.B = f[i1]; r.C = f[i2]; r.D = f[i3];
+            long g = row + Math.Min(d0, D - 4);   // a multiple of 4: row is a multiple of D
+            if (code == Elem.F32)
+            {
+                var v = cache.Cast<Vec16>()[g / 4];
+                r.A = Interop.IntAsFloat(v.X); r.B = Interop.IntAsFloat(v.Y); r.C = Interop.IntAsFloat(v.Z); r.D = Interop.IntAsFloat(v.W);
+            }
+            else
+            {
+                ulong u = cache.Cast<ulong>()[g / 4];
+                r.A = Half4(u, 0, code); r.B = Half4(u, 1, code); r.C = Half4(u, 2, code); r.D = Half4(u, 3, code);
+            }
         }
         else
         {
-            r.A = Elem.Load(cache, i0, code); r.B = Elem.Load(cache, i1, code); r.C = Elem.Load(cache, i2, code); r.D = Elem.Load(cache, i3, code);
+            int last = D - 1;
+            long i0 = row + Math.Min(d0, last), i1 = row + Math.Min(d0 + 1, last), i2 = row + Math.Min(d0 + 2, last), i3 = row + Math.Min(d0 + 3, last);
+            if (code == Elem.F32)
+            {
+                var f = cache.Cast<float>();
+                r.A = f[i0]; r.B = f[i1]; r.C = f[i2]; r.D = f[i3];
+            }
+            else
+            {
+                r.A = Elem.Load(cache, i0, code); r.B = Elem.Load(cache, i1, code); r.C = Elem.Load(cache, i2, code); r.D = Elem.Load(cache, i3, code);
+            }
         }
         r.A *= mask.A; r.B *= mask.B; r.C *= mask.C; r.D *= mask.D;
         return r;
+    }
+
+    /// <summary>Half element <paramref name="i"/> of 4 packed in <paramref name="u"/> (little-endian), widened exactly.</summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static float Half4(ulong u, int i, int code)
+    {
+        ushort h = (ushort)(u >> (16 * i));
+        return code == Elem.F16 ? (float)Interop.IntAsFloat(h) : Interop.IntAsFloat((uint)h << 16);
     }
 
     static float Unit(bool b) => b ? 1f : 0f;
@@ -65,6 +99,66 @@ public static partial class Attention
         acc.B += p * v.B;
         acc.C += p * v.C;
         acc.D += p * v.D;
+    }
+
+    /// <summary>A warp's online-softmax state over its keys: running max, sum and the unnormalised V accumulator.</summary>
+    struct State
+    {
+        public float M, L;
+        public Four Acc;
+    }
+
+    /// <summary>
+    /// A warp's walk over its keys of [start, end) (every fourth run of 8 from its own), as <see cref="DecodeKernel"/>
+    /// describes; inlined at each call with <paramref name="code"/> and <paramref name="vec"/> constant.
+    /// </summary>
+    [MethodImpl(MethodImplOptions.AggressiveInlining)]
+    static State Keys(ArrayView<ushort> kCache, ArrayView<ushort> vCache, int code, bool vec, Four qv, Four mask, long head,
+                      int start, int end, int warp, int d0, int D)
+    {
+        float m = float.NegativeInfinity, l = 0f;
+        var acc = new Four();
+        for (int j = start + warp * DecodeKeysPerWarp; j < end; j += DecodeKeysPerStep)
+        {
+            // Keys past the end read the last key's rows (any real row) and are masked below: every K and V row of the
+            // step is loaded before the first is used, 16 loads of 4 elements in flight a lane.
+            int last = end - 1;
+            long r0 = (head + j) * D, r1 = (head + Math.Min(j + 1, last)) * D, r2 = (head + Math.Min(j + 2, last)) * D, r3 = (head + Math.Min(j + 3, last)) * D;
+            long r4 = (head + Math.Min(j + 4, last)) * D, r5 = (head + Math.Min(j + 5, last)) * D, r6 = (head + Math.Min(j + 6, last)) * D, r7 = (head + Math.Min(j + 7, last)) * D;
+            var k0 = Row(kCache, r0, d0, D, code, mask, vec); var k1 = Row(kCache, r1, d0, D, code, mask, vec);
+            var k2 = Row(kCache, r2, d0, D, code, mask, vec); var k3 = Row(kCache, r3, d0, D, code, mask, vec);
+            var k4 = Row(kCache, r4, d0, D, code, mask, vec); var k5 = Row(kCache, r5, d0, D, code, mask, vec);
+            var k6 = Row(kCache, r6, d0, D, code, mask, vec); var k7 = Row(kCache, r7, d0, D, code, mask, vec);
+            var v0 = Row(vCache, r0, d0, D, code, mask, vec); var v1 = Row(vCache, r1, d0, D, code, mask, vec);
+            var v2 = Row(vCache, r2, d0, D, code, mask, vec); var v3 = Row(vCache, r3, d0, D, code, mask, vec);
+            var v4 = Row(vCache, r4, d0, D, code, mask, vec); var v5 = Row(vCache, r5, d0, D, code, mask, vec);
+            var v6 = Row(vCache, r6, d0, D, code, mask, vec); var v7 = Row(vCache, r7, d0, D, code, mask, vec);
+            float s0 = qv.Dot(k0), s1 = qv.Dot(k1), s2 = qv.Dot(k2), s3 = qv.Dot(k3);
+            float s4 = qv.Dot(k4), s5 = qv.Dot(k5), s6 = qv.Dot(k6), s7 = qv.Dot(k7);
+            // Eight butterflies side by side: every lane ends with the eight sums.
+            for (int o = 16; o > 0; o /= 2)
+            {
+                s0 += Warp.ShuffleXor(s0, o); s1 += Warp.ShuffleXor(s1, o); s2 += Warp.ShuffleXor(s2, o); s3 += Warp.ShuffleXor(s3, o);
+                s4 += Warp.ShuffleXor(s4, o); s5 += Warp.ShuffleXor(s5, o); s6 += Warp.ShuffleXor(s6, o); s7 += Warp.ShuffleXor(s7, o);
+            }
+            float inf = float.NegativeInfinity;
+            s1 = j + 1 < end ? s1 : inf; s2 = j + 2 < end ? s2 : inf; s3 = j + 3 < end ? s3 : inf;
+            s4 = j + 4 < end ? s4 : inf; s5 = j + 5 < end ? s5 : inf; s6 = j + 6 < end ? s6 : inf; s7 = j + 7 < end ? s7 : inf;
+            // Key j < end, so s0 and the new max are finite.
+            float mNew = MathF.Max(MathF.Max(MathF.Max(m, s0), MathF.Max(s1, s2)), MathF.Max(MathF.Max(s3, s4), MathF.Max(MathF.Max(s5, s6), s7)));
+            float corr = MathF.Exp(m - mNew);   // 0 on the first step (m = −∞)
+            l *= corr;
+            acc.A *= corr; acc.B *= corr; acc.C *= corr; acc.D *= corr;
+            // Masked keys: p = e^−∞ = 0, so their (real, finite) rows add nothing.
+            float p0 = MathF.Exp(s0 - mNew), p1 = MathF.Exp(s1 - mNew), p2 = MathF.Exp(s2 - mNew), p3 = MathF.Exp(s3 - mNew);
+            float p4 = MathF.Exp(s4 - mNew), p5 = MathF.Exp(s5 - mNew), p6 = MathF.Exp(s6 - mNew), p7 = MathF.Exp(s7 - mNew);
+            l += ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7));
+            AddRow(ref acc, p0, v0); AddRow(ref acc, p1, v1); AddRow(ref acc, p2, v2); AddRow(ref acc, p3, v3);
+            AddRow(ref acc, p4, v4); AddRow(ref acc, p5, v5); AddRow(ref acc, p6, v6); AddRow(ref acc, p7, v7);
+            m = mNew;
+        }
+
+        return new State { M = m, L = l, Acc = acc };
     }
 
     /// <summary>
@@ -112,50 +206,19 @@ public static partial class Attention
         int e = (D + 31) / 32, d0 = lane * e;
         long head = ((long)slot * s.KvHeads + h / (s.Heads / s.KvHeads)) * s.MaxSeq;
         var mask = new Four { A = Unit(Has(0, d0, e, D)), B = Unit(Has(1, d0, e, D)), C = Unit(Has(2, d0, e, D)), D = Unit(Has(3, d0, e, D)) };
-        var qv = Row(q.Cast<ushort>(), outRow, d0, D, Elem.F32, mask);
+        var qv = Row(q.Cast<ushort>(), outRow, d0, D, Elem.F32, mask, false);
         qv.A *= s.Scale; qv.B *= s.Scale; qv.C *= s.Scale; qv.D *= s.Scale;
 
-        float m = float.NegativeInfinity, l = 0f;
-        var acc = new Four();
-        for (int j = start + warp * DecodeKeysPerWarp; j < end; j += DecodeKeysPerStep)
-        {
-            // Keys past the end read the last key's rows (any real row) and are masked below: every K and V row of the
-            // step is loaded before the first is used, 16 loads of 4 elements in flight a lane.
-            int last = end - 1;
-            long r0 = (head + j) * D, r1 = (head + Math.Min(j + 1, last)) * D, r2 = (head + Math.Min(j + 2, last)) * D, r3 = (head + Math.Min(j + 3, last)) * D;
-            long r4 = (head + Math.Min(j + 4, last)) * D, r5 = (head + Math.Min(j + 5, last)) * D, r6 = (head + Math.Min(j + 6, last)) * D, r7 = (head + Math.Min(j + 7, last)) * D;
-            var k0 = Row(kCache, r0, d0, D, code, mask); var k1 = Row(kCache, r1, d0, D, code, mask);
-            var k2 = Row(kCache, r2, d0, D, code, mask); var k3 = Row(kCache, r3, d0, D, code, mask);
-            var k4 = Row(kCache, r4, d0, D, code, mask); var k5 = Row(kCache, r5, d0, D, code, mask);
-            var k6 = Row(kCache, r6, d0, D, code, mask); var k7 = Row(kCache, r7, d0, D, code, mask);
-            var v0 = Row(vCache, r0, d0, D, code, mask); var v1 = Row(vCache, r1, d0, D, code, mask);
-            var v2 = Row(vCache, r2, d0, D, code, mask); var v3 = Row(vCache, r3, d0, D, code, mask);
-            var v4 = Row(vCache, r4, d0, D, code, mask); var v5 = Row(vCache, r5, d0, D, code, mask);
-            var v6 = Row(vCache, r6, d0, D, code, mask); var v7 = Row(vCache, r7, d0, D, code, mask);
-            float s0 = qv.Dot(k0), s1 = qv.Dot(k1), s2 = qv.Dot(k2), s3 = qv.Dot(k3);
-            float s4 = qv.Dot(k4), s5 = qv.Dot(k5), s6 = qv.Dot(k6), s7 = qv.Dot(k7);
-            // Eight butterflies side by side: every lane ends with the eight sums.
-            for (int o = 16; o > 0; o /= 2)
-            {
-                s0 += Warp.ShuffleXor(s0, o); s1 += Warp.ShuffleXor(s1, o); s2 += Warp.ShuffleXor(s2, o); s3 += Warp.ShuffleXor(s3, o);
-                s4 += Warp.ShuffleXor(s4, o); s5 += Warp.ShuffleXor(s5, o); s6 += Warp.ShuffleXor(s6, o); s7 += Warp.ShuffleXor(s7, o);
-            }
-            float inf = float.NegativeInfinity;
-            s1 = j + 1 < end ? s1 : inf; s2 = j + 2 < end ? s2 : inf; s3 = j + 3 < end ? s3 : inf;
-            s4 = j + 4 < end ? s4 : inf; s5 = j + 5 < end ? s5 : inf; s6 = j + 6 < end ? s6 : inf; s7 = j + 7 < end ? s7 : inf;
-            // Key j < end, so s0 and the new max are finite.
-            float mNew = MathF.Max(MathF.Max(MathF.Max(m, s0), MathF.Max(s1, s2)), MathF.Max(MathF.Max(s3, s4), MathF.Max(MathF.Max(s5, s6), s7)));
-            float corr = MathF.Exp(m - mNew);   // 0 on the first step (m = −∞)
-            l *= corr;
-            acc.A *= corr; acc.B *= corr; acc.C *= corr; acc.D *= corr;
-            // Masked keys: p = e^−∞ = 0, so their (real, finite) rows add nothing.
-            float p0 = MathF.Exp(s0 - mNew), p1 = MathF.Exp(s1 - mNew), p2 = MathF.Exp(s2 - mNew), p3 = MathF.Exp(s3 - mNew);
-            float p4 = MathF.Exp(s4 - mNew), p5 = MathF.Exp(s5 - mNew), p6 = MathF.Exp(s6 - mNew), p7 = MathF.Exp(s7 - mNew);
-            l += ((p0 + p1) + (p2 + p3)) + ((p4 + p5) + (p6 + p7));
-            AddRow(ref acc, p0, v0); AddRow(ref acc, p1, v1); AddRow(ref acc, p2, v2); AddRow(ref acc, p3, v3);
-            AddRow(ref acc, p4, v4); AddRow(ref acc, p5, v5); AddRow(ref acc, p6, v6); AddRow(ref acc, p7, v7);
-            m = mNew;
-        }
+        // One copy of the key loop per cache type and load width, each with them constant (see Row).
+        bool vec = e == 4 && D % 4 == 0;
+        var st = code == Elem.F16 ? vec ? Keys(kCache, vCache, Elem.F16, true, qv, mask, head, start, end, warp, d0, D)
+                                        : Keys(kCache, vCache, Elem.F16, false, qv, mask, head, start, end, warp, d0, D)
+               : code == Elem.BF16 ? vec ? Keys(kCache, vCache, Elem.BF16, true, qv, mask, head, start, end, warp, d0, D)
+                                         : Keys(kCache, vCache, Elem.BF16, false, qv, mask, head, start, end, warp, d0, D)
+               : vec ? Keys(kCache, vCache, Elem.F32, true, qv, mask, head, start, end, warp, d0, D)
+                     : Keys(kCache, vCache, Elem.F32, false, qv, mask, head, start, end, warp, d0, D);
+        float m = st.M, l = st.L;
+        var acc = st.Acc;
 
         if (lane == 0) { mS[warp] = m; lS[warp] = l; }
         int a = warp * MaxHeadDim + d0;

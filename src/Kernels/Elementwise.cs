@@ -40,10 +40,17 @@ public static class SwiGlu
         for (int i = 0; i < y.Length; i++) y[i] = Silu.Of(gate[i]) * up[i];
     }
 
-    static void Kernel(Index1D i, ArrayView<float> gate, ArrayView<float> up, ArrayView<float> y) =>
-        y[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
+    /// <summary>Grouped explicitly so that it is launched dependent (DependentLaunch.cs): between the gate/up and down
+    /// linears of a multi-tenant decode step, it starts while the one ahead finishes.</summary>
+    static void Kernel(ArrayView<float> gate, ArrayView<float> up, ArrayView<float> y, int n)
+    {
+        GridDependency.Release();
+        GridDependency.Wait();
+        int i = Grid.GlobalIndex.X;
+        if (i < n) y[i] = gate[i] / (1f + MathF.Exp(-gate[i])) * up[i];
+    }
 
-    public static void Run(Tensor gate, Tensor up, Tensor y) => Binary.Run(gate, up, y, Twin, Kernel);
+    public static void Run(Tensor gate, Tensor up, Tensor y) => Binary.RunGrouped(gate, up, y, Twin, Kernel);
 }
 
 /// <summary>SiLU(x) = x·σ(x) = x / (1 + e^−x).</summary>
@@ -144,6 +151,23 @@ static class Binary
         Need.Count("y", y, a.ElementCount);
         if (!y.Device.IsIlgpu) twin(a.Host<float>(), b.Host<float>(), y.Host<float>());
         else if (y.ElementCount > 0) y.Device.Kernel(kernel)((int)y.ElementCount, a.View<float>(), b.View<float>(), y.View<float>());
+    }
+
+    /// <summary>As <see cref="Run"/>, for an explicitly grouped kernel that takes the element count last (one thread an
+    /// element, groups of 256), so that Device.GroupedKernel may launch it dependent.</summary>
+    public static void RunGrouped(Tensor a, Tensor b, Tensor y, TwinFn twin, Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, int> kernel)
+    {
+        Need.SameDevice(a, b, y);
+        Need.F32("a", a);
+        Need.F32("b", b);
+        Need.F32("y", y);
+        Need.Count("b", b, a.ElementCount);
+        Need.Count("y", y, a.ElementCount);
+        int n = (int)y.ElementCount;
+        if (!y.Device.IsIlgpu) twin(a.Host<float>(), b.Host<float>(), y.Host<float>());
+        else if (n > 0)
+            y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, int>>(kernel)(
+                new KernelConfig((n + 255) / 256, 256), a.View<float>(), b.View<float>(), y.View<float>(), n);
     }
 
     /// <summary>Audit case for a binary op: random length, random non-zero values.</summary>

@@ -18,9 +18,17 @@ public static class Embedding
             table.Slice(ids[t] * dim, dim).CopyTo(y.Slice(t * dim, dim));
     }
 
-    /// <summary>One thread per output element: a row of the table is contiguous, so a warp reads it coalesced.</summary>
-    static void Kernel(Index1D i, ArrayView<int> ids, ArrayView<ushort> table, int code, ArrayView<float> y, int dim, int vocab)
+    const int Threads = 256;
+
+    /// <summary>One thread per output element: a row of the table is contiguous, so a warp reads it coalesced. Grouped
+    /// explicitly so that it is launched dependent (DependentLaunch.cs): a decode step's first and last gathers start
+    /// while the kernel ahead finishes.</summary>
+    static void Kernel(ArrayView<int> ids, ArrayView<ushort> table, int code, ArrayView<float> y, int dim, int vocab, int count)
     {
+        GridDependency.Release();
+        GridDependency.Wait();   // ids (sampled on the device) and y's rows may be the kernels' ahead
+        int i = Grid.GlobalIndex.X;
+        if (i >= count) return;
         int t = i / dim, c = i - t * dim;
         int id = ids[t];
         y[i] = (uint)id < (uint)vocab ? Elem.Load(table, (long)id * dim + c, code) : float.NaN;
@@ -51,8 +59,9 @@ public static class Embedding
             }
             return;
         }
-        y.Device.Kernel<Action<Index1D, ArrayView<int>, ArrayView<ushort>, int, ArrayView<float>, int, int>>(Kernel)(
-            (int)y.ElementCount, ids.View<int>(), Elem.View(table), Elem.Code(table.DType), y.View<float>(), dim, vocab);
+        int n = (int)y.ElementCount;
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<int>, ArrayView<ushort>, int, ArrayView<float>, int, int, int>>(Kernel)(
+            new KernelConfig((n + Threads - 1) / Threads, Threads), ids.View<int>(), Elem.View(table), Elem.Code(table.DType), y.View<float>(), dim, vocab, n);
     }
 
     /// <summary>A gather is exact: the kernel must equal the twin bit for bit (bound 0).</summary>

@@ -25,14 +25,22 @@ public static class RopeCache
     /// <summary>Sizes of a launch (one struct keeps the parameter list short; public for ILGPU's CPU accelerator).</summary>
     public struct Dims
     {
-        public int Heads, KvHeads, Half, MaxPositions, Slots, MaxSeq, CacheCode;
+        public int Heads, KvHeads, Half, MaxPositions, Slots, MaxSeq, CacheCode, Count;
     }
 
+    const int Threads = 256;
+
     /// <summary>One thread per rotated pair (i, i + d/2) of q's and k's heads, token by token: threads below
-    /// heads·half of a token rotate q, the rest rotate k and store the pair's k and v elements in the cache row.</summary>
-    static void Kernel(Index1D idx, ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> slots, ArrayView<int> positions,
+    /// heads·half of a token rotate q, the rest rotate k and store the pair's k and v elements in the cache row. Grouped
+    /// explicitly so that it is launched dependent (DependentLaunch.cs): it starts while the q/k/v linear ahead finishes
+    /// and lets decode attention after it do the same.</summary>
+    static void Kernel(ArrayView<float> q, ArrayView<float> k, ArrayView<float> v, ArrayView<int> slots, ArrayView<int> positions,
                        ArrayView<float> cos, ArrayView<float> sin, ArrayView<ushort> kCache, ArrayView<ushort> vCache, Dims s)
     {
+        GridDependency.Release();
+        GridDependency.Wait();   // q, k, v are the linear's ahead
+        int idx = Grid.GlobalIndex.X;
+        if (idx >= s.Count) return;
         int perToken = (s.Heads + s.KvHeads) * s.Half;
         int t = idx / perToken, r = idx % perToken;
         bool isQ = r < s.Heads * s.Half;
@@ -90,11 +98,11 @@ public static class RopeCache
         var s = new Dims
         {
             Heads = heads, KvHeads = kvHeads, Half = headDim / 2, MaxPositions = table.MaxPositions, Slots = nSlots, MaxSeq = maxSeq,
-            CacheCode = Elem.Code(kCache.DType),
+            CacheCode = Elem.Code(kCache.DType), Count = tokens * (heads + kvHeads) * (headDim / 2),
         };
-        q.Device.Kernel<Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>,
+        q.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<float>, ArrayView<float>, ArrayView<int>, ArrayView<int>, ArrayView<float>, ArrayView<float>,
                                ArrayView<ushort>, ArrayView<ushort>, Dims>>(Kernel)(
-            tokens * (heads + kvHeads) * (headDim / 2), q.View<float>(), k.View<float>(), v.View<float>(), slots.View<int>(), positions.View<int>(),
+            new KernelConfig((s.Count + Threads - 1) / Threads, Threads), q.View<float>(), k.View<float>(), v.View<float>(), slots.View<int>(), positions.View<int>(),
             table.Cos.View<float>(), table.Sin.View<float>(), Elem.View(kCache), Elem.View(vCache), s);
     }
 

@@ -38,6 +38,11 @@ public sealed record GenerationStats(int PromptTokens, int GeneratedTokens, int 
 public sealed class Generator(LlamaModel model, DeltaWeights? delta = null, DeltaPool? pool = null)
 {
     public GenerationStats? LastStats { get; private set; }
+
+    /// <summary>The KV cache's element type: null keeps f32 (what the golden fixtures were made with); the weights' f16
+    /// or bf16 halves the bytes decode attention reads and lets prefill attention take the tensor cores
+    /// (AttentionMma.cs, which reads a half cache), as <c>serve</c> keeps it.</summary>
+    public DType? KvDType { get; init; }
     /// <summary>Device bytes of the KV cache the last <see cref="Generate"/> allocated.</summary>
     public long LastKvCacheBytes { get; private set; }
 
@@ -63,7 +68,7 @@ public sealed class Generator(LlamaModel model, DeltaWeights? delta = null, Delt
 
         var dev = model.Device;
         int vocab = model.Config.VocabSize;
-        using var cache = model.NewCache(B, maxSeq);
+        using var cache = model.NewCache(B, maxSeq, KvDType);
         LastKvCacheBytes = cache.ByteLength;
         var outputs = Enumerable.Range(0, B).Select(_ => new List<int>()).ToArray();
         var length = prompts.Select(p => p.Length).ToArray();

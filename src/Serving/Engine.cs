@@ -122,13 +122,14 @@ public sealed partial class Engine : IDisposable
     /// <summary>
     /// Generates for every request in one batch: prefill of all prompts in one step, then one decode step for all
     /// unfinished requests per token, whatever their tenants. Greedy output of a request equals what its tenant gives
-    /// alone. <paramref name="onToken"/> hears (request index, token).
+    /// alone. <paramref name="onToken"/> hears (request index, token); <paramref name="kvDType"/> as
+    /// <see cref="Generator.KvDType"/>.
     /// </summary>
     public int[][] Generate(IReadOnlyList<(string? Tenant, int[] Prompt)> requests, int maxNewTokens, SamplingOptions options,
-                            IReadOnlyCollection<int> eos, Action<int, int>? onToken = null)
+                            IReadOnlyCollection<int> eos, Action<int, int>? onToken = null, DType? kvDType = null)
     {
         var tenants = requests.Select(r => SlotOf(r.Tenant)).ToArray();
-        var gen = new Generator(Model, pool: Pool);
+        var gen = new Generator(Model, pool: Pool) { KvDType = kvDType };
         var outputs = gen.Generate(requests.Select(r => r.Prompt).ToList(), maxNewTokens, options, eos, onToken, tenants);
         LastStats = gen.LastStats;
         LastKvCacheBytes = gen.LastKvCacheBytes;

@@ -31,6 +31,12 @@ public static class DependentLaunch
     /// each launch.</summary>
     public static bool Use { get; set; } = true;
 
+    /// <summary>Kernels (Type.Method) launched the plain way although their PTX waits, from the comma-separated
+    /// BITDELTA_PLAIN_LAUNCHES: to measure one kernel's dependent launch against its plain one in the same process
+    /// (bench/NOTES.md). Read when a kernel is loaded.</summary>
+    public static IReadOnlySet<string> Plain { get; } =
+        (Environment.GetEnvironmentVariable("BITDELTA_PLAIN_LAUNCHES") ?? "").Split(',', StringSplitOptions.RemoveEmptyEntries | StringSplitOptions.TrimEntries).ToHashSet();
+
     /// <summary>The architectures that run <c>griddepcontrol</c> (PTX ISA: sm_90 or higher).</summary>
     public const int MinArchitecture = 90;
 

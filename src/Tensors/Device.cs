@@ -151,7 +151,8 @@ public sealed class Device
     Delegate? DependentLauncher(ILGPU.Runtime.Kernel loaded, CompiledKernel compiled, Type launchType, Delegate plain, string name)
     {
         if (accelerator is not CudaAccelerator cu || !ArchAtLeast(cu, DependentLaunch.MinArchitecture) || loaded is not CudaKernel ck
-            || compiled is not PTXCompiledKernel ptx || !ptx.PTXAssembly.Contains("griddepcontrol.wait", StringComparison.Ordinal))
+            || compiled is not PTXCompiledKernel ptx || !ptx.PTXAssembly.Contains("griddepcontrol.wait", StringComparison.Ordinal)
+            || DependentLaunch.Plain.Contains(name))
             return null;
         var function = ck.FunctionPtr;
         var stream = ((CudaStream)cu.DefaultStream).StreamPtr;

@@ -44,6 +44,17 @@ public class BenchReportCliTests
         Assert.Contains("--half-prefill", eval.Err);
     }
 
+    /// <summary>Decode after a long prompt: the model's positions are made for it, and the line says the context.</summary>
+    [Fact]
+    public void Bench_model_decodes_at_the_context_asked()
+    {
+        var run = CliRunner.Run("bench", "model", "--device", "cpu", "--model", Fixtures.Model("llama-f16"), "--batches", "1,2", "--prefill", "8",
+                                "--new-tokens", "3", "--decode-context", "40", "--split-keys", "256");
+        Assert.True(run.Code == 0, run.Err);
+        Assert.Contains("decode batch 1 at 40+ positions:", run.Out);
+        Assert.Contains("decode batch 2 at 40+ positions:", run.Out);
+    }
+
     [Fact]
     public void Bench_model_refuses_two_models_a_bad_window_a_profile_off_cuda_and_bf16_of_a_checkpoint()
     {
@@ -65,6 +76,15 @@ public class BenchReportCliTests
         var bf16 = CliRunner.Run("bench", "model", "--device", "cpu", "--model", Fixtures.Model("llama-f16"), "--bf16");
         Assert.Equal(1, bf16.Code);
         Assert.Contains("--bf16: only for --random-7b or --random-mistral-7b", bf16.Err);
+        foreach (var k in new[] { "0", "48", "-32" })
+        {
+            var split = CliRunner.Run("bench", "model", "--device", "cpu", "--random-mistral-7b", "--split-keys", k);
+            Assert.Equal(1, split.Code);
+            Assert.Contains($"--split-keys: expected a positive multiple of 32, got {k}", split.Err);
+        }
+        var context = CliRunner.Run("bench", "model", "--device", "cpu", "--random-mistral-7b", "--decode-context", "0");
+        Assert.Equal(1, context.Code);
+        Assert.Contains("--decode-context: expected at least 1 prompt token, got 0", context.Err);
     }
 
     [Fact]

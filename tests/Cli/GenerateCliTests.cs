@@ -36,6 +36,11 @@ public class GenerateCliTests
         Assert.StartsWith("The capital of France is", output);
         Assert.True(output.TrimEnd('\n').Length > "The capital of France is".Length, output);
         Assert.Contains("tokens/s", err);
+        // --exact keeps f32 where the default would go half (on a CUDA GPU); on the CPU both are f32: the same text.
+        var exact = CliRunner.Run("generate", "--model", dir.Path, "--prompt", "The capital of France is", "--max-tokens", "6", "--device", "cpu", "--exact");
+        Assert.True(exact.Code == 0, exact.Err);
+        Assert.Equal(output, exact.Out);
+        Assert.DoesNotContain("precision:", err);
 
         // Sampling with a seed is repeatable; two prompts go in one batch.
         var a = CliRunner.Run("generate", "--model", dir.Path, "--prompt", "Hi", "--prompt", "Once upon a time", "--max-tokens", "5", "--temperature", "0.8", "--top-p", "0.9", "--seed", "7", "--device", "cpu");

@@ -90,6 +90,34 @@ public class EngineTests(EngineDeltas deltas) : IClassFixture<EngineDeltas>
     static int[][] Alone(LlamaModel m, DeltaWeights? delta, IReadOnlyList<int[]> prompts, int maxNew) =>
         new Generator(m, delta).Generate(prompts, maxNew, new SamplingOptions(), []);
 
+    /// <summary>
+    /// generate's default on a GPU (Cli.HalfOnGpu): the KV cache in the weights' half type. Its bytes are half the f32
+    /// cache's, and on the fixtures' short prompts greedy decoding picks the same tokens: the cache's rounding (2⁻¹¹
+    /// relative for f16, 2⁻⁸ for bf16) moves the logits far less than the gaps between the fixtures' top two. On the
+    /// managed CPU device (fast) and CUDA when present; ILGPU's CPU accelerator runs the same kernels as CUDA.
+    /// </summary>
+    [Theory]
+    [MemberData(nameof(Models))]
+    public void A_half_kv_cache_holds_half_the_bytes_and_decodes_the_f32_caches_greedy_tokens(string model)
+    {
+        string baseDir = Fixtures.Model(model);
+        foreach (var dev in new[] { Device.Cpu }.Concat(TestDevices.All.Where(d => !Slow(d))))
+        {
+            using var m = LlamaModel.Load(baseDir, dev);
+            var c = m.Config;
+            var half = m.Weights.Layers[0].Linears.First().Weight.DType;
+            Assert.True(half is DType.F16 or DType.BF16, $"{model}: weights {half}");
+            int[][] prompts = [Prompt(c, 5, 17, 9, 30, 2), Prompt(c, 11, 4)];
+            var exact = new Generator(m);
+            var want = exact.Generate(prompts, 6, new SamplingOptions(), []);
+            var fast = new Generator(m) { KvDType = half };
+            var got = fast.Generate(prompts, 6, new SamplingOptions(), []);
+            Assert.Equal(2L * c.NumLayers * 2 * (prompts[0].Length + 6) * c.KvDim * 4, exact.LastKvCacheBytes);
+            Assert.Equal(exact.LastKvCacheBytes / 2, fast.LastKvCacheBytes);
+            Assert.Equal(want, got);
+        }
+    }
+
     // ---------------------------------------------------------------- generation
 
     [Theory]

@@ -16,7 +16,7 @@ namespace BitDeltaNative.Tests.Tensors;
 [Collection(IlgpuCpuCollection.Name)]
 public class DependentLaunchTests
 {
-    static readonly Type[] Launched = [typeof(GemvOne), typeof(GemvNorm), typeof(RmsNorm), typeof(Attention), typeof(TenantLinear)];
+    static readonly Type[] Launched = [typeof(GemvOne), typeof(GemvNorm), typeof(RmsNorm), typeof(Attention), typeof(TenantLinear), typeof(RopeCache), typeof(SwiGlu), typeof(Embedding)];
 
     [Fact]
     public void The_packing_matches_the_ptx_parameter_list_of_every_explicitly_grouped_kernel_it_takes()
@@ -103,7 +103,8 @@ public class DependentLaunchTests
                               (typeof(GemvNorm), "TenantKernel"), (typeof(GemvNorm), "TenantPlainKernel"), (typeof(RmsNorm), "Kernel"), (typeof(Attention), "DecodeKernel"),
                               (typeof(Attention), "CombineKernel"), (typeof(TenantLinear), "StreamKernel"), (typeof(TenantLinear), "StreamOneKernel"),
                               (typeof(TenantLinear), "BitsPrepKernel"), (typeof(TenantLinear), "BitsEndKernel"), (typeof(TenantLinear), "BaseKernel"),
-                              (typeof(TenantLinear), "BaseOneKernel"), (typeof(TenantLinear), "SumSplitsKernel"), (typeof(TenantLinear), "SplitXKernel") };
+                              (typeof(TenantLinear), "BaseOneKernel"), (typeof(TenantLinear), "SumSplitsKernel"), (typeof(TenantLinear), "SplitXKernel"),
+                              (typeof(RopeCache), "Kernel"), (typeof(SwiGlu), "Kernel"), (typeof(Embedding), "Kernel") };
         foreach (var (type, name) in kernels)
         {
             var ptx = Ptx.Compile(type.GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!);
