@@ -141,7 +141,8 @@ static class Binary
 {
     public delegate void TwinFn(ReadOnlySpan<float> a, ReadOnlySpan<float> b, Span<float> y);
 
-    public static void Run(Tensor a, Tensor b, Tensor y, TwinFn twin, Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> kernel)
+    /// <summary>a, b and y f32 of one count on one device.</summary>
+    static void Need3(Tensor a, Tensor b, Tensor y)
     {
         Need.SameDevice(a, b, y);
         Need.F32("a", a);
@@ -149,6 +150,11 @@ static class Binary
         Need.F32("y", y);
         Need.Count("b", b, a.ElementCount);
         Need.Count("y", y, a.ElementCount);
+    }
+
+    public static void Run(Tensor a, Tensor b, Tensor y, TwinFn twin, Action<Index1D, ArrayView<float>, ArrayView<float>, ArrayView<float>> kernel)
+    {
+        Need3(a, b, y);
         if (!y.Device.IsIlgpu) twin(a.Host<float>(), b.Host<float>(), y.Host<float>());
         else if (y.ElementCount > 0) y.Device.Kernel(kernel)((int)y.ElementCount, a.View<float>(), b.View<float>(), y.View<float>());
     }
@@ -157,12 +163,7 @@ static class Binary
     /// element, groups of 256), so that Device.GroupedKernel may launch it dependent.</summary>
     public static void RunGrouped(Tensor a, Tensor b, Tensor y, TwinFn twin, Action<ArrayView<float>, ArrayView<float>, ArrayView<float>, int> kernel)
     {
-        Need.SameDevice(a, b, y);
-        Need.F32("a", a);
-        Need.F32("b", b);
-        Need.F32("y", y);
-        Need.Count("b", b, a.ElementCount);
-        Need.Count("y", y, a.ElementCount);
+        Need3(a, b, y);
         int n = (int)y.ElementCount;
         if (!y.Device.IsIlgpu) twin(a.Host<float>(), b.Host<float>(), y.Host<float>());
         else if (n > 0)

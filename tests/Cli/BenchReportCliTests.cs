@@ -76,15 +76,13 @@ public class BenchReportCliTests
         var bf16 = CliRunner.Run("bench", "model", "--device", "cpu", "--model", Fixtures.Model("llama-f16"), "--bf16");
         Assert.Equal(1, bf16.Code);
         Assert.Contains("--bf16: only for --random-7b or --random-mistral-7b", bf16.Err);
-        foreach (var k in new[] { "0", "48", "-32" })
+        foreach (var (option, value, error) in new[] { ("--split-keys", "0", "a positive multiple of 32, got 0"), ("--split-keys", "48", "a positive multiple of 32, got 48"),
+                                                        ("--split-keys", "-32", "a positive multiple of 32, got -32"), ("--decode-context", "0", "at least 1 prompt token, got 0") })
         {
-            var split = CliRunner.Run("bench", "model", "--device", "cpu", "--random-mistral-7b", "--split-keys", k);
-            Assert.Equal(1, split.Code);
-            Assert.Contains($"--split-keys: expected a positive multiple of 32, got {k}", split.Err);
+            var bad = CliRunner.Run("bench", "model", "--device", "cpu", "--random-mistral-7b", option, value);
+            Assert.Equal(1, bad.Code);
+            Assert.Contains($"{option}: expected {error}", bad.Err);
         }
-        var context = CliRunner.Run("bench", "model", "--device", "cpu", "--random-mistral-7b", "--decode-context", "0");
-        Assert.Equal(1, context.Code);
-        Assert.Contains("--decode-context: expected at least 1 prompt token, got 0", context.Err);
     }
 
     [Fact]

@@ -6,11 +6,7 @@
 # audit. The first run of each mode compiles its kernels.
 # Usage (device tool, carry [".gpu"]): bash tools/gpu/generate-half.sh. Logs under $OUT.
 set -uo pipefail
-A=/tmp/a
-mkdir -p $A && tar -C $A -xJf .gpu/app.tar.xz
-cp -r tests/fixtures $A/fixtures 2>/dev/null
-OUT=${OUT:-/tmp/out}; mkdir -p $OUT
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+. tools/gpu/unpack.sh
 (python3 tools/oracle/bench_hf_7b.py --make /tmp/llama7b > $OUT/make.txt 2>&1; cp .gpu/shared/llama2/tokenizer.model /tmp/llama7b/) &
 maker=$!
 (cd $A && BITDELTA_TEST_DEVICES=cuda timeout 240 ./BitDeltaNative.Tests -class "BitDeltaNative.Tests.Tensors.DependentLaunchTests" \

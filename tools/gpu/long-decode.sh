@@ -4,10 +4,7 @@
 # serve keeps it, at the engine's keys a range (256) and at 128 and 64; then the decode attention audit on CUDA.
 # Usage (device tool, carry [".gpu"]): bash tools/gpu/long-decode.sh. Logs under $OUT.
 set -uo pipefail
-A=/tmp/a
-mkdir -p $A && tar -C $A -xJf .gpu/app.tar.xz
-OUT=${OUT:-/tmp/out}; mkdir -p $OUT
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+. tools/gpu/unpack.sh
 timeout 100 $A/bitdelta audit --device cuda --kernel "attention decode" --cases 300 2>&1 | tail -1
 for shape in "--random-7b --decode-context 2400" "--random-mistral-7b --decode-context 4000"; do
   for k in 256 128 64 256; do

@@ -5,10 +5,7 @@
 # delta, and the engine at 1, 8 and 32 tenants.
 # Usage (device tool, carry [".gpu"]): bash tools/gpu/small-dependent.sh. Logs under $OUT.
 set -uo pipefail
-A=/tmp/a
-mkdir -p $A && tar -C $A -xJf .gpu/app.tar.xz
-OUT=${OUT:-/tmp/out}; mkdir -p $OUT
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+. tools/gpu/unpack.sh
 (cd $A && BITDELTA_TEST_DEVICES=cuda timeout 200 ./BitDeltaNative.Tests -class "BitDeltaNative.Tests.Tensors.DependentLaunchTests" \
   -class "BitDeltaNative.Tests.Models.GemvNormRouteTests" -class "BitDeltaNative.Tests.Kernels.RowOpTests" > $OUT/tests-cuda.log 2>&1)
 echo "tests exit $?"; grep -aE "\[FAIL\]|Total:" $OUT/tests-cuda.log | head

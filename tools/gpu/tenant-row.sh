@@ -4,11 +4,7 @@
 # 7B decode of one delta and of the engine's one tenant, against each linear its own launch (--tenant-linears-apart).
 # Usage (device tool, carry [".gpu"]): bash tools/gpu/tenant-row.sh. Logs under $OUT.
 set -uo pipefail
-A=/tmp/a
-mkdir -p $A && tar -C $A -xJf .gpu/app.tar.xz
-cp -r tests/fixtures $A/fixtures 2>/dev/null
-OUT=${OUT:-/tmp/out}; mkdir -p $OUT
-nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+. tools/gpu/unpack.sh
 (cd $A && BITDELTA_TEST_DEVICES=cuda timeout 150 ./BitDeltaNative.Tests -class "BitDeltaNative.Tests.Models.GemvNormRouteTests" > $OUT/tests-cuda.log 2>&1)
 echo "tests exit $?"; grep -aE "\[FAIL\]|Total:" $OUT/tests-cuda.log | head
 timeout 60 $A/bitdelta audit --device cuda --kernel "gemv norm" --cases 200 2>&1 | tail -1
