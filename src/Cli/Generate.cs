@@ -25,7 +25,8 @@ public static partial class Cli
         var exact = new Option<bool>("--exact")
         {
             Description = "keep the KV cache and the prefill's linears in f32, as the golden fixtures were made; by default, on a CUDA GPU " +
-                          "with an f16/bf16 model, both run in the weights' half type as serve does (the tensor-core prefill, half the cache bytes)",
+                          "with an f16/bf16 model, the cache is in the weights' half type (as serve keeps it) and the prompt's linears take half x (as " +
+                          "transformers runs a half model): the tensor-core prefill, half the cache bytes",
         };
         var cmd = new Command("generate", "Generate text from a Llama/Mistral checkpoint, or from many compressed fine-tunes of it in one batch. Streams tokens as they come (one prompt) and reports tokens/s at the end.");
         foreach (var o in new Option[] { model, delta, prompt, maxTokens, temperature, topK, topP, seed, exact, DeviceOption }) cmd.Options.Add(o);
@@ -93,8 +94,9 @@ public static partial class Cli
 
     /// <summary>
     /// The precision generate runs at: on a CUDA GPU with f16/bf16 weights and without <paramref name="exact"/>, the KV
-    /// cache in the weights' half type and the prefill's linears on x rounded to it (<see cref="LlamaModel.HalfPrefill"/>),
-    /// as <c>serve</c> runs (a 2048-token Llama-2-7B prefill: 185 ms against 1359 ms in f32, bench/RESULTS.md); the
+    /// cache in the weights' half type (as <c>serve</c> keeps it) and the prefill's linears on x rounded to it
+    /// (<see cref="LlamaModel.HalfPrefill"/>, as transformers runs a half model): a 2401-token prompt's prefill on a
+    /// Llama-2-7B-shaped checkpoint 0.3 s against 1.9 s in f32 (bench/RESULTS.md); the
     /// returned cache type, null for f32. Says which on stderr. Elsewhere (the CPU paths, the tests' goldens) f32.
     /// </summary>
     internal static DType? HalfOnGpu(LlamaModel m, bool exact)
@@ -102,7 +104,7 @@ public static partial class Cli
         var kv = SchedulerOptions.KvTypeFor(m);
         if (exact || m.Device.Kind != DeviceKind.Cuda || kv == DType.F32) return null;
         m.HalfPrefill = true;
-        Console.Error.WriteLine($"precision: KV cache {kv.ToString().ToLowerInvariant()}, prefill linears on {kv.ToString().ToLowerInvariant()} x, as serve (--exact: f32)");
+        Console.Error.WriteLine($"precision: KV cache {kv.ToString().ToLowerInvariant()}, prefill linears on {kv.ToString().ToLowerInvariant()} x (--exact: f32)");
         return kv;
     }
 
