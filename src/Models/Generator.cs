@@ -43,6 +43,7 @@ public sealed class Generator(LlamaModel model, DeltaWeights? delta = null, Delt
     /// or bf16 halves the bytes decode attention reads and lets prefill attention take the tensor cores
     /// (AttentionMma.cs, which reads a half cache), as <c>serve</c> keeps it.</summary>
     public DType? KvDType { get; init; }
+
     /// <summary>Device bytes of the KV cache the last <see cref="Generate"/> allocated.</summary>
     public long LastKvCacheBytes { get; private set; }
 
