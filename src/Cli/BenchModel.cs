@@ -9,6 +9,9 @@ public static partial class Cli
 {
     /// <summary>Load time, prefill tokens/s and decode tokens/s at several batch sizes for one checkpoint, with
     /// peak device memory: the numbers bench/RESULTS.md sets beside transformers' (tools/oracle/bench_hf_7b.py).</summary>
+    /// <summary>bench model's decode prompts, in tokens, unless --decode-context says otherwise.</summary>
+    const int DefaultDecodeContext = 16;
+
     static Command BenchModelCommand()
     {
         var model = new Option<string?>("--model") { Description = "Hugging Face model folder" };
@@ -22,7 +25,7 @@ public static partial class Cli
         var prefill = new Option<int>("--prefill") { Description = "prompt tokens for the prefill measurement", DefaultValueFactory = _ => 512 };
         var batches = new Option<string>("--batches") { Description = "decode batch sizes, comma-separated", DefaultValueFactory = _ => "1,16" };
         var newTokens = new Option<int>("--new-tokens") { Description = "decode steps per measurement", DefaultValueFactory = _ => 64 };
-        var decodeContext = new Option<int>("--decode-context") { Description = "prompt tokens before the decode measurements: the context decode attention reads (the KV cache in the weights' half type, as serve keeps it)", DefaultValueFactory = _ => 16 };
+        var decodeContext = new Option<int>("--decode-context") { Description = "prompt tokens before the decode measurements: the context decode attention reads (the KV cache in the weights' half type, as serve keeps it)", DefaultValueFactory = _ => DefaultDecodeContext };
         var splitKeys = new Option<int?>("--split-keys") { Description = "keys per range of the decode attention kernel (flash-decoding's split), a multiple of 32; default: the engine's" };
         var randomDelta = new Option<bool>("--random-delta") { Description = "then decode again with a BitDelta delta of random signs on every linear: its decode rows as a one-slot pool (one launch a linear) and with the base and signs products apart, to compare" };
         var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "decode linears of 1 and 2 rows without GemvOne (the streamed or base forms), to compare" };
@@ -179,7 +182,7 @@ public static partial class Cli
                     dev.Pool?.Trim();
                     var stats = Enumerable.Range(0, 3).Select(_ => { gen.Generate(prompts, steps, new SamplingOptions(), []); return gen.LastStats!; }).ToList();
                     var best = stats.OrderBy(s => s.MsPerDecodeStep).ElementAt(1);
-                    Console.WriteLine($"decode batch {b}{what}{(context != 16 ? $" at {context}+ positions" : "")}: {best.DecodeTokensPerSecond:F1} tokens/s, {best.MsPerDecodeStep:F2} ms/step, {best.LaunchesPerDecodeStep:F0} kernel launches a step (median of 3 runs of {steps} tokens)");
+                    Console.WriteLine($"decode batch {b}{what}{(context != DefaultDecodeContext ? $" at {context}+ positions" : "")}: {best.DecodeTokensPerSecond:F1} tokens/s, {best.MsPerDecodeStep:F2} ms/step, {best.LaunchesPerDecodeStep:F0} kernel launches a step (median of 3 runs of {steps} tokens)");
                 }
             }
             Decode(new Generator(m) { KvDType = kvDecode }, "");

@@ -60,7 +60,8 @@ public static partial class Attention
             else
             {
                 ulong u = cache.Cast<ulong>()[g / 4];
-                r.A = Half4(u, 0, code); r.B = Half4(u, 1, code); r.C = Half4(u, 2, code); r.D = Half4(u, 3, code);
+                r.A = Elem.Widen((ushort)u, code); r.B = Elem.Widen((ushort)(u >> 16), code);
+                r.C = Elem.Widen((ushort)(u >> 32), code); r.D = Elem.Widen((ushort)(u >> 48), code);   // little-endian
             }
         }
         else
@@ -79,14 +80,6 @@ public static partial class Attention
         }
         r.A *= mask.A; r.B *= mask.B; r.C *= mask.C; r.D *= mask.D;
         return r;
-    }
-
-    /// <summary>Half element <paramref name="i"/> of 4 packed in <paramref name="u"/> (little-endian), widened exactly.</summary>
-    [MethodImpl(MethodImplOptions.AggressiveInlining)]
-    static float Half4(ulong u, int i, int code)
-    {
-        ushort h = (ushort)(u >> (16 * i));
-        return code == Elem.F16 ? (float)Interop.IntAsFloat(h) : Interop.IntAsFloat((uint)h << 16);
     }
 
     static float Unit(bool b) => b ? 1f : 0f;

@@ -22,10 +22,13 @@ public static class Elem
 
     public static float Load(ArrayView<ushort> v, long i, int code)
     {
-        if (code == F16) return (float)Interop.IntAsFloat(v[i]);
-        if (code == BF16) return Interop.IntAsFloat((uint)v[i] << 16);
+        if (code != F32) return Widen(v[i], code);
         return Interop.IntAsFloat((uint)v[2 * i] | ((uint)v[2 * i + 1] << 16));
     }
+
+    /// <summary>A half's bits (<see cref="F16"/> or <see cref="BF16"/>) as f32, exactly.</summary>
+    public static float Widen(ushort bits, int code) =>
+        code == F16 ? (float)Interop.IntAsFloat(bits) : Interop.IntAsFloat((uint)bits << 16);
 
     /// <summary>Stores f32 rounded to nearest even (the same rounding as <see cref="Casts"/>).</summary>
     public static void Store(ArrayView<ushort> v, long i, int code, float x)
