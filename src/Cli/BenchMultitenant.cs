@@ -47,6 +47,7 @@ public static partial class Cli
         var streamRows = new Option<int?>("--stream-max-rows") { Description = "take the streamed form for at most this many decode rows (default: the engine's)" };
         var noGemvOne = new Option<bool>("--no-gemv-one") { Description = "decode linears of 1 and 2 rows without GemvOne (to compare)" };
         var tenantApart = new Option<bool>("--tenant-linears-apart") { Description = "a tenant's one-row step with each linear its own launch and SwiGLU another, not q/k/v in one and gate/up with SwiGLU in one (LlamaModel.TenantLinearsInOne off), to compare" };
+        var partsApart = new Option<bool>("--parts-apart") { Description = "multi-row batches with q, k, v and gate, up each its own launch, not q/k/v in one and gate/up in one (LlamaModel.TenantPartsInOne off), to compare" };
         var noPdl = new Option<bool>("--no-pdl") { Description = "launch the one-row linears (GemvOne, GemvNorm) the plain way, not as dependent launches that overlap the kernel ahead (DependentLaunch.cs), to compare" };
         var noGemvNorm = new Option<bool>("--no-gemv-norm") { Description = "one-row steps without GemvNorm (norms, q/k/v, gate/up and SwiGLU as separate launches), to compare" };
         var gemvNormTenants = new Option<bool>("--gemv-norm-tenants") { Description = "one-row steps of a tenant through GemvNorm too (off by default: it did not win there), to compare" };
@@ -60,9 +61,10 @@ public static partial class Cli
         var timeline = new Option<bool>("--timeline") { Description = "instead of the kernel table: when each block of one streamed call ran (per kind, per µs), at each tenant count of one row" };
         var profile = new Option<bool>("--step-profile") { Description = "instead of the decode table: where one decode step's time goes, kernel by kernel (CUDA), and the host's time to enqueue it" };
         var noKernels = new Option<bool>("--no-kernel-table") { Description = "leave the kernel table out" };
+        var shapes = new Option<string?>("--shapes") { Description = "kernel table and timeline: shapes out×in, comma-separated (default: Llama-2-7B's 4096x4096,11008x4096,4096x11008; 12288x4096 is q/k/v in one, 22016x4096 gate/up)" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, tenantApart, gemvNormTenants, noFuseBits, baseBlocks, rate, timeline, noOwn, scFence, streamBits, profile, noKernels, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, tenantApart, partsApart, gemvNormTenants, noFuseBits, baseBlocks, rate, timeline, noOwn, scFence, streamBits, profile, noKernels, shapes, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -77,6 +79,7 @@ public static partial class Cli
             bool cuda = dev.Kind == DeviceKind.Cuda;
             int samples = r.GetValue(iters) ?? (cuda ? 30 : 2);
             if (r.GetValue(profile) && !cuda) throw new BitDeltaException("--step-profile: needs --device cuda (it times with CUDA events)");
+            var shapeList = ParseShapes(r.GetValue(shapes));
             RecordTo(r, dev);
             Console.WriteLine($"bench multitenant on {dev}, {DateTime.UtcNow:yyyy-MM-dd}");
             if (!cuda) Console.WriteLine("(not CUDA: these numbers only show that the benchmark runs)");
@@ -88,6 +91,7 @@ public static partial class Cli
             if (r.GetValue(noGemvNorm)) GemvNorm.Use = false;
             if (r.GetValue(noPdl)) DependentLaunch.Use = false;
             if (r.GetValue(tenantApart)) LlamaModel.TenantLinearsInOne = false;
+            if (r.GetValue(partsApart)) LlamaModel.TenantPartsInOne = false;
             if (r.GetValue(gemvNormTenants)) LlamaModel.FuseTenantRows = true;
             if (r.GetValue(noFuseBits)) TenantLinear.FuseBits = false;
             if (r.GetValue(noOwn)) TenantLinear.StreamOwnSplitVecs = 0;
@@ -105,7 +109,7 @@ public static partial class Cli
             if (r.GetValue(timeline))
             {
                 if (!dev.IsIlgpu) throw new BitDeltaException("--timeline: the streamed form runs on ILGPU devices only (cuda, ilgpu-cpu)");
-                Timeline(dev, ts, 9);
+                Timeline(dev, ts, 9, shapeList);
                 return 0;
             }
 
@@ -114,7 +118,7 @@ public static partial class Cli
                 {
                     TenantLinear.MmaSplit = p;
                     if (p > 0) Console.WriteLine($"\n--mma-split {p}");
-                    KernelTable(dev, ts, nReq, samples, cuda);
+                    KernelTable(dev, ts, nReq, samples, cuda, shapeList);
                 }
             TenantLinear.MmaSplit = 0;
             if (r.GetValue(kernel)) return 0;
@@ -262,10 +266,10 @@ public static partial class Cli
     /// tenant's signs once, x and y), against a 16-byte copy kernel in the same run. W and the sign pools rotate among
     /// buffers that together exceed the L2 twice over, so every call reads from DRAM.
     /// </summary>
-    static void KernelTable(Device dev, int[] ts, int nReq, int samples, bool cuda)
+    static void KernelTable(Device dev, int[] ts, int nReq, int samples, bool cuda, (int, int)[]? given)
     {
         long l2 = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator ca ? ca.L2CacheSize : 50L << 20;
-        var shapes = cuda ? GemvShapes : [(256, 256), (688, 256)];
+        var shapes = given ?? (cuda ? GemvShapes : [(256, 256), (688, 256)]);
         int warm = cuda ? 3 : 1, perSample = cuda ? 10 : 1;
         Console.WriteLine($"\nkernel: tenant linear (decode form), f16 base; median of {samples} samples of {perSample} launches");
         Console.WriteLine("  µs: as Run picks (a batch whose tenants all have few rows in one streamed kernel, TenantLinearStream.cs);");

@@ -12,10 +12,10 @@ public static partial class Cli
 {
     static readonly string[] TraceKinds = ["x split", "planes", "base", "tenant row"];
 
-    static void Timeline(Device dev, int[] ts, int calls)
+    static void Timeline(Device dev, int[] ts, int calls, (int, int)[]? given)
     {
         long l2 = dev.Accelerator is ILGPU.Runtime.Cuda.CudaAccelerator ca ? ca.L2CacheSize : 50L << 20;
-        var shapes = dev.Kind == DeviceKind.Cuda ? GemvShapes : [(256, 256)];
+        var shapes = given ?? (dev.Kind == DeviceKind.Cuda ? GemvShapes : [(256, 256)]);
         foreach (var (outDim, inDim) in shapes)
             foreach (int T in ts.Distinct())
             {

@@ -137,6 +137,60 @@ public static partial class TenantLinear
             Decode(x2, w, signs, scales, tenants.DeviceSlots, list, y2, accumulate);
     }
 
+    /// <summary>
+    /// Two or three linears that read the same x in one launch (q, k, v; gate, up): y_j (+)= per row x·(W_j + α_t,j·S_t,j)ᵀ
+    /// for part j, where <paramref name="w"/> is the W_j one after another as one [out, in] (LlamaWeights.cs
+    /// keeps a layer's q/k/v and gate/up so), <paramref name="signs"/> the parts' pools one after another (Sign1
+    /// [capacity·out, in]: part j's [capacity, n_j, in] at row capacity·start_j), <paramref name="scales"/> f32
+    /// [parts·capacity] and <paramref name="y"/> f32 [rows·out], part j's [rows, n_j] at rows·start_j; <paramref name="ends"/>
+    /// the parts' ends (the last = out). Each part's results are what its own <see cref="Run"/> gives, up to the rounding
+    /// of a different split of K. The streamed form (TenantLinearStream.cs) takes the parts in one grid, and past its rows
+    /// the base and bit-serial forms' three launches where the base splits K: false where neither applies (nor where
+    /// <see cref="Run"/> takes GemvOne), and then nothing was launched; the caller runs the parts one by one. At 7B shapes on the H200,
+    /// q/k/v as one 12288×4096 call at 8 tenants took 61.4 µs against 3 × 32.3 apart (bench/NOTES.md).
+    /// </summary>
+    public static bool RunParts(Tensor x, Tensor w, Tensor signs, Tensor scales, int[] ends, TenantRows tenants, Tensor y, bool accumulate = false)
+    {
+        Need.SameDevice(x, w, signs, scales, y);
+        Need.F32("tenant linear x", x);
+        Need.F32("tenant linear y", y);
+        Need.F32("tenant linear scales", scales);
+        if (w.Rank != 2) throw new ArgumentException($"tenant linear weight: expected [out, in], got {w}");
+        int outDim = w.Dim(0), inDim = w.Dim(1), rows = tenants.Count;
+        if (ends.Length is < 2 or > 3 || ends[^1] != outDim || ends[0] <= 0 || ends.Zip(ends.Skip(1)).Any(p => p.First >= p.Second))
+            throw new ArgumentException($"tenant linear parts: expected 2 or 3 ascending ends ending at {outDim}, got [{string.Join(", ", ends)}]");
+        if (signs.DType != DType.Sign1 || signs.Rank != 2 || signs.Dim(1) != inDim || signs.Dim(0) % outDim != 0)
+            throw new ArgumentException($"tenant linear parts' signs: expected Sign1 [capacity·{outDim}, {inDim}], got {signs}");
+        int capacity = signs.Dim(0) / outDim;
+        Need.Count("tenant linear parts' scales", scales, (long)ends.Length * capacity);
+        Need.Count("tenant linear x", x, (long)rows * inDim);
+        Need.Count("tenant linear y", y, (long)rows * outDim);
+        foreach (var t in tenants.Slots)
+            if (t < -1 || t >= capacity) throw new ArgumentException($"tenant linear: slot {t} outside the pool's {capacity}");
+        if (rows == 0 || !y.Device.IsIlgpu) return false;
+        // the rows Run gives to GemvOne (one row; two of the base alone) stay there, each part its own launch
+        if ((rows == 1 && GemvOne.Takes(x, w)) || (GemvOne.TakesFew(x, w, rows) && tenants.Slots.All(t => t < 0))) return false;
+        for (int j = 0; j < ends.Length; j++)
+            if ((ends[j] - (j == 0 ? 0 : ends[j - 1])) % 32 != 0) return false;   // a tenant block's 32 outputs in one part
+        using var x2 = x.Reshape(rows, inDim);
+        if (!TakesMma(tenants, x2, w)) return false;
+        var parts = new OutParts { S1 = ends[0], S2 = ends.Length == 3 ? ends[1] : outDim, Cap = capacity };
+        using var y2 = y.Reshape(rows, outDim);
+        if (TakesStream(tenants, w))
+        {
+            DecodeStream(x2, w, signs, scales, tenants, y2, accumulate, parts);
+            return true;
+        }
+        // past the streamed form's rows: the three launches, where the base form splits K (with one split it writes y
+        // itself, row by row: not each part's place)
+        if (UseBase && tenants.DecodeTenantsAllBits && TakesBits(tenants, w) && FuseBits && BaseSplit(y.Device, outDim, inDim).Split > 1)
+        {
+            DecodeBaseBits(x2, w, signs, scales, tenants, y2, accumulate, parts);
+            return true;
+        }
+        return false;
+    }
+
     /// <summary>The decode form alone, over the rows in <paramref name="list"/> (I32), for tests and benchmarks.</summary>
     public static void Decode(Tensor x, Tensor w, Tensor signs, Tensor scales, Tensor slots, Tensor list, Tensor y, bool accumulate)
     {

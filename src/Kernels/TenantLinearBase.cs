@@ -44,7 +44,9 @@ public static partial class TenantLinear
         split = (chunks + per - 1) / per;
         if (others < slots && others + tileBlocks * split > slots)
         {
-            split = Math.Clamp((slots - others) / tileBlocks, (split + 1) / 2, split);
+            // never down to one split from more: a warp walking all of K then set the end (12288×4096 at 2–4 tenants, 69
+            // against 61 µs at 8, where no block was left for a second wave; bench/NOTES.md)
+            split = Math.Clamp((slots - others) / tileBlocks, Math.Max((split + 1) / 2, Math.Min(split, 2)), split);
             per = (chunks + split - 1) / split;
             split = (chunks + per - 1) / per;
         }
@@ -114,12 +116,12 @@ public static partial class TenantLinear
     }
 
     /// <summary>y (+)= the split partials' sum for every row of the groups, or only for the rows on the base.</summary>
-    static void SumSplitsLaunch(Tensor partial, Tensor groups, int groupCount, Tensor y, int split, bool accumulate, bool baseRowsOnly)
+    static void SumSplitsLaunch(Tensor partial, Tensor groups, int groupCount, Tensor y, int split, bool accumulate, bool baseRowsOnly, OutParts parts = default)
     {
         int rows = partial.Dim(1), outDim = partial.Dim(2);
-        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int, int>>(SumSplitsKernel)(
+        y.Device.GroupedKernel<Action<KernelConfig, ArrayView<float>, ArrayView<int>, ArrayView<float>, int, int, int, int, OutParts>>(SumSplitsKernel)(
             new KernelConfig((groupCount * 8 * outDim + 255) / 256, 256), partial.View<float>(), groups.View<int>(), y.View<float>(),
-            groupCount * 8, rows, outDim, split | (accumulate ? 1 << 16 : 0) | (baseRowsOnly ? 1 << 17 : 0));
+            groupCount * 8, rows, outDim, split | (accumulate ? 1 << 16 : 0) | (baseRowsOnly ? 1 << 17 : 0), parts);
     }
 
     /// <summary>Thread (group, chunk, step s, lane (g, t)): the 4 inputs of the lane's step-s pairs from group row g,
@@ -410,8 +412,9 @@ public static partial class TenantLinear
     }
 
     /// <summary>y[row, o] (+)= Σ over splits of partial[split, row, o], in split order, for every row of the groups (mode:
-    /// the split count, bit 16 accumulate, bit 17 only the rows on the base, whose slot in the group table is −1).</summary>
-    static void SumSplitsKernel(ArrayView<float> partial, ArrayView<int> groups, ArrayView<float> y, int slots, int rows, int outDim, int mode)
+    /// the split count, bit 16 accumulate, bit 17 only the rows on the base, whose slot in the group table is −1); y's
+    /// place of (row, o) as <paramref name="parts"/> lays it out.</summary>
+    static void SumSplitsKernel(ArrayView<float> partial, ArrayView<int> groups, ArrayView<float> y, int slots, int rows, int outDim, int mode, OutParts parts)
     {
         GridDependency.Release();   // launched dependent: the next kernel may start as ours finish (DependentLaunch.cs)
         GridDependency.Wait();      // nothing read or written before the kernel ahead has finished
@@ -420,7 +423,7 @@ public static partial class TenantLinear
         int j = (int)(i / outDim), o = (int)(i % outDim), split = mode & 0xFFFF;
         long row = groups[j / 8 * TenantRows.MmaGroupInts + j % 8];
         if (row < 0 || ((mode & 1 << 17) != 0 && groups[j / 8 * TenantRows.MmaGroupInts + 8 + j % 8] >= 0)) return;
-        Put(y, row * outDim + o, SumSplits(partial, row * outDim + o, (long)rows * outDim, split), (mode >> 16) & 1);
+        Put(y, PartAt(parts, o, row, rows, outDim), SumSplits(partial, row * outDim + o, (long)rows * outDim, split), (mode >> 16) & 1);
     }
 
     /// <summary>Σ_k part[at + k·stride] for k &lt; n, added in k order; four loads issued before their sums (a sum's

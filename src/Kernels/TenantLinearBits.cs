@@ -88,7 +88,7 @@ public static partial class TenantLinear
     /// (SplitX, base, SumSplits, memset, row max, planes, products) spent ~28 µs of ~110 µs a linear in its small kernels and
     /// launches at 32 tenants on the H200 (bench/NOTES.md). Same operations in the same order as that chain: the same bits.
     /// </summary>
-    static void DecodeBaseBits(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate)
+    static void DecodeBaseBits(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate, OutParts outParts = default)
     {
         int outDim = w.Dim(0), inDim = w.Dim(1), chunks = inDim / 64, rows = x.Dim(0), words = inDim / 32;
         int groupCount = tenants.MmaGroupCount, entries = tenants.BitsCount;
@@ -102,7 +102,7 @@ public static partial class TenantLinear
         var shape = new StreamShape
         {
             In = inDim, Out = outDim, Rows = rows, Split = split, Segs = segs, Entries = entries, PrepSplit = prepSplit, PrepBits = prepBits,
-            BitsSplit = bitsSplit, BitsPerRow = bitsPerRow, Mode = accumulate ? 1 : 0,
+            BitsSplit = bitsSplit, BitsPerRow = bitsPerRow, Mode = accumulate ? 1 : 0, Parts = outParts,
         };
         using var xs = Tensor.Empty([groupCount * chunks * 4 * 32 * 4], DType.I32, dev);
         using var planes = Tensor.Empty([entries, Planes, words], DType.I32, dev);
@@ -112,7 +112,7 @@ public static partial class TenantLinear
                             xs.View<Vec16>(), planes.View<uint>(), meta.View<long>(), shape);
         using var partial = BaseProducts(w, xs, groups, groupCount, y, rows, split, per, accumulate);
         // the base rows' sums; the tenant rows' are added by the products' launch
-        if (partial != null && tenants.FewBase > 0) SumSplitsLaunch(partial, groups, groupCount, y, split, accumulate, baseRowsOnly: true);
+        if (partial != null && tenants.FewBase > 0) SumSplitsLaunch(partial, groups, groupCount, y, split, accumulate, baseRowsOnly: true, outParts);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<uint>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<long>, ArrayView<int>,
                                  ArrayView<float>, ArrayView<float>, ArrayView<float>, StreamShape>>(BitsEndKernel)(
             new KernelConfig(bitsPerRow * entries, 128), signs.View<Vec16>(), signs.View<uint>(), planes.View<Vec16>(), planes.View<uint>(),
@@ -141,15 +141,15 @@ public static partial class TenantLinear
         int mine = tid / 32, oMine = (b % s.BitsPerRow * perBlock + mine) * 32 + tid % 32;
         long q = SumLongs(meta, s.Entries + (long)row * s.Segs, s.Segs);
         int big = (int)meta[row];
-        float alpha = scales[list[2 * row + 1]];
-        long at = list[2 * row] * (long)s.Out + oMine;
+        float alpha = scales[PartOf(s.Parts, IntrinsicMath.Min(oMine, s.Out - 1)) * s.Parts.Cap + list[2 * row + 1]];
+        long at = list[2 * row] * (long)s.Out + oMine, yAt = PartAt(s.Parts, oMine, list[2 * row], s.Rows, s.Out);
         bool mineLive = mine < perBlock && oMine < s.Out;
         float baseSum = mineLive && s.Split > 1 ? SumSplits(partial, at, (long)s.Rows * s.Out, s.Split) : 0f;
-        float before = mineLive && (s.Split == 1 || s.Mode != 0) ? y[at] : 0f;
-        long sum = BitsSum(b, signs16, signs, planes16, planes, list, part, s.In, s.Out, s.BitsSplit, out _, out int o);
+        float before = mineLive && (s.Split == 1 || s.Mode != 0) ? y[yAt] : 0f;
+        long sum = BitsSum(b, signs16, signs, planes16, planes, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out _, out int o);
         if (o < 0) return;
         float term = (float)BitsTerm(sum, q, big, alpha);
-        y[at] = (s.Split == 1 ? before : s.Mode != 0 ? before + baseSum : baseSum) + term;
+        y[yAt] = (s.Split == 1 ? before : s.Mode != 0 ? before + baseSum : baseSum) + term;
     }
 
     /// <summary>meta[e, 0] = max over the row of |x| as f32 bits (non-negative floats order as their bits; a NaN's
@@ -235,7 +235,7 @@ public static partial class TenantLinear
                            ArrayView<long> meta64, ArrayView<int> list, ArrayView<float> scales, ArrayView<float> y, int inDim, int outDim, int split)
     {
         var part = SharedMemory.Allocate<long>(4 * 32);
-        long sum = BitsSum(Grid.IdxX, signs16, signs, planes16, planes, list, part, inDim, outDim, split, out int e, out int o);
+        long sum = BitsSum(Grid.IdxX, signs16, signs, planes16, planes, list, part, inDim, outDim, split, default, out int e, out int o);
         if (o < 0) return;
         y[list[2 * e] * (long)outDim + o] += (float)BitsTerm(sum, meta64[2 * e + 1], meta[4 * e], scales[list[2 * e + 1]]);
     }
@@ -244,9 +244,10 @@ public static partial class TenantLinear
     /// <paramref name="o"/> of listed row <paramref name="e"/> (o = −1 for a thread with none). The block takes four groups
     /// of 32 outputs of one row, each warp all of K (<paramref name="split"/> 1), or one group with each warp a quarter
     /// of K (4, for batches too small to fill the GPU otherwise); the next chunk's loads go out before this chunk's
-    /// products. Every thread of the block must call it (it synchronises the block).</summary>
+    /// products. A group of 32 outputs lies in one part of <paramref name="parts"/> (each part a multiple of 32 outputs),
+    /// whose signs it reads. Every thread of the block must call it (it synchronises the block).</summary>
     static long BitsSum(int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes,
-                        ArrayView<int> list, ArrayView<long> part, int inDim, int outDim, int split, out int e, out int o)
+                        ArrayView<int> list, ArrayView<long> part, int inDim, int outDim, int split, OutParts parts, out int e, out int o)
     {
         int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
         int groupsPerBlock = 4 / split, og = wi / split, piece = wi % split;
@@ -257,7 +258,7 @@ public static partial class TenantLinear
         int slot = list[2 * e + 1];
         int chunks = (inDim + 511) / 512;
         int per = (chunks + split - 1) / split, c0 = piece * per, c1 = live ? IntrinsicMath.Min(chunks, c0 + per) : c0;
-        long pRow = (long)e * Planes + g, sRow = (long)slot * outDim + o0 + g;
+        long pRow = (long)e * Planes + g, sRow = PartAt(parts, o0, slot, parts.Cap, outDim) + g;
         var acc = default(BitsAcc);
         var next = LoadBits(signs16, signs, planes16, planes, pRow, sRow, c0, c0 < c1, inDim, t);
         for (int c = c0; c < c1; c++)

@@ -108,7 +108,8 @@ public static partial class TenantLinear
     /// of the split sums: y's old value when accumulating, the row's tenant term.</summary>
     struct Finish
     {
-        public long At;
+        /// <summary>The entry's place in the base partials (row·out + o), and in y (its part's place there).</summary>
+        public long At, Y;
         public float Old, Term;
         public bool Accumulate, HasTerm;
     }
@@ -124,8 +125,9 @@ public static partial class TenantLinear
         long row = slotJ < FinishRows ? rows[slotJ] : groups[gr * TenantRows.MmaGroupInts + pos];
         if (o >= s.Out || row < 0) return f;
         f.At = row * s.Out + o;
+        f.Y = PartAt(s.Parts, o, row, s.Rows, s.Out);
         f.Accumulate = (s.Mode & 1) != 0;
-        if (f.Accumulate) f.Old = y[f.At];
+        if (f.Accumulate) f.Old = y[f.Y];
         return f;
     }
 
@@ -150,6 +152,6 @@ public static partial class TenantLinear
     {
         if (f.At < 0) return;
         float v = f.Accumulate ? f.Old + sum : sum;
-        y[f.At] = f.HasTerm ? v + f.Term : v;
+        y[f.Y] = f.HasTerm ? v + f.Term : v;
     }
 }

@@ -70,6 +70,32 @@ public static partial class TenantLinear
         public long XsVecs, BaseFloats;
         /// <summary>Where in meta each block's trace starts (<see cref="TraceStream"/>), or −1 for none.</summary>
         public long TraceAt;
+        /// <summary>The outputs as one linear's, or as two or three linears' one after another (<see cref="OutParts"/>).</summary>
+        public OutParts Parts;
+    }
+
+    /// <summary>
+    /// Outputs [0, out) as the outputs of up to three linears that read the same x (q, k, v; gate, up), one after another:
+    /// part j is [start_j, end_j) with ends S1, S2 and out. A part has its own place in the signs pool and in y, each as
+    /// that linear alone keeps it: the signs of part j are Sign1 [Cap, n_j, in] at row Cap·start_j of the signs (the pool's
+    /// storage, DeltaPool.cs), y's are f32 [rows, n_j] at rows·start_j, and its scales f32 [Cap] at j·Cap. So one launch
+    /// reads the three linears' W as one [out, in] (the layer's q/k/v stored together, LlamaWeights.cs) and writes each
+    /// output where its own launch would have. All zero (the default): one linear, row r of y at r·out.
+    /// </summary>
+    public struct OutParts
+    {
+        public int S1, S2, Cap;
+    }
+
+    /// <summary>Output o's part: 0, 1 or 2 (<see cref="OutParts"/>).</summary>
+    static int PartOf(OutParts p, int o) => (p.S1 > 0 && o >= p.S1 ? 1 : 0) + (p.S2 > 0 && o >= p.S2 ? 1 : 0);
+
+    /// <summary>Row <paramref name="r"/>, output o of the part o is in, as an index into that part's [count, n_j] block
+    /// (signs: count = Cap, r the slot; y: count = rows, r the row): count·start_j + r·n_j + (o − start_j).</summary>
+    static long PartAt(OutParts p, int o, long r, long count, int outDim)
+    {
+        int j = PartOf(p, o), start = j == 0 ? 0 : j == 1 ? p.S1 : p.S2, end = j == 0 && p.S1 > 0 ? p.S1 : j == 1 && p.S2 > 0 ? p.S2 : outDim;
+        return count * start + r * (end - start) + (o - start);
     }
 
     static bool TakesStream(TenantRows tenants, Tensor w) =>
@@ -107,8 +133,9 @@ public static partial class TenantLinear
         }
     }
 
-    /// <summary>y (+)= x·Wᵀ for the decode rows, plus α_t·x·S_tᵀ for those with a tenant (<see cref="TenantRows.FewList"/>).</summary>
-    static void DecodeStream(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate)
+    /// <summary>y (+)= x·Wᵀ for the decode rows, plus α_t·x·S_tᵀ for those with a tenant (<see cref="TenantRows.FewList"/>);
+    /// the outputs as one linear's, or as several linears' (<paramref name="outParts"/>).</summary>
+    static void DecodeStream(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate, OutParts outParts = default)
     {
         int outDim = w.Dim(0), inDim = w.Dim(1), chunks = inDim / 64, rows = x.Dim(0), words = inDim / 32;
         int entries = tenants.FewCount, groupCount = tenants.MmaGroupCount;
@@ -142,7 +169,7 @@ public static partial class TenantLinear
             In = inDim, Out = outDim, Rows = rows, Per = per, Groups = groupCount, Entries = entries, Split = split, Segs = segs,
             TileBlocks = tileBlocks, Mode = accumulate ? 1 : 0, BitsSplit = bitsSplit, BitsPerRow = bitsPerRow, FewBase = tenants.FewBase,
             PrepSplit = prepSplit, PrepBits = prepBits, Epoch = epoch, Live = live, LightFence = StreamLightFence ? 1 : 0,
-            XsVecs = xsVecs, BaseFloats = (long)split * rows * outDim,
+            XsVecs = xsVecs, BaseFloats = (long)split * rows * outDim, Parts = outParts,
         };
         bool one = groupCount == 1;
         // x split, then the planes (16-byte aligned: planeInts is a multiple of 4 words × 32)
@@ -346,11 +373,12 @@ public static partial class TenantLinear
         int b = Grid.IdxX - prep - baseBlocks, perBlock = 4 / s.BitsSplit, o0 = b % s.BitsPerRow * perBlock * 32;
         // the row's Σq, max and scale read before the products, not after them: their loads (the scale's after the
         // list's) would otherwise add their round trips to every block's time
-        int row = b / s.BitsPerRow;
+        int row = b / s.BitsPerRow, tid = Group.IdxX, oMine = (b % s.BitsPerRow * perBlock + tid / 32) * 32 + tid % 32;
         long q = SumLongs(meta, s.Entries + (long)row * s.Segs, s.Segs);
         int big = (int)meta[row];
-        float alpha = scales[list[2 * row + 1]];
-        long sum = BitsSum(b, signs16, signs16.Cast<uint>(), planes16, planes, list, part, s.In, s.Out, s.BitsSplit, out int e, out int o);
+        // the scale of the linear the thread's output is of (a thread past the block's outputs reads one in range)
+        float alpha = scales[PartOf(s.Parts, IntrinsicMath.Min(oMine, s.Out - 1)) * s.Parts.Cap + list[2 * row + 1]];
+        long sum = BitsSum(b, signs16, signs16.Cast<uint>(), planes16, planes, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out int e, out int o);
         if (o >= 0)
             termPart[(long)e * s.Out + o] = (float)BitsTerm(sum, q, big, alpha);
         StampNow(meta, s, 2);

@@ -24,6 +24,13 @@ public sealed class DeltaPool : IDisposable
     public Tensor[][] Signs { get; }
     /// <summary>[layer][linear]: f32 [capacity]; a free slot's scales are 0.</summary>
     public Tensor[][] Scales { get; }
+    /// <summary>[layer]: the q, k and v pools of <see cref="Signs"/> one after another, Sign1 [capacity·(q + 2·kv rows), in]:
+    /// what TenantLinear.RunParts reads to run the three in one launch over <see cref="LayerWeights.QkvStore"/>.</summary>
+    public Tensor[] QkvSigns { get; }
+    /// <summary>[layer]: the gate and up pools one after another, as <see cref="QkvSigns"/>.</summary>
+    public Tensor[] GateUpSigns { get; }
+    /// <summary>[layer]: f32 [linears·capacity], linear k's <see cref="Scales"/> at k·capacity.</summary>
+    public Tensor[] ScaleTables { get; }
     /// <summary>[layer]: f32 [1 + capacity, hidden], the input_layernorm weights; row 0 is the base's.</summary>
     public Tensor[] InputNorms { get; }
     /// <summary>[layer]: f32 [1 + capacity, hidden], the post_attention_layernorm weights.</summary>
@@ -80,16 +87,36 @@ public sealed class DeltaPool : IDisposable
                 made.Add(t);
                 return t;
             }
+            // A view of a store's rows as one linear's pool, Sign1 [capacity, out, in]; views own nothing (the stores are made)
+            Tensor Pool(Tensor store, ref int row, Tensor weight)
+            {
+                using var rows = store.Slice(row, capacity * weight.Dim(0));
+                row += capacity * weight.Dim(0);
+                return rows.Reshape(capacity, weight.Dim(0), weight.Dim(1));
+            }
             Signs = new Tensor[c.NumLayers][];
             Scales = new Tensor[c.NumLayers][];
+            QkvSigns = new Tensor[c.NumLayers];
+            GateUpSigns = new Tensor[c.NumLayers];
+            ScaleTables = new Tensor[c.NumLayers];
             InputNorms = new Tensor[c.NumLayers];
             PostNorms = new Tensor[c.NumLayers];
             for (int l = 0; l < c.NumLayers; l++)
             {
                 var lw = baseWeights.Layers[l];
-                Signs[l] = lw.Linears.Select(p => Make([capacity, p.Weight.Dim(0), p.Weight.Dim(1)], DType.Sign1)).ToArray();
-                Scales[l] = lw.Linears.Select(_ => Make([capacity], DType.F32)).ToArray();
-                foreach (var s in Scales[l]) s.Fill(0);
+                var qkv = QkvSigns[l] = Make([capacity * (lw.Q.Dim(0) + lw.K.Dim(0) + lw.V.Dim(0)), lw.Q.Dim(1)], DType.Sign1);
+                var gateUp = GateUpSigns[l] = Make([capacity * (lw.Gate.Dim(0) + lw.Up.Dim(0)), lw.Gate.Dim(1)], DType.Sign1);
+                int atQkv = 0, atGateUp = 0;
+                Signs[l] =
+                [
+                    Pool(qkv, ref atQkv, lw.Q), Pool(qkv, ref atQkv, lw.K), Pool(qkv, ref atQkv, lw.V),
+                    Make([capacity, lw.O.Dim(0), lw.O.Dim(1)], DType.Sign1),
+                    Pool(gateUp, ref atGateUp, lw.Gate), Pool(gateUp, ref atGateUp, lw.Up),
+                    Make([capacity, lw.Down.Dim(0), lw.Down.Dim(1)], DType.Sign1),
+                ];
+                var table = ScaleTables[l] = Make([linears * capacity], DType.F32);
+                table.Fill(0);
+                Scales[l] = Enumerable.Range(0, linears).Select(k => table.Slice(k * capacity, capacity)).ToArray();
                 InputNorms[l] = NormTable(lw.InputNorm, Make);
                 PostNorms[l] = NormTable(lw.PostAttentionNorm, Make);
             }

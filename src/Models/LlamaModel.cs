@@ -86,6 +86,19 @@ public sealed class LlamaModel : IDisposable
     /// and SwiGLU another, as before (the bench turns it off to compare).</summary>
     public static bool TenantLinearsInOne { get; set; } = true;
 
+    /// <summary>A multi-tenant batch of several rows runs q/k/v as one launch and gate/up as one
+    /// (TenantLinear.RunParts over <see cref="LayerWeights.QkvStore"/> and the pool's <see cref="DeltaPool.QkvSigns"/>),
+    /// where the streamed form takes the batch: at 7B shapes on the H200, 8 tenants' q/k/v took 61 µs in one launch against
+    /// 3 × 32 apart (bench/NOTES.md). Off, each linear is its own launch, as before (the bench turns it off to compare).</summary>
+    public static bool TenantPartsInOne { get; set; } = true;
+
+    /// <summary>Elements [start, start + rows·cols) of a flat tensor as [rows, cols], sharing its storage.</summary>
+    static Tensor Rows(Tensor flat, int start, int rows, int cols)
+    {
+        using var part = flat.Slice(start, rows * cols);
+        return part.Reshape(rows, cols);
+    }
+
     public KvCacheMemory NewCache(int slots, int maxSeq, DType? dtype = null) =>
         new(Config, slots, Math.Min(maxSeq, MaxPositions), dtype ?? DType.F32, Device);
 
@@ -152,12 +165,15 @@ public sealed class LlamaModel : IDisposable
         using var rows = lr.Length > 0 ? Tensor.From(lr, [lr.Length], dev) : null;
         using var x = Tensor.Empty([T, c.HiddenSize], DType.F32, dev);
         using var h = Tensor.Empty([T, c.HiddenSize], DType.F32, dev);
-        using var q = Tensor.Empty([T, c.QDim], DType.F32, dev);
-        using var k = Tensor.Empty([T, c.KvDim], DType.F32, dev);
-        using var v = Tensor.Empty([T, c.KvDim], DType.F32, dev);
+        // q, k, v one after another, and gate, up: a multi-tenant launch of the pair or three writes them so (RunParts)
+        using var qkv = Tensor.Empty([T * (c.QDim + 2 * c.KvDim)], DType.F32, dev);
+        using var gateUp = Tensor.Empty([T * 2 * c.IntermediateSize], DType.F32, dev);
+        using var q = Rows(qkv, 0, T, c.QDim);
+        using var k = Rows(qkv, T * c.QDim, T, c.KvDim);
+        using var v = Rows(qkv, T * (c.QDim + c.KvDim), T, c.KvDim);
         using var attn = Tensor.Empty([T, c.QDim], DType.F32, dev);
-        using var gate = Tensor.Empty([T, c.IntermediateSize], DType.F32, dev);
-        using var up = Tensor.Empty([T, c.IntermediateSize], DType.F32, dev);
+        using var gate = Rows(gateUp, 0, T, c.IntermediateSize);
+        using var up = Rows(gateUp, T * c.IntermediateSize, T, c.IntermediateSize);
         using var q3 = q.Reshape(T, c.NumHeads, c.HeadDim);
         using var k3 = k.Reshape(T, c.NumKvHeads, c.HeadDim);
         using var v3 = v.Reshape(T, c.NumKvHeads, c.HeadDim);
@@ -287,13 +303,23 @@ public sealed class LlamaModel : IDisposable
                     foreach (var t in temps) t.Dispose();
                 }
             }
+            // Linears first … first + n − 1 of a multi-tenant batch in one launch, where it applies (TenantPartsInOne)
+            bool Parts(Tensor? store, Tensor? signs, int first, int[] ends, Tensor y)
+            {
+                if (rowsT == null || !TenantPartsInOne || store == null || signs == null || factorRuns.Count > 0 || LinearInputs != null) return false;
+                using var scales = pool!.ScaleTables[l].Slice(first * pool.Capacity, ends.Length * pool.Capacity);
+                return TenantLinear.RunParts(h, store, signs, scales, ends, rowsT, y);
+            }
             // Attention block: x += o(attention(rope(q(h)), rope(k(h)), v(h))), h = rmsnorm(x).
             if (!Fused([0, 1, 2], [w.Q, w.K, w.V], d?.InputNorm, w.InputNorm, pool?.InputNorms[l], [q, k, v], swiGlu: false))
             {
                 Norm(d?.InputNorm, w.InputNorm, pool?.InputNorms[l]);
-                Linear(h, 0, w.Q, q);
-                Linear(h, 1, w.K, k);
-                Linear(h, 2, w.V, v);
+                if (!Parts(w.QkvStore, pool?.QkvSigns[l], 0, [c.QDim, c.QDim + c.KvDim, c.QDim + 2 * c.KvDim], qkv))
+                {
+                    Linear(h, 0, w.Q, q);
+                    Linear(h, 1, w.K, k);
+                    Linear(h, 2, w.V, v);
+                }
             }
             RopeCache.Run(q3, k3, v3, tSlots, tPos, rope, cache.K[l], cache.V[l]);
             Attention.Run(q3, cache.K[l], cache.V[l], tSlots, tPos, attn3, window, scale, keys);
@@ -302,8 +328,11 @@ public sealed class LlamaModel : IDisposable
             if (!Fused([4, 5], [w.Gate, w.Up], d?.PostAttentionNorm, w.PostAttentionNorm, pool?.PostNorms[l], [gate], swiGlu: true))
             {
                 Norm(d?.PostAttentionNorm, w.PostAttentionNorm, pool?.PostNorms[l]);
-                Linear(h, 4, w.Gate, gate);
-                Linear(h, 5, w.Up, up);
+                if (!Parts(w.GateUpStore, pool?.GateUpSigns[l], 4, [c.IntermediateSize, 2 * c.IntermediateSize], gateUp))
+                {
+                    Linear(h, 4, w.Gate, gate);
+                    Linear(h, 5, w.Up, up);
+                }
                 SwiGlu.Run(gate, up, gate);
             }
             Linear(gate, 6, w.Down, x, accumulate: true);

@@ -25,6 +25,13 @@ public sealed class LayerWeights : IDisposable
     /// <summary><c>mlp.down_proj.weight</c> [hidden, intermediate].</summary>
     public required Tensor Down { get; init; }
 
+    /// <summary>q, k and v one after another, [heads·head_dim + 2·kv_heads·head_dim, hidden]: <see cref="Q"/>, <see cref="K"/>
+    /// and <see cref="V"/> are its rows, so a multi-tenant decode step reads the three as one linear in one launch
+    /// (TenantLinear.RunParts); null where they were made apart.</summary>
+    public Tensor? QkvStore { get; init; }
+    /// <summary>gate and up one after another, [2·intermediate, hidden], as <see cref="QkvStore"/>.</summary>
+    public Tensor? GateUpStore { get; init; }
+
     /// <summary>The seven linear weights by their short HF names, the ones a delta codec compresses.</summary>
     public IEnumerable<(string Name, Tensor Weight)> Linears => LinearNames.Zip([Q, K, V, O, Gate, Up, Down]);
 
@@ -35,6 +42,8 @@ public sealed class LayerWeights : IDisposable
     public void Dispose()
     {
         foreach (var t in new[] { InputNorm, Q, K, V, O, PostAttentionNorm, Gate, Up, Down }) t.Dispose();
+        QkvStore?.Dispose();
+        GateUpStore?.Dispose();
     }
 }
 
@@ -129,18 +138,12 @@ public sealed class LlamaWeights : IDisposable
         // On CUDA through pinned staging buffers (StagedUpload.cs): the driver's own staging of pageable bytes held a 7B
         // checkpoint to 7.4 GB/s. Every copy is complete when the weights are returned.
         using var staged = device.Kind == DeviceKind.Cuda && UseStagedUpload ? new StagedUpload(device) : null;
-        return Assemble(config, dtype, (name, _) =>
+        return Assemble(config, dtype, device, (name, t) =>
         {
             using var src = ck.Get(name);
-            var t = Tensor.Empty(src.Shape, src.DType, device);
-            try
-            {
-                if (staged != null) staged.Copy(src, t);
-                else t.CopyFrom(src);
-            }
-            catch { t.Dispose(); throw; }
+            if (staged != null) staged.Copy(src, t);
+            else t.CopyFrom(src);
             progress?.Report((++done, expected.Count));
-            return t;
         });
     }
 
@@ -156,23 +159,33 @@ public sealed class LlamaWeights : IDisposable
     public static LlamaWeights Random(LlamaConfig config, DType dtype, Device device, ulong seed)
     {
         ulong n = 0;
-        return Assemble(config, dtype, (_, shape) =>
-        {
-            var t = Tensor.Empty(shape, dtype, device);
-            Kernels.RandomFill.Run(t, seed + 1000003UL * ++n, shape.Length == 2 && shape[0] != config.VocabSize ? 1f / MathF.Sqrt(shape[1]) : 1f);
-            return t;
-        });
+        return Assemble(config, dtype, device, (_, t) =>
+            Kernels.RandomFill.Run(t, seed + 1000003UL * ++n, t.Rank == 2 && t.Dim(0) != config.VocabSize ? 1f / MathF.Sqrt(t.Dim(1)) : 1f));
     }
 
-    /// <summary>Every tensor the config implies, in checkpoint order, from <paramref name="next"/>(name, shape).</summary>
-    static LlamaWeights Assemble(LlamaConfig config, DType dtype, Func<string, int[], Tensor> make)
+    /// <summary>Every tensor the config implies, made on <paramref name="device"/> in <paramref name="dtype"/> and filled
+    /// in checkpoint order by <paramref name="fill"/>(name, tensor); a layer's q/k/v and gate/up as rows of one tensor each
+    /// (<see cref="LayerWeights.QkvStore"/>).</summary>
+    static LlamaWeights Assemble(LlamaConfig config, DType dtype, Device device, Action<string, Tensor> fill)
     {
         var shapes = ExpectedTensors(config).ToDictionary(e => e.Name, e => e.Shape);
         var loaded = new List<Tensor>(shapes.Count);
-        Tensor Next(string name)
+        Tensor Keep(Tensor t)
         {
-            var t = make(name, shapes[name]);
             loaded.Add(t);
+            return t;
+        }
+        Tensor Next(string name, Tensor? into = null)
+        {
+            var t = into ?? Keep(Tensor.Empty(shapes[name], dtype, device));
+            fill(name, t);
+            return t;
+        }
+        // rows [start, start + count) of a store, for the tensor of that name (its shape checked by the fill)
+        Tensor Rows(Tensor store, ref int start, string name)
+        {
+            var t = Keep(store.Slice(start, shapes[name][0]));
+            start += shapes[name][0];
             return t;
         }
         try
@@ -181,18 +194,24 @@ public sealed class LlamaWeights : IDisposable
             var layers = new LayerWeights[config.NumLayers];
             for (int i = 0; i < layers.Length; i++)
             {
-                string p = LayerPrefix(i);
+                string p = LayerPrefix(i), q = p + "self_attn.q_proj.weight", k = p + "self_attn.k_proj.weight", v = p + "self_attn.v_proj.weight";
+                string gate = p + "mlp.gate_proj.weight", up = p + "mlp.up_proj.weight";
+                var qkv = Keep(Tensor.Empty([config.QDim + 2 * config.KvDim, config.HiddenSize], dtype, device));
+                var gateUp = Keep(Tensor.Empty([2 * config.IntermediateSize, config.HiddenSize], dtype, device));
+                int atQkv = 0, atGateUp = 0;
                 layers[i] = new LayerWeights
                 {
                     InputNorm = Next(p + "input_layernorm.weight"),
-                    Q = Next(p + "self_attn.q_proj.weight"),
-                    K = Next(p + "self_attn.k_proj.weight"),
-                    V = Next(p + "self_attn.v_proj.weight"),
+                    Q = Next(q, Rows(qkv, ref atQkv, q)),
+                    K = Next(k, Rows(qkv, ref atQkv, k)),
+                    V = Next(v, Rows(qkv, ref atQkv, v)),
                     O = Next(p + "self_attn.o_proj.weight"),
                     PostAttentionNorm = Next(p + "post_attention_layernorm.weight"),
-                    Gate = Next(p + "mlp.gate_proj.weight"),
-                    Up = Next(p + "mlp.up_proj.weight"),
+                    Gate = Next(gate, Rows(gateUp, ref atGateUp, gate)),
+                    Up = Next(up, Rows(gateUp, ref atGateUp, up)),
                     Down = Next(p + "mlp.down_proj.weight"),
+                    QkvStore = qkv,
+                    GateUpStore = gateUp,
                 };
             }
             var norm = Next(FinalNormName);
