@@ -56,6 +56,7 @@ public static partial class Cli
         var baseBlocks = new Option<int?>("--base-blocks") { Description = "blocks per multiprocessor the base form's split of K aims for (default: the engine's)" };
         var rate = new Option<bool>("--mma-rate") { Description = "also measure the tensor cores' rate on the f16 and b1 products alone" };
         var noOwn = new Option<bool>("--no-own-split") { Description = "one-group batches: x split by the streamed grid's preparation blocks, not by each base block (to compare)" };
+        var ownRows = new Option<int?>("--own-split-max-rows") { Description = "one-group batches of at most this many rows have their base blocks split their own K range of x (default: the engine's), to compare" };
         var scFence = new Option<bool>("--sc-fence") { Description = "the streamed form's handoffs fenced with membar.gl, not fence.acq_rel.gpu (to compare)" };
         var streamBits = new Option<int?>("--stream-bits-split") { Description = "streamed form's tenant-row blocks: 1 (whole K a warp) or 4 (K in four pieces); default: the engine's" };
         var timeline = new Option<bool>("--timeline") { Description = "instead of the kernel table: when each block of one streamed call ran (per kind, per µs), at each tenant count of one row" };
@@ -64,7 +65,7 @@ public static partial class Cli
         var shapes = new Option<string?>("--shapes") { Description = "kernel table and timeline: shapes out×in, comma-separated (default: Llama-2-7B's 4096x4096,11008x4096,4096x11008; 12288x4096 is q/k/v in one, 22016x4096 gate/up)" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, tenantApart, partsApart, gemvNormTenants, noFuseBits, baseBlocks, rate, timeline, noOwn, scFence, streamBits, profile, noKernels, shapes, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, tenantApart, partsApart, gemvNormTenants, noFuseBits, baseBlocks, rate, timeline, noOwn, ownRows, scFence, streamBits, profile, noKernels, shapes, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -95,6 +96,7 @@ public static partial class Cli
             if (r.GetValue(gemvNormTenants)) LlamaModel.FuseTenantRows = true;
             if (r.GetValue(noFuseBits)) TenantLinear.FuseBits = false;
             if (r.GetValue(noOwn)) TenantLinear.StreamOwnSplitVecs = 0;
+            if (r.GetValue(ownRows) is int orr) TenantLinear.StreamOwnSplitMaxRows = orr;
             if (r.GetValue(scFence)) TenantLinear.StreamLightFence = false;
             if (r.GetValue(streamBits) is int sbs)
             {

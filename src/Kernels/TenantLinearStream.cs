@@ -51,6 +51,13 @@ public static partial class TenantLinear
     /// batch there (tests, the bench's --no-own-split).</summary>
     public static int StreamOwnSplitVecs { get; set; } = 2048;
 
+    /// <summary>A row group of more rows than this takes the split blocks even where its K ranges fit in shared memory:
+    /// a base block's own split of 8 rows is 8 × its K range of x, loaded and converted before its products (2048 entries
+    /// a block at 4096², 8 tenants), and the split blocks then won: the H200's 4096² call 34.5 → 31.1 µs at 8 tenants,
+    /// 22.3 → 19.7 for 8 rows of the base alone; level at 4 rows (28.6 and 28.5), and at one row the own split is what won
+    /// (bench/NOTES.md).</summary>
+    public static int StreamOwnSplitMaxRows { get; set; } = 4;
+
     /// <summary>The device words' layout, each on a line of its own (128 bytes apart): the count of x's split blocks done
     /// and of the planes' blocks done, the epoch whose split is complete (what base blocks wait for) and whose planes are
     /// (what tenant-row blocks wait for); the arrival counters after.</summary>
@@ -156,7 +163,7 @@ public static partial class TenantLinear
         // block waits for x's split and there are no split blocks. Else the split blocks make it, base blocks wait.
         int live = groupCount == 1 ? tenants.FewBase + entries : 0, others = groupCount == 1 ? prepBits + entries * bitsPerRow : 0;
         var (split, per) = BaseSplit(dev, outDim, inDim, others);
-        if (live > 0 && live * per * 16 > StreamOwnSplitVecs)
+        if (live > 0 && (live * per * 16 > StreamOwnSplitVecs || live > StreamOwnSplitMaxRows))
         {
             live = 0;
             (split, per) = BaseSplit(dev, outDim, inDim, others + prepSplit);

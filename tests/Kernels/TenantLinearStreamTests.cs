@@ -106,13 +106,15 @@ public class TenantLinearStreamTests
             {
                 // blocks enough that the grid never cuts the K split to fit one wave: both ways then split K alike
                 // (without the split blocks the fit can come out different, and so would the partial sums' rounding)
-                int was = TenantLinear.StreamOwnSplitVecs, perSm = TenantLinear.BaseBlocksPerSm;
+                int was = TenantLinear.StreamOwnSplitVecs, perSm = TenantLinear.BaseBlocksPerSm, maxRows = TenantLinear.StreamOwnSplitMaxRows;
                 TenantLinear.StreamOwnSplitVecs = vecs;
+                TenantLinear.StreamOwnSplitMaxRows = 8;   // the 8-row batch too
                 TenantLinear.BaseBlocksPerSm = 64;
                 try { return batch.Run(); }
                 finally
                 {
                     TenantLinear.StreamOwnSplitVecs = was;
+                    TenantLinear.StreamOwnSplitMaxRows = maxRows;
                     TenantLinear.BaseBlocksPerSm = perSm;
                 }
             }
