@@ -168,8 +168,10 @@ public static partial class TenantLinear
         foreach (var t in tenants.Slots)
             if (t < -1 || t >= capacity) throw new ArgumentException($"tenant linear: slot {t} outside the pool's {capacity}");
         if (rows == 0 || !y.Device.IsIlgpu) return false;
-        // the rows Run gives to GemvOne (one row; two of the base alone) stay there, each part its own launch
+        // the rows Run gives to GemvOne (one row; two of the base alone) stay there, each part its own launch; so do
+        // batches with a prefill segment (serve's prompt chunks beside its decodes): these forms run decode rows only
         if ((rows == 1 && GemvOne.Takes(x, w)) || (GemvOne.TakesFew(x, w, rows) && tenants.Slots.All(t => t < 0))) return false;
+        if (tenants.Segments.Any(sg => sg.Count >= PrefillMinRows)) return false;
         for (int j = 0; j < ends.Length; j++)
             if ((ends[j] - (j == 0 ? 0 : ends[j - 1])) % 32 != 0) return false;   // a tenant block's 32 outputs in one part
         using var x2 = x.Reshape(rows, inDim);
@@ -183,10 +185,19 @@ public static partial class TenantLinear
         }
         // past the streamed form's rows: the three launches, where the base form splits K (with one split it writes y
         // itself, row by row: not each part's place)
-        if (UseBase && tenants.DecodeTenantsAllBits && TakesBits(tenants, w) && FuseBits && BaseSplit(y.Device, outDim, inDim).Split > 1)
+        if (UseBase && tenants.DecodeTenantsAllBits && BaseSplit(y.Device, outDim, inDim).Split > 1)
         {
-            DecodeBaseBits(x2, w, signs, scales, tenants, y2, accumulate, parts);
-            return true;
+            if (TakesBits(tenants, w) && FuseBits)
+            {
+                DecodeBaseBits(x2, w, signs, scales, tenants, y2, accumulate, parts);
+                return true;
+            }
+            if (tenants.BitsCount == 0 && tenants.Slots.All(t => t < 0))
+            {
+                // the base alone: split, products into split partials, their sums into each part's place
+                DecodeBase(x2, w, tenants.MmaGroups!, tenants.MmaGroupCount, y2, accumulate, parts);
+                return true;
+            }
         }
         return false;
     }

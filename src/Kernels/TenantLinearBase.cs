@@ -87,7 +87,7 @@ public static partial class TenantLinear
     }
 
     /// <summary>y (+)= x·Wᵀ for the rows of the decode groups (<see cref="TenantRows.MmaGroups"/>), base term only.</summary>
-    static void DecodeBase(Tensor x, Tensor w, Tensor groups, int groupCount, Tensor y, bool accumulate)
+    static void DecodeBase(Tensor x, Tensor w, Tensor groups, int groupCount, Tensor y, bool accumulate, OutParts parts = default)
     {
         int outDim = w.Dim(0), inDim = w.Dim(1), chunks = inDim / 64, rows = x.Dim(0);
         var dev = y.Device;
@@ -96,7 +96,7 @@ public static partial class TenantLinear
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<int>, ArrayView<Vec16>, int, int>>(SplitXKernel)(
             new KernelConfig(groupCount * chunks, 128), x.View<Vec16>(), groups.View<int>(), xs.View<Vec16>(), inDim, chunks);
         using var partial = BaseProducts(w, xs, groups, groupCount, y, rows, split, per, accumulate);
-        if (partial != null) SumSplitsLaunch(partial, groups, groupCount, y, split, accumulate, baseRowsOnly: false);
+        if (partial != null) SumSplitsLaunch(partial, groups, groupCount, y, split, accumulate, baseRowsOnly: false, parts);
     }
 
     /// <summary>The base kernels over every 4 groups of x's split <paramref name="xs"/>: into y (one K split), or into the

@@ -37,11 +37,12 @@ public static partial class TenantLinear
     /// <summary>Take the streamed form where it applies (the bench turns it off to compare).</summary>
     public static bool UseStream { get; set; } = true;
 
-    /// <summary>The streamed form is taken for at most this many decode rows: its finishing blocks add up the split
-    /// partials, latency that grows with the rows; on the H100 at 7B shapes it beat the bit-serial and base-only forms
-    /// by 3–16% a layer at 1–8 tenants of one row, by 2% at 16, and lost 2% at 32, and on the base alone it lost ~20%
-    /// at 32 rows (bench/NOTES.md).</summary>
-    public static int StreamMaxRows { get; set; } = 16;
+    /// <summary>The streamed form is taken for at most this many decode rows (one row group): its finishing blocks add up
+    /// the split partials, latency that grows with the rows. On the H100 at 7B shapes it beat the bit-serial and base-only
+    /// forms by 3–16% a layer at 1–8 tenants of one row and by 2% at 16; with q/k/v and gate/up in one launch each
+    /// (RunParts) the three launches won past 8 on the H200: a 7B step at 16 tenants 14.1 against 14.9 ms, 10 tenants 12.4
+    /// against 12.9, 16 rows of the base alone 8.2 against 9.7 (bench/NOTES.md).</summary>
+    public static int StreamMaxRows { get; set; } = 8;
 
     const int StreamWarps = 4, SegWords = 32, SplitChunks = 4;
 

@@ -183,8 +183,14 @@ public class TenantLinearStreamTests
         {
             using var y = Check.Poisoned([rows, outDim], DType.F32, x.Device);
             GemvOne.Use = false;   // one-row batches here test the streamed form
+            int max = TenantLinear.StreamMaxRows;
+            TenantLinear.StreamMaxRows = int.MaxValue;   // and batches past the engine's limit (two row groups) too
             try { TenantLinear.Run(x, w, signs, scales, Tenants, y); }
-            finally { GemvOne.Use = true; }
+            finally
+            {
+                GemvOne.Use = true;
+                TenantLinear.StreamMaxRows = max;
+            }
             return y.ToFloatArray();
         }
 
