@@ -29,6 +29,10 @@ public sealed class StagedUpload : IDisposable
     public StagedUpload(Device device, int chunkBytes = ChunkBytes)
     {
         if (!device.IsIlgpu) throw new ArgumentException($"staged upload: {device} is not an ILGPU device");
+        // page-locking takes the device's context as the thread's current one, which this thread need not have: a
+        // thread that last ran another accelerator (the CPU one in tests, so the CUDA tests that loaded a model after it
+        // failed with "invalid device context") or a server's worker
+        device.BindThread();
         var acc = device.Accelerator;
         buffers = [acc.AllocatePageLocked1D<byte>(chunkBytes), acc.AllocatePageLocked1D<byte>(chunkBytes)];
         streams = [acc.CreateStream(), acc.CreateStream()];
