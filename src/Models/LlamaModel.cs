@@ -88,8 +88,9 @@ public sealed class LlamaModel : IDisposable
 
     /// <summary>A multi-tenant batch of several rows runs q/k/v as one launch and gate/up as one
     /// (TenantLinear.RunParts over <see cref="LayerWeights.QkvStore"/> and the pool's <see cref="DeltaPool.QkvSigns"/>),
-    /// where the streamed form takes the batch: at 7B shapes on the H200, 8 tenants' q/k/v took 61 µs in one launch against
-    /// 3 × 32 apart (bench/NOTES.md). Off, each linear is its own launch, as before (the bench turns it off to compare).</summary>
+    /// where its decode forms take the batch (the streamed one, or past its rows the three launches): at 7B shapes on the
+    /// H200, 8 tenants' q/k/v took 61 µs in one launch against 3 × 32 apart, and the step 9.1–9.3 ms against 11.1–11.3
+    /// (bench/NOTES.md). Off, each linear is its own launch, as before (the bench turns it off to compare).</summary>
     public static bool TenantPartsInOne { get; set; } = true;
 
     /// <summary>Elements [start, start + rows·cols) of a flat tensor as [rows, cols], sharing its storage.</summary>
