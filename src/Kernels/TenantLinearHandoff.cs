@@ -27,8 +27,9 @@ public static partial class TenantLinear
     /// --sc-fence, to compare).</summary>
     public static bool StreamLightFence { get; set; } = true;
 
-    /// <summary>Group positions whose rows every block reads at its start for <see cref="StreamFinish"/> (two groups:
-    /// <see cref="StreamMaxRows"/>); positions past them are read when finishing.</summary>
+    /// <summary>Group positions whose rows every block reads at its start for <see cref="StreamFinish"/> (two groups: the
+    /// streamed form's rows when <see cref="StreamMaxRows"/> was 16; the engine's 8 are one); positions past them are read
+    /// when finishing.</summary>
     const int FinishRows = 16;
 
     /// <summary>Wait until <paramref name="ready"/>[0] holds this call's <paramref name="epoch"/> (0: nothing to wait for). One
