@@ -56,23 +56,14 @@ public static partial class TenantLinear
     /// out, in]; scales f32 [capacity]; y f32 [rows, out]; <paramref name="tenants"/> names each row's slot.</summary>
     public static void Run(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y, bool accumulate = false)
     {
-        Need.SameDevice(x, w, signs, scales, y);
-        if (tenants.Device != x.Device) throw new ArgumentException($"tenant linear: rows of {tenants.Device} and x {x} are on different devices");
-        Need.F32("tenant linear x", x);
-        Need.F32("tenant linear y", y);
-        Need.Float("tenant linear weight", w);
-        Need.F32("tenant linear scales", scales);
-        if (w.Rank != 2) throw new ArgumentException($"tenant linear weight: expected [out, in], got {w}");
+        NeedOperands(x, w, signs, scales, tenants, y);
         int outDim = w.Dim(0), inDim = w.Dim(1);
         if (signs.DType != DType.Sign1 || signs.Rank != 3 || signs.Dim(1) != outDim || signs.Dim(2) != inDim)
             throw new ArgumentException($"tenant linear signs: expected Sign1 [capacity, {outDim}, {inDim}], got {signs}");
         int capacity = signs.Dim(0);
         Need.Count("tenant linear scales", scales, capacity);
         int rows = tenants.Count;
-        Need.Count("tenant linear x", x, (long)rows * inDim);
-        Need.Count("tenant linear y", y, (long)rows * outDim);
-        foreach (var s in tenants.Slots)
-            if (s < -1 || s >= capacity) throw new ArgumentException($"tenant linear: slot {s} outside the pool's {capacity}");
+        NeedRows(x, y, tenants, inDim, outDim, capacity);
         if (rows == 0 || outDim == 0) return;
         if (rows == 1 && GemvOne.Takes(x, w))
         {
@@ -151,11 +142,7 @@ public static partial class TenantLinear
     /// </summary>
     public static bool RunParts(Tensor x, Tensor w, Tensor signs, Tensor scales, int[] ends, TenantRows tenants, Tensor y, bool accumulate = false)
     {
-        Need.SameDevice(x, w, signs, scales, y);
-        Need.F32("tenant linear x", x);
-        Need.F32("tenant linear y", y);
-        Need.F32("tenant linear scales", scales);
-        if (w.Rank != 2) throw new ArgumentException($"tenant linear weight: expected [out, in], got {w}");
+        NeedOperands(x, w, signs, scales, tenants, y);
         int outDim = w.Dim(0), inDim = w.Dim(1), rows = tenants.Count;
         if (ends.Length is < 2 or > 3 || ends[^1] != outDim || ends[0] <= 0 || ends.Zip(ends.Skip(1)).Any(p => p.First >= p.Second))
             throw new ArgumentException($"tenant linear parts: expected 2 or 3 ascending ends ending at {outDim}, got [{string.Join(", ", ends)}]");
@@ -163,10 +150,7 @@ public static partial class TenantLinear
             throw new ArgumentException($"tenant linear parts' signs: expected Sign1 [capacity·{outDim}, {inDim}], got {signs}");
         int capacity = signs.Dim(0) / outDim;
         Need.Count("tenant linear parts' scales", scales, (long)ends.Length * capacity);
-        Need.Count("tenant linear x", x, (long)rows * inDim);
-        Need.Count("tenant linear y", y, (long)rows * outDim);
-        foreach (var t in tenants.Slots)
-            if (t < -1 || t >= capacity) throw new ArgumentException($"tenant linear: slot {t} outside the pool's {capacity}");
+        NeedRows(x, y, tenants, inDim, outDim, capacity);
         if (rows == 0 || !y.Device.IsIlgpu) return false;
         // the rows Run gives to GemvOne (one row; two of the base alone) stay there, each part its own launch; so do
         // batches with a prefill segment (serve's prompt chunks beside its decodes): these forms run decode rows only
@@ -192,14 +176,37 @@ public static partial class TenantLinear
                 DecodeBaseBits(x2, w, signs, scales, tenants, y2, accumulate, parts);
                 return true;
             }
-            if (tenants.BitsCount == 0 && tenants.Slots.All(t => t < 0))
+            if (tenants.BitsCount == 0)
             {
-                // the base alone: split, products into split partials, their sums into each part's place
+                // the base alone (every row decodes, none bit-serial): split, products into split partials, their sums
+                // into each part's place
                 DecodeBase(x2, w, tenants.MmaGroups!, tenants.MmaGroupCount, y2, accumulate, parts);
                 return true;
             }
         }
         return false;
+    }
+
+    /// <summary>What <see cref="Run"/> and <see cref="RunParts"/> ask of their operands alike: one device, f32 x, y and
+    /// scales, a float W [out, in].</summary>
+    static void NeedOperands(Tensor x, Tensor w, Tensor signs, Tensor scales, TenantRows tenants, Tensor y)
+    {
+        Need.SameDevice(x, w, signs, scales, y);
+        if (tenants.Device != x.Device) throw new ArgumentException($"tenant linear: rows of {tenants.Device} and x {x} are on different devices");
+        Need.F32("tenant linear x", x);
+        Need.F32("tenant linear y", y);
+        Need.Float("tenant linear weight", w);
+        Need.F32("tenant linear scales", scales);
+        if (w.Rank != 2) throw new ArgumentException($"tenant linear weight: expected [out, in], got {w}");
+    }
+
+    /// <summary>x and y hold the batch's rows, and every row's slot is −1 or in the pool.</summary>
+    static void NeedRows(Tensor x, Tensor y, TenantRows tenants, int inDim, int outDim, int capacity)
+    {
+        Need.Count("tenant linear x", x, (long)tenants.Count * inDim);
+        Need.Count("tenant linear y", y, (long)tenants.Count * outDim);
+        foreach (var s in tenants.Slots)
+            if (s < -1 || s >= capacity) throw new ArgumentException($"tenant linear: slot {s} outside the pool's {capacity}");
     }
 
     /// <summary>The decode form alone, over the rows in <paramref name="list"/> (I32), for tests and benchmarks.</summary>

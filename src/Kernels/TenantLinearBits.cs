@@ -141,7 +141,7 @@ public static partial class TenantLinear
         int mine = tid / 32, oMine = (b % s.BitsPerRow * perBlock + mine) * 32 + tid % 32;
         long q = SumLongs(meta, s.Entries + (long)row * s.Segs, s.Segs);
         int big = (int)meta[row];
-        float alpha = scales[PartOf(s.Parts, IntrinsicMath.Min(oMine, s.Out - 1)) * s.Parts.Cap + list[2 * row + 1]];
+        float alpha = PartScale(scales, s.Parts, oMine, s.Out, list[2 * row + 1]);
         long at = list[2 * row] * (long)s.Out + oMine, yAt = PartAt(s.Parts, oMine, list[2 * row], s.Rows, s.Out);
         bool mineLive = mine < perBlock && oMine < s.Out;
         float baseSum = mineLive && s.Split > 1 ? SumSplits(partial, at, (long)s.Rows * s.Out, s.Split) : 0f;

@@ -106,6 +106,11 @@ public static partial class TenantLinear
         return count * start + r * (end - start) + (o - start);
     }
 
+    /// <summary>α of the linear output o is of, for slot <paramref name="slot"/>: scales[part·Cap + slot] (o past the
+    /// outputs, as a thread past its block's outputs has, reads the last part's).</summary>
+    static float PartScale(ArrayView<float> scales, OutParts p, int o, int outDim, int slot) =>
+        scales[PartOf(p, IntrinsicMath.Min(o, outDim - 1)) * p.Cap + slot];
+
     static bool TakesStream(TenantRows tenants, Tensor w) =>
         UseStream && tenants.DecodeAllFew && tenants.FewBase + tenants.FewCount <= StreamMaxRows
         && (tenants.FewCount == 0 || (w.Dim(1) % 256 == 0 && w.Dim(0) % 32 == 0));
@@ -384,8 +389,7 @@ public static partial class TenantLinear
         int row = b / s.BitsPerRow, tid = Group.IdxX, oMine = (b % s.BitsPerRow * perBlock + tid / 32) * 32 + tid % 32;
         long q = SumLongs(meta, s.Entries + (long)row * s.Segs, s.Segs);
         int big = (int)meta[row];
-        // the scale of the linear the thread's output is of (a thread past the block's outputs reads one in range)
-        float alpha = scales[PartOf(s.Parts, IntrinsicMath.Min(oMine, s.Out - 1)) * s.Parts.Cap + list[2 * row + 1]];
+        float alpha = PartScale(scales, s.Parts, oMine, s.Out, list[2 * row + 1]);
         long sum = BitsSum(b, signs16, signs16.Cast<uint>(), planes16, planes, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out int e, out int o);
         if (o >= 0)
             termPart[(long)e * s.Out + o] = (float)BitsTerm(sum, q, big, alpha);
