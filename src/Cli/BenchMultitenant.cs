@@ -333,6 +333,7 @@ public static partial class Cli
                         readGb = wBytes / usRead / 1e3;
                         ReadPatterns(dev, outDim, inDim, warm, samples, perSample, () => ws[next++ % nBuf], dst);
                     }
+                    if (T >= TenantLinear.BitsMinTenants && rows == T) ReadSignPatterns(dev, T, outDim, inDim, warm, samples, perSample, () => ss[next++ % nBuf]);
                     foreach (var t in ws) t.Dispose();
                     foreach (var t in ss) t.Dispose();
                     double bytes = wBytes + sBytes + 4.0 * rows * (inDim + outDim);
@@ -401,6 +402,77 @@ public static partial class Cli
             MatMul.Vec16 p3 = w[a3], q3 = w[a3 + d1], r3 = w[a3 + d2], u3 = w[a3 + d3];
             x ^= Xor(p0) ^ Xor(q0) ^ Xor(r0) ^ Xor(u0) ^ Xor(p1) ^ Xor(q1) ^ Xor(r1) ^ Xor(u1);
             x ^= Xor(p2) ^ Xor(q2) ^ Xor(r2) ^ Xor(u2) ^ Xor(p3) ^ Xor(q3) ^ Xor(r3) ^ Xor(u3);
+        }
+        if (x == 0x9E3779B9u && lane == 31) sink[0] = new MatMul.Vec16 { X = x };
+    }
+
+    /// <summary>T tenants' signs read as the bit-serial products walk them (a warp per 32 outputs of one tenant, each
+    /// 512-input chunk as 4 loads a lane of 64 bytes from each of the 32 rows, the next chunk's loads out before this one's
+    /// are used) against the same bytes read by each warp as one contiguous span (4 × 512 bytes a step), in the same
+    /// blocks of 4 warps with the same loads in flight: is it the order of the sign reads that holds that form back? Then
+    /// both with two chunks a step (8 loads a lane in flight, 128 bytes of each row a step).</summary>
+    static void ReadSignPatterns(Device dev, int T, int outDim, int inDim, int warm, int samples, int perSample, Func<Tensor> signs)
+    {
+        int whole = inDim / 512, rowsAll = T * outDim, warps = (rowsAll + 31) / 32;
+        if (whole < 2 || rowsAll % 32 != 0) return;   // the probe reads whole chunks, two at a time in its last two forms
+        using var sink = Tensor.Empty([4], DType.I32, dev);
+        var k = dev.GroupedKernel<Action<KernelConfig, ArrayView<MatMul.Vec16>, ArrayView<MatMul.Vec16>, int, int, int>>(ReadSignsKernel);
+        double bytes = (double)rowsAll * whole * 64, bytes2 = (double)rowsAll * (whole / 2 * 2) * 64;
+        double Rate(int mode) => (mode >= 2 ? bytes2 : bytes) / Median(dev, warm, samples, perSample,
+            () => k(new KernelConfig((warps + 3) / 4, 128), signs().View<MatMul.Vec16>(), sink.View<MatMul.Vec16>(), inDim / 128, rowsAll, mode)) / 1e3;
+        Console.WriteLine($"  read {T} tenants' signs of {outDim}×{inDim} as the bit-serial products walk them: {Rate(0):F0} GB/s, each warp's span contiguous: {Rate(1):F0} GB/s; two chunks a step (128 bytes a row): {Rate(2):F0} GB/s, span: {Rate(3):F0} GB/s");
+    }
+
+    static void ReadSignsKernel(ArrayView<MatMul.Vec16> signs16, ArrayView<MatMul.Vec16> sink, int vecs, int rowsAll, int mode)
+    {
+        var s = signs16.AsAligned(16);
+        int warp = Grid.IdxX * 4 + Warp.WarpIdx, lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3, whole = vecs / 4;
+        long r0 = 32L * warp;
+        if (r0 + 32 > rowsAll || whole < (mode >= 2 ? 2 : 1)) return;   // whole chunks only (two for a two-chunk step)
+        // modes 0 and 2: chunk c's unit j of lane (g, t) at row r0 + g + 8j, unit 4c + t; modes 1 and 3: unit (4c + j)·32 +
+        // lane of the warp's span. Modes 2 and 3 take two chunks a step (8 loads a lane in flight, 128 bytes a row a step).
+        bool span = mode == 1 || mode == 3;
+        int step = mode >= 2 ? 2 : 1;
+        long b = span ? r0 * vecs + lane : (r0 + g) * vecs + t, dc = span ? 128 : 4, dj = span ? 32 : 8L * vecs;
+        uint x = 0;
+        var n0 = s[b];
+        var n1 = s[b + dj];
+        var n2 = s[b + 2 * dj];
+        var n3 = s[b + 3 * dj];
+        MatMul.Vec16 m0 = default, m1 = default, m2 = default, m3 = default;
+        if (step == 2)
+        {
+            m0 = s[b + dc];
+            m1 = s[b + dc + dj];
+            m2 = s[b + dc + 2 * dj];
+            m3 = s[b + dc + 3 * dj];
+        }
+        for (int c = 0; c + step <= whole; c += step)
+        {
+            var c0 = n0;
+            var c1 = n1;
+            var c2 = n2;
+            var c3 = n3;
+            var e0 = m0;
+            var e1 = m1;
+            var e2 = m2;
+            var e3 = m3;
+            if (c + 2 * step <= whole)
+            {
+                long a = b + (c + step) * dc;
+                n0 = s[a];
+                n1 = s[a + dj];
+                n2 = s[a + 2 * dj];
+                n3 = s[a + 3 * dj];
+                if (step == 2)
+                {
+                    m0 = s[a + dc];
+                    m1 = s[a + dc + dj];
+                    m2 = s[a + dc + 2 * dj];
+                    m3 = s[a + dc + 3 * dj];
+                }
+            }
+            x = (x << 1 | x >> 31) ^ Xor(c0) ^ Xor(c1) ^ Xor(c2) ^ Xor(c3) ^ Xor(e0) ^ Xor(e1) ^ Xor(e2) ^ Xor(e3);
         }
         if (x == 0x9E3779B9u && lane == 31) sink[0] = new MatMul.Vec16 { X = x };
     }
