@@ -410,17 +410,18 @@ public static partial class Cli
     /// 512-input chunk as 4 loads a lane of 64 bytes from each of the 32 rows, the next chunk's loads out before this one's
     /// are used) against the same bytes read by each warp as one contiguous span (4 × 512 bytes a step), in the same
     /// blocks of 4 warps with the same loads in flight: is it the order of the sign reads that holds that form back? Then
-    /// both with two chunks a step (8 loads a lane in flight, 128 bytes of each row a step).</summary>
+    /// both with two chunks a step (8 loads a lane in flight, 128 bytes of each row a step); then a warp walking its rows
+    /// 8 at a time, 4 chunks a step (256 bytes of each of 8 rows a step, 4 loads a lane).</summary>
     static void ReadSignPatterns(Device dev, int T, int outDim, int inDim, int warm, int samples, int perSample, Func<Tensor> signs)
     {
         int whole = inDim / 512, rowsAll = T * outDim, warps = (rowsAll + 31) / 32;
         if (whole < 2 || rowsAll % 32 != 0) return;   // the probe reads whole chunks, two at a time in its last two forms
         using var sink = Tensor.Empty([4], DType.I32, dev);
         var k = dev.GroupedKernel<Action<KernelConfig, ArrayView<MatMul.Vec16>, ArrayView<MatMul.Vec16>, int, int, int>>(ReadSignsKernel);
-        double bytes = (double)rowsAll * whole * 64, bytes2 = (double)rowsAll * (whole / 2 * 2) * 64;
-        double Rate(int mode) => (mode >= 2 ? bytes2 : bytes) / Median(dev, warm, samples, perSample,
+        double bytes = (double)rowsAll * whole * 64, bytes2 = (double)rowsAll * (whole / 2 * 2) * 64, bytes4 = (double)rowsAll * (whole / 4 * 4) * 64;
+        double Rate(int mode) => (mode == 4 ? bytes4 : mode >= 2 ? bytes2 : bytes) / Median(dev, warm, samples, perSample,
             () => k(new KernelConfig((warps + 3) / 4, 128), signs().View<MatMul.Vec16>(), sink.View<MatMul.Vec16>(), inDim / 128, rowsAll, mode)) / 1e3;
-        Console.WriteLine($"  read {T} tenants' signs of {outDim}×{inDim} as the bit-serial products walk them: {Rate(0):F0} GB/s, each warp's span contiguous: {Rate(1):F0} GB/s; two chunks a step (128 bytes a row): {Rate(2):F0} GB/s, span: {Rate(3):F0} GB/s");
+        Console.WriteLine($"  read {T} tenants' signs of {outDim}×{inDim} as the bit-serial products walk them: {Rate(0):F0} GB/s, each warp's span contiguous: {Rate(1):F0} GB/s; two chunks a step (128 bytes a row): {Rate(2):F0} GB/s, span: {Rate(3):F0} GB/s; a tile of 8 rows at a time, 256 bytes a row a step: {Rate(4):F0} GB/s");
     }
 
     static void ReadSignsKernel(ArrayView<MatMul.Vec16> signs16, ArrayView<MatMul.Vec16> sink, int vecs, int rowsAll, int mode)
@@ -429,6 +430,37 @@ public static partial class Cli
         int warp = Grid.IdxX * 4 + Warp.WarpIdx, lane = Warp.LaneIdx, g = lane >> 2, t = lane & 3, whole = vecs / 4;
         long r0 = 32L * warp;
         if (r0 + 32 > rowsAll || whole < (mode >= 2 ? 2 : 1)) return;   // whole chunks only (two for a two-chunk step)
+        if (mode == 4)
+        {
+            // a tile of 8 rows at a time, 4 chunks a step: load j of lane (g, t) at row r0 + 8·tile + g, unit 4(c + j) + t, so
+            // a row's 256 bytes come in one step (4 loads a lane, the next step's out before this one's are used)
+            int quads = whole / 4, steps = 4 * quads;
+            if (steps == 0) return;
+            uint y = 0;
+            long a0 = TileAt(r0, 0, quads, g, vecs, t);
+            var p0 = s[a0];
+            var p1 = s[a0 + 4];
+            var p2 = s[a0 + 8];
+            var p3 = s[a0 + 12];
+            for (int k = 0; k < steps; k++)
+            {
+                var q0 = p0;
+                var q1 = p1;
+                var q2 = p2;
+                var q3 = p3;
+                if (k + 1 < steps)
+                {
+                    long a = TileAt(r0, k + 1, quads, g, vecs, t);
+                    p0 = s[a];
+                    p1 = s[a + 4];
+                    p2 = s[a + 8];
+                    p3 = s[a + 12];
+                }
+                y = (y << 1 | y >> 31) ^ Xor(q0) ^ Xor(q1) ^ Xor(q2) ^ Xor(q3);
+            }
+            if (y == 0x9E3779B9u && lane == 31) sink[0] = new MatMul.Vec16 { X = y };
+            return;
+        }
         // modes 0 and 2: chunk c's unit j of lane (g, t) at row r0 + g + 8j, unit 4c + t; modes 1 and 3: unit (4c + j)·32 +
         // lane of the warp's span. Modes 2 and 3 take two chunks a step (8 loads a lane in flight, 128 bytes a row a step).
         bool span = mode == 1 || mode == 3;
@@ -476,6 +508,9 @@ public static partial class Cli
         }
         if (x == 0x9E3779B9u && lane == 31) sink[0] = new MatMul.Vec16 { X = x };
     }
+
+    /// <summary>Step k of <see cref="ReadSignsKernel"/>'s tile walk: lane (g, t)'s first unit.</summary>
+    static long TileAt(long r0, int k, int quads, int g, int vecs, int t) => (r0 + 8 * (k / quads) + g) * vecs + 16L * (k % quads) + t;
 
     static long At(int mode, long oG, long wStride, int tile, int chunks, int c, int lane, int t) =>
         mode == 0 ? oG * wStride + c * 8L + t : ((long)tile * chunks + c) * 128 + lane;
