@@ -22,9 +22,9 @@ namespace BitDeltaNative.Kernels;
 /// tenants left out).
 ///
 /// Layout: lane (g, t) of a warp loads 16 bytes at word 16c + 4t of each 512-input chunk c, for output row g of each
-/// of its 4 tiles of 8 outputs and for planes g, g+8, g+16 and g+24; words 4t, 4t+1 feed one product and 4t+2, 4t+3
-/// the next, for A and B alike, so every input is counted once. A last half chunk (in = 256 mod 512) takes words 2t,
-/// 2t+1 instead.
+/// of its 4 tiles of 8 outputs, and the A fragments of planes g, g+8 and g+16, g+24 for those words (the planes are
+/// stored fragment by fragment, <see cref="PlaneAt"/>); words 4t, 4t+1 feed one product and 4t+2, 4t+3 the next, for
+/// A and B alike, so every input is counted once. A last half chunk (in = 256 mod 512) takes words 2t, 2t+1 instead.
 /// </summary>
 public static partial class TenantLinear
 {
@@ -71,9 +71,14 @@ public static partial class TenantLinear
     /// block); and the blocks a row takes.</summary>
     static (int Split, int PerRow) BitsLayout(int outDim, int entries)
     {
-        int groups = outDim / 32, split = (groups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1, perBlock = 4 / split;
+        int groups = outDim / 32, split = BitsSplitOverride is 1 or 4 ? BitsSplitOverride : (groups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1;
+        int perBlock = 4 / split;
         return (split, (groups + perBlock - 1) / perBlock);
     }
+
+    /// <summary>Forces the bit-serial products' split of K (1 or 4; 0: by the batch's size, <see cref="BitsLayout"/>), so
+    /// tests reach both layouts at small shapes.</summary>
+    public static int BitsSplitOverride { get; set; }
 
     /// <summary>Batches past the streamed form's rows whose tenant terms are all bit-serial take three launches
     /// (<see cref="DecodeBaseBits"/>) instead of the base form's and this form's seven; off, the seven (the bench compares).</summary>
@@ -131,6 +136,7 @@ public static partial class TenantLinear
     /// <summary>The products of <see cref="DecodeBaseBits"/>: as <see cref="BitsKernel"/>, then per output y (+)= the base
     /// partials in split order (when K was split), then + the tenant term. The row's scalars and its base partials are
     /// loaded before the products, so their round trips overlap them.</summary>
+    [LaunchBounds(128, 4)]   // the registers of 4 blocks a multiprocessor, as without the two buffers (bench/NOTES.md)
     static void BitsEndKernel(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, ArrayView<long> meta,
                               ArrayView<int> list, ArrayView<float> scales, ArrayView<float> partial, ArrayView<float> y, StreamShape s)
     {
@@ -146,7 +152,7 @@ public static partial class TenantLinear
         bool mineLive = mine < perBlock && oMine < s.Out;
         float baseSum = mineLive && s.Split > 1 ? SumSplits(partial, at, (long)s.Rows * s.Out, s.Split) : 0f;
         float before = mineLive && (s.Split == 1 || s.Mode != 0) ? y[yAt] : 0f;
-        long sum = BitsSum(b, signs16, signs, planes16, planes, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out _, out int o);
+        long sum = BitsSum(true, b, signs16, signs, planes16, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out _, out int o);
         if (o < 0) return;
         float term = (float)BitsTerm(sum, q, big, alpha);
         y[yAt] = (s.Split == 1 ? before : s.Mode != 0 ? before + baseSum : baseSum) + term;
@@ -178,7 +184,7 @@ public static partial class TenantLinear
         int exp = BitsExponent(meta[4 * e]);
         float f = Interop.IntAsFloat((uint)(31 - exp + 127) << 23);
         long q = PlaneWord(planes, x[list[2 * e] * (long)inDim + 32L * w + lane], f, meta[4 * e] >= 0x7F800000,
-                           ((long)e * Planes + lane) * words + w, lane, true);
+                           PlaneAt(e, lane, w, words), lane, true);
         for (int o = 16; o > 0; o /= 2) q += Warp.ShuffleXor(q, o);
         if (lane == 0) Atomic.Add(ref meta64[2 * e + 1], q);
     }
@@ -199,6 +205,17 @@ public static partial class TenantLinear
         return qi;
     }
 
+    /// <summary>
+    /// Where word w of plane p of listed row e lies in the planes tensor ([entries, 32·words] words): planes q and q + 8
+    /// (q = 0…7 and 16…23) interleaved word pair by word pair in one pair row of 2·words, so the 16 bytes at word pair
+    /// m are (P_q[2m], P_q+8[2m], P_q[2m+1], P_q+8[2m+1]): one binary product's A fragment as it is loaded (PTX ISA,
+    /// "Matrix Fragments for mma.m16n8k256": a0…a3 = rows g, g+8 of words k, k+1). Laid out plane by plane, ptxas
+    /// assembled each fragment from two loads with 4 moves, and the warps waited on those moves right after the loads
+    /// (half of the products' stall samples, bench/NOTES.md). Pair row r = q for q &lt; 8, q − 8 for q ≥ 16.
+    /// </summary>
+    static long PlaneAt(long e, int p, int w, int words) =>
+        (e * Planes + ((p & 7) | (p >> 4 << 3)) * 2) * words + 4 * (w >> 1) + 2 * (w & 1) + ((p >> 3) & 1);
+
     /// <summary>E with 2^E above the max whose f32 bits are given: field − 126 for a normal one; tiny rows (under
     /// 2^-91) share E = −90 so 2^(31−E) stays a normal f32.</summary>
     static int BitsExponent(int maxBits) => IntrinsicMath.Max(((maxBits >> 23) & 0xFF) - 126, -90);
@@ -216,10 +233,10 @@ public static partial class TenantLinear
         public Mma.Int4 P0, H0, P1, H1, P2, H2, P3, H3;
     }
 
-    /// <summary>The lane's plane words of one chunk: planes g, g+8, g+16, g+24.</summary>
+    /// <summary>The lane's A fragments of one chunk: planes g, g+8 (L) and g+16, g+24 (H), words 4t, 4t+1 (0) and 4t+2, 4t+3 (1).</summary>
     struct PlaneWords
     {
-        public Vec16 A, A8, B, B8;
+        public Vec16 L0, L1, H0, H1;
     }
 
     /// <summary>The lane's loads for one chunk: its plane words and its sign words of the 4 tiles.</summary>
@@ -231,11 +248,12 @@ public static partial class TenantLinear
 
     /// <summary>A block of 4 warps: its counts (<see cref="BitsSum"/>, whose layout the warps share the row's planes
     /// through L1 in), each output's term added to y.</summary>
+    [LaunchBounds(128, 4)]   // as BitsEndKernel
     static void BitsKernel(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, ArrayView<int> meta,
                            ArrayView<long> meta64, ArrayView<int> list, ArrayView<float> scales, ArrayView<float> y, int inDim, int outDim, int split)
     {
         var part = SharedMemory.Allocate<long>(4 * 32);
-        long sum = BitsSum(Grid.IdxX, signs16, signs, planes16, planes, list, part, inDim, outDim, split, default, out int e, out int o);
+        long sum = BitsSum(true, Grid.IdxX, signs16, signs, planes16, list, part, inDim, outDim, split, default, out int e, out int o);
         if (o < 0) return;
         y[list[2 * e] * (long)outDim + o] += (float)BitsTerm(sum, meta64[2 * e + 1], meta[4 * e], scales[list[2 * e + 1]]);
     }
@@ -243,11 +261,10 @@ public static partial class TenantLinear
     /// <summary>Block <paramref name="b"/>'s work: Σ_p w_p·popc(b_p ∧ S_n) over all inputs for the thread's output
     /// <paramref name="o"/> of listed row <paramref name="e"/> (o = −1 for a thread with none). The block takes four groups
     /// of 32 outputs of one row, each warp all of K (<paramref name="split"/> 1), or one group with each warp a quarter
-    /// of K (4, for batches too small to fill the GPU otherwise); the next chunk's loads go out before this chunk's
-    /// products. A group of 32 outputs lies in one part of <paramref name="parts"/> (each part a multiple of 32 outputs),
+    /// of K (4, for batches too small to fill the GPU otherwise); each chunk's loads go out two chunks before its
+    /// products (<paramref name="twoBuffers"/>; one chunk without). A group of 32 outputs lies in one part of <paramref name="parts"/> (each part a multiple of 32 outputs),
     /// whose signs it reads. Every thread of the block must call it (it synchronises the block).</summary>
-    static long BitsSum(int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes,
-                        ArrayView<int> list, ArrayView<long> part, int inDim, int outDim, int split, OutParts parts, out int e, out int o)
+    static long BitsSum(bool twoBuffers, int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<int> list, ArrayView<long> part, int inDim, int outDim, int split, OutParts parts, out int e, out int o)
     {
         int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
         int groupsPerBlock = 4 / split, og = wi / split, piece = wi % split;
@@ -258,18 +275,38 @@ public static partial class TenantLinear
         int slot = list[2 * e + 1];
         int chunks = (inDim + 511) / 512;
         int per = (chunks + split - 1) / split, c0 = piece * per, c1 = live ? IntrinsicMath.Min(chunks, c0 + per) : c0;
-        long pRow = (long)e * Planes + g, sRow = PartAt(parts, o0, slot, parts.Cap, outDim) + g;
+        int vecs = inDim / 128, full = inDim / 512, cEnd = IntrinsicMath.Min(c1, full);
+        long pRow = ((long)e * Planes + 2 * g) * vecs, sRow = PartAt(parts, o0, slot, parts.Cap, outDim) + g;   // pRow: pair row g, in 16-byte units
         var acc = default(BitsAcc);
-        var next = LoadBits(signs16, signs, planes16, planes, pRow, sRow, c0, c0 < c1, inDim, t);
-        for (int c = c0; c < c1; c++)
+        // Two buffers, each loaded two chunks before its products and reloaded right after them, so a loaded fragment is
+        // used where it was loaded (one buffer rotated, cur = next, needs a copy of the loads at the loop's end, and the
+        // warp waits on it there). Full chunks in the loop, loads past the range clamped to its last full chunk (read
+        // twice, counted once); the half chunk, when the warp's range has it, after. The streamed kernel keeps the one
+        // buffer: the second's registers cost it more than the copy (8 tenants, bench/NOTES.md).
+        if (!twoBuffers)
         {
-            var cur = next;
-            next = LoadBits(signs16, signs, planes16, planes, pRow, sRow, c + 1, c + 1 < c1, inDim, t);
-            (acc.P0, acc.H0) = Count(cur.P, cur.S0, acc.P0, acc.H0, lane);
-            (acc.P1, acc.H1) = Count(cur.P, cur.S1, acc.P1, acc.H1, lane);
-            (acc.P2, acc.H2) = Count(cur.P, cur.S2, acc.P2, acc.H2, lane);
-            (acc.P3, acc.H3) = Count(cur.P, cur.S3, acc.P3, acc.H3, lane);
+            var next = LoadChunk(signs16, signs, planes16, pRow, sRow, c0, c0 < c1, inDim, t);
+            for (int c = c0; c < c1; c++)
+            {
+                var cur = next;
+                next = LoadChunk(signs16, signs, planes16, pRow, sRow, c + 1, c + 1 < c1, inDim, t);
+                acc = CountChunk(cur, acc, lane);
+            }
         }
+        else if (cEnd > c0)
+        {
+            int last = cEnd - 1;
+            var ka = LoadFull(signs16, planes16, pRow, sRow, c0, vecs, t);
+            var kb = LoadFull(signs16, planes16, pRow, sRow, IntrinsicMath.Min(c0 + 1, last), vecs, t);
+            for (int c = c0; c < cEnd; c += 2)
+            {
+                acc = CountChunk(ka, acc, lane);
+                ka = LoadFull(signs16, planes16, pRow, sRow, IntrinsicMath.Min(c + 2, last), vecs, t);
+                if (c + 1 < cEnd) acc = CountChunk(kb, acc, lane);
+                kb = LoadFull(signs16, planes16, pRow, sRow, IntrinsicMath.Min(c + 3, last), vecs, t);
+            }
+        }
+        if (twoBuffers && c0 <= full && full < c1) acc = CountChunk(LoadHalf(signs, planes16, pRow, sRow, full, inDim, t), acc, lane);
 
         Gather(part, wi, 0, lane, g, t, acc.P0, acc.H0);
         Gather(part, wi, 1, lane, g, t, acc.P1, acc.H1);
@@ -297,34 +334,36 @@ public static partial class TenantLinear
         return big >= 0x7F800000 ? double.NaN : (2 * sum - q) * unit * alpha;
     }
 
-    /// <summary>Chunk c's loads (zeros when not <paramref name="live"/>); the last half chunk (in = 256 mod 512) takes
-    /// words 16c + 2t and + 1 as X, Y and leaves Z, W zero, which count nothing.</summary>
-    static BitsChunk LoadBits(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, long pRow, long sRow,
-                              int c, bool live, int inDim, int t)
+    /// <summary>Full chunk c's loads: the fragments of pair rows g (planes g, g+8: L) and 8 + g (planes g+16, g+24: H) at
+    /// word pairs 8c + 2t and + 1 (words 16c + 4t … + 3), and 16 bytes at word 16c + 4t of the 4 tiles' row g.</summary>
+    static BitsChunk LoadFull(ArrayView<Vec16> signs16, ArrayView<Vec16> planes16, long pRow, long sRow, int c, int vecs, int t)
     {
-        BitsChunk r = default;
-        if (!live) return r;
+        BitsChunk r;
         var s16 = signs16.AsAligned(16);
         var p16 = planes16.AsAligned(16);
+        long pa = pRow + 8 * c + 2 * t, sa = sRow * vecs + 4 * c + t;
+        r.P.L0 = p16[pa];
+        r.P.L1 = p16[pa + 1];
+        r.P.H0 = p16[pa + 16 * vecs];
+        r.P.H1 = p16[pa + 16 * vecs + 1];
+        r.S0 = s16[sa];
+        r.S1 = s16[sa + 8 * vecs];
+        r.S2 = s16[sa + 16 * vecs];
+        r.S3 = s16[sa + 24 * vecs];
+        return r;
+    }
+
+    /// <summary>The last half chunk's loads (in = 256 mod 512, chunk c = in / 512): lane t takes words 16c + 2t and + 1,
+    /// the fragments at word pair 8c + t and the sign words as X, Y; the second product's operands stay zero, which
+    /// count nothing.</summary>
+    static BitsChunk LoadHalf(ArrayView<uint> signs, ArrayView<Vec16> planes16, long pRow, long sRow, int c, int inDim, int t)
+    {
+        BitsChunk r = default;
+        var p16 = planes16.AsAligned(16);
         int vecs = inDim / 128, words = inDim / 32;
-        if (c < inDim / 512)
-        {
-            long pa = pRow * vecs + 4 * c + t, sa = sRow * vecs + 4 * c + t;
-            r.P.A = p16[pa];
-            r.P.A8 = p16[pa + 8 * vecs];
-            r.P.B = p16[pa + 16 * vecs];
-            r.P.B8 = p16[pa + 24 * vecs];
-            r.S0 = s16[sa];
-            r.S1 = s16[sa + 8 * vecs];
-            r.S2 = s16[sa + 16 * vecs];
-            r.S3 = s16[sa + 24 * vecs];
-            return r;
-        }
-        long pw = pRow * words + 16 * c + 2 * t, sw = sRow * words + 16 * c + 2 * t;
-        r.P.A.X = planes[pw]; r.P.A.Y = planes[pw + 1];
-        r.P.A8.X = planes[pw + 8 * words]; r.P.A8.Y = planes[pw + 8 * words + 1];
-        r.P.B.X = planes[pw + 16 * words]; r.P.B.Y = planes[pw + 16 * words + 1];
-        r.P.B8.X = planes[pw + 24 * words]; r.P.B8.Y = planes[pw + 24 * words + 1];
+        long pa = pRow + 8 * c + t, sw = sRow * words + 16 * c + 2 * t;
+        r.P.L0 = p16[pa];
+        r.P.H0 = p16[pa + 16 * vecs];
         r.S0.X = signs[sw]; r.S0.Y = signs[sw + 1];
         r.S1.X = signs[sw + 8 * words]; r.S1.Y = signs[sw + 8 * words + 1];
         r.S2.X = signs[sw + 16 * words]; r.S2.Y = signs[sw + 16 * words + 1];
@@ -332,13 +371,30 @@ public static partial class TenantLinear
         return r;
     }
 
+    /// <summary>Chunk c's loads, full or half (zeros when not <paramref name="live"/>).</summary>
+    static BitsChunk LoadChunk(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, long pRow, long sRow, int c, bool live, int inDim, int t)
+    {
+        if (!live) return default;
+        return c < inDim / 512 ? LoadFull(signs16, planes16, pRow, sRow, c, inDim / 128, t) : LoadHalf(signs, planes16, pRow, sRow, c, inDim, t);
+    }
+
+    /// <summary>One chunk's products for the warp's 4 tiles.</summary>
+    static BitsAcc CountChunk(BitsChunk k, BitsAcc acc, int lane)
+    {
+        (acc.P0, acc.H0) = Count(k.P, k.S0, acc.P0, acc.H0, lane);
+        (acc.P1, acc.H1) = Count(k.P, k.S1, acc.P1, acc.H1, lane);
+        (acc.P2, acc.H2) = Count(k.P, k.S2, acc.P2, acc.H2, lane);
+        (acc.P3, acc.H3) = Count(k.P, k.S3, acc.P3, acc.H3, lane);
+        return acc;
+    }
+
     /// <summary>Both products of one chunk for one tile: words X, Y of each operand, then Z, W.</summary>
     static (Mma.Int4, Mma.Int4) Count(PlaneWords p, Vec16 s, Mma.Int4 lo, Mma.Int4 hi, int lane)
     {
-        lo = Mma.M16N8K256And(p.A.X, p.A8.X, p.A.Y, p.A8.Y, s.X, s.Y, lo.X, lo.Y, lo.Z, lo.W, lane);
-        hi = Mma.M16N8K256And(p.B.X, p.B8.X, p.B.Y, p.B8.Y, s.X, s.Y, hi.X, hi.Y, hi.Z, hi.W, lane);
-        lo = Mma.M16N8K256And(p.A.Z, p.A8.Z, p.A.W, p.A8.W, s.Z, s.W, lo.X, lo.Y, lo.Z, lo.W, lane);
-        hi = Mma.M16N8K256And(p.B.Z, p.B8.Z, p.B.W, p.B8.W, s.Z, s.W, hi.X, hi.Y, hi.Z, hi.W, lane);
+        lo = Mma.M16N8K256And(p.L0.X, p.L0.Y, p.L0.Z, p.L0.W, s.X, s.Y, lo.X, lo.Y, lo.Z, lo.W, lane);
+        hi = Mma.M16N8K256And(p.H0.X, p.H0.Y, p.H0.Z, p.H0.W, s.X, s.Y, hi.X, hi.Y, hi.Z, hi.W, lane);
+        lo = Mma.M16N8K256And(p.L1.X, p.L1.Y, p.L1.Z, p.L1.W, s.Z, s.W, lo.X, lo.Y, lo.Z, lo.W, lane);
+        hi = Mma.M16N8K256And(p.H1.X, p.H1.Y, p.H1.Z, p.H1.W, s.Z, s.W, hi.X, hi.Y, hi.Z, hi.W, lane);
         return (lo, hi);
     }
 

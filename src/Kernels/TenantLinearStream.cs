@@ -296,9 +296,10 @@ public static partial class TenantLinear
                 long at = xRow * s.In + 32L * w0 + lane;
                 float f0 = w0 < words ? x[at] : 0f, f1 = w0 + 1 < words ? x[at + 32] : 0f;
                 float f2 = w0 + 2 < words ? x[at + 64] : 0f, f3 = w0 + 3 < words ? x[at + 96] : 0f;
-                long pAt = ((long)e * Planes + lane) * words + w0;
-                q += PlaneWord(planes, f0, f, bad, pAt, lane, w0 < words) + PlaneWord(planes, f1, f, bad, pAt + 1, lane, w0 + 1 < words)
-                   + PlaneWord(planes, f2, f, bad, pAt + 2, lane, w0 + 2 < words) + PlaneWord(planes, f3, f, bad, pAt + 3, lane, w0 + 3 < words);
+                q += PlaneWord(planes, f0, f, bad, PlaneAt(e, lane, w0, words), lane, w0 < words)
+                   + PlaneWord(planes, f1, f, bad, PlaneAt(e, lane, w0 + 1, words), lane, w0 + 1 < words)
+                   + PlaneWord(planes, f2, f, bad, PlaneAt(e, lane, w0 + 2, words), lane, w0 + 2 < words)
+                   + PlaneWord(planes, f3, f, bad, PlaneAt(e, lane, w0 + 3, words), lane, w0 + 3 < words);
             }
             for (int o = 16; o > 0; o /= 2) q += Warp.ShuffleXor(q, o);
             if (lane == 0) redQ[warp] = q;
@@ -390,7 +391,7 @@ public static partial class TenantLinear
         long q = SumLongs(meta, s.Entries + (long)row * s.Segs, s.Segs);
         int big = (int)meta[row];
         float alpha = PartScale(scales, s.Parts, oMine, s.Out, list[2 * row + 1]);
-        long sum = BitsSum(b, signs16, signs16.Cast<uint>(), planes16, planes, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out int e, out int o);
+        long sum = BitsSum(false, b, signs16, signs16.Cast<uint>(), planes16, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out int e, out int o);
         if (o >= 0)
             termPart[(long)e * s.Out + o] = (float)BitsTerm(sum, q, big, alpha);
         StampNow(meta, s, 2);

@@ -103,6 +103,66 @@ public class TenantLinearBitsTests
         Assert.True(err <= Check.F32Bound, $"{device}: relative error {err:E2}");
     }
 
+    /// <summary>The three launches' bit-serial products with K split 1 and 4 at ragged widths, against the seven launches bit
+    /// for bit (the same integer counts) and against the twin: in = 9·512 + 256 (10 chunks, the last a half: with split 4
+    /// the warps take 3, 3, 3 and 1 chunks) and in = 3·512 (split 4 leaves the fourth warp no chunk); 96 outputs, so with
+    /// split 1 a block's fourth warp has none. On ILGPU's CPU accelerator, whose emulated binary products take ~50 s a
+    /// case on CI's cores, two of the four cases (between them: the half chunk, a warp without chunks, one without outputs).</summary>
+    public static TheoryData<string, int, int> DevicesSplitsAndWidths()
+    {
+        var data = new TheoryData<string, int, int>();
+        foreach (var d in TestDevices.Names.Select(n => n.Data))
+            foreach (var split in new[] { 1, 4 })
+                foreach (var inDim in new[] { 9 * 512 + 256, 3 * 512 })
+                    if (d == "cuda" || (split == 1) == (inDim > 2048)) data.Add(d, split, inDim);
+        return data;
+    }
+
+    [Theory]
+    [MemberData(nameof(DevicesSplitsAndWidths))]
+    public void Split_1_and_4_at_ragged_widths_give_the_seven_launches_bits(string device, int split, int inDim)
+    {
+        var dev = Device.Parse(device);
+        var rng = new Random(17 + split + inDim);
+        int outDim = 96, cap = 4;
+        int[] slots = [2, -1, 0, 3, 1, 2];
+        int rows = slots.Length;
+        var x = Check.Values(rng, (long)rows * inDim, 2f);
+        var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), DType.F16);
+        var signs = Check.Signs(rng, cap * outDim, inDim);
+        var scales = Enumerable.Range(0, cap).Select(_ => Check.Value(rng, 0.05f)).ToArray();
+        var y0 = Check.Values(rng, (long)rows * outDim, 3f);
+        using var tenants = new TenantRows(slots, dev);
+        Assert.True(tenants.DecodeTenantsAllBits && tenants.BitsCount == 5);
+        using var tx = Tensor.From(x, [rows, inDim], dev);
+        using var tw = Tensor.From(w, [outDim, inDim], dev, DType.F16);
+        using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
+        using var ta = Tensor.From(scales, [cap], dev);
+
+        float[] Run(bool fuse)
+        {
+            using var ty = Tensor.From(y0, [rows, outDim], dev);
+            TenantLinear.UseStream = false;
+            TenantLinear.FuseBits = fuse;
+            TenantLinear.BitsSplitOverride = split;
+            try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty, accumulate: true); }
+            finally
+            {
+                TenantLinear.UseStream = true;
+                TenantLinear.FuseBits = true;
+                TenantLinear.BitsSplitOverride = 0;
+            }
+            return ty.ToFloatArray();
+        }
+
+        var three = Run(true);
+        Assert.Equal(Run(false), three);
+        var want = y0.ToArray();
+        TenantLinear.Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, true);
+        double err = Check.RelativeError(three, want);
+        Assert.True(err <= Check.F32Bound, $"{device}, split {split}, in {inDim}: relative error {err:E2}");
+    }
+
     static MethodInfo Kernel(string name) => typeof(TenantLinear).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!;
 
     /// <summary>Three tenants of one row each over [64, 768] (a half chunk at the end): a row of zeros (its term must be
