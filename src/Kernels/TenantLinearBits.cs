@@ -262,9 +262,11 @@ public static partial class TenantLinear
     /// <paramref name="o"/> of listed row <paramref name="e"/> (o = −1 for a thread with none). The block takes four groups
     /// of 32 outputs of one row, each warp all of K (<paramref name="split"/> 1), or one group with each warp a quarter
     /// of K (4, for batches too small to fill the GPU otherwise); each chunk's loads go out two chunks before its
-    /// products (<paramref name="twoBuffers"/>; one chunk without). A group of 32 outputs lies in one part of <paramref name="parts"/> (each part a multiple of 32 outputs),
-    /// whose signs it reads. Every thread of the block must call it (it synchronises the block).</summary>
-    static long BitsSum(bool twoBuffers, int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<int> list, ArrayView<long> part, int inDim, int outDim, int split, OutParts parts, out int e, out int o)
+    /// products (<paramref name="twoBuffers"/>; one chunk without). A group of 32 outputs lies in one part of
+    /// <paramref name="parts"/> (each part a multiple of 32 outputs), whose signs it reads. Every thread of the block must
+    /// call it (it synchronises the block).</summary>
+    static long BitsSum(bool twoBuffers, int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<int> list,
+                        ArrayView<long> part, int inDim, int outDim, int split, OutParts parts, out int e, out int o)
     {
         int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
         int groupsPerBlock = 4 / split, og = wi / split, piece = wi % split;

@@ -64,8 +64,11 @@ public class TenantLinearBitsTests
     [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
     public void Three_launches_give_the_seven_launches_bits(string device)
     {
-        using var tenants = ThreeAgainstSeven(device, 5, [-1, 0, 1, -1, 2, 3, -1, 1, 4, -1, 2, 0], 96, 768, 5, 0);
-        Assert.True(tenants.BitsCount == 8 && tenants.MmaGroupCount == 2);
+        var dev = Device.Parse(device);
+        int[] slots = [-1, 0, 1, -1, 2, 3, -1, 1, 4, -1, 2, 0];
+        using var tenants = new TenantRows(slots, dev);
+        Assert.True(tenants.DecodeTenantsAllBits && tenants.BitsCount == 8 && tenants.MmaGroupCount == 2);
+        ThreeAgainstSeven(dev, 5, slots, tenants, 96, 768, 5, 0);
     }
 
     /// <summary>The three launches' bit-serial products with K split 1 and 4 at ragged widths, against the seven launches bit
@@ -87,16 +90,18 @@ public class TenantLinearBitsTests
     [MemberData(nameof(DevicesSplitsAndWidths))]
     public void Split_1_and_4_at_ragged_widths_give_the_seven_launches_bits(string device, int split, int inDim)
     {
-        using var tenants = ThreeAgainstSeven(device, 17 + split + inDim, [2, -1, 0, 3, 1, 2], 96, inDim, 4, split);
-        Assert.Equal(5, tenants.BitsCount);
+        var dev = Device.Parse(device);
+        int[] slots = [2, -1, 0, 3, 1, 2];
+        using var tenants = new TenantRows(slots, dev);
+        Assert.True(tenants.DecodeTenantsAllBits && tenants.BitsCount == 5);
+        ThreeAgainstSeven(dev, 17 + split + inDim, slots, tenants, 96, inDim, 4, split);
     }
 
     /// <summary>y (+)= the tenant linear of random operands in three launches and in seven (K split <paramref name="split"/>
-    /// ways, 0: as the batch's size picks), equal bit for bit and within f32's bound of the twin; returns the rows, for the
-    /// caller to check that they took the forms it means.</summary>
-    static TenantRows ThreeAgainstSeven(string device, int seed, int[] slots, int outDim, int inDim, int cap, int split)
+    /// ways, 0: as the batch's size picks) for the rows <paramref name="tenants"/> of <paramref name="slots"/>, equal bit
+    /// for bit and within f32's bound of the twin.</summary>
+    static void ThreeAgainstSeven(Device dev, int seed, int[] slots, TenantRows tenants, int outDim, int inDim, int cap, int split)
     {
-        var dev = Device.Parse(device);
         var rng = new Random(seed);
         int rows = slots.Length;
         var x = Check.Values(rng, (long)rows * inDim, 2f);
@@ -104,8 +109,6 @@ public class TenantLinearBitsTests
         var signs = Check.Signs(rng, cap * outDim, inDim);
         var scales = Enumerable.Range(0, cap).Select(_ => Check.Value(rng, 0.05f)).ToArray();
         var y0 = Check.Values(rng, (long)rows * outDim, 3f);
-        var tenants = new TenantRows(slots, dev);
-        Assert.True(tenants.DecodeTenantsAllBits);
         using var tx = Tensor.From(x, [rows, inDim], dev);
         using var tw = Tensor.From(w, [outDim, inDim], dev, DType.F16);
         using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
@@ -132,8 +135,7 @@ public class TenantLinearBitsTests
         var want = y0.ToArray();
         TenantLinear.Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, true);
         double err = Check.RelativeError(three, want);
-        Assert.True(err <= Check.F32Bound, $"{device}, split {split}, in {inDim}: relative error {err:E2}");
-        return tenants;
+        Assert.True(err <= Check.F32Bound, $"{dev}, split {split}, in {inDim}: relative error {err:E2}");
     }
 
     static MethodInfo Kernel(string name) => typeof(TenantLinear).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!;
