@@ -52,6 +52,7 @@ public static partial class Cli
         var noGemvNorm = new Option<bool>("--no-gemv-norm") { Description = "one-row steps without GemvNorm (norms, q/k/v, gate/up and SwiGLU as separate launches), to compare" };
         var gemvNormTenants = new Option<bool>("--gemv-norm-tenants") { Description = "one-row steps of a tenant through GemvNorm too (off by default: it did not win there), to compare" };
         var noStream = new Option<bool>("--no-stream") { Description = "leave the streamed form out of the engine (to compare)" };
+        var noBaseRing = new Option<bool>("--no-base-ring") { Description = "the base form's products for 9–32 rows with x loaded from global memory a step ahead, not through a shared-memory ring (to compare)" };
         var noFuseBits = new Option<bool>("--no-fuse-bits") { Description = "past the streamed form's rows, the bit-serial and base forms as seven launches, not three (to compare)" };
         var baseBlocks = new Option<int?>("--base-blocks") { Description = "blocks per multiprocessor the base form's split of K aims for (default: the engine's)" };
         var rate = new Option<bool>("--mma-rate") { Description = "also measure the tensor cores' rate on the f16 and b1 products alone" };
@@ -65,7 +66,7 @@ public static partial class Cli
         var shapes = new Option<string?>("--shapes") { Description = "kernel table and timeline: shapes out×in, comma-separated (default: Llama-2-7B's 4096x4096,11008x4096,4096x11008; 12288x4096 is q/k/v in one, 22016x4096 gate/up)" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, tenantApart, partsApart, gemvNormTenants, noFuseBits, baseBlocks, rate, timeline, noOwn, ownRows, scFence, streamBits, profile, noKernels, shapes, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, tenantApart, partsApart, gemvNormTenants, noFuseBits, noBaseRing, baseBlocks, rate, timeline, noOwn, ownRows, scFence, streamBits, profile, noKernels, shapes, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -95,6 +96,7 @@ public static partial class Cli
             if (r.GetValue(partsApart)) LlamaModel.TenantPartsInOne = false;
             if (r.GetValue(gemvNormTenants)) LlamaModel.FuseTenantRows = true;
             if (r.GetValue(noFuseBits)) TenantLinear.FuseBits = false;
+            if (r.GetValue(noBaseRing)) TenantLinear.BaseRing = false;
             if (r.GetValue(noOwn)) TenantLinear.StreamOwnSplitVecs = 0;
             if (r.GetValue(ownRows) is int orr) TenantLinear.StreamOwnSplitMaxRows = orr;
             if (r.GetValue(scFence)) TenantLinear.StreamLightFence = false;

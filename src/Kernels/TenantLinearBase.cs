@@ -12,7 +12,8 @@ namespace BitDeltaNative.Kernels;
 /// (bench/NOTES.md). Here:
 /// - x is split once per call (<see cref="SplitXKernel"/>) into the exact order the products take it: per group, chunk
 ///   and step one 16-byte load gives a lane its hi and lo pairs;
-/// - a block's warps take 4 neighbouring tiles over the same K range, so they read the same x (from L1);
+/// - a block's warps take 4 neighbouring tiles over the same K range, so they read the same x (from L1; for 2–4 groups
+///   from a ring in shared memory that the block fills once, TenantLinearBaseRing.cs);
 /// - the groups' product chains are interleaved step by step, and the next step's x is loaded before this step's products;
 /// - K is split across blocks so that the grid fills the GPU once (11008×4096 took two waves, the second almost empty),
 ///   and the partial sums are added in a fixed order by <see cref="SumSplitsKernel"/>: results do not depend on timing.
@@ -107,11 +108,23 @@ public static partial class TenantLinear
         var dev = y.Device;
         var partial = split > 1 ? Tensor.Empty([split, rows, outDim], DType.F32, dev) : null;
         for (int first = 0; first < groupCount; first += BaseGroups)
+        {
+            int nGroups = Math.Min(BaseGroups, groupCount - first);
+            if (nGroups > 1 && BaseRing)
+            {
+                dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(
+                    BaseRingKernel)(
+                    new KernelConfig(tileBlocks * split, BaseWarps * 32, SharedMemoryConfig.RequestDynamic<byte>(RingBytes(nGroups))),
+                    w.View<Vec16>(), xs.View<Vec16>(), xs.DeviceAddress, groups.View<int>(), (partial ?? y).View<float>(), first, nGroups, inDim,
+                    outDim, rows, per, partial != null ? 2 : accumulate ? 1 : 0);
+                continue;
+            }
             dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(
                 groupCount == 1 ? BaseOneKernel : BaseKernel)(
                 new KernelConfig(tileBlocks * split, BaseWarps * 32), w.View<Vec16>(), xs.View<Vec16>(), groups.View<int>(),
                 (partial ?? y).View<float>(), first, Math.Min(BaseGroups, groupCount - first), inDim, outDim, rows, per,
                 partial != null ? 2 : accumulate ? 1 : 0);
+        }
         return partial;
     }
 

@@ -56,6 +56,11 @@ public class TenantLinearBitsTests
         Assert.Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", based);
         Assert.Contains("ld.global.v4.b32", based);
         Assert.DoesNotContain("cvt.rn.f16.f32", based);   // x comes split already (SplitXKernel)
+        var ring = Ptx.Compile(Kernel("BaseRingKernel"));
+        Assert.Contains("cp.async.cg.shared.global", ring);   // x into the ring, a chunk of every group per stage
+        Assert.Contains("ld.shared.v4", ring);                // and out of it, 16 bytes a load
+        Assert.Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", ring);
+        Assert.DoesNotContain(".local", ring);                // the asm operands promoted to registers (PtxPasses.cs)
     }
 
     /// <summary>The three launches against the seven they replace, bit for bit: two row groups (the four-group base kernel),
@@ -136,6 +141,56 @@ public class TenantLinearBitsTests
         TenantLinear.Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, true);
         double err = Check.RelativeError(three, want);
         Assert.True(err <= Check.F32Bound, $"{dev}, split {split}, in {inDim}: relative error {err:E2}");
+    }
+
+    /// <summary>The base products of two to four row groups through the shared-memory ring (TenantLinearBaseRing.cs)
+    /// against the register form, bit for bit (the same products in the same order), and against the twin: base rows only,
+    /// 9, 24, 32 and 40 of them (2, 3 and 4 groups; 5 groups run as 4 + 1), K of one chunk, of two (fewer than the ring's
+    /// stages) and of 13 chunks cut into ranges of 5, 5 and 3; 80 and 144 outputs (a block's last tiles without rows).</summary>
+    [Theory]
+    [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
+    public void Base_products_through_the_ring_give_the_register_forms_bits(string device)
+    {
+        var dev = Device.Parse(device);
+        var rng = new Random(11);
+        foreach (var (rows, outDim, inDim, perSm) in new (int, int, int, int)[]
+                 { (9, 80, 64, 4), (24, 144, 128, 4), (32, 80, 13 * 64, 64), (40, 144, 13 * 64, 64), (17, 144, 13 * 64, 1) })
+        {
+            int[] slots = Enumerable.Repeat(-1, rows).ToArray();
+            using var tenants = new TenantRows(slots, dev);
+            Assert.Equal((rows + 7) / 8, tenants.MmaGroupCount);
+            var x = Check.Values(rng, (long)rows * inDim, 2f);
+            var w = Check.Rounded(Check.Values(rng, (long)outDim * inDim), DType.F16);
+            var y0 = Check.Values(rng, (long)rows * outDim, 3f);
+            using var tx = Tensor.From(x, [rows, inDim], dev);
+            using var tw = Tensor.From(w, [outDim, inDim], dev, DType.F16);
+            using var ts = Tensor.From(Check.Signs(rng, outDim, inDim), [1, outDim, inDim], dev);
+            using var ta = Tensor.From([0.5f], [1], dev);
+
+            float[] Run(bool ring)
+            {
+                using var ty = Tensor.From(y0, [rows, outDim], dev);
+                int perSmWas = TenantLinear.BaseBlocksPerSm;
+                TenantLinear.UseStream = false;
+                TenantLinear.BaseRing = ring;
+                TenantLinear.BaseBlocksPerSm = perSm;
+                try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty, accumulate: true); }
+                finally
+                {
+                    TenantLinear.UseStream = true;
+                    TenantLinear.BaseRing = true;
+                    TenantLinear.BaseBlocksPerSm = perSmWas;
+                }
+                return ty.ToFloatArray();
+            }
+
+            var ringed = Run(true);
+            Assert.Equal(Run(false), ringed);
+            var want = y0.ToArray();
+            TenantLinear.Twin(x, w, new uint[outDim * inDim / 32], [0f], slots, want, rows, inDim, outDim, true);
+            double err = Check.RelativeError(ringed, want);
+            Assert.True(err <= Check.F32Bound, $"{dev}, {rows} rows, {outDim}×{inDim}: relative error {err:E2}");
+        }
     }
 
     static MethodInfo Kernel(string name) => typeof(TenantLinear).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!;
