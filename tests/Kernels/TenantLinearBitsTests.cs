@@ -119,21 +119,9 @@ public class TenantLinearBitsTests
         using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
         using var ta = Tensor.From(scales, [cap], dev);
 
-        float[] Run(bool fuse)
-        {
-            using var ty = Tensor.From(y0, [rows, outDim], dev);
-            TenantLinear.UseStream = false;
-            TenantLinear.FuseBits = fuse;
-            TenantLinear.BitsSplitOverride = split;
-            try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty, accumulate: true); }
-            finally
-            {
-                TenantLinear.UseStream = true;
-                TenantLinear.FuseBits = true;
-                TenantLinear.BitsSplitOverride = 0;
-            }
-            return ty.ToFloatArray();
-        }
+        float[] Run(bool fuse) => RunAccumulating(tx, tw, ts, ta, tenants, y0, rows, outDim,
+            () => { TenantLinear.FuseBits = fuse; TenantLinear.BitsSplitOverride = split; },
+            () => { TenantLinear.FuseBits = true; TenantLinear.BitsSplitOverride = 0; });
 
         var three = Run(true);
         Assert.Equal(Run(false), three);
@@ -167,22 +155,10 @@ public class TenantLinearBitsTests
             using var ts = Tensor.From(Check.Signs(rng, outDim, inDim), [1, outDim, inDim], dev);
             using var ta = Tensor.From([0.5f], [1], dev);
 
-            float[] Run(bool ring)
-            {
-                using var ty = Tensor.From(y0, [rows, outDim], dev);
-                int perSmWas = TenantLinear.BaseBlocksPerSm;
-                TenantLinear.UseStream = false;
-                TenantLinear.BaseRing = ring;
-                TenantLinear.BaseBlocksPerSm = perSm;
-                try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty, accumulate: true); }
-                finally
-                {
-                    TenantLinear.UseStream = true;
-                    TenantLinear.BaseRing = true;
-                    TenantLinear.BaseBlocksPerSm = perSmWas;
-                }
-                return ty.ToFloatArray();
-            }
+            int perSmWas = TenantLinear.BaseBlocksPerSm;
+            float[] Run(bool ring) => RunAccumulating(tx, tw, ts, ta, tenants, y0, rows, outDim,
+                () => { TenantLinear.BaseRing = ring; TenantLinear.BaseBlocksPerSm = perSm; },
+                () => { TenantLinear.BaseRing = true; TenantLinear.BaseBlocksPerSm = perSmWas; });
 
             var ringed = Run(true);
             Assert.Equal(Run(false), ringed);
@@ -191,6 +167,23 @@ public class TenantLinearBitsTests
             double err = Check.RelativeError(ringed, want);
             Assert.True(err <= Check.F32Bound, $"{dev}, {rows} rows, {outDim}×{inDim}: relative error {err:E2}");
         }
+    }
+
+    /// <summary>y0 plus the batch's linear (accumulated into a copy of y0), the streamed form off and the engine's other
+    /// switches as <paramref name="set"/> leaves them; <paramref name="restore"/> puts them back, also on failure.</summary>
+    static float[] RunAccumulating(Tensor tx, Tensor tw, Tensor ts, Tensor ta, TenantRows tenants, float[] y0, int rows, int outDim,
+                                   Action set, Action restore)
+    {
+        using var ty = Tensor.From(y0, [rows, outDim], tx.Device);
+        TenantLinear.UseStream = false;
+        set();
+        try { TenantLinear.Run(tx, tw, ts, ta, tenants, ty, accumulate: true); }
+        finally
+        {
+            TenantLinear.UseStream = true;
+            restore();
+        }
+        return ty.ToFloatArray();
     }
 
     static MethodInfo Kernel(string name) => typeof(TenantLinear).GetMethod(name, BindingFlags.Static | BindingFlags.NonPublic)!;
