@@ -71,13 +71,15 @@ public static partial class TenantLinear
     /// block); and the blocks a row takes.</summary>
     static (int Split, int PerRow) BitsLayout(int outDim, int entries)
     {
-        int groups = outDim / 32, split = BitsSplitOverride is 1 or 4 ? BitsSplitOverride : (groups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1;
+        int groups = outDim / 32, split = BitsSplitOverride is 1 or 2 or 4 ? BitsSplitOverride : (groups + 3) / 4 * entries < BitsTargetWarps / 4 ? 4 : 1;
         int perBlock = 4 / split;
         return (split, (groups + perBlock - 1) / perBlock);
     }
 
-    /// <summary>Forces the bit-serial products' split of K (1 or 4; 0: by the batch's size, <see cref="BitsLayout"/>), so
-    /// tests reach both layouts at small shapes.</summary>
+    /// <summary>Forces the bit-serial products' split of K (1, 2 or 4; 0: by the batch's size, <see cref="BitsLayout"/>), so
+    /// tests reach every layout at small shapes and the bench can time split 2 (two groups of 32 outputs a block, K in
+    /// halves), which the layout does not pick: at 17–31 tenants of one row its blocks of half length might fill the last
+    /// wave better than whole-K blocks (bench/NOTES.md, not yet measured).</summary>
     public static int BitsSplitOverride { get; set; }
 
     /// <summary>Batches past the streamed form's rows whose tenant terms are all bit-serial take three launches

@@ -76,24 +76,25 @@ public class TenantLinearBitsTests
         ThreeAgainstSeven(dev, 5, slots, tenants, 96, 768, 5, 0);
     }
 
-    /// <summary>The three launches' bit-serial products with K split 1 and 4 at ragged widths, against the seven launches bit
-    /// for bit (the same integer counts) and against the twin: in = 9·512 + 256 (10 chunks, the last a half: with split 4
-    /// the warps take 3, 3, 3 and 1 chunks) and in = 3·512 (split 4 leaves the fourth warp no chunk); 96 outputs, so with
-    /// split 1 a block's fourth warp has none. On ILGPU's CPU accelerator, whose emulated binary products take ~50 s a
-    /// case on CI's cores, two of the four cases (between them: the half chunk, a warp without chunks, one without outputs).</summary>
+    /// <summary>The three launches' bit-serial products with K split 1, 2 and 4 at ragged widths, against the seven launches
+    /// bit for bit (the same integer counts) and against the twin: in = 9·512 + 256 (10 chunks, the last a half: with split
+    /// 4 the warps take 3, 3, 3 and 1 chunks, with split 2 five each) and in = 3·512 (split 4 leaves the fourth warp no
+    /// chunk, split 2 gives 2 and 1); 96 outputs, so with split 1 a block's fourth warp has none and with split 2 the second
+    /// block's second group. On ILGPU's CPU accelerator, whose emulated binary products take ~50 s a case on CI's cores,
+    /// three of the six cases (between them: the half chunk, a warp without chunks, one without outputs, split 2).</summary>
     public static TheoryData<string, int, int> DevicesSplitsAndWidths()
     {
         var data = new TheoryData<string, int, int>();
         foreach (var d in TestDevices.Names.Select(n => n.Data))
-            foreach (var split in new[] { 1, 4 })
+            foreach (var split in new[] { 1, 2, 4 })
                 foreach (var inDim in new[] { 9 * 512 + 256, 3 * 512 })
-                    if (d == "cuda" || (split == 1) == (inDim > 2048)) data.Add(d, split, inDim);
+                    if (d == "cuda" || (split == 1 && inDim > 2048) || (split != 1 && inDim < 2048)) data.Add(d, split, inDim);
         return data;
     }
 
     [Theory]
     [MemberData(nameof(DevicesSplitsAndWidths))]
-    public void Split_1_and_4_at_ragged_widths_give_the_seven_launches_bits(string device, int split, int inDim)
+    public void Splits_1_2_and_4_at_ragged_widths_give_the_seven_launches_bits(string device, int split, int inDim)
     {
         var dev = Device.Parse(device);
         int[] slots = [2, -1, 0, 3, 1, 2];
