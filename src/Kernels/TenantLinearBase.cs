@@ -122,7 +122,7 @@ public static partial class TenantLinear
             dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(
                 groupCount == 1 ? BaseOneKernel : BaseKernel)(
                 new KernelConfig(tileBlocks * split, BaseWarps * 32), w.View<Vec16>(), xs.View<Vec16>(), groups.View<int>(),
-                (partial ?? y).View<float>(), first, Math.Min(BaseGroups, groupCount - first), inDim, outDim, rows, per,
+                (partial ?? y).View<float>(), first, nGroups, inDim, outDim, rows, per,
                 partial != null ? 2 : accumulate ? 1 : 0);
         }
         return partial;

@@ -134,8 +134,9 @@ public class TenantLinearBitsTests
 
     /// <summary>The base products of two to four row groups through the shared-memory ring (TenantLinearBaseRing.cs)
     /// against the register form, bit for bit (the same products in the same order), and against the twin: base rows only,
-    /// 9, 24, 32 and 40 of them (2, 3 and 4 groups; 5 groups run as 4 + 1), K of one chunk, of two (fewer than the ring's
-    /// stages) and of 13 chunks cut into ranges of 5, 5 and 3; 80 and 144 outputs (a block's last tiles without rows).</summary>
+    /// 9, 17, 24, 32 and 40 of them (2, 3, 3 and 4 groups; 5 groups run as 4 + 1), K of one chunk, of two (fewer than the
+    /// ring's stages) and of 13 chunks, cut into ranges of 5, 5 and 3 or as one block a multiprocessor asks; 80 and
+    /// 144 outputs (a block's last tiles without rows).</summary>
     [Theory]
     [MemberData(nameof(TestDevices.Names), MemberType = typeof(TestDevices))]
     public void Base_products_through_the_ring_give_the_register_forms_bits(string device)
