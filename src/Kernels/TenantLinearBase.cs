@@ -110,6 +110,15 @@ public static partial class TenantLinear
         for (int first = 0; first < groupCount; first += BaseGroups)
         {
             int nGroups = Math.Min(BaseGroups, groupCount - first);
+            if (nGroups > 1 && BaseRing && BaseRingForm == 2)
+            {
+                dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int>>(
+                    nGroups == 2 ? BaseRing2Kernel : nGroups == 3 ? BaseRing3Kernel : BaseRing4Kernel)(
+                    new KernelConfig(tileBlocks * split, BaseWarps * 32, SharedMemoryConfig.RequestDynamic<byte>(RingBytes(nGroups))),
+                    w.View<Vec16>(), xs.View<Vec16>(), xs.DeviceAddress, groups.View<int>(), (partial ?? y).View<float>(), first, inDim,
+                    outDim, rows, per, partial != null ? 2 : accumulate ? 1 : 0);
+                continue;
+            }
             if (nGroups > 1 && BaseRing)
             {
                 dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<Vec16>, long, ArrayView<int>, ArrayView<float>, int, int, int, int, int, int, int>>(

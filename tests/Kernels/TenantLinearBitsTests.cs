@@ -1,4 +1,5 @@
 using System.Reflection;
+using System.Text.RegularExpressions;
 using BitDeltaNative.Kernels;
 using Check = BitDeltaNative.Kernels.Check;
 
@@ -56,11 +57,16 @@ public class TenantLinearBitsTests
         Assert.Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", based);
         Assert.Contains("ld.global.v4.b32", based);
         Assert.DoesNotContain("cvt.rn.f16.f32", based);   // x comes split already (SplitXKernel)
-        var ring = Ptx.Compile(Kernel("BaseRingKernel"));
-        Assert.Contains("cp.async.cg.shared.global", ring);   // x into the ring, a chunk of every group per stage
-        Assert.Contains("ld.shared.v4", ring);                // and out of it, 16 bytes a load
-        Assert.Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", ring);
-        Assert.DoesNotContain(".local", ring);                // the asm operands promoted to registers (PtxPasses.cs)
+        foreach (var name in new[] { "BaseRingKernel", "BaseRing2Kernel", "BaseRing3Kernel", "BaseRing4Kernel" })
+        {
+            var ring = Ptx.Compile(Kernel(name));
+            Assert.Contains("cp.async.cg.shared.global", ring);   // x into the ring, a chunk of every group per stage
+            Assert.Contains("ld.shared.v4", ring);                // and out of it, 16 bytes a load
+            Assert.Contains("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32", ring);
+            Assert.DoesNotContain(".local", ring);                // the asm operands promoted to registers (PtxPasses.cs)
+        }
+        // the second form's 4-group kernel: 3 chunks unrolled × 4 steps × 4 groups × 2 products (hi and lo), none branched around
+        Assert.Equal(96, Regex.Count(Ptx.Compile(Kernel("BaseRing4Kernel")), @"mma\.sync\.aligned\.m16n8k16"));
     }
 
     /// <summary>The three launches against the seven they replace, bit for bit: two row groups (the four-group base kernel),
@@ -158,12 +164,13 @@ public class TenantLinearBitsTests
             using var ta = Tensor.From([0.5f], [1], dev);
 
             int perSmWas = TenantLinear.BaseBlocksPerSm;
-            float[] Run(bool ring) => RunAccumulating(tx, tw, ts, ta, tenants, y0, rows, outDim,
-                () => { TenantLinear.BaseRing = ring; TenantLinear.BaseBlocksPerSm = perSm; },
-                () => { TenantLinear.BaseRing = true; TenantLinear.BaseBlocksPerSm = perSmWas; });
+            float[] Run(bool ring, int form) => RunAccumulating(tx, tw, ts, ta, tenants, y0, rows, outDim,
+                () => { TenantLinear.BaseRing = ring; TenantLinear.BaseRingForm = form; TenantLinear.BaseBlocksPerSm = perSm; },
+                () => { TenantLinear.BaseRing = true; TenantLinear.BaseRingForm = 1; TenantLinear.BaseBlocksPerSm = perSmWas; });
 
-            var ringed = Run(true);
-            Assert.Equal(Run(false), ringed);
+            var ringed = Run(true, 1);
+            Assert.Equal(Run(false, 1), ringed);
+            Assert.Equal(ringed, Run(true, 2));   // the second form: one kernel a group count, its loop unrolled by 3
             var want = y0.ToArray();
             TenantLinear.Twin(x, w, new uint[outDim * inDim / 32], [0f], slots, want, rows, inDim, outDim, true);
             double err = Check.RelativeError(ringed, want);

@@ -4,13 +4,14 @@
 # statistics; and that kernel's duration at several tenant counts (one row each), to split its time into a part that
 # grows with the bytes and a part that does not.
 # Usage (device tool, carry [".gpu"]): bash tools/gpu/ncu-source.sh KERNEL SHAPE TENANTS [TENANT-COUNTS…]
+#   (BENCH_ARGS: further options for the bench, e.g. BENCH_ARGS="--base-ring-form 2")
 #   e.g. bash tools/gpu/ncu-source.sh BitsEndKernel 4096x4096 32 9 12 16 24 32
 # Logs under $OUT: ncu-KERNEL.txt, src-KERNEL.csv, durations.txt.
 set -uo pipefail
 . tools/gpu/unpack.sh
 NCU=/usr/local/cuda/bin/ncu
 k=$1 shape=$2 tenants=$3; shift 3
-run() { echo $A/bitdelta bench multitenant --device cuda --kernel-only --tenants $1 --requests 1 --shapes $shape --iters 3; }
+run() { echo $A/bitdelta bench multitenant --device cuda --kernel-only --tenants $1 --requests 1 --shapes $shape --iters 3 ${BENCH_ARGS:-}; }
 timeout 150 $NCU --clock-control none --kernel-name regex:"$k\$" --launch-skip 4 --launch-count 1 --section SpeedOfLight --section Occupancy \
   --section WarpStateStats --section LaunchStats --section InstructionStats --print-details all $(run $tenants) > $OUT/ncu-$k.txt 2>&1
 echo "== $k, $shape, $tenants tenants: ncu exit $?"
