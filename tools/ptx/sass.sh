@@ -1,26 +1,16 @@
 #!/usr/bin/env bash
 # The kernels' SASS without a GPU: ILGPU's PTX (bitdelta audit --ptx) assembled for sm_90a by ptxas, then each
 # kernel's registers, spills and loops (tools/ptx/sass-loops.py). ptxas and nvdisasm come from Debian's
-# nvidia-cuda-toolkit 12.4 (trixie, non-free), unpacked into ~/.cache/bitdelta/cuda-12.4, never installed: the
-# product needs no CUDA toolkit, only this offline look does. ptxas 12.4 reads PTX ISA up to 8.4, and ILGPU writes
-# the ISA version of the driver it was built against (8.8), so the header is rewritten; a kernel that uses a later
-# ISA feature fails here and says so. The driver's own compiler (CUDA 13 on the H200) may allocate differently: on
+# nvidia-cuda-toolkit 12.4 (tools/ptx/fetch-ptxas.sh: unpacked into a cache folder, never installed). ptxas 12.4
+# reads PTX ISA up to 8.4, and ILGPU writes the ISA version of the driver it was built against (8.8), so the header
+# is rewritten; a kernel that uses a later ISA feature fails here and says so. The driver's own compiler (CUDA 13 on the H200) may allocate differently: on
 # 2026-12-05 the first ring form's 110 registers matched what Nsight Compute read on the H200.
 #
 # usage: tools/ptx/sass.sh [OUT] [KERNEL-PATTERN]   (OUT default /tmp/sass; pattern a grep -E over file names)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 out=${1:-/tmp/sass}; pattern=${2:-.}
-cuda=${BITDELTA_CUDA_TOOLS:-$HOME/.cache/bitdelta/cuda-12.4}
-if [ ! -x "$cuda/usr/bin/ptxas" ]; then
-  echo "ptxas not found in $cuda: fetching Debian's nvidia-cuda-toolkit 12.4 (~90 MB) into it" >&2
-  apt=$(mktemp -d); mkdir -p "$apt/lists/partial"
-  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian trixie non-free" > "$apt/sources.list"
-  o=(-oDir::State::Lists="$apt/lists" -oDir::Etc::SourceList="$apt/sources.list" -oDir::Etc::SourceParts=/dev/null -oDir::Cache::Archives="$apt")
-  apt-get "${o[@]}" update -qq
-  (cd "$apt" && apt-get "${o[@]}" download -qq nvidia-cuda-toolkit=12.4.131~12.4.1-2)
-  mkdir -p "$cuda" && dpkg -x "$apt"/nvidia-cuda-toolkit_*.deb "$cuda" && rm -rf "$apt"
-fi
+bin=$(bash tools/ptx/fetch-ptxas.sh)
 cli=src/Cli/bin/Release/net10.0/bitdelta
 [ -x "$cli" ] || dotnet build src/Cli -c Release -v q
 rm -rf "$out" && mkdir -p "$out/ptx"
@@ -29,10 +19,10 @@ printf '%-44s %5s %6s %6s %s\n' kernel regs spillS spillL "loops of 100+ instruc
 for f in $(ls "$out/ptx" | grep -E "$pattern"); do
   k=${f%.ptx}
   sed -E 's/^\.version [0-9.]+/.version 8.4/; s/^\.target sm_90$/.target sm_90a/' "$out/ptx/$f" > "$out/$k.ptx"
-  if ! info=$("$cuda/usr/bin/ptxas" -arch=sm_90a -v -o "$out/$k.cubin" "$out/$k.ptx" 2>&1); then
+  if ! info=$("$bin/ptxas" -arch=sm_90a -v -o "$out/$k.cubin" "$out/$k.ptx" 2>&1); then
     echo "$k: ptxas failed: $(echo "$info" | grep -m1 -i error)"; continue
   fi
-  "$cuda/usr/bin/nvdisasm" -c "$out/$k.cubin" > "$out/$k.sass"
+  "$bin/nvdisasm" -c "$out/$k.cubin" > "$out/$k.sass"
   regs=$(echo "$info" | sed -nE 's/.*Used ([0-9]+) registers.*/\1/p' | head -1)
   ss=$(echo "$info" | sed -nE 's/.* ([0-9]+) bytes spill stores.*/\1/p' | head -1)
   sl=$(echo "$info" | sed -nE 's/.* ([0-9]+) bytes spill loads.*/\1/p' | head -1)
