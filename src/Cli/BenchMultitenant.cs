@@ -60,6 +60,7 @@ public static partial class Cli
         var ownRows = new Option<int?>("--own-split-max-rows") { Description = "one-group batches of at most this many rows have their base blocks split their own K range of x (default: the engine's), to compare" };
         var scFence = new Option<bool>("--sc-fence") { Description = "the streamed form's handoffs fenced with membar.gl, not fence.acq_rel.gpu (to compare)" };
         var baseRingForm = new Option<int?>("--base-ring-form") { Description = "the base products' ring for 9–32 rows: 1 (the group count a parameter) or 2 (one kernel a group count, its loop unrolled); default 1" };
+        var bitsAhead = new Option<int?>("--bits-ahead") { Description = "past the streamed form's rows, how many chunks ahead the bit-serial products load their signs: 2 (default) or 3 (the planes one chunk ahead, 3 blocks a multiprocessor)" };
         var bitsSplit = new Option<int?>("--bits-split") { Description = "past the streamed form's rows, the bit-serial products' split of K: 1, 2 or 4 (default: by the batch's size)" };
         var streamBits = new Option<int?>("--stream-bits-split") { Description = "streamed form's tenant-row blocks: 1 (whole K a warp) or 4 (K in four pieces); default: the engine's" };
         var timeline = new Option<bool>("--timeline") { Description = "instead of the kernel table: when each block of one streamed call ran (per kind, per µs), at each tenant count of one row" };
@@ -68,7 +69,7 @@ public static partial class Cli
         var shapes = new Option<string?>("--shapes") { Description = "kernel table and timeline: shapes out×in, comma-separated (default: Llama-2-7B's 4096x4096,11008x4096,4096x11008; 12288x4096 is q/k/v in one, 22016x4096 gate/up)" };
         var split = new Option<string>("--mma-split") { Description = "kernel table: warps per 16 outputs (split-K) of the tensor-core form, comma-separated; 0 picks per shape", DefaultValueFactory = _ => "0" };
         var cmd = new Command("multitenant", "Decode throughput of many BitDelta tenants over one base in one batch, against full fp16 models per tenant, and the batched kernel's bandwidth at 7B shapes.");
-        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, tenantApart, partsApart, gemvNormTenants, noFuseBits, noBaseRing, baseRingForm, baseBlocks, rate, timeline, noOwn, ownRows, scFence, streamBits, bitsSplit, profile, noKernels, shapes, DeviceOption }) cmd.Options.Add(o);
+        foreach (var o in new Option[] { baseDir, random7b, tenants, requests, newTokens, promptTokens, kernel, iters, split, bitsRows, bitsTenants, streamRows, noStream, noGemvOne, noGemvNorm, noPdl, tenantApart, partsApart, gemvNormTenants, noFuseBits, noBaseRing, baseRingForm, baseBlocks, rate, timeline, noOwn, ownRows, scFence, streamBits, bitsSplit, bitsAhead, profile, noKernels, shapes, DeviceOption }) cmd.Options.Add(o);
         cmd.SetAction(r => Guard(() =>
         {
             var name = r.GetValue(DeviceOption)!;
@@ -112,6 +113,11 @@ public static partial class Cli
                 if (sbs != 1 && sbs != 4) throw new BitDeltaException("--stream-bits-split: 1 or 4");
                 TenantLinear.StreamBitsSplit = sbs;
             }
+            if (r.GetValue(bitsAhead) is int ba)
+            {
+                if (ba is not (2 or 3)) throw new BitDeltaException($"--bits-ahead: 2 or 3, got {ba}");
+                TenantLinear.BitsSignsAhead = ba;
+            }
             if (r.GetValue(bitsSplit) is int bsp)
             {
                 if (bsp is not (1 or 2 or 4)) throw new BitDeltaException($"--bits-split: 1, 2 or 4, got {bsp}");
@@ -120,7 +126,7 @@ public static partial class Cli
             if (r.GetValue(baseBlocks) is int bb) TenantLinear.BaseBlocksPerSm = bb;
             Console.WriteLine($"bit-serial form: tenants of at most {TenantLinear.BitsMaxRows} decode rows, when at least {TenantLinear.BitsMinTenants} tenants are");
             Console.WriteLine(TenantLinear.UseStream ? $"streamed form: batches whose tenants all have so few rows, up to {TenantLinear.StreamMaxRows} decode rows" : "streamed form: off");
-            Console.WriteLine($"past those rows: the base and bit-serial forms in {(TenantLinear.FuseBits ? "three launches" : "seven launches")}");
+            Console.WriteLine($"past those rows: the base and bit-serial forms in {(TenantLinear.FuseBits ? $"three launches, the signs {TenantLinear.BitsSignsAhead} chunks ahead" : "seven launches")}");
             Console.WriteLine(TenantLinear.BaseRing ? $"base products of 9–32 rows: x through a shared-memory ring, form {TenantLinear.BaseRingForm}" : "base products of 9–32 rows: x from global memory");
             if (r.GetValue(rate) && dev.IsIlgpu) MmaRate(dev, cuda);
             if (r.GetValue(timeline))

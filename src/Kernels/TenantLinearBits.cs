@@ -82,6 +82,11 @@ public static partial class TenantLinear
     /// wave better than whole-K blocks (bench/NOTES.md, not yet measured).</summary>
     public static int BitsSplitOverride { get; set; }
 
+    /// <summary>How far ahead of its products the three launches' bit-serial products (<see cref="BitsEndKernel"/>) load a
+    /// chunk's signs: 2 (signs and planes two chunks ahead in two buffers, measured on the H200) or 3 (signs three
+    /// chunks ahead, planes one: <see cref="SumDeep"/>, not yet timed). The bench sets it (<c>--bits-ahead</c>).</summary>
+    public static int BitsSignsAhead { get; set; } = 2;
+
     /// <summary>Batches past the streamed form's rows whose tenant terms are all bit-serial take three launches
     /// (<see cref="DecodeBaseBits"/>) instead of the base form's and this form's seven; off, the seven (the bench compares).</summary>
     public static bool FuseBits { get; set; } = true;
@@ -121,7 +126,7 @@ public static partial class TenantLinear
         // the base rows' sums; the tenant rows' are added by the products' launch
         if (partial != null && tenants.FewBase > 0) SumSplitsLaunch(partial, groups, groupCount, y, split, accumulate, baseRowsOnly: true, outParts);
         dev.GroupedKernel<Action<KernelConfig, ArrayView<Vec16>, ArrayView<uint>, ArrayView<Vec16>, ArrayView<uint>, ArrayView<long>, ArrayView<int>,
-                                 ArrayView<float>, ArrayView<float>, ArrayView<float>, StreamShape>>(BitsEndKernel)(
+                                 ArrayView<float>, ArrayView<float>, ArrayView<float>, StreamShape>>(BitsSignsAhead == 3 ? BitsEndDeepKernel : BitsEndKernel)(
             new KernelConfig(bitsPerRow * entries, 128), signs.View<Vec16>(), signs.View<uint>(), planes.View<Vec16>(), planes.View<uint>(),
             meta.View<long>(), list.View<int>(), scales.View<float>(), (partial ?? y).View<float>(), y.View<float>(), shape);
     }
@@ -140,7 +145,19 @@ public static partial class TenantLinear
     /// loaded before the products, so their round trips overlap them.</summary>
     [LaunchBounds(128, 4)]   // the registers of 4 blocks a multiprocessor, as without the two buffers (bench/NOTES.md)
     static void BitsEndKernel(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, ArrayView<long> meta,
-                              ArrayView<int> list, ArrayView<float> scales, ArrayView<float> partial, ArrayView<float> y, StreamShape s)
+                              ArrayView<int> list, ArrayView<float> scales, ArrayView<float> partial, ArrayView<float> y, StreamShape s) =>
+        BitsEnd(2, signs16, signs, planes16, meta, list, scales, partial, y, s);
+
+    /// <summary><see cref="BitsEndKernel"/> with the signs three chunks ahead and the planes one (<see cref="SumDeep"/>;
+    /// <see cref="BitsSignsAhead"/> 3).</summary>
+    [LaunchBounds(128, 3)]
+    static void BitsEndDeepKernel(ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<uint> planes, ArrayView<long> meta,
+                                  ArrayView<int> list, ArrayView<float> scales, ArrayView<float> partial, ArrayView<float> y, StreamShape s) =>
+        BitsEnd(3, signs16, signs, planes16, meta, list, scales, partial, y, s);
+
+    /// <summary>The body of the two kernels above; <paramref name="depth"/> a constant in each (ILGPU inlines it).</summary>
+    static void BitsEnd(int depth, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<long> meta,
+                        ArrayView<int> list, ArrayView<float> scales, ArrayView<float> partial, ArrayView<float> y, StreamShape s)
     {
         GridDependency.Release();   // launched dependent: the next kernel may start as ours finish (DependentLaunch.cs)
         GridDependency.Wait();      // nothing read or written before the kernel ahead has finished
@@ -154,7 +171,7 @@ public static partial class TenantLinear
         bool mineLive = mine < perBlock && oMine < s.Out;
         float baseSum = mineLive && s.Split > 1 ? SumSplits(partial, at, (long)s.Rows * s.Out, s.Split) : 0f;
         float before = mineLive && (s.Split == 1 || s.Mode != 0) ? y[yAt] : 0f;
-        long sum = BitsSum(true, b, signs16, signs, planes16, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out _, out int o);
+        long sum = BitsSum(depth, b, signs16, signs, planes16, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out _, out int o);
         if (o < 0) return;
         float term = (float)BitsTerm(sum, q, big, alpha);
         y[yAt] = (s.Split == 1 ? before : s.Mode != 0 ? before + baseSum : baseSum) + term;
@@ -255,7 +272,7 @@ public static partial class TenantLinear
                            ArrayView<long> meta64, ArrayView<int> list, ArrayView<float> scales, ArrayView<float> y, int inDim, int outDim, int split)
     {
         var part = SharedMemory.Allocate<long>(4 * 32);
-        long sum = BitsSum(true, Grid.IdxX, signs16, signs, planes16, list, part, inDim, outDim, split, default, out int e, out int o);
+        long sum = BitsSum(2, Grid.IdxX, signs16, signs, planes16, list, part, inDim, outDim, split, default, out int e, out int o);
         if (o < 0) return;
         y[list[2 * e] * (long)outDim + o] += (float)BitsTerm(sum, meta64[2 * e + 1], meta[4 * e], scales[list[2 * e + 1]]);
     }
@@ -263,11 +280,11 @@ public static partial class TenantLinear
     /// <summary>Block <paramref name="b"/>'s work: Σ_p w_p·popc(b_p ∧ S_n) over all inputs for the thread's output
     /// <paramref name="o"/> of listed row <paramref name="e"/> (o = −1 for a thread with none). The block takes four groups
     /// of 32 outputs of one row, each warp all of K (<paramref name="split"/> 1), or one group with each warp a quarter
-    /// of K (4, for batches too small to fill the GPU otherwise); each chunk's loads go out two chunks before its
-    /// products (<paramref name="twoBuffers"/>; one chunk without). A group of 32 outputs lies in one part of
-    /// <paramref name="parts"/> (each part a multiple of 32 outputs), whose signs it reads. Every thread of the block must
-    /// call it (it synchronises the block).</summary>
-    static long BitsSum(bool twoBuffers, int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<int> list,
+    /// of K (4, for batches too small to fill the GPU otherwise); each chunk's loads go out <paramref name="depth"/>
+    /// chunks before its products (1 or 2; 3: the signs three chunks ahead and the planes one, <see cref="SumDeep"/>). A
+    /// group of 32 outputs lies in one part of <paramref name="parts"/> (each part a multiple of 32 outputs), whose signs
+    /// it reads. Every thread of the block must call it (it synchronises the block).</summary>
+    static long BitsSum(int depth, int b, ArrayView<Vec16> signs16, ArrayView<uint> signs, ArrayView<Vec16> planes16, ArrayView<int> list,
                         ArrayView<long> part, int inDim, int outDim, int split, OutParts parts, out int e, out int o)
     {
         int lane = Warp.LaneIdx, wi = Warp.WarpIdx, g = lane >> 2, t = lane & 3;
@@ -287,7 +304,7 @@ public static partial class TenantLinear
         // warp waits on it there). Full chunks in the loop, loads past the range clamped to its last full chunk (read
         // twice, counted once); the half chunk, when the warp's range has it, after. The streamed kernel keeps the one
         // buffer: the second's registers cost it more than the copy (8 tenants, bench/NOTES.md).
-        if (!twoBuffers)
+        if (depth == 1)
         {
             var next = LoadChunk(signs16, signs, planes16, pRow, sRow, c0, c0 < c1, inDim, t);
             for (int c = c0; c < c1; c++)
@@ -297,6 +314,7 @@ public static partial class TenantLinear
                 acc = CountChunk(cur, acc, lane);
             }
         }
+        else if (depth == 3 && cEnd > c0) acc = SumDeep(acc, signs16, planes16, pRow, sRow, c0, cEnd, vecs, t, lane);
         else if (cEnd > c0)
         {
             int last = cEnd - 1;
@@ -310,7 +328,7 @@ public static partial class TenantLinear
                 kb = LoadFull(signs16, planes16, pRow, sRow, IntrinsicMath.Min(c + 3, last), vecs, t);
             }
         }
-        if (twoBuffers && c0 <= full && full < c1) acc = CountChunk(LoadHalf(signs, planes16, pRow, sRow, full, inDim, t), acc, lane);
+        if (depth > 1 && c0 <= full && full < c1) acc = CountChunk(LoadHalf(signs, planes16, pRow, sRow, full, inDim, t), acc, lane);
 
         Gather(part, wi, 0, lane, g, t, acc.P0, acc.H0);
         Gather(part, wi, 1, lane, g, t, acc.P1, acc.H1);
@@ -327,6 +345,90 @@ public static partial class TenantLinear
         long sum = 0;
         for (int k = 0; k < split; k++) sum += part[(mine * split + k) * 32 + n];
         return sum;
+    }
+
+    /// <summary>The lane's sign words of one chunk for the warp's 4 tiles.</summary>
+    struct SignVecs
+    {
+        public Vec16 S0, S1, S2, S3;
+    }
+
+    /// <summary>
+    /// The full chunks [c0, cEnd) with each chunk's signs loaded three chunks before its products and its planes one.
+    /// With two buffers of both (the loop above) the products' largest wait was still on their own loads (Nsight Compute,
+    /// 4096² at 32 tenants on the H200: 1483 of 3299 stall samples on a buffer's first product; bench/NOTES.md): the signs
+    /// come from DRAM, two chunks (2 KB a warp) in flight were not enough at 16 warps a multiprocessor. The planes are the
+    /// row's, read by every block of the row, so they come from L1 or L2 and one chunk ahead covers them; their second
+    /// buffer's registers go to a third chunk of signs. Unrolled by 6 (3 sign buffers × 2 plane buffers) so that every
+    /// load lands in the registers its product reads: no buffer is copied into another (a copy waits for its load).
+    /// Loads past the range are clamped to its last chunk (read again, not counted).
+    /// </summary>
+    static BitsAcc SumDeep(BitsAcc acc, ArrayView<Vec16> signs16, ArrayView<Vec16> planes16, long pRow, long sRow, int c0, int cEnd, int vecs, int t, int lane)
+    {
+        int last = cEnd - 1;
+        var s0 = LoadSigns(signs16, sRow, c0, vecs, t);
+        var s1 = LoadSigns(signs16, sRow, IntrinsicMath.Min(c0 + 1, last), vecs, t);
+        var s2 = LoadSigns(signs16, sRow, IntrinsicMath.Min(c0 + 2, last), vecs, t);
+        var p0 = LoadPlanes(planes16, pRow, c0, vecs, t);
+        PlaneWords p1;
+        for (int c = c0; c < cEnd; c += 6)
+        {
+            p1 = LoadPlanes(planes16, pRow, IntrinsicMath.Min(c + 1, last), vecs, t);
+            acc = CountSigns(p0, s0, acc, lane);
+            s0 = LoadSigns(signs16, sRow, IntrinsicMath.Min(c + 3, last), vecs, t);
+            p0 = LoadPlanes(planes16, pRow, IntrinsicMath.Min(c + 2, last), vecs, t);
+            if (c + 1 < cEnd) acc = CountSigns(p1, s1, acc, lane);
+            s1 = LoadSigns(signs16, sRow, IntrinsicMath.Min(c + 4, last), vecs, t);
+            p1 = LoadPlanes(planes16, pRow, IntrinsicMath.Min(c + 3, last), vecs, t);
+            if (c + 2 < cEnd) acc = CountSigns(p0, s2, acc, lane);
+            s2 = LoadSigns(signs16, sRow, IntrinsicMath.Min(c + 5, last), vecs, t);
+            p0 = LoadPlanes(planes16, pRow, IntrinsicMath.Min(c + 4, last), vecs, t);
+            if (c + 3 < cEnd) acc = CountSigns(p1, s0, acc, lane);
+            s0 = LoadSigns(signs16, sRow, IntrinsicMath.Min(c + 6, last), vecs, t);
+            p1 = LoadPlanes(planes16, pRow, IntrinsicMath.Min(c + 5, last), vecs, t);
+            if (c + 4 < cEnd) acc = CountSigns(p0, s1, acc, lane);
+            s1 = LoadSigns(signs16, sRow, IntrinsicMath.Min(c + 7, last), vecs, t);
+            p0 = LoadPlanes(planes16, pRow, IntrinsicMath.Min(c + 6, last), vecs, t);
+            if (c + 5 < cEnd) acc = CountSigns(p1, s2, acc, lane);
+            s2 = LoadSigns(signs16, sRow, IntrinsicMath.Min(c + 8, last), vecs, t);
+        }
+        return acc;
+    }
+
+    /// <summary>Full chunk c's plane fragments (as <see cref="LoadFull"/>).</summary>
+    static PlaneWords LoadPlanes(ArrayView<Vec16> planes16, long pRow, int c, int vecs, int t)
+    {
+        var p16 = planes16.AsAligned(16);
+        long pa = pRow + 8 * c + 2 * t;
+        PlaneWords r;
+        r.L0 = p16[pa];
+        r.L1 = p16[pa + 1];
+        r.H0 = p16[pa + 16 * vecs];
+        r.H1 = p16[pa + 16 * vecs + 1];
+        return r;
+    }
+
+    /// <summary>Full chunk c's sign words of the 4 tiles (as <see cref="LoadFull"/>).</summary>
+    static SignVecs LoadSigns(ArrayView<Vec16> signs16, long sRow, int c, int vecs, int t)
+    {
+        var s16 = signs16.AsAligned(16);
+        long sa = sRow * vecs + 4 * c + t;
+        SignVecs r;
+        r.S0 = s16[sa];
+        r.S1 = s16[sa + 8 * vecs];
+        r.S2 = s16[sa + 16 * vecs];
+        r.S3 = s16[sa + 24 * vecs];
+        return r;
+    }
+
+    /// <summary><see cref="CountChunk"/> from planes and signs held apart.</summary>
+    static BitsAcc CountSigns(PlaneWords p, SignVecs s, BitsAcc acc, int lane)
+    {
+        (acc.P0, acc.H0) = Count(p, s.S0, acc.P0, acc.H0, lane);
+        (acc.P1, acc.H1) = Count(p, s.S1, acc.P1, acc.H1, lane);
+        (acc.P2, acc.H2) = Count(p, s.S2, acc.P2, acc.H2, lane);
+        (acc.P3, acc.H3) = Count(p, s.S3, acc.P3, acc.H3, lane);
+        return acc;
     }
 
     /// <summary>A row's tenant term α·2^(E−31)·(2·sum − Q) from its exact integers (the row max's f32 bits give E; a

@@ -391,7 +391,7 @@ public static partial class TenantLinear
         long q = SumLongs(meta, s.Entries + (long)row * s.Segs, s.Segs);
         int big = (int)meta[row];
         float alpha = PartScale(scales, s.Parts, oMine, s.Out, list[2 * row + 1]);
-        long sum = BitsSum(false, b, signs16, signs16.Cast<uint>(), planes16, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out int e, out int o);
+        long sum = BitsSum(1, b, signs16, signs16.Cast<uint>(), planes16, list, part, s.In, s.Out, s.BitsSplit, s.Parts, out int e, out int o);
         if (o >= 0)
             termPart[(long)e * s.Out + o] = (float)BitsTerm(sum, q, big, alpha);
         StampNow(meta, s, 2);

@@ -49,6 +49,9 @@ public class TenantLinearBitsTests
         var end = Ptx.Compile(Kernel("BitsEndKernel"));
         Assert.True(end.Split("m16n8k256").Length - 1 >= 16, "the three-launch form's products: fewer than 16 binary products a chunk");
         Assert.Contains("ld.global.v4.b32", end);
+        var deep = Ptx.Compile(Kernel("BitsEndDeepKernel"));   // 6 chunks unrolled (3 sign buffers × 2 plane buffers)
+        Assert.True(deep.Split("m16n8k256").Length - 1 >= 6 * 16, "the deep form's loop: fewer than 6 chunks of 16 binary products");
+        Assert.Contains(".minnctapersm 3", deep);   // its 168 registers: 3 blocks a multiprocessor
         var prep = Ptx.Compile(Kernel("BitsPrepKernel"));
         Assert.Contains("cvt.rn.f16.f32", prep);   // x's split for the base form
         Assert.DoesNotContain("atom.global", prep);   // maxima found per block: nothing to clear before the launch
@@ -83,7 +86,7 @@ public class TenantLinearBitsTests
     }
 
     /// <summary>The three launches' bit-serial products with K split 1, 2 and 4 at ragged widths, against the seven launches
-    /// bit for bit (the same integer counts) and against the twin: in = 9·512 + 256 (10 chunks, the last a half: with split
+    /// bit for bit (the same integer counts), with the signs two and three chunks ahead, and against the twin: in = 9·512 + 256 (10 chunks, the last a half: with split
     /// 4 the warps take 3, 3, 3 and 1 chunks, with split 2 five each) and in = 3·512 (split 4 leaves the fourth warp no
     /// chunk, split 2 gives 2 and 1); 96 outputs, so with split 1 a block's fourth warp has none and with split 2 the second
     /// block's second group. On ILGPU's CPU accelerator, whose emulated binary products take ~50 s a case on CI's cores,
@@ -106,13 +109,14 @@ public class TenantLinearBitsTests
         int[] slots = [2, -1, 0, 3, 1, 2];
         using var tenants = new TenantRows(slots, dev);
         Assert.True(tenants.DecodeTenantsAllBits && tenants.BitsCount == 5);
-        ThreeAgainstSeven(dev, 17 + split + inDim, slots, tenants, 96, inDim, 4, split);
+        ThreeAgainstSeven(dev, 17 + split + inDim, slots, tenants, 96, inDim, 4, split, deep: true);
     }
 
     /// <summary>y (+)= the tenant linear of random operands in three launches and in seven (K split <paramref name="split"/>
     /// ways, 0: as the batch's size picks) for the rows <paramref name="tenants"/> of <paramref name="slots"/>, equal bit
-    /// for bit and within f32's bound of the twin.</summary>
-    static void ThreeAgainstSeven(Device dev, int seed, int[] slots, TenantRows tenants, int outDim, int inDim, int cap, int split)
+    /// for bit and within f32's bound of the twin; with <paramref name="deep"/> also the three launches with the signs
+    /// three chunks ahead (<see cref="TenantLinear.BitsSignsAhead"/>), equal bit for bit.</summary>
+    static void ThreeAgainstSeven(Device dev, int seed, int[] slots, TenantRows tenants, int outDim, int inDim, int cap, int split, bool deep = false)
     {
         var rng = new Random(seed);
         int rows = slots.Length;
@@ -126,12 +130,13 @@ public class TenantLinearBitsTests
         using var ts = Tensor.From(signs, [cap, outDim, inDim], dev);
         using var ta = Tensor.From(scales, [cap], dev);
 
-        float[] Run(bool fuse) => RunAccumulating(tx, tw, ts, ta, tenants, y0, rows, outDim,
-            () => { TenantLinear.FuseBits = fuse; TenantLinear.BitsSplitOverride = split; },
-            () => { TenantLinear.FuseBits = true; TenantLinear.BitsSplitOverride = 0; });
+        float[] Run(bool fuse, int ahead = 2) => RunAccumulating(tx, tw, ts, ta, tenants, y0, rows, outDim,
+            () => { TenantLinear.FuseBits = fuse; TenantLinear.BitsSplitOverride = split; TenantLinear.BitsSignsAhead = ahead; },
+            () => { TenantLinear.FuseBits = true; TenantLinear.BitsSplitOverride = 0; TenantLinear.BitsSignsAhead = 2; });
 
         var three = Run(true);
         Assert.Equal(Run(false), three);
+        if (deep) Assert.Equal(three, Run(true, ahead: 3));   // the signs three chunks ahead, the loop unrolled by 6
         var want = y0.ToArray();
         TenantLinear.Twin(x, w, signs, scales, slots, want, rows, inDim, outDim, true);
         double err = Check.RelativeError(three, want);
