@@ -395,7 +395,7 @@ public static partial class TenantLinear
         return acc;
     }
 
-    /// <summary>Full chunk c's plane fragments (as <see cref="LoadFull"/>).</summary>
+    /// <summary>Full chunk c's plane fragments: pair rows g (L) and 8 + g (H) at word pairs 8c + 2t and + 1.</summary>
     static PlaneWords LoadPlanes(ArrayView<Vec16> planes16, long pRow, int c, int vecs, int t)
     {
         var p16 = planes16.AsAligned(16);
@@ -408,7 +408,7 @@ public static partial class TenantLinear
         return r;
     }
 
-    /// <summary>Full chunk c's sign words of the 4 tiles (as <see cref="LoadFull"/>).</summary>
+    /// <summary>Full chunk c's sign words: 16 bytes at word 16c + 4t of each of the 4 tiles' row g.</summary>
     static SignVecs LoadSigns(ArrayView<Vec16> signs16, long sRow, int c, int vecs, int t)
     {
         var s16 = signs16.AsAligned(16);
@@ -444,19 +444,9 @@ public static partial class TenantLinear
     /// word pairs 8c + 2t and + 1 (words 16c + 4t … + 3), and 16 bytes at word 16c + 4t of the 4 tiles' row g.</summary>
     static BitsChunk LoadFull(ArrayView<Vec16> signs16, ArrayView<Vec16> planes16, long pRow, long sRow, int c, int vecs, int t)
     {
-        BitsChunk r;
-        var s16 = signs16.AsAligned(16);
-        var p16 = planes16.AsAligned(16);
-        long pa = pRow + 8 * c + 2 * t, sa = sRow * vecs + 4 * c + t;
-        r.P.L0 = p16[pa];
-        r.P.L1 = p16[pa + 1];
-        r.P.H0 = p16[pa + 16 * vecs];
-        r.P.H1 = p16[pa + 16 * vecs + 1];
-        r.S0 = s16[sa];
-        r.S1 = s16[sa + 8 * vecs];
-        r.S2 = s16[sa + 16 * vecs];
-        r.S3 = s16[sa + 24 * vecs];
-        return r;
+        var p = LoadPlanes(planes16, pRow, c, vecs, t);
+        var s = LoadSigns(signs16, sRow, c, vecs, t);
+        return new BitsChunk { P = p, S0 = s.S0, S1 = s.S1, S2 = s.S2, S3 = s.S3 };
     }
 
     /// <summary>The last half chunk's loads (in = 256 mod 512, chunk c = in / 512): lane t takes words 16c + 2t and + 1,
