@@ -475,14 +475,8 @@ public static partial class TenantLinear
     }
 
     /// <summary>One chunk's products for the warp's 4 tiles.</summary>
-    static BitsAcc CountChunk(BitsChunk k, BitsAcc acc, int lane)
-    {
-        (acc.P0, acc.H0) = Count(k.P, k.S0, acc.P0, acc.H0, lane);
-        (acc.P1, acc.H1) = Count(k.P, k.S1, acc.P1, acc.H1, lane);
-        (acc.P2, acc.H2) = Count(k.P, k.S2, acc.P2, acc.H2, lane);
-        (acc.P3, acc.H3) = Count(k.P, k.S3, acc.P3, acc.H3, lane);
-        return acc;
-    }
+    static BitsAcc CountChunk(BitsChunk k, BitsAcc acc, int lane) =>
+        CountSigns(k.P, new SignVecs { S0 = k.S0, S1 = k.S1, S2 = k.S2, S3 = k.S3 }, acc, lane);
 
     /// <summary>Both products of one chunk for one tile: words X, Y of each operand, then Z, W.</summary>
     static (Mma.Int4, Mma.Int4) Count(PlaneWords p, Vec16 s, Mma.Int4 lo, Mma.Int4 hi, int lane)
